@@ -1,0 +1,498 @@
+//! data: datasets, splits and the tensors they become.
+//!
+//! Owns the IDX reader (MNIST family, `.gz` or raw), where each dataset is looked up on disk, the
+//! download code (with checksums) for datasets that can be fetched, the deterministic validation
+//! split and the conversion to normalised tensors. It must not know about models, losses or
+//! training; it never seeds libtorch (shuffles use its own [`SplitMix64`]).
+
+pub mod download;
+pub mod idx;
+mod rng;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+pub use idx::{read_idx, IdxArray};
+pub use rng::SplitMix64;
+
+/// Everything that can go wrong while finding, fetching or reading data. Every variant names the
+/// file (or URL) and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{file}: not found. {hint}")]
+    Missing { file: PathBuf, hint: String },
+    #[error("{file}: corrupt IDX file: {reason}. {hint}")]
+    Corrupt {
+        file: PathBuf,
+        reason: String,
+        hint: String,
+    },
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: download failed: {reason}")]
+    Download { url: String, reason: String },
+    #[error(
+        "{file}: checksum mismatch: expected md5 {expected}, got {got}; the file was not kept"
+    )]
+    Checksum {
+        file: PathBuf,
+        expected: String,
+        got: String,
+    },
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;
+
+/// The datasets kd-sweep knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    FashionMnist,
+    Mnist,
+    /// Any folder with the four standard MNIST file names; `dir` is required.
+    Idx,
+}
+
+impl DatasetName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::Mnist => "mnist",
+            DatasetName::Idx => "idx",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fashion-mnist" => Some(DatasetName::FashionMnist),
+            "mnist" => Some(DatasetName::Mnist),
+            "idx" => Some(DatasetName::Idx),
+            _ => None,
+        }
+    }
+
+    /// How a user gets this dataset onto the machine.
+    pub fn how_to_get(self) -> String {
+        match self {
+            DatasetName::FashionMnist => format!(
+                "Install it with `apt-get install dataset-fashion-mnist` (puts it in {DEBIAN_FASHION_DIR}), \
+                 run `kd download fashion-mnist` (needs internet), or set dataset.dir"
+            ),
+            DatasetName::Mnist => {
+                "Run `kd download mnist` (needs internet) or set dataset.dir to a folder with the four IDX files"
+                    .to_string()
+            }
+            DatasetName::Idx => format!(
+                "Set dataset.dir to a folder holding {}",
+                FILE_STEMS.join(", ")
+            ),
+        }
+    }
+}
+
+/// Where Debian's `dataset-fashion-mnist` package puts its files.
+pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The four standard file names (each may also end in `.gz`).
+pub const FILE_STEMS: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// `$KD_DATA_DIR`, or `~/.cache/kd-sweep/data` where it is unset.
+pub fn data_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KD_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".cache").join("kd-sweep").join("data")
+}
+
+/// The folders searched for `name`, in order, when no `dir` is given.
+pub fn candidate_dirs(name: DatasetName) -> Vec<PathBuf> {
+    match name {
+        DatasetName::FashionMnist => vec![
+            data_root().join("fashion-mnist"),
+            PathBuf::from(DEBIAN_FASHION_DIR),
+        ],
+        DatasetName::Mnist => vec![data_root().join("mnist")],
+        DatasetName::Idx => vec![],
+    }
+}
+
+/// The path of one of the four files in `dir`: `stem.gz` if present, else `stem`; `None` if
+/// neither exists.
+pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// The folder that holds `name`: `dir` if given, else the first candidate folder with all four
+/// files. The error names the first missing file and how to get the dataset.
+pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
+    let candidates = match dir {
+        Some(d) => vec![d.to_path_buf()],
+        None if name == DatasetName::Idx => {
+            return Err(DataError::Invalid {
+                what: "dataset.dir".into(),
+                message: "required when dataset.name is idx".into(),
+            })
+        }
+        None => candidate_dirs(name),
+    };
+    for d in &candidates {
+        if FILE_STEMS.iter().all(|s| find_file(d, s).is_some()) {
+            return Ok(d.clone());
+        }
+    }
+    let first = &candidates[0];
+    let missing = FILE_STEMS
+        .iter()
+        .find(|s| find_file(first, s).is_none())
+        .expect("some file is missing");
+    let searched = candidates
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(DataError::Missing {
+        file: first.join(format!("{missing}.gz")),
+        hint: format!(
+            "{} not found in {searched}. {}",
+            name.as_str(),
+            name.how_to_get()
+        ),
+    })
+}
+
+/// One split held in memory as raw bytes.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// `n * height * width` pixels, row-major, 0..=255.
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn select(&self, idx: &[usize], pixels: usize) -> Split {
+        let mut images = Vec::with_capacity(idx.len() * pixels);
+        let mut labels = Vec::with_capacity(idx.len());
+        for &i in idx {
+            images.extend_from_slice(&self.images[i * pixels..(i + 1) * pixels]);
+            labels.push(self.labels[i]);
+        }
+        Split { images, labels }
+    }
+}
+
+/// How to split and trim the training file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitSpec {
+    /// Images held out of the training file for validation.
+    pub val_size: usize,
+    /// Keep only the first N of the remaining training images (in file order).
+    pub train_limit: Option<usize>,
+    /// Seeds the choice of validation images.
+    pub data_seed: u64,
+}
+
+/// A loaded dataset: train / validation / test splits of single-channel images.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: DatasetName,
+    pub dir: PathBuf,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+    pub train: Split,
+    pub val: Split,
+    pub test: Split,
+    /// Mean and standard deviation of the training pixels (scaled to [0, 1]).
+    pub mean: f64,
+    pub std: f64,
+}
+
+fn read_pair(
+    dir: &Path,
+    images: &str,
+    labels: &str,
+    name: DatasetName,
+) -> Result<(IdxArray, Split)> {
+    let hint = name.how_to_get();
+    let ipath = find_file(dir, images).ok_or_else(|| DataError::Missing {
+        file: dir.join(format!("{images}.gz")),
+        hint: hint.clone(),
+    })?;
+    let lpath = find_file(dir, labels).ok_or_else(|| DataError::Missing {
+        file: dir.join(format!("{labels}.gz")),
+        hint: hint.clone(),
+    })?;
+    let img = read_idx(&ipath, &hint)?;
+    let lab = read_idx(&lpath, &hint)?;
+    let corrupt = |file: &Path, reason: String| DataError::Corrupt {
+        file: file.to_path_buf(),
+        reason,
+        hint: hint.clone(),
+    };
+    if img.dims.len() != 3 {
+        return Err(corrupt(
+            &ipath,
+            format!(
+                "expected 3 dimensions (n, rows, cols), header has {}",
+                img.dims.len()
+            ),
+        ));
+    }
+    if lab.dims.len() != 1 {
+        return Err(corrupt(
+            &lpath,
+            format!("expected 1 dimension (n), header has {}", lab.dims.len()),
+        ));
+    }
+    if img.dims[0] != lab.dims[0] {
+        return Err(corrupt(
+            &lpath,
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                img.dims[0],
+                ipath.display()
+            ),
+        ));
+    }
+    let split = Split {
+        images: img.data.clone(),
+        labels: lab.data,
+    };
+    Ok((img, split))
+}
+
+impl Dataset {
+    /// Read the four files from `dir` and split a validation set off the training file.
+    pub fn load(name: DatasetName, dir: &Path, spec: &SplitSpec) -> Result<Dataset> {
+        let (train_img, full_train) = read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], name)?;
+        let (test_img, test) = read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], name)?;
+        let (height, width) = (train_img.dims[1], train_img.dims[2]);
+        if (test_img.dims[1], test_img.dims[2]) != (height, width) {
+            return Err(DataError::Corrupt {
+                file: dir.join(FILE_STEMS[2]),
+                reason: format!(
+                    "test images are {}x{}, training images {height}x{width}",
+                    test_img.dims[1], test_img.dims[2]
+                ),
+                hint: name.how_to_get(),
+            });
+        }
+        let n = full_train.len();
+        if spec.val_size >= n {
+            return Err(DataError::Invalid {
+                what: "dataset.val_size".into(),
+                message: format!(
+                    "{} leaves no training images (the training file has {n})",
+                    spec.val_size
+                ),
+            });
+        }
+        let pixels = height * width;
+        let mut order: Vec<usize> = (0..n).collect();
+        SplitMix64::new(spec.data_seed).shuffle(&mut order);
+        let mut val_idx = order[..spec.val_size].to_vec();
+        val_idx.sort_unstable();
+        let mut in_val = vec![false; n];
+        for &i in &val_idx {
+            in_val[i] = true;
+        }
+        let mut train_idx: Vec<usize> = (0..n).filter(|&i| !in_val[i]).collect();
+        if let Some(limit) = spec.train_limit {
+            if limit == 0 {
+                return Err(DataError::Invalid {
+                    what: "dataset.train_limit".into(),
+                    message: "must be > 0 (or null for all images)".into(),
+                });
+            }
+            train_idx.truncate(limit);
+        }
+        let train = full_train.select(&train_idx, pixels);
+        let val = full_train.select(&val_idx, pixels);
+        let classes = full_train
+            .labels
+            .iter()
+            .chain(&test.labels)
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let (mean, std) = pixel_stats(&train.images);
+        Ok(Dataset {
+            name,
+            dir: dir.to_path_buf(),
+            height,
+            width,
+            classes,
+            train,
+            val,
+            test,
+            mean,
+            std,
+        })
+    }
+
+    /// Images as `[n, 1, H, W]` float32, standardised with the training mean and std, and labels
+    /// as `[n]` int64, on `device`.
+    pub fn tensors(&self, split: &Split, device: Device) -> (Tensor, Tensor) {
+        let n = split.len() as i64;
+        let x = Tensor::from_slice(&split.images)
+            .view([n, 1, self.height as i64, self.width as i64])
+            .to_kind(Kind::Float)
+            / 255.0;
+        let x = ((x - self.mean) / self.std).to_device(device);
+        let y = Tensor::from_slice(&split.labels)
+            .to_kind(Kind::Int64)
+            .to_device(device);
+        (x, y)
+    }
+}
+
+fn pixel_stats(images: &[u8]) -> (f64, f64) {
+    if images.is_empty() {
+        return (0.0, 1.0);
+    }
+    let n = images.len() as f64;
+    let mean = images.iter().map(|&p| p as f64).sum::<f64>() / n / 255.0;
+    let var = images
+        .iter()
+        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt().max(1e-6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx::testing::write_idx_set;
+
+    fn spec(val: usize) -> SplitSpec {
+        SplitSpec {
+            val_size: val,
+            train_limit: None,
+            data_seed: 0,
+        }
+    }
+
+    #[test]
+    fn loads_8x8_images_and_splits_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 8, 8, 50, 20, true);
+        let a = Dataset::load(DatasetName::Idx, dir.path(), &spec(10)).unwrap();
+        assert_eq!((a.height, a.width, a.classes), (8, 8, 10));
+        assert_eq!((a.train.len(), a.val.len(), a.test.len()), (40, 10, 20));
+        assert_eq!(a.train.images.len(), 40 * 64);
+        let b = Dataset::load(DatasetName::Idx, dir.path(), &spec(10)).unwrap();
+        assert_eq!(a.val.labels, b.val.labels);
+        assert_eq!(a.val.images, b.val.images);
+        let c = Dataset::load(
+            DatasetName::Idx,
+            dir.path(),
+            &SplitSpec {
+                data_seed: 1,
+                ..spec(10)
+            },
+        )
+        .unwrap();
+        assert_ne!(
+            a.val.images, c.val.images,
+            "another data_seed, another split"
+        );
+    }
+
+    #[test]
+    fn validation_and_training_are_disjoint_and_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 4, 4, 30, 5, false);
+        let d = Dataset::load(DatasetName::Idx, dir.path(), &spec(7)).unwrap();
+        // write_idx_set makes every image unique: its first pixel is its index.
+        let firsts = |s: &Split| s.images.chunks(16).map(|c| c[0]).collect::<Vec<_>>();
+        let mut all: Vec<u8> = firsts(&d.train).into_iter().chain(firsts(&d.val)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..30).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn train_limit_keeps_the_first_images() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 4, 4, 30, 5, false);
+        let full = Dataset::load(DatasetName::Idx, dir.path(), &spec(5)).unwrap();
+        let lim = Dataset::load(
+            DatasetName::Idx,
+            dir.path(),
+            &SplitSpec {
+                train_limit: Some(6),
+                ..spec(5)
+            },
+        )
+        .unwrap();
+        assert_eq!(lim.train.len(), 6);
+        assert_eq!(lim.train.images[..], full.train.images[..6 * 16]);
+        assert_eq!(lim.val.labels, full.val.labels);
+    }
+
+    #[test]
+    fn tensors_are_standardised() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 8, 8, 40, 10, true);
+        let d = Dataset::load(DatasetName::Idx, dir.path(), &spec(0)).unwrap();
+        let (x, y) = d.tensors(&d.train, Device::Cpu);
+        assert_eq!(x.size(), [40, 1, 8, 8]);
+        assert_eq!(y.kind(), Kind::Int64);
+        assert!(x.mean(Kind::Float).double_value(&[]).abs() < 1e-4);
+        assert!((x.std(false).double_value(&[]) - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn missing_folder_names_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = locate(DatasetName::Mnist, Some(&dir.path().join("nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope/train-images-idx3-ubyte.gz"), "{err}");
+        assert!(err.contains("kd download mnist"), "{err}");
+    }
+
+    #[test]
+    fn idx_dataset_requires_dir() {
+        let err = locate(DatasetName::Idx, None).unwrap_err().to_string();
+        assert!(err.starts_with("dataset.dir: required"), "{err}");
+    }
+
+    #[test]
+    fn val_size_too_large_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 4, 4, 10, 5, false);
+        let err = Dataset::load(DatasetName::Idx, dir.path(), &spec(10))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("dataset.val_size"), "{err}");
+    }
+}

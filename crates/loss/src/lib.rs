@@ -1,0 +1,248 @@
+//! loss: the distillation objectives, as pure functions over tensors.
+//!
+//! Owns the tempered softmax, the soft losses (Hinton's cross-entropy form, the KL form and
+//! Caruana's logit matching), the hard cross-entropy and their weighted sum. It must not do IO,
+//! choose devices, touch RNG state or know about models and datasets.
+//!
+//! # Convention
+//! `total = alpha * s * L_soft + beta * L_hard`, where **alpha always weights the soft term**,
+//! `s = T^2` when `t2_scaling` is on (default) and `1` otherwise, `L_hard = CE(labels, softmax(z))`
+//! at T = 1, and every term is a mean over the batch. The value reported as `soft` is the unscaled
+//! `L_soft` in the chosen form (`ce`: `-sum p_T log q_T`; `kl`: `sum p_T (log p_T - log q_T)`;
+//! `mse_logits`: `0.5 * mean_i (z_i - v_i)^2`, for which `T` and the scaling do not apply).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Reduction, Tensor};
+
+/// Everything that can go wrong before any maths is done.
+#[derive(Debug, thiserror::Error)]
+pub enum LossError {
+    #[error("{what}: expected shape {expected}, got {got:?}")]
+    Shape {
+        what: &'static str,
+        expected: String,
+        got: Vec<i64>,
+    },
+    #[error("temperature must be finite and > 0, got {0}")]
+    Temperature(f64),
+    #[error("{name} must be finite and >= 0, got {value}")]
+    Weight { name: &'static str, value: f64 },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Which soft loss compares the student with the teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftLoss {
+    /// Hinton's form: `-sum_i p_i^T log q_i^T`.
+    Ce,
+    /// `KL(p^T || q^T)`: the CE form minus the teacher's entropy; same gradient, lower value.
+    Kl,
+    /// Caruana's logit matching: `0.5 * mean_i (z_i - v_i)^2` per sample; ignores T.
+    MseLogits,
+}
+
+impl SoftLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SoftLoss::Ce => "ce",
+            SoftLoss::Kl => "kl",
+            SoftLoss::MseLogits => "mse_logits",
+        }
+    }
+}
+
+/// The weights and form of one distillation objective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KdWeights {
+    pub temperature: f64,
+    /// Weight of the soft term.
+    pub alpha: f64,
+    /// Weight of the hard term.
+    pub beta: f64,
+    pub soft_loss: SoftLoss,
+    pub t2_scaling: bool,
+}
+
+impl KdWeights {
+    /// Hard targets only: alpha 0, beta 1.
+    pub fn hard_only() -> Self {
+        KdWeights {
+            temperature: 1.0,
+            alpha: 0.0,
+            beta: 1.0,
+            soft_loss: SoftLoss::Ce,
+            t2_scaling: true,
+        }
+    }
+
+    /// The factor that multiplies `L_soft` inside `alpha * factor * L_soft`.
+    pub fn soft_scale(&self) -> f64 {
+        if self.t2_scaling && self.soft_loss != SoftLoss::MseLogits {
+            self.temperature * self.temperature
+        } else {
+            1.0
+        }
+    }
+
+    fn validate(&self) -> Result<(), LossError> {
+        check_temperature(self.temperature)?;
+        for (name, value) in [("alpha", self.alpha), ("beta", self.beta)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(LossError::Weight { name, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The three scalar tensors of one step. `total` carries the graph; `soft` and `hard` are the
+/// unweighted terms (also differentiable).
+#[derive(Debug)]
+pub struct KdLoss {
+    pub total: Tensor,
+    pub soft: Tensor,
+    pub hard: Tensor,
+}
+
+fn check_temperature(t: f64) -> Result<(), LossError> {
+    if t.is_finite() && t > 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::Temperature(t))
+    }
+}
+
+fn check_logits(what: &'static str, logits: &Tensor) -> Result<(i64, i64), LossError> {
+    match logits.size().as_slice() {
+        &[b, c] if c > 0 => Ok((b, c)),
+        other => Err(LossError::Shape {
+            what,
+            expected: "[batch, classes]".into(),
+            got: other.to_vec(),
+        }),
+    }
+}
+
+fn check_pair(student: &Tensor, teacher: &Tensor) -> Result<(), LossError> {
+    let s = check_logits("student logits", student)?;
+    let t = check_logits("teacher logits", teacher)?;
+    if s != t {
+        return Err(LossError::Shape {
+            what: "teacher logits",
+            expected: format!("[{}, {}] (the student's shape)", s.0, s.1),
+            got: vec![t.0, t.1],
+        });
+    }
+    Ok(())
+}
+
+/// Softmax of `logits / t` over the last dimension.
+///
+/// # Shapes
+/// `logits: [batch, classes]` -> `[batch, classes]`.
+pub fn tempered_softmax(logits: &Tensor, t: f64) -> Result<Tensor, LossError> {
+    check_temperature(t)?;
+    check_logits("logits", logits)?;
+    Ok((logits / t).f_softmax(-1, logits.kind())?)
+}
+
+/// Log-softmax of `logits / t` over the last dimension.
+///
+/// # Shapes
+/// `logits: [batch, classes]` -> `[batch, classes]`.
+pub fn tempered_log_softmax(logits: &Tensor, t: f64) -> Result<Tensor, LossError> {
+    check_temperature(t)?;
+    check_logits("logits", logits)?;
+    Ok((logits / t).f_log_softmax(-1, logits.kind())?)
+}
+
+/// Hinton's soft loss `-sum_i p_i^T log q_i^T`, averaged over the batch. Not scaled by T^2.
+/// Its gradient with respect to the student logit `z_i` is `(q_i - p_i) / T` per sample.
+///
+/// # Shapes
+/// `student, teacher: [batch, classes]` -> scalar.
+pub fn soft_cross_entropy(student: &Tensor, teacher: &Tensor, t: f64) -> Result<Tensor, LossError> {
+    check_pair(student, teacher)?;
+    let log_q = tempered_log_softmax(student, t)?;
+    let p = tempered_softmax(teacher, t)?.detach();
+    Ok(-(p * log_q)
+        .f_sum_dim_intlist(-1, false, None::<Kind>)?
+        .f_mean(None::<Kind>)?)
+}
+
+/// `KL(p^T || q^T) = sum_i p_i^T (log p_i^T - log q_i^T)`, averaged over the batch (PyTorch's
+/// `kl_div(..., reduction="batchmean")`). Same gradient as [`soft_cross_entropy`].
+///
+/// # Shapes
+/// `student, teacher: [batch, classes]` -> scalar.
+pub fn soft_kl(student: &Tensor, teacher: &Tensor, t: f64) -> Result<Tensor, LossError> {
+    check_pair(student, teacher)?;
+    let log_q = tempered_log_softmax(student, t)?;
+    let log_p = tempered_log_softmax(teacher, t)?.detach();
+    let p = log_p.exp();
+    Ok((p * (log_p - log_q))
+        .f_sum_dim_intlist(-1, false, None::<Kind>)?
+        .f_mean(None::<Kind>)?)
+}
+
+/// Caruana's logit matching, `0.5 * mean_i (z_i - v_i)^2` per sample, averaged over the batch.
+/// Gradient `(z_i - v_i) / classes`: the large-T limit of `T^2 * soft_cross_entropy` for
+/// zero-mean logits.
+///
+/// # Shapes
+/// `student, teacher: [batch, classes]` -> scalar.
+pub fn logit_mse(student: &Tensor, teacher: &Tensor) -> Result<Tensor, LossError> {
+    check_pair(student, teacher)?;
+    Ok(student.f_mse_loss(&teacher.detach(), Reduction::Mean)? * 0.5)
+}
+
+/// Cross-entropy of the student at T = 1 against integer labels, averaged over the batch.
+///
+/// # Shapes
+/// `student: [batch, classes]`, `labels: [batch]` (int64) -> scalar.
+pub fn hard_cross_entropy(student: &Tensor, labels: &Tensor) -> Result<Tensor, LossError> {
+    let (b, _) = check_logits("student logits", student)?;
+    if labels.size() != [b] {
+        return Err(LossError::Shape {
+            what: "labels",
+            expected: format!("[{b}]"),
+            got: labels.size(),
+        });
+    }
+    Ok(student
+        .f_log_softmax(-1, student.kind())?
+        .f_nll_loss::<Tensor>(labels, None, Reduction::Mean, -100)?)
+}
+
+/// The soft term in the chosen form, unscaled.
+pub fn soft_term(
+    student: &Tensor,
+    teacher: &Tensor,
+    t: f64,
+    form: SoftLoss,
+) -> Result<Tensor, LossError> {
+    match form {
+        SoftLoss::Ce => soft_cross_entropy(student, teacher, t),
+        SoftLoss::Kl => soft_kl(student, teacher, t),
+        SoftLoss::MseLogits => logit_mse(student, teacher),
+    }
+}
+
+/// `total = alpha * soft_scale * L_soft + beta * L_hard` (see the crate docs).
+///
+/// # Shapes
+/// `student, teacher: [batch, classes]`, `labels: [batch]` (int64) -> three scalars.
+pub fn distillation_loss(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    w: &KdWeights,
+) -> Result<KdLoss, LossError> {
+    w.validate()?;
+    let soft = soft_term(student, teacher, w.temperature, w.soft_loss)?;
+    let hard = hard_cross_entropy(student, labels)?;
+    let total = &soft * (w.alpha * w.soft_scale()) + &hard * w.beta;
+    Ok(KdLoss { total, soft, hard })
+}

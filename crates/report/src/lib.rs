@@ -1,0 +1,558 @@
+//! report: the metrics frames and the Markdown report, as pure functions of plain rows and Parquet.
+//!
+//! Owns the column layout of `trials` and `epochs` (Polars frames, written as Parquet and CSV,
+//! atomically) and the rendering of the summary table and `report.md`. It must not depend on
+//! libtorch or train anything: `kd report OUT` regenerates every report from the Parquet files
+//! alone.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Polars {
+        file: PathBuf,
+        #[source]
+        source: PolarsError,
+    },
+    #[error("{file}: column `{column}` {problem}")]
+    Column {
+        file: PathBuf,
+        column: String,
+        problem: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ReportError>;
+
+/// One finished (or diverged, or failed) trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRow {
+    pub trial_id: String,
+    /// `teacher`, `baseline` or `kd`.
+    pub kind: String,
+    pub seed: u64,
+    pub arch: String,
+    /// Layer widths, e.g. `800-800` or `c32-c64-f256`.
+    pub hidden: String,
+    pub params: u64,
+    pub temperature: Option<f64>,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    pub soft_loss: Option<String>,
+    pub epochs: u32,
+    /// `ok`, `diverged` or `failed`.
+    pub status: String,
+    pub train_acc: Option<f64>,
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub test_errors: Option<u64>,
+    pub best_epoch: Option<u32>,
+    pub wall_s: f64,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
+}
+
+/// One epoch of one trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRow {
+    pub trial_id: String,
+    pub epoch: u32,
+    pub train_loss: f64,
+    /// Unscaled soft term (`None` when the trial has no teacher).
+    pub soft_loss: Option<f64>,
+    pub hard_loss: f64,
+    /// Running accuracy on the training batches, in training mode (dropout on).
+    pub train_acc: f64,
+    pub val_acc: f64,
+    pub test_acc: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+pub const TRIAL_COLUMNS: [&str; 20] = [
+    "trial_id",
+    "kind",
+    "seed",
+    "arch",
+    "hidden",
+    "params",
+    "temperature",
+    "alpha",
+    "beta",
+    "soft_loss",
+    "epochs",
+    "status",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "test_errors",
+    "best_epoch",
+    "wall_s",
+    "finished_at",
+    "test_error",
+];
+
+pub const EPOCH_COLUMNS: [&str; 10] = [
+    "trial_id",
+    "epoch",
+    "train_loss",
+    "soft_loss",
+    "hard_loss",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "lr",
+    "seconds",
+];
+
+fn col<T, F: Fn(&TrialRow) -> T>(rows: &[TrialRow], f: F) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// The `trials` frame; `test_error` (= 1 - test_acc) is derived for convenience.
+pub fn trials_frame(rows: &[TrialRow]) -> DataFrame {
+    df!(
+        "trial_id" => col(rows, |r| r.trial_id.clone()),
+        "kind" => col(rows, |r| r.kind.clone()),
+        "seed" => col(rows, |r| r.seed),
+        "arch" => col(rows, |r| r.arch.clone()),
+        "hidden" => col(rows, |r| r.hidden.clone()),
+        "params" => col(rows, |r| r.params),
+        "temperature" => col(rows, |r| r.temperature),
+        "alpha" => col(rows, |r| r.alpha),
+        "beta" => col(rows, |r| r.beta),
+        "soft_loss" => col(rows, |r| r.soft_loss.clone()),
+        "epochs" => col(rows, |r| r.epochs),
+        "status" => col(rows, |r| r.status.clone()),
+        "train_acc" => col(rows, |r| r.train_acc),
+        "val_acc" => col(rows, |r| r.val_acc),
+        "test_acc" => col(rows, |r| r.test_acc),
+        "test_errors" => col(rows, |r| r.test_errors),
+        "best_epoch" => col(rows, |r| r.best_epoch),
+        "wall_s" => col(rows, |r| r.wall_s),
+        "finished_at" => col(rows, |r| r.finished_at.clone()),
+        "test_error" => col(rows, |r| r.test_acc.map(|a| 1.0 - a)),
+    )
+    .expect("columns have equal length")
+}
+
+pub fn epochs_frame(rows: &[EpochRow]) -> DataFrame {
+    let c = |f: fn(&EpochRow) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    df!(
+        "trial_id" => rows.iter().map(|r| r.trial_id.clone()).collect::<Vec<_>>(),
+        "epoch" => rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        "train_loss" => c(|r| r.train_loss),
+        "soft_loss" => rows.iter().map(|r| r.soft_loss).collect::<Vec<_>>(),
+        "hard_loss" => c(|r| r.hard_loss),
+        "train_acc" => c(|r| r.train_acc),
+        "val_acc" => c(|r| r.val_acc),
+        "test_acc" => c(|r| r.test_acc),
+        "lr" => c(|r| r.lr),
+        "seconds" => c(|r| r.seconds),
+    )
+    .expect("columns have equal length")
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder and a rename, so a reader
+/// (or a crash) never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |e| ReportError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    };
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Write `df` as Parquet, atomically.
+pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .finish(&mut df.clone())
+        .map_err(|e| ReportError::Polars {
+            file: path.to_path_buf(),
+            source: e,
+        })?;
+    write_atomic(path, &buf)
+}
+
+/// Write `df` as CSV with a header, atomically.
+pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
+    let mut buf = Vec::new();
+    CsvWriter::new(&mut buf)
+        .include_header(true)
+        .finish(&mut df.clone())
+        .map_err(|e| ReportError::Polars {
+            file: path.to_path_buf(),
+            source: e,
+        })?;
+    write_atomic(path, &buf)
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = std::fs::File::open(path).map_err(|e| ReportError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    })?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| ReportError::Polars {
+            file: path.to_path_buf(),
+            source: e,
+        })
+}
+
+/// Write `trials.parquet`, `trials.csv` and `epochs.parquet` into `out`.
+pub fn write_frames(out: &Path, trials: &[TrialRow], epochs: &[EpochRow]) -> Result<()> {
+    let t = trials_frame(trials);
+    write_parquet(&t, &out.join("trials.parquet"))?;
+    write_csv(&t, &out.join("trials.csv"))?;
+    write_parquet(&epochs_frame(epochs), &out.join("epochs.parquet"))
+}
+
+/// Read the `trials` frame back into rows (the inverse of [`trials_frame`]).
+pub fn trial_rows(df: &DataFrame, file: &Path) -> Result<Vec<TrialRow>> {
+    let get = |name: &str| {
+        df.column(name).map_err(|_| ReportError::Column {
+            file: file.to_path_buf(),
+            column: name.to_string(),
+            problem: "is missing".into(),
+        })
+    };
+    let bad = |name: &str, e: PolarsError| ReportError::Column {
+        file: file.to_path_buf(),
+        column: name.to_string(),
+        problem: format!("has the wrong type: {e}"),
+    };
+    let s = |name: &str| -> Result<Vec<Option<String>>> {
+        let ca = get(name)?.str().map_err(|e| bad(name, e))?.clone();
+        Ok((0..ca.len())
+            .map(|i| ca.get(i).map(str::to_string))
+            .collect())
+    };
+    let f = |name: &str| -> Result<Vec<Option<f64>>> {
+        let c = get(name)?
+            .cast(&DataType::Float64)
+            .map_err(|e| bad(name, e))?;
+        let ca = c.f64().map_err(|e| bad(name, e))?;
+        Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+    };
+    let u = |name: &str| -> Result<Vec<Option<u64>>> {
+        let c = get(name)?
+            .cast(&DataType::UInt64)
+            .map_err(|e| bad(name, e))?;
+        let ca = c.u64().map_err(|e| bad(name, e))?;
+        Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+    };
+    let (id, kind, arch, hidden, soft, status, fin) = (
+        s("trial_id")?,
+        s("kind")?,
+        s("arch")?,
+        s("hidden")?,
+        s("soft_loss")?,
+        s("status")?,
+        s("finished_at")?,
+    );
+    let (seed, params, epochs, errors, best) = (
+        u("seed")?,
+        u("params")?,
+        u("epochs")?,
+        u("test_errors")?,
+        u("best_epoch")?,
+    );
+    let (t, a, b, tr, va, te, wall) = (
+        f("temperature")?,
+        f("alpha")?,
+        f("beta")?,
+        f("train_acc")?,
+        f("val_acc")?,
+        f("test_acc")?,
+        f("wall_s")?,
+    );
+    Ok((0..df.height())
+        .map(|i| TrialRow {
+            trial_id: id[i].clone().unwrap_or_default(),
+            kind: kind[i].clone().unwrap_or_default(),
+            seed: seed[i].unwrap_or(0),
+            arch: arch[i].clone().unwrap_or_default(),
+            hidden: hidden[i].clone().unwrap_or_default(),
+            params: params[i].unwrap_or(0),
+            temperature: t[i],
+            alpha: a[i],
+            beta: b[i],
+            soft_loss: soft[i].clone(),
+            epochs: epochs[i].unwrap_or(0) as u32,
+            status: status[i].clone().unwrap_or_default(),
+            train_acc: tr[i],
+            val_acc: va[i],
+            test_acc: te[i],
+            test_errors: errors[i],
+            best_epoch: best[i].map(|b| b as u32),
+            wall_s: wall[i].unwrap_or(f64::NAN),
+            finished_at: fin[i].clone().unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v}"))
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The per-trial table, as Markdown (also what the CLI prints).
+pub fn trials_table(rows: &[TrialRow]) -> String {
+    let mut s = String::from(
+        "| trial | kind | seed | model | params | T | alpha | beta | soft | status | train % | val % | test % | test errors | wall s |\n\
+         |---|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.trial_id,
+            r.kind,
+            r.seed,
+            r.arch,
+            r.hidden,
+            r.params,
+            num(r.temperature),
+            num(r.alpha),
+            num(r.beta),
+            r.soft_loss.as_deref().unwrap_or("-"),
+            r.status,
+            pct(r.train_acc),
+            pct(r.val_acc),
+            pct(r.test_acc),
+            r.test_errors.map_or("-".into(), |e| e.to_string()),
+            r.wall_s
+        );
+    }
+    s
+}
+
+/// KD against the hard-target baseline of the same seed: one line per seed and the mean.
+pub fn kd_vs_baseline(rows: &[TrialRow]) -> String {
+    let ok = |r: &&TrialRow| r.status == "ok" && r.test_acc.is_some();
+    let mut s = String::from(
+        "| seed | baseline test % | KD test % | gain (points) |\n|---:|---:|---:|---:|\n",
+    );
+    let mut gains = Vec::new();
+    for kd in rows.iter().filter(|r| r.kind == "kd").filter(ok) {
+        let Some(base) = rows
+            .iter()
+            .filter(ok)
+            .find(|b| b.kind == "baseline" && b.seed == kd.seed && b.hidden == kd.hidden)
+        else {
+            continue;
+        };
+        let gain = 100.0 * (kd.test_acc.unwrap() - base.test_acc.unwrap());
+        gains.push(gain);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:+.2} |",
+            kd.seed,
+            pct(base.test_acc),
+            pct(kd.test_acc),
+            gain
+        );
+    }
+    if gains.is_empty() {
+        return "No KD trial has a finished baseline of the same seed to compare with.\n".into();
+    }
+    let (m, sd) = mean_std(&gains);
+    let _ = writeln!(
+        s,
+        "| mean over {} seed(s) | | | {m:+.2} ± {sd:.2} |",
+        gains.len()
+    );
+    s
+}
+
+/// The whole `report.md`: a pure function of the trials frame.
+pub fn render_report(name: &str, rows: &[TrialRow]) -> String {
+    let mut s = format!("# kd-sweep report: {name}\n\n");
+    s.push_str(
+        "Accuracies are on the held-out test set at T = 1, after the last epoch (the reporting \
+         policy); `val %` is on the validation split held out of the training file. `train %` is \
+         measured in evaluation mode after training.\n\n## Trials\n\n",
+    );
+    s.push_str(&trials_table(rows));
+    s.push_str("\n## Distillation against the hard-target-only baseline\n\n");
+    s.push_str(&kd_vs_baseline(rows));
+    let bad: Vec<_> = rows.iter().filter(|r| r.status != "ok").collect();
+    if !bad.is_empty() {
+        s.push_str("\n## Trials that did not finish\n\n");
+        for r in bad {
+            let _ = writeln!(
+                s,
+                "- `{}` ({}, seed {}): {}",
+                r.trial_id, r.kind, r.seed, r.status
+            );
+        }
+    }
+    s
+}
+
+/// Regenerate `OUT/report.md` from `OUT/trials.parquet`. Returns the report's path.
+pub fn regenerate(out: &Path, name: &str) -> Result<PathBuf> {
+    let file = out.join("trials.parquet");
+    let rows = trial_rows(&read_parquet(&file)?, &file)?;
+    let path = out.join("report.md");
+    write_atomic(&path, render_report(name, &rows).as_bytes())?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn row(id: &str, kind: &str, seed: u64, acc: f64) -> TrialRow {
+        TrialRow {
+            trial_id: id.into(),
+            kind: kind.into(),
+            seed,
+            arch: "mlp".into(),
+            hidden: "800-800".into(),
+            params: 1_276_810,
+            temperature: (kind == "kd").then_some(4.0),
+            alpha: (kind == "kd").then_some(0.9),
+            beta: (kind == "kd").then_some(0.1),
+            soft_loss: (kind == "kd").then(|| "ce".to_string()),
+            epochs: 15,
+            status: "ok".into(),
+            train_acc: Some(0.99),
+            val_acc: Some(acc - 0.001),
+            test_acc: Some(acc),
+            test_errors: Some(((1.0 - acc) * 10_000.0).round() as u64),
+            best_epoch: Some(14),
+            wall_s: 12.5,
+            finished_at: "2026-11-27T00:00:00Z".into(),
+        }
+    }
+
+    fn sample() -> Vec<TrialRow> {
+        vec![
+            row("b0", "baseline", 0, 0.90),
+            row("k0", "kd", 0, 0.905),
+            row("b1", "baseline", 1, 0.89),
+            row("k1", "kd", 1, 0.897),
+        ]
+    }
+
+    #[test]
+    fn trials_frame_has_every_column_and_row() {
+        let df = trials_frame(&sample());
+        assert_eq!(df.height(), 4);
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, TRIAL_COLUMNS);
+        let err = df
+            .column("test_error")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert!((err - 0.10).abs() < 1e-12);
+    }
+
+    #[test]
+    fn parquet_round_trip_preserves_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = sample();
+        write_frames(dir.path(), &rows, &[]).unwrap();
+        let file = dir.path().join("trials.parquet");
+        let back = trial_rows(&read_parquet(&file).unwrap(), &file).unwrap();
+        assert_eq!(back, rows);
+        let csv = std::fs::read_to_string(dir.path().join("trials.csv")).unwrap();
+        assert!(csv.starts_with("trial_id,kind,seed,arch,hidden,params,temperature"));
+        assert_eq!(csv.lines().count(), 5);
+        let e = read_parquet(&dir.path().join("epochs.parquet")).unwrap();
+        let names: Vec<String> = e.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, EPOCH_COLUMNS);
+    }
+
+    #[test]
+    fn report_pairs_kd_with_the_baseline_of_its_seed() {
+        let md = render_report("t", &sample());
+        assert!(md.contains("| 0 | 90.00 | 90.50 | +0.50 |"), "{md}");
+        assert!(md.contains("| 1 | 89.00 | 89.70 | +0.70 |"), "{md}");
+        // mean +0.60, sample std of (0.5, 0.7) = 0.1414
+        assert!(
+            md.contains("| mean over 2 seed(s) | | | +0.60 ± 0.14 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn diverged_trials_are_listed_and_not_compared() {
+        let mut rows = sample();
+        rows[1].status = "diverged".into();
+        rows[1].test_acc = None;
+        let md = render_report("t", &rows);
+        assert!(md.contains("- `k0` (kd, seed 0): diverged"), "{md}");
+        assert!(md.contains("| mean over 1 seed(s) |"), "{md}");
+    }
+
+    #[test]
+    fn regenerate_reads_parquet_only() {
+        let dir = tempfile::tempdir().unwrap();
+        write_frames(dir.path(), &sample(), &[]).unwrap();
+        let p = regenerate(dir.path(), "demo").unwrap();
+        let md = std::fs::read_to_string(p).unwrap();
+        assert!(md.starts_with("# kd-sweep report: demo"));
+        assert!(md.contains("+0.60 ± 0.14"));
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trials.parquet");
+        let df = trials_frame(&sample()).drop("status").unwrap();
+        write_parquet(&df, &file).unwrap();
+        let err = trial_rows(&read_parquet(&file).unwrap(), &file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("column `status` is missing"), "{err}");
+    }
+
+    #[test]
+    fn mean_std_of_known_values() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        assert!((s - 1.2909944487).abs() < 1e-9);
+        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+    }
+}

@@ -1,0 +1,123 @@
+//! `kd doctor`: what this machine offers kd-sweep, and the command to run for anything missing.
+
+use std::fmt::Write as _;
+
+use kd_data::{DatasetName, FILE_STEMS};
+
+/// The libtorch version this binary was built against (read from the install at build time).
+pub const LIBTORCH_VERSION: &str = env!("KD_LIBTORCH_VERSION");
+/// The folder of libtorch's shared libraries (the rpath).
+pub const LIBTORCH_LIB: &str = env!("KD_LIBTORCH_LIB");
+/// The version tch 0.26 is written for.
+pub const EXPECTED_TORCH: &str = "2.13.0";
+
+fn gpu_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name,memory.total", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The report, and whether everything the default experiment needs is present.
+pub fn report() -> (String, bool) {
+    let mut s = String::new();
+    let mut ok = true;
+    let _ = writeln!(s, "kd-sweep {}", env!("CARGO_PKG_VERSION"));
+    let version_ok = LIBTORCH_VERSION.starts_with(EXPECTED_TORCH);
+    let _ = writeln!(
+        s,
+        "libtorch: {LIBTORCH_VERSION} ({}) at {LIBTORCH_LIB}",
+        if version_ok {
+            "as tch 0.26 expects".to_string()
+        } else {
+            format!("tch 0.26 expects {EXPECTED_TORCH}: run `just setup`")
+        }
+    );
+    ok &= version_ok;
+    let cuda = tch::Cuda::is_available();
+    let count = tch::Cuda::device_count();
+    let _ = writeln!(
+        s,
+        "CUDA: {} ({count} device(s)); cuDNN: {}",
+        if cuda { "available" } else { "not available" },
+        if tch::Cuda::cudnn_is_available() {
+            "available"
+        } else {
+            "not available"
+        }
+    );
+    for (i, name) in gpu_names().iter().enumerate() {
+        let _ = writeln!(s, "  cuda:{i}: {name}");
+    }
+    if !cuda
+        && std::path::Path::new(LIBTORCH_LIB)
+            .join("libtorch_cuda.so")
+            .exists()
+    {
+        let _ = writeln!(
+            s,
+            "  (libtorch has CUDA support; no GPU or driver is visible on this machine)"
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(
+        s,
+        "threads: libtorch intra-op {} (set with `threads:`), cores {cores}",
+        tch::get_num_threads()
+    );
+    let _ = writeln!(
+        s,
+        "data root: {} ($KD_DATA_DIR)",
+        kd_data::data_root().display()
+    );
+    let _ = writeln!(
+        s,
+        "teacher cache: {} ($KD_CACHE_DIR)",
+        crate::run::cache_root().join("teachers").display()
+    );
+    let _ = writeln!(s, "datasets:");
+    for name in [DatasetName::FashionMnist, DatasetName::Mnist] {
+        match kd_data::locate(name, None) {
+            Ok(dir) => {
+                let files: Vec<String> = FILE_STEMS
+                    .iter()
+                    .filter_map(|f| kd_data::find_file(&dir, f))
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {}: found in {} ({})",
+                    name.as_str(),
+                    dir.display(),
+                    files.join(", ")
+                );
+            }
+            Err(_) => {
+                let searched: Vec<String> = kd_data::candidate_dirs(name)
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {}: missing (searched {}). {}",
+                    name.as_str(),
+                    searched.join(", "),
+                    name.how_to_get()
+                );
+                if name == DatasetName::FashionMnist {
+                    ok = false;
+                }
+            }
+        }
+    }
+    (s, ok)
+}

@@ -1,0 +1,95 @@
+//! Progress on stderr: indicatif bars on a terminal, plain one-line-per-trial logs when stderr is
+//! not a terminal or `CI` is set.
+
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::train::EpochLog;
+
+#[derive(Debug)]
+pub struct Progress {
+    bars: Option<(MultiProgress, ProgressBar)>,
+    epoch_bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal and `CI` is unset; plain lines otherwise.
+    pub fn new(total_trials: u64) -> Self {
+        let plain = std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal();
+        if plain {
+            return Progress {
+                bars: None,
+                epoch_bar: None,
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let sweep = multi.add(ProgressBar::new(total_trials));
+        sweep.set_style(
+            ProgressStyle::with_template(
+                "trials {pos}/{len} [{bar:30}] elapsed {elapsed} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Progress {
+            bars: Some((multi, sweep)),
+            epoch_bar: None,
+        }
+    }
+
+    pub fn start_trial(&mut self, label: &str, epochs: u64) {
+        if let Some((multi, _)) = &self.bars {
+            let bar = multi.add(ProgressBar::new(epochs));
+            bar.set_style(
+                ProgressStyle::with_template("  {prefix} epoch {pos}/{len} [{bar:20}] {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(label.to_string());
+            self.epoch_bar = Some(bar);
+        }
+    }
+
+    pub fn epoch(&mut self, log: &EpochLog) {
+        if let Some(bar) = &self.epoch_bar {
+            bar.set_position(log.epoch as u64);
+            bar.set_message(format!(
+                "loss {:.4} train {:.2}% val {:.2}%",
+                log.train_loss,
+                100.0 * log.train_acc,
+                100.0 * log.val_acc
+            ));
+        }
+    }
+
+    /// One line per finished trial, printed in both modes.
+    pub fn finish_trial(&mut self, line: &str) {
+        if let Some(bar) = self.epoch_bar.take() {
+            bar.finish_and_clear();
+        }
+        match &self.bars {
+            Some((multi, sweep)) => {
+                let _ = multi.println(line);
+                sweep.inc(1);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A message that is not a trial result.
+    pub fn note(&self, line: &str) {
+        match &self.bars {
+            Some((multi, _)) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some((_, sweep)) = self.bars {
+            sweep.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! `kd sweep`: resolve the config, pick the device, load the data, get the teacher (checkpoint,
+//! cache or training), then train every student trial and write the frames and the report after
+//! each one.
+
+use std::path::{Path, PathBuf};
+
+use kd_data::Dataset;
+use kd_model_zoo::{InputShape, ModelError, ModelSpec, Net};
+use kd_report::{EpochRow, ReportError, TrialRow};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{nn, Device};
+
+use crate::config::{self, ConfigError, Resolved, TrialKind};
+use crate::progress::Progress;
+use crate::train::{self, EpochLog, Outcome, SplitTensors, Status, TrainData, TrainError};
+
+/// Why a run could not start or finish. [`RunError::exit_code`] maps each to the CLI's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Data(#[from] kd_data::DataError),
+    #[error("{key}: {message}")]
+    Model { key: String, message: String },
+    #[error("{key}: {message}")]
+    Device { key: String, message: String },
+    #[error("{file}: cannot load the teacher checkpoint: {message}")]
+    Checkpoint { file: PathBuf, message: String },
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("teacher training failed: {0}")]
+    Teacher(String),
+}
+
+impl RunError {
+    /// 2 for bad input or environment (config, data, device, checkpoint), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_)
+            | RunError::Data(_)
+            | RunError::Model { .. }
+            | RunError::Device { .. }
+            | RunError::Checkpoint { .. } => 2,
+            RunError::Io { .. } | RunError::Report(_) | RunError::Teacher(_) => 1,
+        }
+    }
+}
+
+fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+/// Options that are not part of the experiment (so not part of any hash).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Output folder; default `results/<name>/`.
+    pub out: Option<PathBuf>,
+}
+
+/// What a finished sweep hands back to the CLI.
+#[derive(Debug)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub trials: Vec<TrialRow>,
+    /// Trials whose status is not `ok`.
+    pub unfinished: usize,
+}
+
+/// `$KD_CACHE_DIR`, or `~/.cache/kd-sweep`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KD_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".cache").join("kd-sweep")
+}
+
+/// Short content hash (SHA-256 of the canonical JSON, 12 hex digits).
+pub fn content_hash(v: &impl Serialize) -> String {
+    let json = serde_json::to_vec(v).expect("hash inputs serialise");
+    hex::encode(&Sha256::digest(&json)[..6])
+}
+
+/// Turn a device name into a libtorch device, checking that it exists.
+pub fn select_device(name: &str) -> Result<Device, RunError> {
+    let cuda = tch::Cuda::is_available();
+    let count = tch::Cuda::device_count();
+    let missing = |what: String| RunError::Device {
+        key: "device".into(),
+        message: format!(
+            "{what}, but this libtorch sees {count} CUDA device(s) (CUDA available: {cuda}). \
+             Use `device: cpu` or `auto`, and run `kd doctor` to see what libtorch finds"
+        ),
+    };
+    match name {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if cuda => Ok(Device::Cuda(0)),
+        "cuda" => Err(missing("`cuda` was asked for".into())),
+        other => {
+            let n: usize = other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| RunError::Device {
+                    key: "device".into(),
+                    message: format!("`{other}` is not a device (use auto, cpu, cuda or cuda:N)"),
+                })?;
+            if cuda && (n as i64) < count {
+                Ok(Device::Cuda(n))
+            } else {
+                Err(missing(format!("`{other}` was asked for")))
+            }
+        }
+    }
+}
+
+fn device_label(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn model_err(key: &str) -> impl FnOnce(ModelError) -> RunError + '_ {
+    move |e| match e {
+        ModelError::Spec { key: k, message } => RunError::Model {
+            key: format!("{key}.{k}"),
+            message,
+        },
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn epoch_rows(trial_id: &str, logs: &[EpochLog]) -> Vec<EpochRow> {
+    logs.iter()
+        .map(|l| EpochRow {
+            trial_id: trial_id.to_string(),
+            epoch: l.epoch,
+            train_loss: l.train_loss,
+            soft_loss: l.soft_loss,
+            hard_loss: l.hard_loss,
+            train_acc: l.train_acc,
+            val_acc: l.val_acc,
+            test_acc: l.test_acc,
+            lr: l.lr,
+            seconds: l.seconds,
+        })
+        .collect()
+}
+
+/// The teacher's training record, kept beside its cached checkpoint so a reused teacher still
+/// reports how it was trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeacherRecord {
+    epochs: Vec<EpochLog>,
+    best_epoch: Option<u32>,
+    wall_s: f64,
+}
+
+struct Loaded {
+    dataset: Dataset,
+    input: InputShape,
+    train: SplitTensors,
+    val: SplitTensors,
+    test: SplitTensors,
+}
+
+fn load_data(cfg: &Resolved, device: Device) -> Result<Loaded, RunError> {
+    let dir = kd_data::locate(cfg.dataset.name, cfg.dataset.dir.as_deref())?;
+    let dataset = Dataset::load(
+        cfg.dataset.name,
+        &dir,
+        &kd_data::SplitSpec {
+            val_size: cfg.dataset.val_size,
+            train_limit: cfg.dataset.train_limit,
+            data_seed: cfg.dataset.data_seed,
+        },
+    )?;
+    let to = |split| {
+        let (x, y) = dataset.tensors(split, device);
+        SplitTensors { x, y }
+    };
+    let (train, val, test) = (to(&dataset.train), to(&dataset.val), to(&dataset.test));
+    let input = InputShape {
+        channels: 1,
+        height: dataset.height,
+        width: dataset.width,
+    };
+    Ok(Loaded {
+        dataset,
+        input,
+        train,
+        val,
+        test,
+    })
+}
+
+fn row_for(
+    trial_id: &str,
+    kind: TrialKind,
+    seed: u64,
+    spec: &ModelSpec,
+    params: usize,
+    weights: Option<&kd_loss::KdWeights>,
+    epochs: usize,
+    outcome: Option<&Outcome>,
+    status: &str,
+) -> TrialRow {
+    TrialRow {
+        trial_id: trial_id.to_string(),
+        kind: kind.as_str().into(),
+        seed,
+        arch: spec.arch().into(),
+        hidden: spec.shape_label(),
+        params: params as u64,
+        temperature: weights.map(|w| w.temperature),
+        alpha: weights.map(|w| w.alpha),
+        beta: weights.map(|w| w.beta),
+        soft_loss: weights.map(|w| w.soft_loss.as_str().to_string()),
+        epochs: epochs as u32,
+        status: status.into(),
+        train_acc: outcome.and_then(|o| o.train_acc),
+        val_acc: outcome.and_then(|o| o.val_acc),
+        test_acc: outcome.and_then(|o| o.test_acc),
+        test_errors: outcome.and_then(|o| o.test_errors),
+        best_epoch: outcome.and_then(|o| o.best_epoch),
+        wall_s: outcome.map_or(0.0, |o| o.wall_s),
+        finished_at: now_rfc3339(),
+    }
+}
+
+fn trial_line(r: &TrialRow) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let kd = match (r.temperature, r.alpha) {
+        (Some(t), Some(a)) if r.kind == "kd" => format!(" T={t} alpha={a}"),
+        _ => String::new(),
+    };
+    format!(
+        "[{}] {} {} {}{} seed={} status={} test={} val={} ({:.1}s)",
+        r.trial_id,
+        r.kind,
+        r.arch,
+        r.hidden,
+        kd,
+        r.seed,
+        r.status,
+        pct(r.test_acc),
+        pct(r.val_acc),
+        r.wall_s
+    )
+}
+
+/// Get the teacher: from `teacher.checkpoint`, from the cache, or by training it (then cached).
+fn obtain_teacher(
+    cfg: &Resolved,
+    data: &Loaded,
+    device: Device,
+    progress: &mut Progress,
+) -> Result<(nn::VarStore, Net, TrialRow, Vec<EpochLog>), RunError> {
+    let t = &cfg.teacher;
+    let classes = data.dataset.classes;
+    let hash = content_hash(&(
+        "teacher-v1",
+        &t.model,
+        &t.train,
+        t.seed,
+        &cfg.dataset,
+        data.dataset.dir.to_string_lossy(),
+        &t.checkpoint,
+    ));
+    let trial_id = format!("teacher-{hash}");
+    let params = t.model.param_count(data.input, classes);
+    let mut vs = nn::VarStore::new(device);
+    tch::manual_seed(t.seed as i64);
+    let net = t
+        .model
+        .build(&vs.root(), data.input, classes)
+        .map_err(model_err("teacher.model"))?;
+    let cache_dir = cache_root().join("teachers");
+    let cached = cache_dir.join(format!("{hash}.ot"));
+    let record_path = cache_dir.join(format!("{hash}.json"));
+    let eval_only = |net: &Net, record: Option<TeacherRecord>| Outcome {
+        status: Status::Ok,
+        train_acc: Some(train::evaluate(net, &data.train).0),
+        val_acc: Some(train::evaluate(net, &data.val).0),
+        test_acc: Some(train::evaluate(net, &data.test).0),
+        test_errors: Some(train::evaluate(net, &data.test).1),
+        best_epoch: record.as_ref().and_then(|r| r.best_epoch),
+        wall_s: record.as_ref().map_or(0.0, |r| r.wall_s),
+        epochs: record.map_or_else(Vec::new, |r| r.epochs),
+    };
+    let (outcome, epochs) = if let Some(ckpt) = &t.checkpoint {
+        vs.load(ckpt).map_err(|e| RunError::Checkpoint {
+            file: ckpt.clone(),
+            message: format!(
+                "{e}. It must be a tch VarStore saved for teacher.model = {} {} on {}x{} inputs",
+                t.model.arch(),
+                t.model.shape_label(),
+                data.input.height,
+                data.input.width
+            ),
+        })?;
+        progress.note(&format!("teacher: loaded {}", ckpt.display()));
+        (eval_only(&net, None), 0)
+    } else if cached.is_file() && vs.load(&cached).is_ok() {
+        let record = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TeacherRecord>(&b).ok());
+        progress.note(&format!("teacher: reused cached {}", cached.display()));
+        (eval_only(&net, record), t.train.epochs)
+    } else {
+        progress.start_trial("teacher", t.train.epochs as u64);
+        let outcome = train::train(
+            &net,
+            &vs,
+            &t.train,
+            &kd_loss::KdWeights::hard_only(),
+            t.seed,
+            &TrainData {
+                train: &data.train,
+                val: &data.val,
+                test: &data.test,
+                soft_targets: None,
+            },
+            |log| progress.epoch(log),
+        )
+        .map_err(|e| RunError::Teacher(e.to_string()))?;
+        if outcome.status != Status::Ok {
+            return Err(RunError::Teacher(
+                "the loss became NaN or infinite; lower teacher.train.lr".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cache_dir).map_err(io_err(&cache_dir))?;
+        let tmp = cache_dir.join(format!("{hash}.ot.tmp"));
+        vs.save(&tmp).map_err(|e| RunError::Io {
+            file: tmp.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        std::fs::rename(&tmp, &cached).map_err(io_err(&cached))?;
+        let record = TeacherRecord {
+            epochs: outcome.epochs.clone(),
+            best_epoch: outcome.best_epoch,
+            wall_s: outcome.wall_s,
+        };
+        kd_report::write_atomic(
+            &record_path,
+            &serde_json::to_vec(&record).expect("serialises"),
+        )?;
+        (outcome, t.train.epochs)
+    };
+    let row = row_for(
+        &trial_id,
+        TrialKind::Teacher,
+        t.seed,
+        &t.model,
+        params,
+        None,
+        epochs,
+        Some(&outcome),
+        "ok",
+    );
+    progress.finish_trial(&trial_line(&row));
+    Ok((vs, net, row, outcome.epochs))
+}
+
+/// Run the sweep described by the config at `path`.
+pub fn run_sweep(path: &Path, opts: &RunOptions) -> Result<Summary, RunError> {
+    let cfg = config::load(path)?.resolve()?;
+    run_resolved(&cfg, opts)
+}
+
+/// Run an already resolved config.
+pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunError> {
+    let device = select_device(&cfg.device[0])?;
+    let threads = cfg
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tch::set_num_threads(threads as i32);
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    // The resolved config goes first, so every result can be traced to its inputs.
+    kd_report::write_atomic(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
+
+    let data = load_data(cfg, device)?;
+    let classes = data.dataset.classes;
+    let student_spec = &cfg.student.model;
+    student_spec
+        .validate(data.input)
+        .map_err(model_err("student.model"))?;
+    cfg.teacher
+        .model
+        .validate(data.input)
+        .map_err(model_err("teacher.model"))?;
+
+    let plan = cfg.student_trials();
+    let mut progress = Progress::new(plan.len() as u64 + 1);
+    progress.note(&format!(
+        "{}: {} on {} ({} train / {} val / {} test images, {}x{}), device {}, {} threads",
+        cfg.name,
+        cfg.dataset.name.as_str(),
+        data.dataset.dir.display(),
+        data.train.len(),
+        data.val.len(),
+        data.test.len(),
+        data.input.height,
+        data.input.width,
+        device_label(device),
+        threads
+    ));
+
+    let (_teacher_vs, teacher, teacher_row, teacher_epochs) =
+        obtain_teacher(cfg, &data, device, &mut progress)?;
+    let mut rows = vec![teacher_row.clone()];
+    let mut epochs = epoch_rows(&teacher_row.trial_id, &teacher_epochs);
+    kd_report::write_frames(&out, &rows, &epochs)?;
+
+    // Teacher logits on the transfer set (the training split), computed once.
+    let soft_targets = train::predict(&teacher, &data.train.x, 1000);
+    let params = student_spec.param_count(data.input, classes);
+    let mut unfinished = 0;
+    for trial in &plan {
+        let hash = content_hash(&(
+            "student-v1",
+            trial.kind,
+            trial.seed,
+            student_spec,
+            &cfg.student.train,
+            &trial.weights,
+            &cfg.dataset,
+            &teacher_row.trial_id,
+        ));
+        let trial_id = format!("{}-{hash}", trial.kind.as_str());
+        let label = format!("{} seed {}", trial.kind.as_str(), trial.seed);
+        progress.start_trial(&label, cfg.student.train.epochs as u64);
+        tch::manual_seed(trial.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = student_spec
+            .build(&vs.root(), data.input, classes)
+            .map_err(model_err("student.model"))?;
+        let is_kd = trial.kind == TrialKind::Kd;
+        let result: Result<Outcome, TrainError> = train::train(
+            &net,
+            &vs,
+            &cfg.student.train,
+            &trial.weights,
+            trial.seed,
+            &TrainData {
+                train: &data.train,
+                val: &data.val,
+                test: &data.test,
+                soft_targets: is_kd.then_some(&soft_targets),
+            },
+            |log| progress.epoch(log),
+        );
+        let weights = is_kd.then_some(&trial.weights);
+        let row = match &result {
+            Ok(o) => {
+                epochs.extend(epoch_rows(&trial_id, &o.epochs));
+                row_for(
+                    &trial_id,
+                    trial.kind,
+                    trial.seed,
+                    student_spec,
+                    params,
+                    weights,
+                    cfg.student.train.epochs,
+                    Some(o),
+                    o.status.as_str(),
+                )
+            }
+            Err(e) => {
+                progress.note(&format!("[{trial_id}] failed: {e}"));
+                row_for(
+                    &trial_id,
+                    trial.kind,
+                    trial.seed,
+                    student_spec,
+                    params,
+                    weights,
+                    cfg.student.train.epochs,
+                    None,
+                    "failed",
+                )
+            }
+        };
+        if row.status != "ok" {
+            unfinished += 1;
+        }
+        progress.finish_trial(&trial_line(&row));
+        rows.push(row);
+        kd_report::write_frames(&out, &rows, &epochs)?;
+    }
+    progress.finish();
+    kd_report::write_atomic(
+        &out.join("report.md"),
+        kd_report::render_report(&cfg.name, &rows).as_bytes(),
+    )?;
+    Ok(Summary {
+        out,
+        trials: rows,
+        unfinished,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_is_stable_and_sensitive() {
+        let a = content_hash(&("x", 1, [0.5f64]));
+        assert_eq!(a, content_hash(&("x", 1, [0.5f64])));
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, content_hash(&("x", 2, [0.5f64])));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+
+    #[test]
+    fn cuda_without_cuda_is_a_device_error() {
+        if tch::Cuda::is_available() {
+            return;
+        }
+        let e = select_device("cuda").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().starts_with("device: `cuda` was asked for"),
+            "{e}"
+        );
+        assert!(matches!(select_device("auto").unwrap(), Device::Cpu));
+        assert!(select_device("cuda:3").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! Config fixtures: good YAML resolves to the documented defaults; bad YAML names its key.
+
+use std::path::Path;
+
+use kd_loss::SoftLoss;
+use kd_model_zoo::{CnnSpec, MlpSpec, ModelSpec};
+use kd_runner::config::{self, Optimizer, Resolved, Schedule, TrialKind};
+
+fn resolve(yaml: &str) -> Result<Resolved, String> {
+    config::parse(yaml, Path::new("test.yaml"))
+        .and_then(|raw| raw.resolve())
+        .map_err(|e| e.to_string())
+}
+
+fn err(yaml: &str) -> String {
+    resolve(yaml).expect_err("config should be rejected")
+}
+
+/// The schema exactly as the issue writes it.
+const FULL: &str = r#"
+name: temp                      # OUT defaults to results/<name>/
+dataset:
+  name: fashion-mnist           # fashion-mnist | mnist | idx
+  dir: null                     # folder holding the four IDX files; default by name
+  val_size: 5000                # held out of train, fixed by data_seed
+  train_limit: null             # keep only the first N training images (quick runs)
+  data_seed: 0
+device: auto                    # auto | cpu | cuda | cuda:N | [cuda:0, cuda:1]
+seeds: [0]                      # student seeds: every KD trial and baseline repeats per seed
+teacher:
+  seed: 0                       # one teacher for all students
+  checkpoint: null              # a saved teacher instead of training one
+  model: {arch: mlp, hidden: [1200, 1200], dropout: 0.5, input_dropout: 0.2}
+  train: {epochs: 20, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
+student:
+  model: {arch: mlp, hidden: [800, 800], dropout: 0.0, input_dropout: 0.0}
+  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
+kd: {temperature: 4, alpha: 0.9, beta: null, soft_loss: ce, t2_scaling: true}   # soft_loss: ce | kl | mse_logits
+baseline: true                  # also train the student on hard targets only (alpha 0, beta 1)
+"#;
+
+#[test]
+fn the_documented_schema_equals_the_defaults() {
+    let full = resolve(FULL).unwrap();
+    let minimal = resolve("name: temp").unwrap();
+    assert_eq!(full, minimal, "every value in the schema is its default");
+    assert_eq!(full.device, ["auto"]);
+    assert_eq!(full.seeds, [0]);
+    assert_eq!(full.dataset.val_size, 5000);
+    assert_eq!(
+        full.teacher.model,
+        ModelSpec::Mlp(MlpSpec {
+            hidden: vec![1200, 1200],
+            dropout: 0.5,
+            input_dropout: 0.2
+        })
+    );
+    assert_eq!(full.student.train.epochs, 15);
+    assert_eq!(full.teacher.train.epochs, 20);
+    assert_eq!(full.student.train.optimizer, Optimizer::Sgd);
+    assert_eq!(full.student.train.schedule, Schedule::Cosine);
+    assert_eq!(full.kd.temperature, 4.0);
+    assert!(
+        (full.kd.beta - 0.1).abs() < 1e-12,
+        "beta defaults to 1 - alpha"
+    );
+    assert_eq!(full.kd.soft_loss, SoftLoss::Ce);
+    assert!(full.kd.t2_scaling && full.baseline);
+}
+
+#[test]
+fn resolved_yaml_round_trips() {
+    let r = resolve(FULL).unwrap();
+    let back: Resolved = serde_yaml::from_str(&r.to_yaml()).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn cnn_keys_and_defaults() {
+    let r = resolve(
+        "name: x\nteacher:\n  model: {arch: cnn, channels: [16, 32]}\n  train: {optimizer: adam}",
+    )
+    .unwrap();
+    assert_eq!(
+        r.teacher.model,
+        ModelSpec::Cnn(CnnSpec {
+            channels: vec![16, 32],
+            kernel: 3,
+            fc: vec![256],
+            dropout: 0.5
+        })
+    );
+    assert_eq!(r.teacher.train.lr, 1e-3, "adam's default lr");
+}
+
+#[test]
+fn explicit_beta_and_kl_and_device_list() {
+    let r = resolve("name: x\nkd: {alpha: 0.5, beta: 0.2, soft_loss: kl, t2_scaling: false}\ndevice: [cuda:0, cuda:1]").unwrap();
+    assert_eq!((r.kd.alpha, r.kd.beta), (0.5, 0.2));
+    assert_eq!(r.kd.soft_loss, SoftLoss::Kl);
+    assert!(!r.kd.t2_scaling);
+    assert_eq!(r.device, ["cuda:0", "cuda:1"]);
+}
+
+#[test]
+fn student_trials_pair_each_kd_run_with_a_baseline_of_its_seed() {
+    let r = resolve("name: x\nseeds: [3, 5]").unwrap();
+    let t = r.student_trials();
+    let kinds: Vec<(TrialKind, u64)> = t.iter().map(|t| (t.kind, t.seed)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (TrialKind::Baseline, 3),
+            (TrialKind::Kd, 3),
+            (TrialKind::Baseline, 5),
+            (TrialKind::Kd, 5)
+        ]
+    );
+    assert_eq!((t[0].weights.alpha, t[0].weights.beta), (0.0, 1.0));
+    let r = resolve("name: x\nbaseline: false").unwrap();
+    assert_eq!(r.student_trials().len(), 1);
+}
+
+#[test]
+fn unknown_top_level_key_names_key_and_line() {
+    let e = err("name: x\nbaseline: true\ntemprature: 4\n");
+    assert!(e.contains("unknown field `temprature`"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+    assert!(e.starts_with("test.yaml: "), "{e}");
+}
+
+#[test]
+fn unknown_nested_key_names_its_path() {
+    let e = err("name: x\nteacher:\n  model:\n    arch: mlp\n    widths: [3]\n");
+    assert!(e.contains("teacher.model"), "{e}");
+    assert!(e.contains("unknown field `widths`"), "{e}");
+    assert!(e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_error_names_the_line() {
+    let e = err("name: x\nkd: {temperature: 4\nseeds: [0]\n");
+    assert!(e.starts_with("test.yaml: "), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("kd: {temperature: 0}", "kd.temperature: must be > 0, got 0"),
+        (
+            "kd: {temperature: -1}",
+            "kd.temperature: must be > 0, got -1",
+        ),
+        ("kd: {alpha: 1.5}", "kd.alpha: must be in [0, 1], got 1.5"),
+        ("kd: {alpha: -0.1}", "kd.alpha: must be in [0, 1], got -0.1"),
+        ("kd: {beta: -1}", "kd.beta: must be >= 0, got -1"),
+        (
+            "kd: {alpha: 0, beta: 0}",
+            "kd.beta: alpha and beta are both 0",
+        ),
+        (
+            "kd: {soft_loss: js}",
+            "kd.soft_loss: unknown soft loss `js`",
+        ),
+        (
+            "student: {train: {epochs: 0}}",
+            "student.train.epochs: must be > 0, got 0",
+        ),
+        (
+            "teacher: {train: {batch_size: 0}}",
+            "teacher.train.batch_size: must be > 0",
+        ),
+        (
+            "student: {train: {lr: 0}}",
+            "student.train.lr: must be > 0, got 0",
+        ),
+        (
+            "student: {train: {optimizer: lbfgs}}",
+            "student.train.optimizer: unknown optimizer `lbfgs`",
+        ),
+        (
+            "student: {train: {schedule: step}}",
+            "student.train.schedule: unknown schedule `step`",
+        ),
+        (
+            "student: {model: {hidden: [800, 0]}}",
+            "student.model.hidden[1]: must be > 0, got 0",
+        ),
+        (
+            "student: {model: {dropout: 1.0}}",
+            "student.model.dropout: must be in [0, 1), got 1",
+        ),
+        (
+            "teacher: {model: {arch: mlp, channels: [8]}}",
+            "teacher.model.channels: not a key of arch `mlp`",
+        ),
+        (
+            "teacher: {model: {arch: cnn, hidden: [8]}}",
+            "teacher.model.hidden: not a key of arch `cnn`",
+        ),
+        (
+            "teacher: {model: {arch: cnn, kernel: 4}}",
+            "teacher.model.kernel: must be odd and > 0, got 4",
+        ),
+        (
+            "teacher: {model: {arch: cnn, channels: []}}",
+            "teacher.model.channels: must not be empty",
+        ),
+        (
+            "teacher: {model: {arch: resnet}}",
+            "teacher.model.arch: unknown architecture `resnet`",
+        ),
+        (
+            "dataset: {name: cifar}",
+            "dataset.name: unknown dataset `cifar`",
+        ),
+        (
+            "dataset: {name: idx}",
+            "dataset.dir: required when dataset.name is idx",
+        ),
+        (
+            "dataset: {train_limit: 0}",
+            "dataset.train_limit: must be > 0",
+        ),
+        ("device: gpu", "device: `gpu` is not a device"),
+        ("device: [cpu, tpu]", "device[1]: `tpu` is not a device"),
+        ("device: []", "device: the list is empty"),
+        ("seeds: []", "seeds: the list is empty"),
+        ("seeds: [1, 2, 1]", "seeds[2]: 1 appears twice"),
+        ("threads: 0", "threads: must be > 0"),
+    ];
+    for (yaml, want) in cases {
+        let e = err(&format!("name: x\n{yaml}\n"));
+        assert!(e.starts_with(want), "{yaml}\n  got:  {e}\n  want: {want}");
+    }
+}
+
+#[test]
+fn negative_width_is_a_typed_error_with_line() {
+    let e = err("name: x\nstudent:\n  model: {hidden: [-3]}\n");
+    assert!(e.contains("student.model.hidden"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn bad_names_are_rejected() {
+    assert!(err("name: ''").starts_with("name:"));
+    assert!(err("name: a/b").starts_with("name:"));
+}
+
+#[test]
+fn every_shipped_experiment_resolves() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            config::load(&path)
+                .and_then(|raw| raw.resolve())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no experiments found in {}", dir.display());
+}

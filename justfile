@@ -1,0 +1,67 @@
+# kd-sweep tasks. Every recipe that builds or runs Rust code depends on `setup`, which is
+# idempotent: it creates .venv with the pinned torch (requirements-torch.txt) unless LIBTORCH
+# points at your own libtorch, and installs Fashion-MNIST when no copy is found.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build against the venv's PyTorch unless the user brings their own libtorch in $LIBTORCH.
+torch_env := if env("LIBTORCH", "") == "" { "PATH=\"" + justfile_directory() + "/.venv/bin:$PATH\" LIBTORCH_USE_PYTORCH=1" } else { "" }
+
+# List the recipes.
+default:
+    @just --list
+
+# Create .venv with the pinned torch and install the default dataset (idempotent).
+setup: _venv _data
+
+_venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -n "${LIBTORCH:-}" ]; then echo "setup: using LIBTORCH=$LIBTORCH (no venv)"; exit 0; fi
+    want=$(sed -n 's/^torch==//p' requirements-torch.txt)
+    if compgen -G ".venv/lib/python3*/site-packages/torch-${want}.dist-info" >/dev/null; then exit 0; fi
+    echo "setup: installing torch==${want} into .venv (about 5 GB, a few minutes)" >&2
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch.txt
+
+_data:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    debian=/usr/share/datasets/fashion-mnist
+    mine="${KD_DATA_DIR:-$HOME/.cache/kd-sweep/data}/fashion-mnist"
+    for d in "$mine" "$debian"; do
+        if [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ]; then exit 0; fi
+    done
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Fashion-MNIST (apt-get install dataset-fashion-mnist)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+        echo "setup: Fashion-MNIST not found; run: sudo apt-get install dataset-fashion-mnist" >&2
+        echo "       (or put the four IDX files in $mine)" >&2
+        exit 2
+    fi
+
+# Build the kd binary (dev profile: dependencies at opt-level 2; libtorch does the heavy work).
+build: setup
+    {{torch_env}} cargo build -p kd-runner
+
+# Run every test (unit, golden, config, data, end-to-end on a Fashion-MNIST slice).
+test: setup
+    {{torch_env}} cargo test --workspace
+
+# Run a config: `just sweep experiments/temp.yaml [--out DIR]`.
+sweep CONFIG *ARGS: build
+    ./target/debug/kd sweep {{CONFIG}} {{ARGS}}
+
+# What libtorch, CUDA, threads and datasets this machine offers.
+doctor: build
+    ./target/debug/kd doctor
+
+# Regenerate OUT/report.md from its Parquet files.
+report OUT: build
+    ./target/debug/kd report {{OUT}}
+
+# Formatting and lints, as CI would want them.
+lint: setup
+    cargo fmt --all -- --check
+    {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings
