@@ -41,9 +41,10 @@ _data:
         exit 2
     fi
 
-# Build the kd binary (dev profile: dependencies at opt-level 2; libtorch does the heavy work).
+# Build the kd binary. Same profile and feature set as `just test`, so neither rebuilds the other;
+# dependencies are at opt-level 2 and libtorch does the heavy work.
 build: setup
-    {{torch_env}} cargo build -p kd-runner
+    {{torch_env}} cargo build --workspace
 
 # Run every test (unit, golden, config, data, end-to-end on a Fashion-MNIST slice).
 test: setup
@@ -65,3 +66,8 @@ report OUT: build
 lint: setup
     cargo fmt --all -- --check
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings
+
+# CUDA checks (needs a GPU): doctor, then the cuda-tests feature.
+test-cuda: build
+    ./target/debug/kd doctor
+    {{torch_env}} cargo test --workspace --features kd-runner/cuda-tests --test cuda -- --nocapture

@@ -125,7 +125,7 @@ impl CnnSpec {
         check_widths("channels", &self.channels)?;
         check_widths("fc", &self.fc)?;
         check_prob("dropout", self.dropout)?;
-        if self.kernel == 0 || self.kernel % 2 == 0 {
+        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
             return Err(spec_err(
                 "kernel",
                 format!("must be odd and > 0, got {}", self.kernel),

@@ -338,7 +338,7 @@ impl RawModel {
                 };
                 check_widths(&format!("{key}.channels"), &spec.channels, false)?;
                 check_widths(&format!("{key}.fc"), &spec.fc, true)?;
-                if spec.kernel == 0 || spec.kernel % 2 == 0 {
+                if spec.kernel == 0 || spec.kernel.is_multiple_of(2) {
                     return Err(invalid(
                         format!("{key}.kernel"),
                         format!("must be odd and > 0, got {}", spec.kernel),

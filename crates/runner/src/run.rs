@@ -232,37 +232,41 @@ fn load_data(cfg: &Resolved, device: Device) -> Result<Loaded, RunError> {
     })
 }
 
-fn row_for(
-    trial_id: &str,
+/// What identifies a trial in its row, independent of how it ended.
+struct TrialMeta<'a> {
+    id: &'a str,
     kind: TrialKind,
     seed: u64,
-    spec: &ModelSpec,
+    spec: &'a ModelSpec,
     params: usize,
-    weights: Option<&kd_loss::KdWeights>,
+    weights: Option<&'a kd_loss::KdWeights>,
     epochs: usize,
-    outcome: Option<&Outcome>,
-    status: &str,
-) -> TrialRow {
-    TrialRow {
-        trial_id: trial_id.to_string(),
-        kind: kind.as_str().into(),
-        seed,
-        arch: spec.arch().into(),
-        hidden: spec.shape_label(),
-        params: params as u64,
-        temperature: weights.map(|w| w.temperature),
-        alpha: weights.map(|w| w.alpha),
-        beta: weights.map(|w| w.beta),
-        soft_loss: weights.map(|w| w.soft_loss.as_str().to_string()),
-        epochs: epochs as u32,
-        status: status.into(),
-        train_acc: outcome.and_then(|o| o.train_acc),
-        val_acc: outcome.and_then(|o| o.val_acc),
-        test_acc: outcome.and_then(|o| o.test_acc),
-        test_errors: outcome.and_then(|o| o.test_errors),
-        best_epoch: outcome.and_then(|o| o.best_epoch),
-        wall_s: outcome.map_or(0.0, |o| o.wall_s),
-        finished_at: now_rfc3339(),
+}
+
+impl TrialMeta<'_> {
+    fn row(&self, outcome: Option<&Outcome>, status: &str) -> TrialRow {
+        let w = self.weights;
+        TrialRow {
+            trial_id: self.id.to_string(),
+            kind: self.kind.as_str().into(),
+            seed: self.seed,
+            arch: self.spec.arch().into(),
+            hidden: self.spec.shape_label(),
+            params: self.params as u64,
+            temperature: w.map(|w| w.temperature),
+            alpha: w.map(|w| w.alpha),
+            beta: w.map(|w| w.beta),
+            soft_loss: w.map(|w| w.soft_loss.as_str().to_string()),
+            epochs: self.epochs as u32,
+            status: status.into(),
+            train_acc: outcome.and_then(|o| o.train_acc),
+            val_acc: outcome.and_then(|o| o.val_acc),
+            test_acc: outcome.and_then(|o| o.test_acc),
+            test_errors: outcome.and_then(|o| o.test_errors),
+            best_epoch: outcome.and_then(|o| o.best_epoch),
+            wall_s: outcome.map_or(0.0, |o| o.wall_s),
+            finished_at: now_rfc3339(),
+        }
     }
 }
 
@@ -385,17 +389,16 @@ fn obtain_teacher(
         )?;
         (outcome, t.train.epochs)
     };
-    let row = row_for(
-        &trial_id,
-        TrialKind::Teacher,
-        t.seed,
-        &t.model,
+    let row = TrialMeta {
+        id: &trial_id,
+        kind: TrialKind::Teacher,
+        seed: t.seed,
+        spec: &t.model,
         params,
-        None,
+        weights: None,
         epochs,
-        Some(&outcome),
-        "ok",
-    );
+    }
+    .row(Some(&outcome), "ok");
     progress.finish_trial(&trial_line(&row));
     Ok((vs, net, row, outcome.epochs))
 }
@@ -492,35 +495,23 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             },
             |log| progress.epoch(log),
         );
-        let weights = is_kd.then_some(&trial.weights);
+        let meta = TrialMeta {
+            id: &trial_id,
+            kind: trial.kind,
+            seed: trial.seed,
+            spec: student_spec,
+            params,
+            weights: is_kd.then_some(&trial.weights),
+            epochs: cfg.student.train.epochs,
+        };
         let row = match &result {
             Ok(o) => {
                 epochs.extend(epoch_rows(&trial_id, &o.epochs));
-                row_for(
-                    &trial_id,
-                    trial.kind,
-                    trial.seed,
-                    student_spec,
-                    params,
-                    weights,
-                    cfg.student.train.epochs,
-                    Some(o),
-                    o.status.as_str(),
-                )
+                meta.row(Some(o), o.status.as_str())
             }
             Err(e) => {
                 progress.note(&format!("[{trial_id}] failed: {e}"));
-                row_for(
-                    &trial_id,
-                    trial.kind,
-                    trial.seed,
-                    student_spec,
-                    params,
-                    weights,
-                    cfg.student.train.epochs,
-                    None,
-                    "failed",
-                )
+                meta.row(None, "failed")
             }
         };
         if row.status != "ok" {

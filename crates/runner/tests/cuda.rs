@@ -1,0 +1,46 @@
+//! CUDA checks, compiled only with `--features cuda-tests` (`just test-cuda`) on a GPU machine.
+#![cfg(feature = "cuda-tests")]
+
+use std::process::Command;
+
+#[test]
+fn libtorch_sees_cuda() {
+    assert!(
+        tch::Cuda::is_available(),
+        "CUDA not available: is libtorch_cuda.so linked? (readelf -d target/debug/kd | grep cuda)"
+    );
+    assert!(tch::Cuda::device_count() >= 1);
+}
+
+#[test]
+fn a_teacher_epoch_runs_on_cuda_and_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "name: cuda\ndataset: {val_size: 5000}\ndevice: cuda\nseeds: [0]\n\
+         teacher: {model: {arch: cnn}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         student: {model: {arch: mlp, hidden: [800, 800]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         kd: {temperature: 2, alpha: 0.9}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args([
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("KD_CACHE_DIR", dir.path().join("cache"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("device cuda:0"), "{err}");
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    println!("{err}\n{csv}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| teacher |"));
+}
