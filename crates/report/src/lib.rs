@@ -60,6 +60,12 @@ pub struct TrialRow {
     pub wall_s: f64,
     /// RFC 3339, UTC.
     pub finished_at: String,
+    /// Grid values of the trial's cell, `(key, value)`; each key becomes a column of its own
+    /// (unless it is already one, like `temperature`).
+    pub swept: Vec<(String, String)>,
+    /// For a KD trial, the id of the baseline it is paired with (same student, seed, init and
+    /// data order).
+    pub baseline_id: Option<String>,
 }
 
 /// One epoch of one trial.
@@ -79,7 +85,7 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
-pub const TRIAL_COLUMNS: [&str; 20] = [
+pub const TRIAL_COLUMNS: [&str; 21] = [
     "trial_id",
     "kind",
     "seed",
@@ -100,6 +106,7 @@ pub const TRIAL_COLUMNS: [&str; 20] = [
     "wall_s",
     "finished_at",
     "test_error",
+    "baseline_id",
 ];
 
 pub const EPOCH_COLUMNS: [&str; 10] = [
@@ -121,7 +128,7 @@ fn col<T, F: Fn(&TrialRow) -> T>(rows: &[TrialRow], f: F) -> Vec<T> {
 
 /// The `trials` frame; `test_error` (= 1 - test_acc) is derived for convenience.
 pub fn trials_frame(rows: &[TrialRow]) -> DataFrame {
-    df!(
+    let mut df = df!(
         "trial_id" => col(rows, |r| r.trial_id.clone()),
         "kind" => col(rows, |r| r.kind.clone()),
         "seed" => col(rows, |r| r.seed),
@@ -142,8 +149,34 @@ pub fn trials_frame(rows: &[TrialRow]) -> DataFrame {
         "wall_s" => col(rows, |r| r.wall_s),
         "finished_at" => col(rows, |r| r.finished_at.clone()),
         "test_error" => col(rows, |r| r.test_acc.map(|a| 1.0 - a)),
+        "baseline_id" => col(rows, |r| r.baseline_id.clone()),
     )
-    .expect("columns have equal length")
+    .expect("columns have equal length");
+    for key in swept_keys(rows) {
+        let values: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.swept
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        df.with_column(Column::new(key.as_str().into(), values))
+            .expect("column has the frame's length");
+    }
+    df
+}
+
+/// Swept keys that need a column of their own, in first-seen order.
+pub fn swept_keys(rows: &[TrialRow]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for (k, _) in rows.iter().flat_map(|r| &r.swept) {
+        if !TRIAL_COLUMNS.contains(&k.as_str()) && !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    keys
 }
 
 pub fn epochs_frame(rows: &[EpochRow]) -> DataFrame {
@@ -216,6 +249,42 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         })
 }
 
+/// Read the `epochs` frame back into rows (the inverse of [`epochs_frame`]).
+pub fn epoch_rows_of(df: &DataFrame) -> std::result::Result<Vec<EpochRow>, PolarsError> {
+    let f = |name: &str| -> std::result::Result<Vec<Option<f64>>, PolarsError> {
+        let c = df.column(name)?.cast(&DataType::Float64)?;
+        let ca = c.f64()?;
+        Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+    };
+    let ids = df.column("trial_id")?.str()?.clone();
+    let (epoch, loss, soft, hard, tr, va, te, lr, sec) = (
+        f("epoch")?,
+        f("train_loss")?,
+        f("soft_loss")?,
+        f("hard_loss")?,
+        f("train_acc")?,
+        f("val_acc")?,
+        f("test_acc")?,
+        f("lr")?,
+        f("seconds")?,
+    );
+    let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    Ok((0..df.height())
+        .map(|i| EpochRow {
+            trial_id: ids.get(i).unwrap_or_default().to_string(),
+            epoch: nan(epoch[i]) as u32,
+            train_loss: nan(loss[i]),
+            soft_loss: soft[i],
+            hard_loss: nan(hard[i]),
+            train_acc: nan(tr[i]),
+            val_acc: nan(va[i]),
+            test_acc: nan(te[i]),
+            lr: nan(lr[i]),
+            seconds: nan(sec[i]),
+        })
+        .collect())
+}
+
 /// Write `trials.parquet`, `trials.csv` and `epochs.parquet` into `out`.
 pub fn write_frames(out: &Path, trials: &[TrialRow], epochs: &[EpochRow]) -> Result<()> {
     let t = trials_frame(trials);
@@ -258,6 +327,7 @@ pub fn trial_rows(df: &DataFrame, file: &Path) -> Result<Vec<TrialRow>> {
         let ca = c.u64().map_err(|e| bad(name, e))?;
         Ok((0..ca.len()).map(|i| ca.get(i)).collect())
     };
+    let base_ids = s("baseline_id")?;
     let (id, kind, arch, hidden, soft, status, fin) = (
         s("trial_id")?,
         s("kind")?,
@@ -283,8 +353,21 @@ pub fn trial_rows(df: &DataFrame, file: &Path) -> Result<Vec<TrialRow>> {
         f("test_acc")?,
         f("wall_s")?,
     );
+    let extra: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| !TRIAL_COLUMNS.contains(&c.as_str()))
+        .collect();
+    let extra_values = extra.iter().map(|c| s(c)).collect::<Result<Vec<_>>>()?;
     Ok((0..df.height())
         .map(|i| TrialRow {
+            baseline_id: base_ids[i].clone(),
+            swept: extra
+                .iter()
+                .zip(&extra_values)
+                .filter_map(|(k, vals)| vals[i].clone().map(|v| (k.clone(), v)))
+                .collect(),
             trial_id: id[i].clone().unwrap_or_default(),
             kind: kind[i].clone().unwrap_or_default(),
             seed: seed[i].unwrap_or(0),
@@ -359,41 +442,80 @@ pub fn trials_table(rows: &[TrialRow]) -> String {
     s
 }
 
-/// KD against the hard-target baseline of the same seed: one line per seed and the mean.
+/// Two-sided 95% Student-t critical value for `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    match df {
+        0 => f64::NAN,
+        d if d <= 10 => T[d - 1],
+        d if d <= 30 => 2.042 + (10.0 / d as f64 - 1.0 / 3.0) * 0.279,
+        _ => 1.96,
+    }
+}
+
+/// The label of a KD trial's cell: student, KD settings and any other swept value.
+fn cell_label(r: &TrialRow) -> String {
+    let mut parts = vec![
+        format!("{} {}", r.arch, r.hidden),
+        format!("T={}", num(r.temperature)),
+        format!("alpha={}", num(r.alpha)),
+        format!("beta={}", num(r.beta)),
+        r.soft_loss.clone().unwrap_or_default(),
+    ];
+    for (k, v) in &r.swept {
+        if !TRIAL_COLUMNS.contains(&k.as_str()) {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// KD against its paired hard-target baseline (same student, seed, init and data order), one row
+/// per cell: means and sample standard deviations over seeds, and a 95% t-interval of the gain.
 pub fn kd_vs_baseline(rows: &[TrialRow]) -> String {
     let ok = |r: &&TrialRow| r.status == "ok" && r.test_acc.is_some();
-    let mut s = String::from(
-        "| seed | baseline test % | KD test % | gain (points) |\n|---:|---:|---:|---:|\n",
-    );
-    let mut gains = Vec::new();
+    let mut cells: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for kd in rows.iter().filter(|r| r.kind == "kd").filter(ok) {
         let Some(base) = rows
             .iter()
             .filter(ok)
-            .find(|b| b.kind == "baseline" && b.seed == kd.seed && b.hidden == kd.hidden)
+            .find(|b| Some(&b.trial_id) == kd.baseline_id.as_ref())
         else {
             continue;
         };
-        let gain = 100.0 * (kd.test_acc.unwrap() - base.test_acc.unwrap());
-        gains.push(gain);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:+.2} |",
-            kd.seed,
-            pct(base.test_acc),
-            pct(kd.test_acc),
-            gain
-        );
+        let pair = (100.0 * kd.test_acc.unwrap(), 100.0 * base.test_acc.unwrap());
+        let label = cell_label(kd);
+        match cells.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push(pair),
+            None => cells.push((label, vec![pair])),
+        }
     }
-    if gains.is_empty() {
+    if cells.is_empty() {
         return "No KD trial has a finished baseline of the same seed to compare with.\n".into();
     }
-    let (m, sd) = mean_std(&gains);
-    let _ = writeln!(
-        s,
-        "| mean over {} seed(s) | | | {m:+.2} ± {sd:.2} |",
-        gains.len()
+    let mut s = String::from(
+        "| cell | seeds | KD test % | baseline test % | gain (points) | 95% interval of the gain |\n\
+         |---|---:|---:|---:|---:|---|\n",
     );
+    for (label, pairs) in &cells {
+        let kd: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        let base: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        let gain: Vec<f64> = pairs.iter().map(|p| p.0 - p.1).collect();
+        let ((km, ks), (bm, bs), (gm, gs)) = (mean_std(&kd), mean_std(&base), mean_std(&gain));
+        let ci = if gain.len() > 1 {
+            let h = t95(gain.len() - 1) * gs / (gain.len() as f64).sqrt();
+            format!("[{:+.2}, {:+.2}]", gm - h, gm + h)
+        } else {
+            "one seed: none".into()
+        };
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {km:.2} ± {ks:.2} | {bm:.2} ± {bs:.2} | {gm:+.2} ± {gs:.2} | {ci} |",
+            pairs.len()
+        );
+    }
     s
 }
 
@@ -456,6 +578,8 @@ mod tests {
             best_epoch: Some(14),
             wall_s: 12.5,
             finished_at: "2026-11-27T00:00:00Z".into(),
+            swept: vec![],
+            baseline_id: (kind == "kd").then(|| format!("b{seed}")),
         }
     }
 
@@ -507,13 +631,11 @@ mod tests {
     #[test]
     fn report_pairs_kd_with_the_baseline_of_its_seed() {
         let md = render_report("t", &sample());
-        assert!(md.contains("| 0 | 90.00 | 90.50 | +0.50 |"), "{md}");
-        assert!(md.contains("| 1 | 89.00 | 89.70 | +0.70 |"), "{md}");
-        // mean +0.60, sample std of (0.5, 0.7) = 0.1414
-        assert!(
-            md.contains("| mean over 2 seed(s) | | | +0.60 ± 0.14 |"),
-            "{md}"
-        );
+        // KD 90.5 and 89.7 (mean 90.10, std 0.566); baselines 90.0 and 89.0 (89.50, 0.707);
+        // gains 0.5 and 0.7: mean +0.60, std 0.1414, 95% CI 0.6 +- 12.706 * 0.1414 / sqrt(2).
+        let want = "| mlp 800-800, T=4, alpha=0.9, beta=0.1, ce | 2 | 90.10 ± 0.57 | 89.50 ± 0.71 \
+                    | +0.60 ± 0.14 | [-0.67, +1.87] |";
+        assert!(md.contains(want), "{md}");
     }
 
     #[test]
@@ -523,7 +645,10 @@ mod tests {
         rows[1].test_acc = None;
         let md = render_report("t", &rows);
         assert!(md.contains("- `k0` (kd, seed 0): diverged"), "{md}");
-        assert!(md.contains("| mean over 1 seed(s) |"), "{md}");
+        assert!(
+            md.contains("| 1 | 89.70 ± 0.00 | 89.00 ± 0.00 | +0.70 ± 0.00 | one seed: none |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -533,7 +658,7 @@ mod tests {
         let p = regenerate(dir.path(), "demo").unwrap();
         let md = std::fs::read_to_string(p).unwrap();
         assert!(md.starts_with("# kd-sweep report: demo"));
-        assert!(md.contains("+0.60 ± 0.14"));
+        assert!(md.contains("+0.60 ± 0.14 | [-0.67, +1.87]"), "{md}");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct RawConfig {
     pub kd: RawKd,
     #[serde(default)]
     pub baseline: Option<bool>,
+    /// Sweep axes: each key a list; the sweep is their Cartesian product times `seeds`.
+    #[serde(default)]
+    pub grid: Option<serde_yaml::Mapping>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -134,6 +137,26 @@ pub struct Resolved {
     pub student: StudentCfg,
     pub kd: KdWeights,
     pub baseline: bool,
+    /// The grid axes as written (aliases expanded to dotted keys), in order.
+    pub grid: Vec<GridAxis>,
+    /// Every cell of the grid, fully resolved (one cell when there is no grid).
+    pub cells: Vec<Cell>,
+}
+
+/// One axis of the grid: a dotted key and its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    pub key: String,
+    pub values: Vec<serde_yaml::Value>,
+}
+
+/// One grid cell: the swept values and the student and KD settings they produce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// `(key as written in grid, value as text)`, in grid order.
+    pub swept: Vec<(String, String)>,
+    pub student: StudentCfg,
+    pub kd: KdWeights,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -479,6 +502,58 @@ pub fn parse_device_name(key: &str, s: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// The dotted key a grid key stands for: the short aliases, or a dotted key under `student.` or
+/// `kd.` (one teacher per sweep, so teacher keys cannot be swept).
+pub fn grid_key(written: &str) -> Option<String> {
+    Some(match written {
+        "temperature" | "alpha" | "beta" | "soft_loss" | "t2_scaling" => format!("kd.{written}"),
+        "hidden" => "student.model.hidden".into(),
+        k if (k.starts_with("student.") || k.starts_with("kd.")) && !k.ends_with('.') => k.into(),
+        _ => return None,
+    })
+}
+
+/// The text of a swept value, for tables and column values.
+pub fn value_text(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Sequence(items) => {
+            let parts: Vec<String> = items.iter().map(value_text).collect();
+            parts.join("-")
+        }
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Set each dotted key of `overrides` in the config `value` and parse the result back.
+fn apply_overrides(
+    value: &serde_yaml::Value,
+    overrides: &[(&str, &serde_yaml::Value)],
+) -> Result<RawConfig, String> {
+    use serde_yaml::Value;
+    let mut root = value.clone();
+    for (key, v) in overrides {
+        let mut node = &mut root;
+        for part in key.split('.') {
+            if node.is_null() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Value::Mapping(map) = node else {
+                return Err(format!(
+                    "`{key}`: `{part}` is inside a value that is not a mapping"
+                ));
+            };
+            node = map
+                .entry(Value::String(part.to_string()))
+                .or_insert(Value::Null);
+        }
+        *node = (*v).clone();
+    }
+    serde_yaml::from_value(root).map_err(|e| format!("{e}"))
+}
+
 fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigError> {
     use serde_yaml::Value;
     match v {
@@ -504,8 +579,152 @@ fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigEr
 }
 
 impl RawConfig {
-    /// Validate every key and fill every default.
+    /// Validate every key (grid included), fill every default and expand the grid into cells.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let mut base = self.resolve_base()?;
+        let axes = self.grid_axes()?;
+        let mut cells = vec![Cell {
+            swept: vec![],
+            student: base.student.clone(),
+            kd: base.kd,
+        }];
+        if !axes.is_empty() {
+            let mut plain = self.clone();
+            plain.grid = None;
+            let plain_value = serde_yaml::to_value(&plain).expect("raw config serialises");
+            // Each value alone first, so an error names its axis and index.
+            for (written, axis) in &axes {
+                for (i, v) in axis.values.iter().enumerate() {
+                    let key = format!("grid.{written}[{i}]");
+                    apply_overrides(&plain_value, &[(axis.key.as_str(), v)])
+                        .map_err(|m| invalid(&key, m))?
+                        .resolve_base()
+                        .map_err(|e| match e {
+                            ConfigError::Invalid { key: k, message } if k == axis.key => {
+                                invalid(&key, message)
+                            }
+                            other => invalid(&key, other.to_string()),
+                        })?;
+                }
+            }
+            cells.clear();
+            let mut idx = vec![0usize; axes.len()];
+            loop {
+                let chosen: Vec<(&str, &serde_yaml::Value)> = axes
+                    .iter()
+                    .zip(&idx)
+                    .map(|((_, a), &i)| (a.key.as_str(), &a.values[i]))
+                    .collect();
+                let swept = axes
+                    .iter()
+                    .zip(&idx)
+                    .map(|((w, a), &i)| (w.clone(), value_text(&a.values[i])))
+                    .collect::<Vec<_>>();
+                let cell = apply_overrides(&plain_value, &chosen)
+                    .map_err(|m| invalid("grid", m))?
+                    .resolve_base()
+                    .map_err(|e| {
+                        let names: Vec<String> =
+                            swept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        invalid("grid", format!("cell {}: {e}", names.join(", ")))
+                    })?;
+                cells.push(Cell {
+                    swept,
+                    student: cell.student,
+                    kd: cell.kd,
+                });
+                // Odometer over the axes, last axis fastest.
+                let mut a = axes.len();
+                loop {
+                    if a == 0 {
+                        break;
+                    }
+                    a -= 1;
+                    idx[a] += 1;
+                    if idx[a] < axes[a].1.values.len() {
+                        break;
+                    }
+                    idx[a] = 0;
+                }
+                if idx.iter().all(|&i| i == 0) {
+                    break;
+                }
+            }
+        }
+        base.grid = axes.into_iter().map(|(_, a)| a).collect();
+        base.cells = cells;
+        Ok(base)
+    }
+
+    /// The grid's axes: `(key as written, axis with the dotted key)`.
+    fn grid_axes(&self) -> Result<Vec<(String, GridAxis)>, ConfigError> {
+        let Some(grid) = &self.grid else {
+            return Ok(vec![]);
+        };
+        let mut axes: Vec<(String, GridAxis)> = Vec::new();
+        for (k, v) in grid {
+            let written = match k {
+                serde_yaml::Value::String(s) => s.clone(),
+                other => {
+                    return Err(invalid(
+                        "grid",
+                        format!("keys must be strings, got {other:?}"),
+                    ))
+                }
+            };
+            let key = grid_key(&written).ok_or_else(|| {
+                invalid(
+                    format!("grid.{written}"),
+                    "not a grid key (use temperature, alpha, beta, soft_loss, hidden, or a dotted \
+                     key under student. or kd., e.g. student.train.lr)",
+                )
+            })?;
+            if axes.iter().any(|(_, a)| a.key == key) {
+                return Err(invalid(
+                    format!("grid.{written}"),
+                    format!("sweeps {key} a second time"),
+                ));
+            }
+            let values = match v {
+                serde_yaml::Value::Sequence(items) if !items.is_empty() => items.clone(),
+                serde_yaml::Value::Sequence(_) => {
+                    return Err(invalid(format!("grid.{written}"), "the list is empty"))
+                }
+                _ => {
+                    return Err(invalid(
+                        format!("grid.{written}"),
+                        "must be a list of values",
+                    ))
+                }
+            };
+            axes.push((written, GridAxis { key, values }));
+        }
+        Ok(axes)
+    }
+
+    /// Apply `--set KEY=VALUE` overrides (VALUE is YAML) to this config.
+    pub fn with_sets(&self, sets: &[String]) -> Result<RawConfig, ConfigError> {
+        let mut value = serde_yaml::to_value(self).expect("raw config serialises");
+        for set in sets {
+            let (key, text) = set.split_once('=').ok_or_else(|| {
+                invalid(
+                    format!("--set {set}"),
+                    "expected KEY=VALUE, e.g. kd.temperature=8",
+                )
+            })?;
+            let v: serde_yaml::Value = serde_yaml::from_str(text)
+                .map_err(|e| invalid(format!("--set {key}"), format!("bad YAML value: {e}")))?;
+            let key = grid_key(key).unwrap_or_else(|| key.to_string());
+            value = serde_yaml::to_value(
+                apply_overrides(&value, &[(key.as_str(), &v)])
+                    .map_err(|m| invalid(format!("--set {key}"), m))?,
+            )
+            .expect("raw config serialises");
+        }
+        serde_yaml::from_value(value).map_err(|e| invalid("--set", e.to_string()))
+    }
+
+    fn resolve_base(&self) -> Result<Resolved, ConfigError> {
         let name = self.name.trim();
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(invalid(
@@ -579,6 +798,8 @@ impl RawConfig {
             },
             kd: self.kd.resolve()?,
             baseline: self.baseline.unwrap_or(true),
+            grid: vec![],
+            cells: vec![],
         })
     }
 }
@@ -607,26 +828,39 @@ impl TrialKind {
 pub struct StudentTrial {
     pub kind: TrialKind,
     pub seed: u64,
+    pub student: StudentCfg,
     pub weights: KdWeights,
+    /// The grid values of the cell (empty for a baseline: it serves every cell of its student).
+    pub swept: Vec<(String, String)>,
 }
 
 impl Resolved {
-    /// The student trials, in run order: per seed, the baseline (if asked for) then the KD run.
+    /// The student trials, in run order: per seed, per cell, the cell's baseline (once per
+    /// distinct student config and seed, if asked for) then the KD trial.
     pub fn student_trials(&self) -> Vec<StudentTrial> {
-        let mut out = Vec::new();
+        let mut out: Vec<StudentTrial> = Vec::new();
         for &seed in &self.seeds {
-            if self.baseline {
+            for cell in &self.cells {
+                let has_baseline = out.iter().any(|t| {
+                    t.kind == TrialKind::Baseline && t.seed == seed && t.student == cell.student
+                });
+                if self.baseline && !has_baseline {
+                    out.push(StudentTrial {
+                        kind: TrialKind::Baseline,
+                        seed,
+                        student: cell.student.clone(),
+                        weights: KdWeights::hard_only(),
+                        swept: vec![],
+                    });
+                }
                 out.push(StudentTrial {
-                    kind: TrialKind::Baseline,
+                    kind: TrialKind::Kd,
                     seed,
-                    weights: KdWeights::hard_only(),
+                    student: cell.student.clone(),
+                    weights: cell.kd,
+                    swept: cell.swept.clone(),
                 });
             }
-            out.push(StudentTrial {
-                kind: TrialKind::Kd,
-                seed,
-                weights: self.kd,
-            });
         }
         out
     }

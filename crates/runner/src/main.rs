@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kd_runner::run::{run_sweep, RunOptions};
+use kd_runner::run::{dry_run, load_config, run_sweep, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,15 @@ enum Cmd {
         /// Output folder (default results/<name>/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Override a config key, e.g. --set kd.temperature=8 (VALUE is YAML). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Print the trials and an estimated cost; train nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ignore finished trials in OUT and run everything again.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Report libtorch, CUDA, threads and datasets.
     Doctor,
@@ -49,7 +58,32 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Sweep { config, out } => match run_sweep(&config, &RunOptions { out }) {
+        Cmd::Sweep {
+            config,
+            out,
+            sets,
+            dry_run: true,
+            ..
+        } => {
+            let _ = out;
+            match load_config(&config, &sets).and_then(|cfg| dry_run(&cfg)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Cmd::Sweep {
+            config,
+            out,
+            sets,
+            fresh,
+            ..
+        } => match run_sweep(&config, &sets, &RunOptions { out, fresh }) {
             Ok(summary) => {
                 println!("{}", kd_report::trials_table(&summary.trials));
                 println!("{}", kd_report::kd_vs_baseline(&summary.trials));

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{nn, Device};
 
-use crate::config::{self, ConfigError, Resolved, TrialKind};
+use crate::config::{self, ConfigError, Resolved, StudentTrial, TrialKind};
 use crate::progress::Progress;
 use crate::train::{self, EpochLog, Outcome, SplitTensors, Status, TrainData, TrainError};
 
@@ -38,6 +38,8 @@ pub enum RunError {
     Report(#[from] ReportError),
     #[error("teacher training failed: {0}")]
     Teacher(String),
+    #[error("{file}: another kd sweep (pid {pid}) is writing to this folder; wait for it or use another --out")]
+    Busy { file: PathBuf, pid: String },
 }
 
 impl RunError {
@@ -48,7 +50,8 @@ impl RunError {
             | RunError::Data(_)
             | RunError::Model { .. }
             | RunError::Device { .. }
-            | RunError::Checkpoint { .. } => 2,
+            | RunError::Checkpoint { .. }
+            | RunError::Busy { .. } => 2,
             RunError::Io { .. } | RunError::Report(_) | RunError::Teacher(_) => 1,
         }
     }
@@ -66,6 +69,8 @@ fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 pub struct RunOptions {
     /// Output folder; default `results/<name>/`.
     pub out: Option<PathBuf>,
+    /// Ignore the results of earlier runs in OUT and train every trial again.
+    pub fresh: bool,
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -266,6 +271,8 @@ impl TrialMeta<'_> {
             best_epoch: outcome.and_then(|o| o.best_epoch),
             wall_s: outcome.map_or(0.0, |o| o.wall_s),
             finished_at: now_rfc3339(),
+            swept: vec![],
+            baseline_id: None,
         }
     }
 }
@@ -403,10 +410,174 @@ fn obtain_teacher(
     Ok((vs, net, row, outcome.epochs))
 }
 
+/// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<Resolved, RunError> {
+    Ok(config::load(path)?.with_sets(sets)?.resolve()?)
+}
+
 /// Run the sweep described by the config at `path`.
-pub fn run_sweep(path: &Path, opts: &RunOptions) -> Result<Summary, RunError> {
-    let cfg = config::load(path)?.resolve()?;
-    run_resolved(&cfg, opts)
+pub fn run_sweep(path: &Path, sets: &[String], opts: &RunOptions) -> Result<Summary, RunError> {
+    run_resolved(&load_config(path, sets)?, opts)
+}
+
+/// The id of a student trial: a content hash of everything that determines its result. A
+/// baseline's id leaves out the teacher and the KD weights, so one baseline serves every cell of
+/// its student and seed, and changing a KD key re-runs only the KD trials.
+pub fn student_trial_id(cfg: &Resolved, trial: &StudentTrial, teacher_id: &str) -> String {
+    let hash = match trial.kind {
+        TrialKind::Kd => content_hash(&(
+            "kd-v1",
+            trial.seed,
+            &trial.student,
+            &trial.weights,
+            &cfg.dataset,
+            teacher_id,
+        )),
+        _ => content_hash(&("baseline-v1", trial.seed, &trial.student, &cfg.dataset)),
+    };
+    format!("{}-{hash}", trial.kind.as_str())
+}
+
+/// The paired baseline of a KD trial, if the plan has one.
+fn baseline_of<'a>(plan: &'a [StudentTrial], trial: &StudentTrial) -> Option<&'a StudentTrial> {
+    plan.iter().find(|b| {
+        b.kind == TrialKind::Baseline && b.seed == trial.seed && b.student == trial.student
+    })
+}
+
+/// An exclusive claim on an output folder (`OUT/.lock` holding our PID), released on drop. A lock
+/// left by a process that no longer runs is taken over.
+#[derive(Debug)]
+pub struct OutLock(PathBuf);
+
+impl OutLock {
+    pub fn acquire(out: &Path) -> Result<OutLock, RunError> {
+        let path = out.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(OutLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid = pid.trim();
+                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        return Err(RunError::Busy {
+                            file: path,
+                            pid: pid.to_string(),
+                        });
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Err(RunError::Busy {
+            file: path,
+            pid: "?".into(),
+        })
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Rows of a previous run of this OUT that can be kept: finished trials (ok or diverged) and
+/// their epochs. Unreadable files mean nothing is kept.
+fn previous_results(out: &Path) -> (Vec<TrialRow>, Vec<EpochRow>) {
+    let file = out.join("trials.parquet");
+    let Ok(df) = kd_report::read_parquet(&file) else {
+        return (vec![], vec![]);
+    };
+    let rows: Vec<TrialRow> = kd_report::trial_rows(&df, &file)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.status == "ok" || r.status == "diverged")
+        .collect();
+    let epochs = kd_report::read_parquet(&out.join("epochs.parquet"))
+        .ok()
+        .and_then(|df| kd_report::epoch_rows_of(&df).ok())
+        .unwrap_or_default();
+    (rows, epochs)
+}
+
+/// Print the plan and an estimate of its cost, without training.
+pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
+    use std::fmt::Write as _;
+    let dir = kd_data::locate(cfg.dataset.name, cfg.dataset.dir.as_deref())?;
+    let dataset = Dataset::load(
+        cfg.dataset.name,
+        &dir,
+        &kd_data::SplitSpec {
+            val_size: cfg.dataset.val_size,
+            train_limit: cfg.dataset.train_limit,
+            data_seed: cfg.dataset.data_seed,
+        },
+    )?;
+    let input = InputShape {
+        channels: 1,
+        height: dataset.height,
+        width: dataset.width,
+    };
+    let n = dataset.train.len() as f64;
+    // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
+    let cost = |spec: &ModelSpec, epochs: usize| {
+        3.0 * spec.flops_per_sample(input, dataset.classes) as f64 * n * epochs as f64
+    };
+    let mut s = String::new();
+    let teacher_flops = if cfg.teacher.checkpoint.is_some() {
+        0.0
+    } else {
+        cost(&cfg.teacher.model, cfg.teacher.train.epochs)
+    };
+    let _ = writeln!(
+        s,
+        "teacher {} {} seed {}: {:.1} TFLOP{}",
+        cfg.teacher.model.arch(),
+        cfg.teacher.model.shape_label(),
+        cfg.teacher.seed,
+        teacher_flops / 1e12,
+        if cfg.teacher.checkpoint.is_some() {
+            " (checkpoint)"
+        } else {
+            " (0 if cached)"
+        }
+    );
+    let mut total = teacher_flops;
+    let plan = cfg.student_trials();
+    for t in &plan {
+        let f = cost(&t.student.model, t.student.train.epochs);
+        total += f;
+        let swept: Vec<String> = t.swept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            s,
+            "{} {} {} seed {} {}: {:.1} TFLOP",
+            student_trial_id(cfg, t, "teacher"),
+            t.kind.as_str(),
+            t.student.model.shape_label(),
+            t.seed,
+            swept.join(" "),
+            f / 1e12
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the ~100 GFLOP/s measured here",
+        plan.len(),
+        total / 1e12,
+        total / 100e9 / 60.0
+    );
+    Ok(s)
 }
 
 /// Run an already resolved config.
@@ -421,15 +592,23 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    let _lock = OutLock::acquire(&out)?;
+    let (previous, previous_epochs) = if opts.fresh {
+        (vec![], vec![])
+    } else {
+        previous_results(&out)
+    };
     // The resolved config goes first, so every result can be traced to its inputs.
     kd_report::write_atomic(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
 
     let data = load_data(cfg, device)?;
     let classes = data.dataset.classes;
-    let student_spec = &cfg.student.model;
-    student_spec
-        .validate(data.input)
-        .map_err(model_err("student.model"))?;
+    for cell in &cfg.cells {
+        cell.student
+            .model
+            .validate(data.input)
+            .map_err(model_err("student.model"))?;
+    }
     cfg.teacher
         .model
         .validate(data.input)
@@ -459,32 +638,39 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
 
     // Teacher logits on the transfer set (the training split), computed once.
     let soft_targets = train::predict(&teacher, &data.train.x, 1000);
-    let params = student_spec.param_count(data.input, classes);
     let mut unfinished = 0;
+    let mut skipped = 0;
     for trial in &plan {
-        let hash = content_hash(&(
-            "student-v1",
-            trial.kind,
-            trial.seed,
-            student_spec,
-            &cfg.student.train,
-            &trial.weights,
-            &cfg.dataset,
-            &teacher_row.trial_id,
-        ));
-        let trial_id = format!("{}-{hash}", trial.kind.as_str());
+        let trial_id = student_trial_id(cfg, trial, &teacher_row.trial_id);
+        if let Some(done) = previous.iter().find(|r| r.trial_id == trial_id) {
+            // Finished in an earlier run of this OUT with the same resolved inputs.
+            skipped += 1;
+            epochs.extend(
+                previous_epochs
+                    .iter()
+                    .filter(|e| e.trial_id == trial_id)
+                    .cloned(),
+            );
+            if done.status != "ok" {
+                unfinished += 1;
+            }
+            rows.push(done.clone());
+            progress.finish_trial(&format!("{} (done before, skipped)", trial_line(done)));
+            continue;
+        }
+        let spec = &trial.student.model;
         let label = format!("{} seed {}", trial.kind.as_str(), trial.seed);
-        progress.start_trial(&label, cfg.student.train.epochs as u64);
+        progress.start_trial(&label, trial.student.train.epochs as u64);
         tch::manual_seed(trial.seed as i64);
         let vs = nn::VarStore::new(device);
-        let net = student_spec
+        let net = spec
             .build(&vs.root(), data.input, classes)
             .map_err(model_err("student.model"))?;
         let is_kd = trial.kind == TrialKind::Kd;
         let result: Result<Outcome, TrainError> = train::train(
             &net,
             &vs,
-            &cfg.student.train,
+            &trial.student.train,
             &trial.weights,
             trial.seed,
             &TrainData {
@@ -499,12 +685,12 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             id: &trial_id,
             kind: trial.kind,
             seed: trial.seed,
-            spec: student_spec,
-            params,
+            spec,
+            params: spec.param_count(data.input, classes),
             weights: is_kd.then_some(&trial.weights),
-            epochs: cfg.student.train.epochs,
+            epochs: trial.student.train.epochs,
         };
-        let row = match &result {
+        let mut row = match &result {
             Ok(o) => {
                 epochs.extend(epoch_rows(&trial_id, &o.epochs));
                 meta.row(Some(o), o.status.as_str())
@@ -514,6 +700,10 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 meta.row(None, "failed")
             }
         };
+        row.swept = trial.swept.clone();
+        row.baseline_id = baseline_of(&plan, trial)
+            .filter(|_| is_kd)
+            .map(|b| student_trial_id(cfg, b, &teacher_row.trial_id));
         if row.status != "ok" {
             unfinished += 1;
         }
@@ -521,6 +711,12 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         rows.push(row);
         kd_report::write_frames(&out, &rows, &epochs)?;
     }
+    if skipped > 0 {
+        progress.note(&format!(
+            "{skipped} trial(s) were finished before and kept; --fresh re-runs them"
+        ));
+    }
+    kd_report::write_frames(&out, &rows, &epochs)?;
     progress.finish();
     kd_report::write_atomic(
         &out.join("report.md"),

@@ -26,7 +26,7 @@ fn stderr(o: &Output) -> String {
 /// A config that trains tiny models on a tiny slice, with `extra` appended.
 fn tiny(extra: &str) -> String {
     format!(
-        "name: tiny\ndataset: {{val_size: 500, train_limit: 1000}}\ndevice: cpu\n\
+        "name: tiny\ndataset: {{val_size: 500, train_limit: 1000}}\ndevice: cpu\nthreads: 1\n\
          teacher: {{model: {{arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n\
          student: {{model: {{arch: mlp, hidden: [32]}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n{extra}"
     )
@@ -53,7 +53,7 @@ fn unknown_key_exits_2_and_names_it() {
     let (code, err) = sweep_exit(&tiny("kd: {temperature: 2, alpah: 0.5}\n"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown field `alpah`"), "{err}");
-    assert!(err.contains("line 6"), "{err}");
+    assert!(err.contains("line 7"), "{err}");
 }
 
 #[test]
@@ -213,4 +213,149 @@ fn report_regenerates_from_parquet() {
     // The summary printed on stdout has the same trials table.
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("report.md"), "{stdout}");
+}
+
+/// Trials of the CSV as (trial_id, finished_at).
+fn finished(out: &Path) -> Vec<(String, String)> {
+    let Ok(csv) = std::fs::read_to_string(out.join("trials.csv")) else {
+        return vec![];
+    };
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let at = header.iter().position(|h| *h == "finished_at").unwrap_or(0);
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[at].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        "name: resume\ndataset: {val_size: 500, train_limit: 3000}\ndevice: cpu\nthreads: 1\n\
+         teacher: {model: {arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n\
+         student: {model: {arch: mlp, hidden: [256, 256]}, train: {epochs: 2, optimizer: adam, lr: 0.001}}\n\
+         grid: {temperature: [2, 4, 8]}\n",
+    );
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let args = [
+        "sweep",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args(args)
+        .env("KD_CACHE_DIR", &cache)
+        .env("CI", "1")
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the teacher and one student have finished, then kill -9.
+    let start = std::time::Instant::now();
+    while finished(&out).len() < 2 {
+        assert!(
+            start.elapsed().as_secs() < 600,
+            "no student finished in 10 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kd ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = finished(&out);
+    assert!(before.len() >= 2 && before.len() < 5, "{before:?}");
+    assert!(
+        out.join(".lock").exists(),
+        "a killed run leaves its lock behind"
+    );
+
+    let o = kd(&args, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("done before, skipped"), "{err}");
+    let after = finished(&out);
+    // teacher + baseline + 3 KD cells, each exactly once.
+    assert_eq!(after.len(), 5, "{after:?}");
+    let mut ids: Vec<&String> = after.iter().map(|(id, _)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    // The students finished before the kill were not redone: same finish time.
+    for (id, at) in before.iter().filter(|(id, _)| !id.starts_with("teacher")) {
+        assert!(after.contains(&(id.clone(), at.clone())), "{id} was redone");
+    }
+    assert!(!out.join(".lock").exists(), "the lock is released");
+
+    // --fresh runs everything again.
+    let o = kd(&[&args[..], &["--fresh"]].concat(), &cache);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!stderr(&o).contains("skipped"));
+}
+
+#[test]
+fn a_second_sweep_on_a_busy_out_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Our own (live) PID holds the lock.
+    std::fs::write(out.join(".lock"), std::process::id().to_string()).unwrap();
+    let cfg = write(dir.path(), "c.yaml", &tiny(""));
+    let o = kd(
+        &[
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("another kd sweep"), "{}", stderr(&o));
+}
+
+#[test]
+fn dry_run_lists_trials_and_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        &tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4], hidden: [[32], [16]]}\n"),
+    );
+    let out = dir.path().join("out");
+    let o = kd(
+        &[
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    // 2 seeds x (2 baselines + 4 KD cells)
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("kd-")).count(),
+        8,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("baseline-")).count(),
+        4,
+        "{text}"
+    );
+    assert!(text.contains("12 student trials + teacher"), "{text}");
+    assert!(!out.exists(), "a dry run writes nothing");
 }

@@ -264,3 +264,151 @@ fn every_shipped_experiment_resolves() {
     }
     assert!(n >= 1, "no experiments found in {}", dir.display());
 }
+
+const GRID: &str =
+    "name: g\nseeds: [0, 1]\ngrid:\n  temperature: [1, 2, 4]\n  hidden: [[800, 800], [30, 30]]\n";
+
+#[test]
+fn grid_expands_to_the_cartesian_product_times_seeds() {
+    let r = resolve(GRID).unwrap();
+    assert_eq!(r.cells.len(), 6);
+    assert_eq!(r.grid[0].key, "kd.temperature");
+    assert_eq!(r.grid[1].key, "student.model.hidden");
+    // Last axis fastest.
+    let swept: Vec<String> = r
+        .cells
+        .iter()
+        .map(|c| format!("{}/{}", c.swept[0].1, c.swept[1].1))
+        .collect();
+    assert_eq!(
+        swept,
+        [
+            "1/800-800",
+            "1/30-30",
+            "2/800-800",
+            "2/30-30",
+            "4/800-800",
+            "4/30-30"
+        ]
+    );
+    assert_eq!(r.cells[3].kd.temperature, 2.0);
+    let trials = r.student_trials();
+    let kd = trials.iter().filter(|t| t.kind == TrialKind::Kd).count();
+    let base = trials
+        .iter()
+        .filter(|t| t.kind == TrialKind::Baseline)
+        .count();
+    assert_eq!((kd, base), (12, 4), "one baseline per (student, seed)");
+}
+
+#[test]
+fn baselines_are_shared_by_the_kd_cells_of_their_student_and_seed() {
+    let r = resolve(GRID).unwrap();
+    let trials = r.student_trials();
+    let ids: Vec<String> = trials
+        .iter()
+        .map(|t| kd_runner::run::student_trial_id(&r, t, "teacher-x"))
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "every trial has its own id");
+    // Changing a KD key changes the KD ids only.
+    let r2 = resolve(&GRID.replace("name: g", "name: g\nkd: {alpha: 0.5}")).unwrap();
+    let t2 = r2.student_trials();
+    for (a, b) in trials.iter().zip(&t2) {
+        let (ia, ib) = (
+            kd_runner::run::student_trial_id(&r, a, "teacher-x"),
+            kd_runner::run::student_trial_id(&r2, b, "teacher-x"),
+        );
+        assert_eq!(ia == ib, a.kind == TrialKind::Baseline, "{ia} vs {ib}");
+    }
+}
+
+#[test]
+fn grid_errors_name_the_axis_and_index() {
+    let cases = [
+        (
+            "grid: {temperature: [1, 2, -1]}",
+            "grid.temperature[2]: must be > 0, got -1",
+        ),
+        (
+            "grid: {alpha: [0.5, 1.5]}",
+            "grid.alpha[1]: must be in [0, 1], got 1.5",
+        ),
+        (
+            "grid: {temperature: []}",
+            "grid.temperature: the list is empty",
+        ),
+        ("grid: {temperature: 4}", "grid.temperature: must be a list"),
+        (
+            "grid: {teacher.train.lr: [0.1]}",
+            "grid.teacher.train.lr: not a grid key",
+        ),
+        (
+            "grid: {hidden: [[10, 0]]}",
+            "grid.hidden[0]: student.model.hidden[1]: must be > 0",
+        ),
+        (
+            "grid: {student.train.epochs: [0]}",
+            "grid.student.train.epochs[0]: must be > 0, got 0",
+        ),
+        (
+            "grid: {student.train.lrr: [0.1]}",
+            "grid.student.train.lrr[0]: ",
+        ),
+        (
+            "grid: {temperature: [1], kd.temperature: [2]}",
+            "grid.kd.temperature: sweeps kd.temperature a second time",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = err(&format!("name: x\n{yaml}\n"));
+        assert!(e.starts_with(want), "{yaml}\n  got:  {e}\n  want: {want}");
+    }
+}
+
+#[test]
+fn dotted_student_keys_can_be_swept() {
+    let r = resolve("name: x\ngrid: {student.train.lr: [0.1, 0.01], soft_loss: [ce, kl]}").unwrap();
+    assert_eq!(r.cells.len(), 4);
+    assert_eq!(r.cells[2].student.train.lr, 0.01);
+    assert_eq!(r.cells[3].kd.soft_loss, SoftLoss::Kl);
+    // Two students (two lrs), so two baselines.
+    let base = r
+        .student_trials()
+        .iter()
+        .filter(|t| t.kind == TrialKind::Baseline)
+        .count();
+    assert_eq!(base, 2);
+}
+
+#[test]
+fn set_overrides_any_key() {
+    let raw = config::parse("name: x\nkd: {temperature: 4}", Path::new("t.yaml")).unwrap();
+    let r = raw
+        .with_sets(&[
+            "kd.temperature=8".into(),
+            "teacher.train.epochs=3".into(),
+            "seeds=[1, 2]".into(),
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(r.kd.temperature, 8.0);
+    assert_eq!(r.teacher.train.epochs, 3);
+    assert_eq!(r.seeds, [1, 2]);
+    let e = raw
+        .with_sets(&["kd.temprature=8".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `temprature`"), "{e}");
+    let e = raw
+        .with_sets(&["kd.temperature".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--set kd.temperature: expected KEY=VALUE"),
+        "{e}"
+    );
+}
