@@ -5,6 +5,8 @@
 //! libtorch or train anything: `kd report OUT` regenerates every report from the Parquet files
 //! alone.
 
+pub mod figures;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -456,7 +458,7 @@ fn t95(df: usize) -> f64 {
 }
 
 /// The label of a KD trial's cell: student, KD settings and any other swept value.
-fn cell_label(r: &TrialRow) -> String {
+pub(crate) fn cell_label(r: &TrialRow) -> String {
     let mut parts = vec![
         format!("{} {}", r.arch, r.hidden),
         format!("T={}", num(r.temperature)),
@@ -519,17 +521,92 @@ pub fn kd_vs_baseline(rows: &[TrialRow]) -> String {
     s
 }
 
-/// The whole `report.md`: a pure function of the trials frame.
-pub fn render_report(name: &str, rows: &[TrialRow]) -> String {
-    let mut s = format!("# kd-sweep report: {name}\n\n");
-    s.push_str(
-        "Accuracies are on the held-out test set at T = 1, after the last epoch (the reporting \
-         policy); `val %` is on the validation split held out of the training file. `train %` is \
-         measured in evaluation mode after training.\n\n## Trials\n\n",
+/// The best KD cell of each student size, chosen on mean validation accuracy, with its test
+/// numbers and those of its paired baseline.
+pub fn best_cells_table(rows: &[TrialRow]) -> String {
+    let best = figures::best_cells(rows);
+    if best.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| student | best cell (by validation) | seeds | val % | KD test % | baseline test % |\n\
+         |---|---|---:|---:|---:|---:|\n",
     );
-    s.push_str(&trials_table(rows));
-    s.push_str("\n## Distillation against the hard-target-only baseline\n\n");
+    for (student, cell) in &best {
+        let pct = |v: Vec<f64>| {
+            let (m, sd) = mean_std(&v);
+            format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * sd)
+        };
+        let val = pct(cell.iter().filter_map(|r| r.val_acc).collect());
+        let test = pct(cell.iter().filter_map(|r| r.test_acc).collect());
+        let base: Vec<f64> = cell
+            .iter()
+            .filter_map(|r| {
+                let id = r.baseline_id.as_ref()?;
+                rows.iter()
+                    .find(|b| &b.trial_id == id && b.status == "ok")?
+                    .test_acc
+            })
+            .collect();
+        let base = if base.is_empty() {
+            "-".into()
+        } else {
+            pct(base)
+        };
+        let _ = writeln!(
+            s,
+            "| {student} | {} | {} | {val} | {test} | {base} |",
+            cell_label(cell[0]),
+            cell.len()
+        );
+    }
+    s
+}
+
+/// The whole `report.md`: a pure function of the rows and the figures drawn from them.
+pub fn render_report(
+    name: &str,
+    rows: &[TrialRow],
+    figures: &[(String, PathBuf)],
+    out: &Path,
+) -> String {
+    let mut s = format!("# kd-sweep report: {name}\n\n");
+    let val = rows
+        .iter()
+        .find(|r| r.val_acc.is_some())
+        .map_or(String::new(), |_| {
+            String::from(" Cells are chosen on validation accuracy, never on test accuracy.")
+        });
+    let _ = write!(
+        s,
+        "Reporting policy: accuracies are on the test set at T = 1 after the **last epoch**; \
+         `val %` is on the validation split held out of the training file.{val} `train %` is \
+         measured in evaluation mode after training. Gains are KD minus the paired \
+         hard-target-only baseline (same student, seed, initialisation and data order), in \
+         accuracy points; the interval is a 95% Student-t interval over seeds.\n\n"
+    );
+    s.push_str("## Distillation against the hard-target-only baseline\n\n");
     s.push_str(&kd_vs_baseline(rows));
+    let best = best_cells_table(rows);
+    if !best.is_empty() {
+        s.push_str("\n## Best cell per student size\n\n");
+        s.push_str(&best);
+    }
+    if !figures.is_empty() {
+        s.push_str("\n## Figures\n\n");
+        for (title, path) in figures {
+            let rel = path.strip_prefix(out).unwrap_or(path);
+            let svg = rel.with_extension("svg");
+            let _ = writeln!(
+                s,
+                "### {title}\n\n![{title}]({}) ([SVG]({}))\n",
+                rel.display(),
+                svg.display()
+            );
+        }
+    }
+    s.push_str("\n## Trials\n\n");
+    s.push_str(&trials_table(rows));
     let bad: Vec<_> = rows.iter().filter(|r| r.status != "ok").collect();
     if !bad.is_empty() {
         s.push_str("\n## Trials that did not finish\n\n");
@@ -544,13 +621,30 @@ pub fn render_report(name: &str, rows: &[TrialRow]) -> String {
     s
 }
 
-/// Regenerate `OUT/report.md` from `OUT/trials.parquet`. Returns the report's path.
+/// Write `OUT/report.md` and `OUT/figures/*` from rows.
+pub fn write_report(
+    out: &Path,
+    name: &str,
+    rows: &[TrialRow],
+    epochs: &[EpochRow],
+) -> Result<PathBuf> {
+    let figures = figures::render_figures(&out.join("figures"), rows, epochs)?;
+    let path = out.join("report.md");
+    write_atomic(&path, render_report(name, rows, &figures, out).as_bytes())?;
+    Ok(path)
+}
+
+/// Regenerate `OUT/report.md` and its figures from `OUT/trials.parquet` and
+/// `OUT/epochs.parquet` alone. Returns the report's path.
 pub fn regenerate(out: &Path, name: &str) -> Result<PathBuf> {
     let file = out.join("trials.parquet");
     let rows = trial_rows(&read_parquet(&file)?, &file)?;
-    let path = out.join("report.md");
-    write_atomic(&path, render_report(name, &rows).as_bytes())?;
-    Ok(path)
+    let efile = out.join("epochs.parquet");
+    let epochs = epoch_rows_of(&read_parquet(&efile)?).map_err(|e| ReportError::Polars {
+        file: efile.clone(),
+        source: e,
+    })?;
+    write_report(out, name, &rows, &epochs)
 }
 
 #[cfg(test)]
@@ -630,7 +724,7 @@ mod tests {
 
     #[test]
     fn report_pairs_kd_with_the_baseline_of_its_seed() {
-        let md = render_report("t", &sample());
+        let md = render_report("t", &sample(), &[], Path::new("."));
         // KD 90.5 and 89.7 (mean 90.10, std 0.566); baselines 90.0 and 89.0 (89.50, 0.707);
         // gains 0.5 and 0.7: mean +0.60, std 0.1414, 95% CI 0.6 +- 12.706 * 0.1414 / sqrt(2).
         let want = "| mlp 800-800, T=4, alpha=0.9, beta=0.1, ce | 2 | 90.10 ± 0.57 | 89.50 ± 0.71 \
@@ -643,7 +737,7 @@ mod tests {
         let mut rows = sample();
         rows[1].status = "diverged".into();
         rows[1].test_acc = None;
-        let md = render_report("t", &rows);
+        let md = render_report("t", &rows, &[], Path::new("."));
         assert!(md.contains("- `k0` (kd, seed 0): diverged"), "{md}");
         assert!(
             md.contains("| 1 | 89.70 ± 0.00 | 89.00 ± 0.00 | +0.70 ± 0.00 | one seed: none |"),
@@ -671,6 +765,96 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.ends_with("column `status` is missing"), "{err}");
+    }
+
+    /// A hand-made sweep: 2 students x 2 alphas x 3 temperatures x 2 seeds, with baselines.
+    fn sweep_rows() -> (Vec<TrialRow>, Vec<EpochRow>) {
+        let mut rows = Vec::new();
+        let mut epochs = Vec::new();
+        for (hidden, params, base_acc) in [("800-800", 1_276_810u64, 0.90), ("30-30", 24_790, 0.86)]
+        {
+            for seed in 0..2u64 {
+                let bid = format!("b-{hidden}-{seed}");
+                let mut b = row(&bid, "baseline", seed, base_acc + 0.002 * seed as f64);
+                b.hidden = hidden.into();
+                b.params = params;
+                rows.push(b);
+                for alpha in [0.5, 0.9] {
+                    for t in [1.0f64, 4.0, 16.0] {
+                        let id = format!("k-{hidden}-{seed}-{alpha}-{t}");
+                        let gain = 0.004 * (4.0f64.ln() - t.ln()).abs().max(0.1) * alpha;
+                        let mut k = row(&id, "kd", seed, base_acc + gain + 0.001 * seed as f64);
+                        k.hidden = hidden.into();
+                        k.params = params;
+                        k.temperature = Some(t);
+                        k.alpha = Some(alpha);
+                        k.beta = Some(1.0 - alpha);
+                        k.baseline_id = Some(bid.clone());
+                        for epoch in 1..=3 {
+                            epochs.push(EpochRow {
+                                trial_id: id.clone(),
+                                epoch,
+                                train_loss: 1.0 / epoch as f64,
+                                soft_loss: Some(0.5),
+                                hard_loss: 0.3,
+                                train_acc: 0.9,
+                                val_acc: 0.88,
+                                test_acc: 0.8 + 0.03 * epoch as f64,
+                                lr: 0.01,
+                                seconds: 1.0,
+                            });
+                        }
+                        rows.push(k);
+                    }
+                }
+            }
+        }
+        (rows, epochs)
+    }
+
+    #[test]
+    fn figures_are_drawn_as_png_and_svg_from_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, epochs) = sweep_rows();
+        write_frames(dir.path(), &rows, &epochs).unwrap();
+        let report = regenerate(dir.path(), "sweep").unwrap();
+        let md = std::fs::read_to_string(report).unwrap();
+        for stem in [
+            "error_vs_temperature",
+            "gain_alpha_temperature",
+            "error_vs_params",
+            "gap_vs_temperature",
+            "learning_curves",
+        ] {
+            let png = dir.path().join("figures").join(format!("{stem}.png"));
+            let svg = dir.path().join("figures").join(format!("{stem}.svg"));
+            assert!(
+                std::fs::metadata(&png).unwrap().len() > 5_000,
+                "{stem}.png is too small to hold a plot"
+            );
+            let text = std::fs::read_to_string(&svg).unwrap();
+            assert!(text.starts_with("<svg"), "{stem}.svg");
+            assert!(md.contains(&format!("](figures/{stem}.png)")), "{md}");
+        }
+        let svg =
+            std::fs::read_to_string(dir.path().join("figures/error_vs_temperature.svg")).unwrap();
+        assert!(svg.contains("temperature T (log scale)"), "x axis labelled");
+        assert!(svg.contains("test error (%)"), "y axis labelled");
+        assert!(
+            svg.contains("baseline mlp 800-800"),
+            "baseline in the legend"
+        );
+        // 2 students x 2 alphas x 3 temperatures = 12 cells, each with 2 seeds.
+        assert_eq!(md.matches("| 2 | ").count(), 12 + 2, "{md}");
+        assert!(md.contains("## Best cell per student size"));
+    }
+
+    #[test]
+    fn no_kd_rows_means_no_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![row("b0", "baseline", 0, 0.9)];
+        let figs = figures::render_figures(dir.path(), &rows, &[]).unwrap();
+        assert!(figs.is_empty());
     }
 
     #[test]

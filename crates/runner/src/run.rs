@@ -718,10 +718,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     kd_report::write_frames(&out, &rows, &epochs)?;
     progress.finish();
-    kd_report::write_atomic(
-        &out.join("report.md"),
-        kd_report::render_report(&cfg.name, &rows).as_bytes(),
-    )?;
+    kd_report::write_report(&out, &cfg.name, &rows, &epochs)?;
     Ok(Summary {
         out,
         trials: rows,
