@@ -109,15 +109,21 @@ pub const FILE_STEMS: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
-/// `$KD_DATA_DIR`, or `~/.cache/kd-sweep/data` where it is unset.
-pub fn data_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KD_DATA_DIR") {
+/// The folder named by the environment variable `var`, or `~/.cache/kd-sweep/<default>` where it
+/// is unset (the `.` folder stands in for a missing `$HOME`).
+pub fn dir_from_env(var: &str, default: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(var) {
         return PathBuf::from(dir);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| ".".into());
-    home.join(".cache").join("kd-sweep").join("data")
+    home.join(".cache").join("kd-sweep").join(default)
+}
+
+/// `$KD_DATA_DIR`, or `~/.cache/kd-sweep/data` where it is unset.
+pub fn data_root() -> PathBuf {
+    dir_from_env("KD_DATA_DIR", "data")
 }
 
 /// The folders searched for `name`, in order, when no `dir` is given.

@@ -350,6 +350,26 @@ fn baselines_of<'a>(rows: &'a [TrialRow], student: &str) -> Vec<&'a TrialRow> {
         .collect()
 }
 
+/// `metric` of the baselines of `student`, as a mean ± std band (none without baselines).
+fn baseline_band(
+    rows: &[TrialRow],
+    student: &str,
+    metric: impl Fn(&TrialRow) -> f64,
+) -> Option<Band> {
+    let b: Vec<f64> = baselines_of(rows, student)
+        .into_iter()
+        .map(metric)
+        .collect();
+    (!b.is_empty()).then(|| {
+        let (mid, half) = mean_std(&b);
+        Band {
+            name: format!("baseline {student} (mean ± std)"),
+            mid,
+            half,
+        }
+    })
+}
+
 fn kd_rows(rows: &[TrialRow]) -> Vec<&TrialRow> {
     rows.iter().filter(|r| r.kind == "kd" && ok(r)).collect()
 }
@@ -436,15 +456,7 @@ pub fn render_figures(
                 });
             }
         }
-        let b: Vec<f64> = baselines_of(rows, s).iter().map(|r| err_pct(r)).collect();
-        if !b.is_empty() {
-            let (m, sd) = mean_std(&b);
-            bands.push(Band {
-                name: format!("baseline {s} (mean ± std)"),
-                mid: m,
-                half: sd,
-            });
-        }
+        bands.extend(baseline_band(rows, s, err_pct));
     }
     let title = "Test error vs temperature (mean ± std over seeds)".to_string();
     let plot = LinePlot {
@@ -510,11 +522,7 @@ pub fn render_figures(
         let Some(p) = params_of(s) else { continue };
         let (m, sd) = mean_std(&cell.iter().map(|r| err_pct(r)).collect::<Vec<_>>());
         kd_pts.push((p, m, sd));
-        let b: Vec<f64> = baselines_of(rows, s).iter().map(|r| err_pct(r)).collect();
-        if !b.is_empty() {
-            let (m, sd) = mean_std(&b);
-            base_pts.push((p, m, sd));
-        }
+        base_pts.extend(baseline_band(rows, s, err_pct).map(|b| (p, b.mid, b.half)));
     }
     kd_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     base_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -565,15 +573,7 @@ pub fn render_figures(
             points: pts,
             dashed: false,
         });
-        let b: Vec<f64> = baselines_of(rows, s).iter().map(|r| gap(r)).collect();
-        if !b.is_empty() {
-            let (m, sd) = mean_std(&b);
-            bands.push(Band {
-                name: format!("baseline {s}"),
-                mid: m,
-                half: sd,
-            });
-        }
+        bands.extend(baseline_band(rows, s, gap));
     }
     let title = "Generalisation gap (train - test accuracy) vs temperature".to_string();
     let plot = LinePlot {

@@ -84,13 +84,7 @@ pub struct Summary {
 
 /// `$KD_CACHE_DIR`, or `~/.cache/kd-sweep`.
 pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KD_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ".".into());
-    home.join(".cache").join("kd-sweep")
+    kd_data::dir_from_env("KD_CACHE_DIR", "")
 }
 
 /// Short content hash (SHA-256 of the canonical JSON, 12 hex digits).
@@ -207,7 +201,8 @@ struct Loaded {
     test: SplitTensors,
 }
 
-fn load_data(cfg: &Resolved, device: Device) -> Result<Loaded, RunError> {
+/// Find and read the configured dataset, split as configured.
+fn load_dataset(cfg: &Resolved) -> Result<(Dataset, InputShape), RunError> {
     let dir = kd_data::locate(cfg.dataset.name, cfg.dataset.dir.as_deref())?;
     let dataset = Dataset::load(
         cfg.dataset.name,
@@ -218,16 +213,21 @@ fn load_data(cfg: &Resolved, device: Device) -> Result<Loaded, RunError> {
             data_seed: cfg.dataset.data_seed,
         },
     )?;
-    let to = |split| {
-        let (x, y) = dataset.tensors(split, device);
-        SplitTensors { x, y }
-    };
-    let (train, val, test) = (to(&dataset.train), to(&dataset.val), to(&dataset.test));
     let input = InputShape {
         channels: 1,
         height: dataset.height,
         width: dataset.width,
     };
+    Ok((dataset, input))
+}
+
+fn load_data(cfg: &Resolved, device: Device) -> Result<Loaded, RunError> {
+    let (dataset, input) = load_dataset(cfg)?;
+    let to = |split| {
+        let (x, y) = dataset.tensors(split, device);
+        SplitTensors { x, y }
+    };
+    let (train, val, test) = (to(&dataset.train), to(&dataset.val), to(&dataset.test));
     Ok(Loaded {
         dataset,
         input,
@@ -514,21 +514,7 @@ fn previous_results(out: &Path) -> (Vec<TrialRow>, Vec<EpochRow>) {
 /// Print the plan and an estimate of its cost, without training.
 pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
     use std::fmt::Write as _;
-    let dir = kd_data::locate(cfg.dataset.name, cfg.dataset.dir.as_deref())?;
-    let dataset = Dataset::load(
-        cfg.dataset.name,
-        &dir,
-        &kd_data::SplitSpec {
-            val_size: cfg.dataset.val_size,
-            train_limit: cfg.dataset.train_limit,
-            data_seed: cfg.dataset.data_seed,
-        },
-    )?;
-    let input = InputShape {
-        channels: 1,
-        height: dataset.height,
-        width: dataset.width,
-    };
+    let (dataset, input) = load_dataset(cfg)?;
     let n = dataset.train.len() as f64;
     // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
     let cost = |spec: &ModelSpec, epochs: usize| {
