@@ -370,6 +370,30 @@ fn baseline_band(
     })
 }
 
+/// `(T, mean, std)` of `metric` over the KD rows that `keep` selects, at each temperature that
+/// has any.
+fn over_temperature(
+    kd: &[&TrialRow],
+    temps: &[f64],
+    metric: impl Fn(&TrialRow) -> f64,
+    keep: impl Fn(&TrialRow) -> bool,
+) -> Vec<(f64, f64, f64)> {
+    temps
+        .iter()
+        .filter_map(|&t| {
+            let v: Vec<f64> = kd
+                .iter()
+                .filter(|r| r.temperature == Some(t) && keep(r))
+                .map(|r| metric(r))
+                .collect();
+            (!v.is_empty()).then(|| {
+                let (m, sd) = mean_std(&v);
+                (t, m, sd)
+            })
+        })
+        .collect()
+}
+
 fn kd_rows(rows: &[TrialRow]) -> Vec<&TrialRow> {
     rows.iter().filter(|r| r.kind == "kd" && ok(r)).collect()
 }
@@ -427,22 +451,9 @@ pub fn render_figures(
     let mut bands = Vec::new();
     for s in &students {
         for &a in &alphas {
-            let pts: Vec<(f64, f64, f64)> = temps
-                .iter()
-                .filter_map(|&t| {
-                    let e: Vec<f64> = kd
-                        .iter()
-                        .filter(|r| {
-                            student_of(r) == *s && r.alpha == Some(a) && r.temperature == Some(t)
-                        })
-                        .map(|r| err_pct(r))
-                        .collect();
-                    (!e.is_empty()).then(|| {
-                        let (m, sd) = mean_std(&e);
-                        (t, m, sd)
-                    })
-                })
-                .collect();
+            let pts = over_temperature(&kd, &temps, err_pct, |r| {
+                student_of(r) == *s && r.alpha == Some(a)
+            });
             if !pts.is_empty() {
                 let name = if alphas.len() > 1 {
                     format!("KD {s}, alpha={a}")
@@ -554,20 +565,7 @@ pub fn render_figures(
     let mut series = Vec::new();
     let mut bands = Vec::new();
     for s in &students {
-        let pts: Vec<(f64, f64, f64)> = temps
-            .iter()
-            .filter_map(|&t| {
-                let g: Vec<f64> = kd
-                    .iter()
-                    .filter(|r| student_of(r) == *s && r.temperature == Some(t))
-                    .map(|r| gap(r))
-                    .collect();
-                (!g.is_empty()).then(|| {
-                    let (m, sd) = mean_std(&g);
-                    (t, m, sd)
-                })
-            })
-            .collect();
+        let pts = over_temperature(&kd, &temps, gap, |r| student_of(r) == *s);
         series.push(Series {
             name: format!("KD {s}"),
             points: pts,

@@ -60,23 +60,19 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Sweep {
             config,
-            out,
             sets,
             dry_run: true,
             ..
-        } => {
-            let _ = out;
-            match load_config(&config, &sets).and_then(|cfg| dry_run(&cfg)) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(e.exit_code())
-                }
+        } => match load_config(&config, &sets).and_then(|cfg| dry_run(&cfg)) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Cmd::Sweep {
             config,
             out,

@@ -327,15 +327,18 @@ fn obtain_teacher(
     let cache_dir = cache_root().join("teachers");
     let cached = cache_dir.join(format!("{hash}.ot"));
     let record_path = cache_dir.join(format!("{hash}.json"));
-    let eval_only = |net: &Net, record: Option<TeacherRecord>| Outcome {
-        status: Status::Ok,
-        train_acc: Some(train::evaluate(net, &data.train).0),
-        val_acc: Some(train::evaluate(net, &data.val).0),
-        test_acc: Some(train::evaluate(net, &data.test).0),
-        test_errors: Some(train::evaluate(net, &data.test).1),
-        best_epoch: record.as_ref().and_then(|r| r.best_epoch),
-        wall_s: record.as_ref().map_or(0.0, |r| r.wall_s),
-        epochs: record.map_or_else(Vec::new, |r| r.epochs),
+    let eval_only = |net: &Net, record: Option<TeacherRecord>| {
+        let (test_acc, test_errors) = train::evaluate(net, &data.test);
+        Outcome {
+            status: Status::Ok,
+            train_acc: Some(train::evaluate(net, &data.train).0),
+            val_acc: Some(train::evaluate(net, &data.val).0),
+            test_acc: Some(test_acc),
+            test_errors: Some(test_errors),
+            best_epoch: record.as_ref().and_then(|r| r.best_epoch),
+            wall_s: record.as_ref().map_or(0.0, |r| r.wall_s),
+            epochs: record.map_or_else(Vec::new, |r| r.epochs),
+        }
     };
     let (outcome, epochs) = if let Some(ckpt) = &t.checkpoint {
         vs.load(ckpt).map_err(|e| RunError::Checkpoint {
