@@ -41,8 +41,9 @@ _data:
         exit 2
     fi
 
-# Build the kd binary. Same profile and feature set as `just test`, so neither rebuilds the other;
-# dependencies are at opt-level 2 and libtorch does the heavy work.
+# Same profile and feature set as `just test` below, so neither rebuilds the other.
+
+# Build the kd binary (dependencies at opt-level 2; libtorch does the heavy work).
 build: setup
     {{torch_env}} cargo build --workspace
 
