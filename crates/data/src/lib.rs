@@ -380,6 +380,23 @@ impl Dataset {
     }
 }
 
+/// The rows of a training split of `n` images that a student learns from when it sees only
+/// `fraction` of them (`dataset.transfer_fraction`): a random subset of `round(fraction * n)`
+/// rows (at least one), chosen by `data_seed` alone and sorted, so every trial of a sweep and
+/// every sweep with the same data settings gets the same rows. `fraction >= 1` keeps all rows.
+pub fn transfer_rows(n: usize, fraction: f64, data_seed: u64) -> Vec<usize> {
+    let mut rows: Vec<usize> = (0..n).collect();
+    if fraction >= 1.0 || n == 0 {
+        return rows;
+    }
+    let keep = ((fraction * n as f64).round() as usize).clamp(1, n);
+    // A stream of its own ("transfer" in ASCII), so it does not repeat the validation shuffle.
+    SplitMix64::new(data_seed ^ 0x7472_616e_7366_6572).shuffle(&mut rows);
+    rows.truncate(keep);
+    rows.sort_unstable();
+    rows
+}
+
 fn pixel_stats(images: &[u8]) -> (f64, f64) {
     if images.is_empty() {
         return (0.0, 1.0);
@@ -462,6 +479,19 @@ mod tests {
         assert_eq!(lim.train.len(), 6);
         assert_eq!(lim.train.images[..], full.train.images[..6 * 16]);
         assert_eq!(lim.val.labels, full.val.labels);
+    }
+
+    #[test]
+    fn transfer_rows_are_a_seeded_subset() {
+        let a = transfer_rows(1000, 0.03, 0);
+        assert_eq!(a.len(), 30);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a[29] < 1000);
+        assert_eq!(a, transfer_rows(1000, 0.03, 0));
+        assert_ne!(a, transfer_rows(1000, 0.03, 1));
+        // Not a prefix: the subset spreads over the whole split.
+        assert!(a[29] > 500, "{a:?}");
+        assert_eq!(transfer_rows(5, 1.0, 3), vec![0, 1, 2, 3, 4]);
+        assert_eq!(transfer_rows(5, 0.01, 3).len(), 1);
     }
 
     #[test]

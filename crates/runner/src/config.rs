@@ -46,6 +46,9 @@ pub struct RawConfig {
     pub device: Option<serde_yaml::Value>,
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Trials trained at once, each in a worker process of its own.
+    #[serde(default)]
+    pub workers: Option<usize>,
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
     #[serde(default)]
@@ -69,6 +72,7 @@ pub struct RawDataset {
     pub val_size: Option<usize>,
     pub train_limit: Option<usize>,
     pub data_seed: Option<u64>,
+    pub transfer_fraction: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -130,8 +134,11 @@ pub struct Resolved {
     pub name: String,
     pub dataset: DatasetCfg,
     pub device: Vec<String>,
-    /// libtorch intra-op threads; `null` means one per core.
+    /// libtorch intra-op threads per worker; `null` shares the cores among the workers.
     pub threads: Option<usize>,
+    /// Trials trained at once, each in a worker process; worker i uses `device[i % len]`.
+    /// Default: one per listed device.
+    pub workers: usize,
     pub seeds: Vec<u64>,
     pub teacher: TeacherCfg,
     pub student: StudentCfg,
@@ -166,6 +173,50 @@ pub struct DatasetCfg {
     pub val_size: usize,
     pub train_limit: Option<usize>,
     pub data_seed: u64,
+    /// The share of the training split the students learn from (a seeded random subset, see
+    /// `kd_data::transfer_rows`); the teacher always trains on all of it.
+    pub transfer_fraction: f64,
+}
+
+/// The dataset keys the teacher depends on: all but `transfer_fraction`, so students that see
+/// less data share the teacher (and its cache) with students that see all of it.
+#[derive(Debug, Serialize)]
+pub struct TeacherData<'a> {
+    pub name: DatasetName,
+    pub dir: &'a Option<PathBuf>,
+    pub val_size: usize,
+    pub train_limit: Option<usize>,
+    pub data_seed: u64,
+}
+
+/// The dataset keys a student trial's id depends on. `transfer_fraction` is left out when it is
+/// 1, so trials on all the data keep the ids they had before the key existed (and stay
+/// resumable).
+#[derive(Debug, Serialize)]
+pub struct StudentData<'a> {
+    #[serde(flatten)]
+    pub teacher: TeacherData<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_fraction: Option<f64>,
+}
+
+impl DatasetCfg {
+    pub fn student_view(&self) -> StudentData<'_> {
+        StudentData {
+            teacher: self.teacher_view(),
+            transfer_fraction: (self.transfer_fraction < 1.0).then_some(self.transfer_fraction),
+        }
+    }
+
+    pub fn teacher_view(&self) -> TeacherData<'_> {
+        TeacherData {
+            name: self.name,
+            dir: &self.dir,
+            val_size: self.val_size,
+            train_limit: self.train_limit,
+            data_seed: self.data_seed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -748,7 +799,15 @@ impl RawConfig {
             val_size: ds.val_size.unwrap_or(DEFAULT_VAL_SIZE),
             train_limit: ds.train_limit,
             data_seed: ds.data_seed.unwrap_or(0),
+            transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
         };
+        let f = dataset.transfer_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(invalid(
+                "dataset.transfer_fraction",
+                format!("must be in (0, 1] (the share of the training images the students see), got {f}"),
+            ));
+        }
         if dataset.name == DatasetName::Idx && dataset.dir.is_none() {
             return Err(invalid("dataset.dir", "required when dataset.name is idx"));
         }
@@ -771,6 +830,13 @@ impl RawConfig {
         if self.threads == Some(0) {
             return Err(invalid("threads", "must be > 0 (or null for one per core)"));
         }
+        if self.workers == Some(0) {
+            return Err(invalid(
+                "workers",
+                "must be > 0 (or null for one worker per listed device)",
+            ));
+        }
+        let device = resolve_device(self.device.as_ref())?;
         let model = |raw: &Option<RawModel>, role: Role| match raw {
             Some(m) => m.resolve(&format!("{}.model", role.key()), role),
             None => Ok(ModelSpec::Mlp(role.default_mlp())),
@@ -783,7 +849,8 @@ impl RawConfig {
         Ok(Resolved {
             name: name.to_string(),
             dataset,
-            device: resolve_device(self.device.as_ref())?,
+            workers: self.workers.unwrap_or(device.len()),
+            device,
             threads: self.threads,
             seeds,
             teacher: TeacherCfg {

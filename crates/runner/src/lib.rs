@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod pool;
 pub mod progress;
 pub mod run;
 pub mod train;

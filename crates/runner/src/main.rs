@@ -40,6 +40,20 @@ enum Cmd {
     Doctor,
     /// Regenerate OUT/report.md from OUT/trials.parquet alone.
     Report { out: PathBuf },
+    /// Internal: train the trials a parent `kd sweep` hands out on stdin (workers > 1).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        logits: PathBuf,
+        #[arg(long)]
+        teacher_id: String,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        threads: usize,
+    },
     /// Download a dataset (mnist or fashion-mnist) with checksums.
     Download {
         dataset: String,
@@ -96,6 +110,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Cmd::Worker {
+            config,
+            logits,
+            teacher_id,
+            device,
+            threads,
+        } => match kd_runner::pool::worker_main(&config, &logits, &teacher_id, &device, threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: kd worker on {device}: {e}");
                 ExitCode::from(e.exit_code())
             }
         },

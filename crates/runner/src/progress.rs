@@ -1,5 +1,5 @@
-//! Progress on stderr: indicatif bars on a terminal, plain one-line-per-trial logs when stderr is
-//! not a terminal or `CI` is set.
+//! Progress on stderr: indicatif bars on a terminal (the sweep, and an epoch bar per worker),
+//! plain one-line-per-trial logs when stderr is not a terminal or `CI` is set.
 
 use std::io::IsTerminal;
 
@@ -10,7 +10,8 @@ use crate::train::EpochLog;
 #[derive(Debug)]
 pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar)>,
-    epoch_bar: Option<ProgressBar>,
+    /// The running trial's epoch bar, per worker slot.
+    epoch_bars: Vec<Option<ProgressBar>>,
 }
 
 impl Progress {
@@ -20,7 +21,7 @@ impl Progress {
         if plain {
             return Progress {
                 bars: None,
-                epoch_bar: None,
+                epoch_bars: vec![],
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -34,25 +35,36 @@ impl Progress {
         );
         Progress {
             bars: Some((multi, sweep)),
-            epoch_bar: None,
+            epoch_bars: vec![],
         }
     }
 
-    pub fn start_trial(&mut self, label: &str, epochs: u64) {
-        if let Some((multi, _)) = &self.bars {
-            let bar = multi.add(ProgressBar::new(epochs));
-            bar.set_style(
-                ProgressStyle::with_template("  {prefix} epoch {pos}/{len} [{bar:20}] {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(label.to_string());
-            self.epoch_bar = Some(bar);
+    fn slot(&mut self, slot: usize) -> &mut Option<ProgressBar> {
+        if self.epoch_bars.len() <= slot {
+            self.epoch_bars.resize(slot + 1, None);
+        }
+        &mut self.epoch_bars[slot]
+    }
+
+    /// A trial starts on worker `slot` (0 when trials run in this process).
+    pub fn start_trial(&mut self, slot: usize, label: &str, epochs: u64) {
+        let Some((multi, _)) = &self.bars else {
+            return;
+        };
+        let bar = multi.add(ProgressBar::new(epochs));
+        bar.set_style(
+            ProgressStyle::with_template("  {prefix} epoch {pos}/{len} [{bar:20}] {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        if let Some(old) = self.slot(slot).replace(bar) {
+            old.finish_and_clear();
         }
     }
 
-    pub fn epoch(&mut self, log: &EpochLog) {
-        if let Some(bar) = &self.epoch_bar {
+    pub fn epoch(&mut self, slot: usize, log: &EpochLog) {
+        if let Some(bar) = self.slot(slot) {
             bar.set_position(log.epoch as u64);
             bar.set_message(format!(
                 "loss {:.4} train {:.2}% val {:.2}%",
@@ -64,8 +76,8 @@ impl Progress {
     }
 
     /// One line per finished trial, printed in both modes.
-    pub fn finish_trial(&mut self, line: &str) {
-        if let Some(bar) = self.epoch_bar.take() {
+    pub fn finish_trial(&mut self, slot: usize, line: &str) {
+        if let Some(bar) = self.slot(slot).take() {
             bar.finish_and_clear();
         }
         match &self.bars {
@@ -88,6 +100,9 @@ impl Progress {
     }
 
     pub fn finish(self) {
+        for bar in self.epoch_bars.into_iter().flatten() {
+            bar.finish_and_clear();
+        }
         if let Some((_, sweep)) = self.bars {
             sweep.finish_and_clear();
         }

@@ -9,11 +9,12 @@ use kd_model_zoo::{InputShape, ModelError, ModelSpec, Net};
 use kd_report::{EpochRow, ReportError, TrialRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
 
 use crate::config::{self, ConfigError, Resolved, StudentTrial, TrialKind};
+use crate::pool;
 use crate::progress::Progress;
-use crate::train::{self, EpochLog, Outcome, SplitTensors, Status, TrainData, TrainError};
+use crate::train::{self, EpochLog, Outcome, SplitTensors, Status, TrainData};
 
 /// Why a run could not start or finish. [`RunError::exit_code`] maps each to the CLI's codes.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum RunError {
     Report(#[from] ReportError),
     #[error("teacher training failed: {0}")]
     Teacher(String),
+    #[error("worker: {0}")]
+    Worker(String),
     #[error("{file}: another kd sweep (pid {pid}) is writing to this folder; wait for it or use another --out")]
     Busy { file: PathBuf, pid: String },
 }
@@ -52,7 +55,10 @@ impl RunError {
             | RunError::Device { .. }
             | RunError::Checkpoint { .. }
             | RunError::Busy { .. } => 2,
-            RunError::Io { .. } | RunError::Report(_) | RunError::Teacher(_) => 1,
+            RunError::Io { .. }
+            | RunError::Report(_)
+            | RunError::Teacher(_)
+            | RunError::Worker(_) => 1,
         }
     }
 }
@@ -304,17 +310,28 @@ fn obtain_teacher(
     data: &Loaded,
     device: Device,
     progress: &mut Progress,
-) -> Result<(nn::VarStore, Net, TrialRow, Vec<EpochLog>), RunError> {
+) -> Result<Teacher, RunError> {
     let t = &cfg.teacher;
     let classes = data.dataset.classes;
+    // A checkpoint enters the hash by its content, so replacing the file re-runs the KD trials
+    // (and recomputes the cached logits) even when its path stays the same.
+    let checkpoint_digest = match &t.checkpoint {
+        Some(ckpt) => Some(hex::encode(Sha256::digest(std::fs::read(ckpt).map_err(
+            |e| RunError::Checkpoint {
+                file: ckpt.clone(),
+                message: format!("cannot read it: {e}"),
+            },
+        )?))),
+        None => None,
+    };
     let hash = content_hash(&(
         "teacher-v1",
         &t.model,
         &t.train,
         t.seed,
-        &cfg.dataset,
+        cfg.dataset.teacher_view(),
         data.dataset.dir.to_string_lossy(),
-        &t.checkpoint,
+        &checkpoint_digest,
     ));
     let trial_id = format!("teacher-{hash}");
     let params = t.model.param_count(data.input, classes);
@@ -360,7 +377,7 @@ fn obtain_teacher(
         progress.note(&format!("teacher: reused cached {}", cached.display()));
         (eval_only(&net, record), t.train.epochs)
     } else {
-        progress.start_trial("teacher", t.train.epochs as u64);
+        progress.start_trial(0, "teacher", t.train.epochs as u64);
         let outcome = train::train(
             &net,
             &vs,
@@ -373,7 +390,7 @@ fn obtain_teacher(
                 test: &data.test,
                 soft_targets: None,
             },
-            |log| progress.epoch(log),
+            |log| progress.epoch(0, log),
         )
         .map_err(|e| RunError::Teacher(e.to_string()))?;
         if outcome.status != Status::Ok {
@@ -399,6 +416,11 @@ fn obtain_teacher(
         )?;
         (outcome, t.train.epochs)
     };
+    let logits = teacher_logits(
+        &net,
+        &data.train,
+        &cache_dir.join(format!("{hash}.logits.pt")),
+    )?;
     let row = TrialMeta {
         id: &trial_id,
         kind: TrialKind::Teacher,
@@ -409,8 +431,40 @@ fn obtain_teacher(
         epochs,
     }
     .row(Some(&outcome), "ok");
-    progress.finish_trial(&trial_line(&row));
-    Ok((vs, net, row, outcome.epochs))
+    progress.finish_trial(0, &trial_line(&row));
+    Ok(Teacher {
+        row,
+        epochs: outcome.epochs,
+        logits,
+    })
+}
+
+/// What the students need of the teacher, once it is trained or loaded.
+struct Teacher {
+    row: TrialRow,
+    epochs: Vec<EpochLog>,
+    /// `teachers/<hash>.logits.pt`: its logits on every training image, `[n_train, classes]`.
+    logits: PathBuf,
+}
+
+/// The teacher's logits on every training image, computed once per teacher and kept beside its
+/// checkpoint in the cache (workers and later sweeps read the file).
+fn teacher_logits(teacher: &Net, train: &SplitTensors, file: &Path) -> Result<PathBuf, RunError> {
+    let n = train.len();
+    let fits = |t: &Tensor| t.size().first() == Some(&n) && t.size().len() == 2;
+    if Tensor::load(file).is_ok_and(|t| fits(&t)) {
+        return Ok(file.to_path_buf());
+    }
+    let logits = train::predict(teacher, &train.x, 1000).to_device(Device::Cpu);
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = file.with_extension("pt.tmp");
+    logits.save(&tmp).map_err(|e| RunError::Io {
+        file: tmp.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    std::fs::rename(&tmp, file).map_err(io_err(file))?;
+    Ok(file.to_path_buf())
 }
 
 /// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
@@ -427,16 +481,17 @@ pub fn run_sweep(path: &Path, sets: &[String], opts: &RunOptions) -> Result<Summ
 /// baseline's id leaves out the teacher and the KD weights, so one baseline serves every cell of
 /// its student and seed, and changing a KD key re-runs only the KD trials.
 pub fn student_trial_id(cfg: &Resolved, trial: &StudentTrial, teacher_id: &str) -> String {
+    let data = cfg.dataset.student_view();
     let hash = match trial.kind {
         TrialKind::Kd => content_hash(&(
             "kd-v1",
             trial.seed,
             &trial.student,
             &trial.weights,
-            &cfg.dataset,
+            &data,
             teacher_id,
         )),
-        _ => content_hash(&("baseline-v1", trial.seed, &trial.student, &cfg.dataset)),
+        _ => content_hash(&("baseline-v1", trial.seed, &trial.student, &data)),
     };
     format!("{}-{hash}", trial.kind.as_str())
 }
@@ -518,16 +573,17 @@ fn previous_results(out: &Path) -> (Vec<TrialRow>, Vec<EpochRow>) {
 pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
     use std::fmt::Write as _;
     let (dataset, input) = load_dataset(cfg)?;
-    let n = dataset.train.len() as f64;
+    let n = dataset.train.len();
+    let n_student = kd_data::transfer_rows(n, cfg.dataset.transfer_fraction, 0).len();
     // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
-    let cost = |spec: &ModelSpec, epochs: usize| {
-        3.0 * spec.flops_per_sample(input, dataset.classes) as f64 * n * epochs as f64
+    let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
+        3.0 * spec.flops_per_sample(input, dataset.classes) as f64 * images as f64 * epochs as f64
     };
     let mut s = String::new();
     let teacher_flops = if cfg.teacher.checkpoint.is_some() {
         0.0
     } else {
-        cost(&cfg.teacher.model, cfg.teacher.train.epochs)
+        cost(&cfg.teacher.model, cfg.teacher.train.epochs, n)
     };
     let _ = writeln!(
         s,
@@ -545,7 +601,7 @@ pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
     let mut total = teacher_flops;
     let plan = cfg.student_trials();
     for t in &plan {
-        let f = cost(&t.student.model, t.student.train.epochs);
+        let f = cost(&t.student.model, t.student.train.epochs, n_student);
         total += f;
         let swept: Vec<String> = t.swept.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
@@ -569,12 +625,183 @@ pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
     Ok(s)
 }
 
+/// Everything a student trial trains on, shared by every trial one process runs: the splits on
+/// its device, the transfer set (`dataset.transfer_fraction` of the training split) and the
+/// teacher's logits on it.
+pub struct TrialContext {
+    data: Loaded,
+    /// The students' training images when they see only part of the training split.
+    transfer: Option<SplitTensors>,
+    /// Teacher logits for every image the students train on.
+    soft_targets: Tensor,
+    device: Device,
+}
+
+impl TrialContext {
+    /// Load the data on `device` and the teacher's logits from `logits` (a file written by
+    /// [`teacher_logits`]).
+    pub fn load(cfg: &Resolved, device: Device, logits: &Path) -> Result<Self, RunError> {
+        let data = load_data(cfg, device)?;
+        let logits = Tensor::load(logits).map_err(|e| RunError::Io {
+            file: logits.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Self::new(cfg, data, &logits, device))
+    }
+
+    fn new(cfg: &Resolved, data: Loaded, train_logits: &Tensor, device: Device) -> Self {
+        let n = data.train.len() as usize;
+        let rows = kd_data::transfer_rows(n, cfg.dataset.transfer_fraction, cfg.dataset.data_seed);
+        let train_logits = train_logits.to_device(device);
+        if rows.len() == n {
+            return TrialContext {
+                data,
+                transfer: None,
+                soft_targets: train_logits,
+                device,
+            };
+        }
+        let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())
+            .to_device(device);
+        TrialContext {
+            transfer: Some(SplitTensors {
+                x: data.train.x.index_select(0, &idx),
+                y: data.train.y.index_select(0, &idx),
+            }),
+            soft_targets: train_logits.index_select(0, &idx),
+            data,
+            device,
+        }
+    }
+
+    /// The images the students train on.
+    pub fn student_train(&self) -> &SplitTensors {
+        self.transfer.as_ref().unwrap_or(&self.data.train)
+    }
+
+    /// Train one student trial: libtorch seeded with the trial's seed, a fresh model, then
+    /// [`train::train`] with the teacher's logits when it is a KD trial.
+    pub fn run_trial(
+        &self,
+        trial: &StudentTrial,
+        on_epoch: impl FnMut(&EpochLog),
+    ) -> Result<Outcome, String> {
+        tch::manual_seed(trial.seed as i64);
+        let vs = nn::VarStore::new(self.device);
+        let net = trial
+            .student
+            .model
+            .build(&vs.root(), self.data.input, self.data.dataset.classes)
+            .map_err(|e| e.to_string())?;
+        train::train(
+            &net,
+            &vs,
+            &trial.student.train,
+            &trial.weights,
+            trial.seed,
+            &TrainData {
+                train: self.student_train(),
+                val: &self.data.val,
+                test: &self.data.test,
+                soft_targets: (trial.kind == TrialKind::Kd).then_some(&self.soft_targets),
+            },
+            on_epoch,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The sweep's results so far: turns finished trials into rows and rewrites the frames after
+/// each one.
+struct Book<'a> {
+    cfg: &'a Resolved,
+    plan: &'a [StudentTrial],
+    teacher_id: &'a str,
+    out: &'a Path,
+    input: InputShape,
+    classes: usize,
+    rows: Vec<TrialRow>,
+    epochs: Vec<EpochRow>,
+    unfinished: usize,
+}
+
+impl Book<'_> {
+    /// Rewrite the frames, rows in plan order (teacher first) whatever order trials end in.
+    fn write(&mut self) -> Result<(), RunError> {
+        let order: std::collections::HashMap<String, usize> =
+            std::iter::once(self.teacher_id.to_string())
+                .chain(
+                    self.plan
+                        .iter()
+                        .map(|t| student_trial_id(self.cfg, t, self.teacher_id)),
+                )
+                .enumerate()
+                .map(|(i, id)| (id, i))
+                .collect();
+        self.rows
+            .sort_by_key(|r| order.get(&r.trial_id).copied().unwrap_or(usize::MAX));
+        Ok(kd_report::write_frames(self.out, &self.rows, &self.epochs)?)
+    }
+
+    fn record(
+        &mut self,
+        index: usize,
+        result: Result<Outcome, String>,
+        progress: &mut Progress,
+        slot: usize,
+    ) -> Result<(), RunError> {
+        let trial = &self.plan[index];
+        let trial_id = student_trial_id(self.cfg, trial, self.teacher_id);
+        let spec = &trial.student.model;
+        let is_kd = trial.kind == TrialKind::Kd;
+        let meta = TrialMeta {
+            id: &trial_id,
+            kind: trial.kind,
+            seed: trial.seed,
+            spec,
+            params: spec.param_count(self.input, self.classes),
+            weights: is_kd.then_some(&trial.weights),
+            epochs: trial.student.train.epochs,
+        };
+        let mut row = match &result {
+            Ok(o) => {
+                self.epochs.extend(epoch_rows(&trial_id, &o.epochs));
+                meta.row(Some(o), o.status.as_str())
+            }
+            Err(e) => {
+                progress.note(&format!("[{trial_id}] failed: {e}"));
+                meta.row(None, "failed")
+            }
+        };
+        row.swept = trial.swept.clone();
+        row.baseline_id = baseline_of(self.plan, trial)
+            .filter(|_| is_kd)
+            .map(|b| student_trial_id(self.cfg, b, self.teacher_id));
+        if row.status != "ok" {
+            self.unfinished += 1;
+        }
+        progress.finish_trial(slot, &trial_line(&row));
+        self.rows.push(row);
+        self.write()
+    }
+}
+
+/// libtorch threads for each of `workers` processes: `threads:` if set, else the cores shared.
+fn threads_per_worker(cfg: &Resolved, workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cfg.threads.unwrap_or((cores / workers.max(1)).max(1))
+}
+
 /// Run an already resolved config.
 pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunError> {
-    let device = select_device(&cfg.device[0])?;
-    let threads = cfg
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Every listed device must exist before anything is written.
+    let devices = cfg
+        .device
+        .iter()
+        .map(|d| select_device(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let device = devices[0];
+    let threads = threads_per_worker(cfg, 1);
     tch::set_num_threads(threads as i32);
     let out = opts
         .out
@@ -588,19 +815,20 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         previous_results(&out)
     };
     // The resolved config goes first, so every result can be traced to its inputs.
-    kd_report::write_atomic(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
+    let config_file = out.join("config.resolved.yaml");
+    kd_report::write_atomic(&config_file, cfg.to_yaml().as_bytes())?;
 
     let data = load_data(cfg, device)?;
-    let classes = data.dataset.classes;
+    let (input, classes) = (data.input, data.dataset.classes);
     for cell in &cfg.cells {
         cell.student
             .model
-            .validate(data.input)
+            .validate(input)
             .map_err(model_err("student.model"))?;
     }
     cfg.teacher
         .model
-        .validate(data.input)
+        .validate(input)
         .map_err(model_err("teacher.model"))?;
 
     let plan = cfg.student_trials();
@@ -613,105 +841,132 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         data.train.len(),
         data.val.len(),
         data.test.len(),
-        data.input.height,
-        data.input.width,
-        device_label(device),
+        input.height,
+        input.width,
+        devices
+            .iter()
+            .map(|&d| device_label(d))
+            .collect::<Vec<_>>()
+            .join(", "),
         threads
     ));
 
-    let (_teacher_vs, teacher, teacher_row, teacher_epochs) =
-        obtain_teacher(cfg, &data, device, &mut progress)?;
-    let mut rows = vec![teacher_row.clone()];
-    let mut epochs = epoch_rows(&teacher_row.trial_id, &teacher_epochs);
-    kd_report::write_frames(&out, &rows, &epochs)?;
+    let teacher = obtain_teacher(cfg, &data, device, &mut progress)?;
+    let teacher_id = teacher.row.trial_id.clone();
+    let mut book = Book {
+        cfg,
+        plan: &plan,
+        teacher_id: &teacher_id,
+        out: &out,
+        input,
+        classes,
+        rows: vec![teacher.row.clone()],
+        epochs: epoch_rows(&teacher_id, &teacher.epochs),
+        unfinished: 0,
+    };
+    kd_report::write_frames(&out, &book.rows, &book.epochs)?;
 
-    // Teacher logits on the transfer set (the training split), computed once.
-    let soft_targets = train::predict(&teacher, &data.train.x, 1000);
-    let mut unfinished = 0;
-    let mut skipped = 0;
-    for trial in &plan {
-        let trial_id = student_trial_id(cfg, trial, &teacher_row.trial_id);
-        if let Some(done) = previous.iter().find(|r| r.trial_id == trial_id) {
-            // Finished in an earlier run of this OUT with the same resolved inputs.
-            skipped += 1;
-            epochs.extend(
-                previous_epochs
-                    .iter()
-                    .filter(|e| e.trial_id == trial_id)
-                    .cloned(),
-            );
-            if done.status != "ok" {
-                unfinished += 1;
+    // Trials finished in an earlier run of this OUT with the same resolved inputs are kept.
+    let mut pending = Vec::new();
+    for (index, trial) in plan.iter().enumerate() {
+        let trial_id = student_trial_id(cfg, trial, &teacher_id);
+        match previous.iter().find(|r| r.trial_id == trial_id) {
+            Some(done) => {
+                book.epochs.extend(
+                    previous_epochs
+                        .iter()
+                        .filter(|e| e.trial_id == trial_id)
+                        .cloned(),
+                );
+                if done.status != "ok" {
+                    book.unfinished += 1;
+                }
+                book.rows.push(done.clone());
+                progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(done)));
             }
-            rows.push(done.clone());
-            progress.finish_trial(&format!("{} (done before, skipped)", trial_line(done)));
-            continue;
+            None => pending.push(index),
         }
-        let spec = &trial.student.model;
-        let label = format!("{} seed {}", trial.kind.as_str(), trial.seed);
-        progress.start_trial(&label, trial.student.train.epochs as u64);
-        tch::manual_seed(trial.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let net = spec
-            .build(&vs.root(), data.input, classes)
-            .map_err(model_err("student.model"))?;
-        let is_kd = trial.kind == TrialKind::Kd;
-        let result: Result<Outcome, TrainError> = train::train(
-            &net,
-            &vs,
-            &trial.student.train,
-            &trial.weights,
-            trial.seed,
-            &TrainData {
-                train: &data.train,
-                val: &data.val,
-                test: &data.test,
-                soft_targets: is_kd.then_some(&soft_targets),
-            },
-            |log| progress.epoch(log),
-        );
-        let meta = TrialMeta {
-            id: &trial_id,
-            kind: trial.kind,
-            seed: trial.seed,
-            spec,
-            params: spec.param_count(data.input, classes),
-            weights: is_kd.then_some(&trial.weights),
-            epochs: trial.student.train.epochs,
-        };
-        let mut row = match &result {
-            Ok(o) => {
-                epochs.extend(epoch_rows(&trial_id, &o.epochs));
-                meta.row(Some(o), o.status.as_str())
-            }
-            Err(e) => {
-                progress.note(&format!("[{trial_id}] failed: {e}"));
-                meta.row(None, "failed")
-            }
-        };
-        row.swept = trial.swept.clone();
-        row.baseline_id = baseline_of(&plan, trial)
-            .filter(|_| is_kd)
-            .map(|b| student_trial_id(cfg, b, &teacher_row.trial_id));
-        if row.status != "ok" {
-            unfinished += 1;
+    }
+    let skipped = plan.len() - pending.len();
+    let workers = cfg.workers.min(pending.len()).max(1);
+    let train_logits = Tensor::load(&teacher.logits).map_err(|e| RunError::Io {
+        file: teacher.logits.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let ctx = TrialContext::new(cfg, data, &train_logits, device);
+    let n_transfer = ctx.student_train().len();
+    if n_transfer < ctx.data.train.len() {
+        progress.note(&format!(
+            "students learn from {n_transfer} of the {} training images \
+             (dataset.transfer_fraction {}); the teacher saw all of them",
+            ctx.data.train.len(),
+            cfg.dataset.transfer_fraction
+        ));
+    }
+    let label = |t: &StudentTrial| format!("{} seed {}", t.kind.as_str(), t.seed);
+    if workers == 1 {
+        for index in pending {
+            let trial = &plan[index];
+            progress.start_trial(0, &label(trial), trial.student.train.epochs as u64);
+            let result = ctx.run_trial(trial, |log| progress.epoch(0, log));
+            book.record(index, result, &mut progress, 0)?;
         }
-        progress.finish_trial(&trial_line(&row));
-        rows.push(row);
-        kd_report::write_frames(&out, &rows, &epochs)?;
+    } else {
+        drop(ctx);
+        let specs: Vec<pool::WorkerSpec> = (0..workers)
+            .map(|i| pool::WorkerSpec {
+                device: cfg.device[i % cfg.device.len()].clone(),
+                threads: threads_per_worker(cfg, workers),
+            })
+            .collect();
+        progress.note(&format!(
+            "{} trials on {workers} workers: {}",
+            pending.len(),
+            specs
+                .iter()
+                .map(|s| format!("{} ({} threads)", s.device, s.threads))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let jobs: Vec<(usize, String)> = pending
+            .iter()
+            .map(|&i| (i, student_trial_id(cfg, &plan[i], &teacher_id)))
+            .collect();
+        let launch = pool::Launch {
+            config: &config_file,
+            logits: &teacher.logits,
+            teacher_id: &teacher_id,
+        };
+        pool::run(&launch, &specs, &jobs, |event| match event {
+            pool::Event::Started { slot, index } => {
+                let t = &plan[index];
+                progress.start_trial(slot, &label(t), t.student.train.epochs as u64);
+                Ok(())
+            }
+            pool::Event::Epoch { slot, log } => {
+                progress.epoch(slot, &log);
+                Ok(())
+            }
+            pool::Event::Done {
+                slot,
+                index,
+                result,
+            } => book.record(index, result, &mut progress, slot),
+        })?;
     }
     if skipped > 0 {
         progress.note(&format!(
             "{skipped} trial(s) were finished before and kept; --fresh re-runs them"
         ));
     }
-    kd_report::write_frames(&out, &rows, &epochs)?;
+    book.write()?;
     progress.finish();
-    kd_report::write_report(&out, &cfg.name, &rows, &epochs)?;
+    kd_report::write_report(&out, &cfg.name, &book.rows, &book.epochs)?;
+    let (unfinished, trials) = (book.unfinished, book.rows);
     Ok(Summary {
         out,
-        trials: rows,
         unfinished,
+        trials,
     })
 }
 

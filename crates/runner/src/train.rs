@@ -59,7 +59,7 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Ok,
     /// The loss became NaN or infinite; training stopped at that epoch.
@@ -75,7 +75,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub status: Status,
     pub epochs: Vec<EpochLog>,

@@ -32,19 +32,26 @@ fn tiny(extra: &str) -> String {
     )
 }
 
-fn sweep_exit(config: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "c.yaml", config);
-    let out = dir.path().join("out");
-    let o = kd(
+/// `kd sweep DIR/c.yaml --out DIR/out EXTRA...` with its cache in `DIR/cache`.
+fn sweep(dir: &Path, config: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let cfg = write(dir, "c.yaml", config);
+    let out = dir.join("out");
+    let args = [
         &[
             "sweep",
             cfg.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
-    );
+        ][..],
+        extra,
+    ]
+    .concat();
+    (kd(&args, &dir.join("cache")), out)
+}
+
+fn sweep_exit(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, _) = sweep(dir.path(), config, &[]);
     (o.status.code().unwrap_or(-1), stderr(&o))
 }
 
@@ -159,23 +166,13 @@ fn doctor_reports_torch_and_the_dataset() {
 #[test]
 fn a_diverging_student_is_recorded_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let (o, out) = sweep(
         dir.path(),
-        "c.yaml",
         &tiny("").replace(
             "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.002}}",
             "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 2, optimizer: sgd, lr: 1.0e+6, schedule: constant}}",
         ),
-    );
-    let out = dir.path().join("out");
-    let o = kd(
-        &[
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
+        &[],
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -189,17 +186,7 @@ fn a_diverging_student_is_recorded_and_exits_1() {
 #[test]
 fn report_regenerates_from_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "c.yaml", &tiny(""));
-    let out = dir.path().join("out");
-    let o = kd(
-        &[
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
-    );
+    let (o, out) = sweep(dir.path(), &tiny(""), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = std::fs::read_to_string(out.join("report.md")).unwrap();
     std::fs::remove_file(out.join("report.md")).unwrap();
@@ -213,6 +200,77 @@ fn report_regenerates_from_parquet() {
     // The summary printed on stdout has the same trials table.
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("report.md"), "{stdout}");
+}
+
+/// The CSV's rows as (trial_id, test_acc, val_acc, train_acc), in file order.
+fn accuracies(out: &Path) -> Vec<(String, String, String, String)> {
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (test, val, train) = (col("test_acc"), col("val_acc"), col("train_acc"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].to_string(),
+                f[test].to_string(),
+                f[val].to_string(),
+                f[train].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_workers_give_the_numbers_of_one() {
+    let config = tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4]}\n");
+    let one = tempfile::tempdir().unwrap();
+    let (o, out_one) = sweep(one.path(), &config, &["--set", "workers=1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let two = tempfile::tempdir().unwrap();
+    let (o, out_two) = sweep(two.path(), &config, &["--set", "workers=2"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("6 trials on 2 workers: cpu (1 threads), cpu (1 threads)"),
+        "{err}"
+    );
+    let (a, b) = (accuracies(&out_one), accuracies(&out_two));
+    // teacher + 2 seeds x (baseline + 2 KD cells); same ids, same order, same numbers to the
+    // last digit: each worker seeds libtorch per trial exactly as a single process does.
+    assert_eq!(a.len(), 7, "{a:?}");
+    assert_eq!(a, b);
+    let epochs = |out: &Path| std::fs::metadata(out.join("epochs.parquet")).unwrap().len() > 0;
+    assert!(epochs(&out_one) && epochs(&out_two));
+}
+
+#[test]
+fn transfer_fraction_trains_students_on_a_share_and_keeps_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(dir.path(), &tiny("kd: {temperature: 2}\n"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let full = accuracies(&out);
+    let (o, _) = sweep(
+        dir.path(),
+        &tiny("kd: {temperature: 2}\n"),
+        &["--set", "dataset.transfer_fraction=0.2", "--fresh"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("students learn from 200 of the 1000 training images"),
+        "{err}"
+    );
+    assert!(err.contains("teacher: reused cached"), "{err}");
+    let part = accuracies(&out);
+    // The same teacher; students with new ids (their data changed) and other numbers.
+    assert_eq!(part[0], full[0]);
+    assert_eq!(part.len(), 3);
+    for (p, f) in part[1..].iter().zip(&full[1..]) {
+        assert_ne!(p.0, f.0);
+        assert_ne!(p.1, f.1);
+    }
 }
 
 /// Trials of the CSV as (trial_id, finished_at).
@@ -310,16 +368,7 @@ fn a_second_sweep_on_a_busy_out_is_refused() {
     std::fs::create_dir_all(&out).unwrap();
     // Our own (live) PID holds the lock.
     std::fs::write(out.join(".lock"), std::process::id().to_string()).unwrap();
-    let cfg = write(dir.path(), "c.yaml", &tiny(""));
-    let o = kd(
-        &[
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let (o, _) = sweep(dir.path(), &tiny(""), &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("another kd sweep"), "{}", stderr(&o));
 }
@@ -327,21 +376,10 @@ fn a_second_sweep_on_a_busy_out_is_refused() {
 #[test]
 fn dry_run_lists_trials_and_trains_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let (o, out) = sweep(
         dir.path(),
-        "c.yaml",
         &tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4], hidden: [[32], [16]]}\n"),
-    );
-    let out = dir.path().join("out");
-    let o = kd(
-        &[
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dry-run",
-        ],
-        dir.path(),
+        &["--dry-run"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -358,4 +396,37 @@ fn dry_run_lists_trials_and_trains_nothing() {
     );
     assert!(text.contains("12 student trials + teacher"), "{text}");
     assert!(!out.exists(), "a dry run writes nothing");
+}
+
+#[test]
+fn workers_that_die_fail_their_trials_and_the_sweep_says_how_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        &tiny("workers: 2\nseeds: [0, 1, 2]\ngrid: {temperature: [2, 4]}\n"),
+    );
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args([
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("KD_CACHE_DIR", dir.path().join("cache"))
+        .env("KD_WORKER_EXE", "false") // every worker exits at once
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("every worker exited with"), "{err}");
+    assert!(err.contains("run the sweep again to resume"), "{err}");
+    // The teacher's row survives; the trials in flight are recorded as failed (no accuracy), so a
+    // rerun trains them.
+    let rows = accuracies(&out);
+    assert!(rows[0].0.starts_with("teacher-"), "{rows:?}");
+    assert!(!rows[0].1.is_empty(), "{rows:?}");
+    assert!(rows[1..].iter().all(|r| r.1.is_empty()), "{rows:?}");
 }

@@ -25,7 +25,9 @@ dataset:
   val_size: 5000                # held out of train, fixed by data_seed
   train_limit: null             # keep only the first N training images (quick runs)
   data_seed: 0
+  transfer_fraction: 1.0        # share of the training images the students learn from
 device: auto                    # auto | cpu | cuda | cuda:N | [cuda:0, cuda:1]
+workers: null                   # trials at once, a process each; null = one per device
 seeds: [0]                      # student seeds: every KD trial and baseline repeats per seed
 teacher:
   seed: 0                       # one teacher for all students
@@ -223,6 +225,15 @@ fn bad_values_name_their_key() {
             "dataset: {train_limit: 0}",
             "dataset.train_limit: must be > 0",
         ),
+        (
+            "dataset: {transfer_fraction: 0}",
+            "dataset.transfer_fraction: must be in (0, 1]",
+        ),
+        (
+            "dataset: {transfer_fraction: 1.5}",
+            "dataset.transfer_fraction: must be in (0, 1]",
+        ),
+        ("workers: 0", "workers: must be > 0"),
         ("device: gpu", "device: `gpu` is not a device"),
         ("device: [cpu, tpu]", "device[1]: `tpu` is not a device"),
         ("device: []", "device: the list is empty"),
