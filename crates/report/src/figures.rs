@@ -508,7 +508,7 @@ pub fn render_figures(
                     .collect()
             })
             .collect();
-        let title = format!("Gain over baseline (test accuracy points), {s}");
+        let title = format!("KD gain over baseline, test points (red: better, blue: worse), {s}");
         let h = HeatMap {
             title: title.clone(),
             x_label: "temperature T".into(),

@@ -68,6 +68,11 @@ pub struct TrialRow {
     /// For a KD trial, the id of the baseline it is paired with (same student, seed, init and
     /// data order).
     pub baseline_id: Option<String>,
+    /// Images the trial trained on (a student's transfer set may be a share of the teacher's).
+    pub train_images: Option<u64>,
+    /// Size of the validation split its cells are chosen on.
+    pub val_images: Option<u64>,
+    pub test_images: Option<u64>,
 }
 
 /// One epoch of one trial.
@@ -87,7 +92,7 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
-pub const TRIAL_COLUMNS: [&str; 21] = [
+pub const TRIAL_COLUMNS: [&str; 24] = [
     "trial_id",
     "kind",
     "seed",
@@ -109,6 +114,9 @@ pub const TRIAL_COLUMNS: [&str; 21] = [
     "finished_at",
     "test_error",
     "baseline_id",
+    "train_images",
+    "val_images",
+    "test_images",
 ];
 
 pub const EPOCH_COLUMNS: [&str; 10] = [
@@ -152,6 +160,9 @@ pub fn trials_frame(rows: &[TrialRow]) -> DataFrame {
         "finished_at" => col(rows, |r| r.finished_at.clone()),
         "test_error" => col(rows, |r| r.test_acc.map(|a| 1.0 - a)),
         "baseline_id" => col(rows, |r| r.baseline_id.clone()),
+        "train_images" => col(rows, |r| r.train_images),
+        "val_images" => col(rows, |r| r.val_images),
+        "test_images" => col(rows, |r| r.test_images),
     )
     .expect("columns have equal length");
     for key in swept_keys(rows) {
@@ -329,6 +340,19 @@ pub fn trial_rows(df: &DataFrame, file: &Path) -> Result<Vec<TrialRow>> {
         let ca = c.u64().map_err(|e| bad(name, e))?;
         Ok((0..ca.len()).map(|i| ca.get(i)).collect())
     };
+    // Columns added after the first release: absent in older files, so optional.
+    let optional_u = |name: &str| -> Result<Vec<Option<u64>>> {
+        if df.column(name).is_ok() {
+            u(name)
+        } else {
+            Ok(vec![None; df.height()])
+        }
+    };
+    let (train_n, val_n, test_n) = (
+        optional_u("train_images")?,
+        optional_u("val_images")?,
+        optional_u("test_images")?,
+    );
     let base_ids = s("baseline_id")?;
     let (id, kind, arch, hidden, soft, status, fin) = (
         s("trial_id")?,
@@ -389,6 +413,9 @@ pub fn trial_rows(df: &DataFrame, file: &Path) -> Result<Vec<TrialRow>> {
             best_epoch: best[i].map(|b| b as u32),
             wall_s: wall[i].unwrap_or(f64::NAN),
             finished_at: fin[i].clone().unwrap_or_default(),
+            train_images: train_n[i],
+            val_images: val_n[i],
+            test_images: test_n[i],
         })
         .collect())
 }
@@ -563,6 +590,41 @@ pub fn best_cells_table(rows: &[TrialRow]) -> String {
     s
 }
 
+/// " Data: ..." — the split sizes the rows record (empty for files that predate them).
+fn data_sizes(rows: &[TrialRow]) -> String {
+    let first = |f: fn(&TrialRow) -> Option<u64>, teacher: bool| {
+        rows.iter()
+            .filter(|r| (r.kind == "teacher") == teacher)
+            .find_map(f)
+    };
+    let (Some(val), Some(test)) = (
+        rows.iter().find_map(|r| r.val_images),
+        rows.iter().find_map(|r| r.test_images),
+    ) else {
+        return String::new();
+    };
+    let mut s = format!(" Data: validation split {val} images, test set {test} images");
+    let teacher = first(|r| r.train_images, true);
+    match (first(|r| r.train_images, false), teacher) {
+        (Some(st), Some(t)) if st != t => {
+            let _ = write!(
+                s,
+                "; the students trained on {st} images, a share of the teacher's {t} (the \
+                 teacher's logits on them are the soft targets)"
+            );
+        }
+        (Some(st), _) => {
+            let _ = write!(s, "; every model trained on the same {st} images");
+        }
+        (None, Some(t)) => {
+            let _ = write!(s, "; the teacher trained on {t} images");
+        }
+        (None, None) => {}
+    }
+    s.push('.');
+    s
+}
+
 /// The whole `report.md`: a pure function of the rows and the figures drawn from them.
 pub fn render_report(
     name: &str,
@@ -581,9 +643,11 @@ pub fn render_report(
         s,
         "Reporting policy: accuracies are on the test set at T = 1 after the **last epoch**; \
          `val %` is on the validation split held out of the training file.{val} `train %` is \
-         measured in evaluation mode after training. Gains are KD minus the paired \
-         hard-target-only baseline (same student, seed, initialisation and data order), in \
-         accuracy points; the interval is a 95% Student-t interval over seeds.\n\n"
+         measured in evaluation mode after training, on the images the trial trained on. Gains \
+         are KD minus the paired hard-target-only baseline (same student, seed, initialisation \
+         and data order), in accuracy points; the interval is a 95% Student-t interval over \
+         seeds.{}\n\n",
+        data_sizes(rows)
     );
     s.push_str("## Distillation against the hard-target-only baseline\n\n");
     s.push_str(&kd_vs_baseline(rows));
@@ -674,7 +738,33 @@ mod tests {
             finished_at: "2026-11-27T00:00:00Z".into(),
             swept: vec![],
             baseline_id: (kind == "kd").then(|| format!("b{seed}")),
+            train_images: Some(if kind == "teacher" { 55_000 } else { 5_500 }),
+            val_images: Some(5_000),
+            test_images: Some(10_000),
         }
+    }
+
+    #[test]
+    fn the_report_states_the_split_sizes_and_reads_files_without_them() {
+        let mut rows = sample();
+        rows.insert(0, row("t", "teacher", 0, 0.92));
+        let text = render_report("x", &rows, &[], Path::new("."));
+        assert!(
+            text.contains(
+                "Data: validation split 5000 images, test set 10000 images; the students \
+                 trained on 5500 images, a share of the teacher's 55000"
+            ),
+            "{text}"
+        );
+        // A frame written before the size columns existed still reads, without sizes.
+        let mut df = trials_frame(&rows);
+        for c in ["train_images", "val_images", "test_images"] {
+            df = df.drop(c).unwrap();
+        }
+        let back = trial_rows(&df, Path::new("old.parquet")).unwrap();
+        assert_eq!(back.len(), 5);
+        assert!(back.iter().all(|r| r.val_images.is_none()));
+        assert!(!render_report("x", &back, &[], Path::new(".")).contains("Data:"));
     }
 
     fn sample() -> Vec<TrialRow> {

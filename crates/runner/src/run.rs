@@ -252,7 +252,12 @@ struct TrialMeta<'a> {
     params: usize,
     weights: Option<&'a kd_loss::KdWeights>,
     epochs: usize,
+    /// Images trained on, in the validation split and in the test set.
+    images: Sizes,
 }
+
+/// (train, validation, test) image counts of a trial.
+type Sizes = (u64, u64, u64);
 
 impl TrialMeta<'_> {
     fn row(&self, outcome: Option<&Outcome>, status: &str) -> TrialRow {
@@ -279,6 +284,9 @@ impl TrialMeta<'_> {
             finished_at: now_rfc3339(),
             swept: vec![],
             baseline_id: None,
+            train_images: Some(self.images.0),
+            val_images: Some(self.images.1),
+            test_images: Some(self.images.2),
         }
     }
 }
@@ -429,6 +437,11 @@ fn obtain_teacher(
         params,
         weights: None,
         epochs,
+        images: (
+            data.train.len() as u64,
+            data.val.len() as u64,
+            data.test.len() as u64,
+        ),
     }
     .row(Some(&outcome), "ok");
     progress.finish_trial(0, &trial_line(&row));
@@ -720,6 +733,8 @@ struct Book<'a> {
     out: &'a Path,
     input: InputShape,
     classes: usize,
+    /// The students' (train, validation, test) image counts.
+    sizes: Sizes,
     rows: Vec<TrialRow>,
     epochs: Vec<EpochRow>,
     unfinished: usize,
@@ -762,6 +777,7 @@ impl Book<'_> {
             params: spec.param_count(self.input, self.classes),
             weights: is_kd.then_some(&trial.weights),
             epochs: trial.student.train.epochs,
+            images: self.sizes,
         };
         let mut row = match &result {
             Ok(o) => {
@@ -853,6 +869,25 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
 
     let teacher = obtain_teacher(cfg, &data, device, &mut progress)?;
     let teacher_id = teacher.row.trial_id.clone();
+    let train_logits = Tensor::load(&teacher.logits).map_err(|e| RunError::Io {
+        file: teacher.logits.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let ctx = TrialContext::new(cfg, data, &train_logits, device);
+    let n_transfer = ctx.student_train().len();
+    if n_transfer < ctx.data.train.len() {
+        progress.note(&format!(
+            "students learn from {n_transfer} of the {} training images \
+             (dataset.transfer_fraction {}); the teacher saw all of them",
+            ctx.data.train.len(),
+            cfg.dataset.transfer_fraction
+        ));
+    }
+    let sizes = (
+        ctx.student_train().len() as u64,
+        ctx.data.val.len() as u64,
+        ctx.data.test.len() as u64,
+    );
     let mut book = Book {
         cfg,
         plan: &plan,
@@ -860,6 +895,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         out: &out,
         input,
         classes,
+        sizes,
         rows: vec![teacher.row.clone()],
         epochs: epoch_rows(&teacher_id, &teacher.epochs),
         unfinished: 0,
@@ -881,28 +917,20 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 if done.status != "ok" {
                     book.unfinished += 1;
                 }
-                book.rows.push(done.clone());
-                progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(done)));
+                let mut done = done.clone();
+                // Rows from before the size columns existed: the sizes follow from the same
+                // resolved data config (it is part of the trial id).
+                done.train_images.get_or_insert(sizes.0);
+                done.val_images.get_or_insert(sizes.1);
+                done.test_images.get_or_insert(sizes.2);
+                progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(&done)));
+                book.rows.push(done);
             }
             None => pending.push(index),
         }
     }
     let skipped = plan.len() - pending.len();
     let workers = cfg.workers.min(pending.len()).max(1);
-    let train_logits = Tensor::load(&teacher.logits).map_err(|e| RunError::Io {
-        file: teacher.logits.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let ctx = TrialContext::new(cfg, data, &train_logits, device);
-    let n_transfer = ctx.student_train().len();
-    if n_transfer < ctx.data.train.len() {
-        progress.note(&format!(
-            "students learn from {n_transfer} of the {} training images \
-             (dataset.transfer_fraction {}); the teacher saw all of them",
-            ctx.data.train.len(),
-            cfg.dataset.transfer_fraction
-        ));
-    }
     let label = |t: &StudentTrial| format!("{} seed {}", t.kind.as_str(), t.seed);
     if workers == 1 {
         for index in pending {
@@ -915,7 +943,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         drop(ctx);
         let specs: Vec<pool::WorkerSpec> = (0..workers)
             .map(|i| pool::WorkerSpec {
-                device: cfg.device[i % cfg.device.len()].clone(),
+                device: device_label(devices[i % devices.len()]),
                 threads: threads_per_worker(cfg, workers),
             })
             .collect();
