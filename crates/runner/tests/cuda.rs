@@ -44,3 +44,43 @@ fn a_teacher_epoch_runs_on_cuda_and_learns() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| teacher |"));
 }
+
+#[test]
+fn two_workers_share_the_gpus_and_every_trial_finishes() {
+    // Two workers on every GPU there is (cuda:0 twice on a one-GPU machine).
+    let n = tch::Cuda::device_count().max(1);
+    let devices: Vec<String> = (0..2).map(|i| format!("cuda:{}", i % n)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: pool\ndataset: {{val_size: 1000, train_limit: 5000, transfer_fraction: 0.5}}\n\
+             device: [{}]\nseeds: [0, 1]\n\
+             teacher: {{model: {{arch: mlp, hidden: [256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
+             student: {{model: {{arch: mlp, hidden: [64]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
+             grid: {{temperature: [2, 4]}}\n",
+            devices.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args([
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("KD_CACHE_DIR", dir.path().join("cache"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("6 trials on 2 workers"), "{err}");
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    // teacher + 2 seeds x (baseline + 2 KD cells), all ok
+    assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
+    assert_eq!(csv.matches(",ok,").count(), 7, "{csv}");
+}
