@@ -312,17 +312,11 @@ fn trial_line(r: &TrialRow) -> String {
     )
 }
 
-/// Get the teacher: from `teacher.checkpoint`, from the cache, or by training it (then cached).
-fn obtain_teacher(
-    cfg: &Resolved,
-    data: &Loaded,
-    device: Device,
-    progress: &mut Progress,
-) -> Result<Teacher, RunError> {
+/// The content hash of the teacher: its model, training, seed and data, and a checkpoint by its
+/// content (so replacing the file re-runs the KD trials and recomputes the cached logits even
+/// when its path stays the same).
+fn teacher_hash(cfg: &Resolved, data: &Loaded) -> Result<String, RunError> {
     let t = &cfg.teacher;
-    let classes = data.dataset.classes;
-    // A checkpoint enters the hash by its content, so replacing the file re-runs the KD trials
-    // (and recomputes the cached logits) even when its path stays the same.
     let checkpoint_digest = match &t.checkpoint {
         Some(ckpt) => Some(hex::encode(Sha256::digest(std::fs::read(ckpt).map_err(
             |e| RunError::Checkpoint {
@@ -332,7 +326,7 @@ fn obtain_teacher(
         )?))),
         None => None,
     };
-    let hash = content_hash(&(
+    Ok(content_hash(&(
         "teacher-v1",
         &t.model,
         &t.train,
@@ -340,7 +334,19 @@ fn obtain_teacher(
         cfg.dataset.teacher_view(),
         data.dataset.dir.to_string_lossy(),
         &checkpoint_digest,
-    ));
+    )))
+}
+
+/// Get the teacher: from `teacher.checkpoint`, from the cache, or by training it (then cached).
+fn obtain_teacher(
+    cfg: &Resolved,
+    data: &Loaded,
+    device: Device,
+    progress: &mut Progress,
+) -> Result<Teacher, RunError> {
+    let t = &cfg.teacher;
+    let classes = data.dataset.classes;
+    let hash = teacher_hash(cfg, data)?;
     let trial_id = format!("teacher-{hash}");
     let params = t.model.param_count(data.input, classes);
     let mut vs = nn::VarStore::new(device);
@@ -867,27 +873,56 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         threads
     ));
 
-    let teacher = obtain_teacher(cfg, &data, device, &mut progress)?;
-    let teacher_id = teacher.row.trial_id.clone();
-    let train_logits = Tensor::load(&teacher.logits).map_err(|e| RunError::Io {
-        file: teacher.logits.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let ctx = TrialContext::new(cfg, data, &train_logits, device);
-    let n_transfer = ctx.student_train().len();
-    if n_transfer < ctx.data.train.len() {
+    let teacher_id = format!("teacher-{}", teacher_hash(cfg, &data)?);
+    let (n_train, n_val, n_test) = (
+        data.train.len() as u64,
+        data.val.len() as u64,
+        data.test.len() as u64,
+    );
+    let n_transfer = kd_data::transfer_rows(
+        n_train as usize,
+        cfg.dataset.transfer_fraction,
+        cfg.dataset.data_seed,
+    )
+    .len() as u64;
+    if n_transfer < n_train {
         progress.note(&format!(
-            "students learn from {n_transfer} of the {} training images \
+            "students learn from {n_transfer} of the {n_train} training images \
              (dataset.transfer_fraction {}); the teacher saw all of them",
-            ctx.data.train.len(),
             cfg.dataset.transfer_fraction
         ));
     }
-    let sizes = (
-        ctx.student_train().len() as u64,
-        ctx.data.val.len() as u64,
-        ctx.data.test.len() as u64,
-    );
+    let sizes = (n_transfer, n_val, n_test);
+    let done_before = |t: &StudentTrial| {
+        let id = student_trial_id(cfg, t, &teacher_id);
+        previous.iter().any(|r| r.trial_id == id)
+    };
+    // When every trial finished in an earlier run, the teacher is not needed either (its cache
+    // may be gone): its row is kept like the others.
+    let earlier_teacher = previous
+        .iter()
+        .find(|r| r.trial_id == teacher_id)
+        .filter(|_| plan.iter().all(done_before));
+    let (teacher_row, teacher_epochs, logits) = match earlier_teacher {
+        Some(row) => {
+            let mut row = row.clone();
+            row.train_images.get_or_insert(n_train);
+            row.val_images.get_or_insert(n_val);
+            row.test_images.get_or_insert(n_test);
+            progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(&row)));
+            let epochs: Vec<EpochRow> = previous_epochs
+                .iter()
+                .filter(|e| e.trial_id == teacher_id)
+                .cloned()
+                .collect();
+            (row, epochs, None)
+        }
+        None => {
+            let t = obtain_teacher(cfg, &data, device, &mut progress)?;
+            let epochs = epoch_rows(&teacher_id, &t.epochs);
+            (t.row, epochs, Some(t.logits))
+        }
+    };
     let mut book = Book {
         cfg,
         plan: &plan,
@@ -896,8 +931,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         input,
         classes,
         sizes,
-        rows: vec![teacher.row.clone()],
-        epochs: epoch_rows(&teacher_id, &teacher.epochs),
+        rows: vec![teacher_row],
+        epochs: teacher_epochs,
         unfinished: 0,
     };
     kd_report::write_frames(&out, &book.rows, &book.epochs)?;
@@ -932,7 +967,17 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     let skipped = plan.len() - pending.len();
     let workers = cfg.workers.min(pending.len()).max(1);
     let label = |t: &StudentTrial| format!("{} seed {}", t.kind.as_str(), t.seed);
-    if workers == 1 {
+    if pending.is_empty() {
+        // Everything was trained before; only the frames and the report are rewritten.
+    } else if workers == 1 {
+        let logits = logits
+            .as_ref()
+            .expect("the teacher is obtained when a trial is pending");
+        let train_logits = Tensor::load(logits).map_err(|e| RunError::Io {
+            file: logits.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let ctx = TrialContext::new(cfg, data, &train_logits, device);
         for index in pending {
             let trial = &plan[index];
             progress.start_trial(0, &label(trial), trial.student.train.epochs as u64);
@@ -940,7 +985,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             book.record(index, result, &mut progress, 0)?;
         }
     } else {
-        drop(ctx);
+        drop(data);
+        let logits = logits.expect("the teacher is obtained when a trial is pending");
         let specs: Vec<pool::WorkerSpec> = (0..workers)
             .map(|i| pool::WorkerSpec {
                 device: device_label(devices[i % devices.len()]),
@@ -962,7 +1008,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             .collect();
         let launch = pool::Launch {
             config: &config_file,
-            logits: &teacher.logits,
+            logits: &logits,
             teacher_id: &teacher_id,
         };
         pool::run(&launch, &specs, &jobs, |event| match event {

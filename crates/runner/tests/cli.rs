@@ -430,3 +430,31 @@ fn workers_that_die_fail_their_trials_and_the_sweep_says_how_to_resume() {
     assert!(!rows[0].1.is_empty(), "{rows:?}");
     assert!(rows[1..].iter().all(|r| r.1.is_empty()), "{rows:?}");
 }
+
+#[test]
+fn a_finished_sweep_reruns_without_training_or_loading_its_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(dir.path(), &tiny("grid: {temperature: [2, 4]}\n"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = accuracies(&out);
+    // The teacher's cache is gone, but every trial (the teacher's too) is in OUT already.
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+    let (o, _) = sweep(dir.path(), &tiny("grid: {temperature: [2, 4]}\n"), &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("[teacher-") && l.ends_with("(done before, skipped)")),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 trial(s) were finished before and kept"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("cache").exists(),
+        "nothing was trained or cached"
+    );
+    assert_eq!(accuracies(&out), before);
+    assert!(out.join("report.md").is_file());
+}
