@@ -5,10 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn kd(args: &[&str], cache: &Path) -> Output {
+    kd_env(args, cache, &[])
+}
+
+/// `kd ARGS` with its cache in `cache`, plain progress lines, and `env` set.
+fn kd_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kd"))
         .args(args)
         .env("KD_CACHE_DIR", cache)
         .env("CI", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("kd runs")
 }
@@ -34,6 +40,11 @@ fn tiny(extra: &str) -> String {
 
 /// `kd sweep DIR/c.yaml --out DIR/out EXTRA...` with its cache in `DIR/cache`.
 fn sweep(dir: &Path, config: &str, extra: &[&str]) -> (Output, PathBuf) {
+    sweep_env(dir, config, extra, &[])
+}
+
+/// [`sweep`] with `env` set.
+fn sweep_env(dir: &Path, config: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, PathBuf) {
     let cfg = write(dir, "c.yaml", config);
     let out = dir.join("out");
     let args = [
@@ -46,7 +57,7 @@ fn sweep(dir: &Path, config: &str, extra: &[&str]) -> (Output, PathBuf) {
         extra,
     ]
     .concat();
-    (kd(&args, &dir.join("cache")), out)
+    (kd_env(&args, &dir.join("cache"), env), out)
 }
 
 fn sweep_exit(config: &str) -> (i32, String) {
@@ -401,24 +412,12 @@ fn dry_run_lists_trials_and_trains_nothing() {
 #[test]
 fn workers_that_die_fail_their_trials_and_the_sweep_says_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let (o, out) = sweep_env(
         dir.path(),
-        "c.yaml",
         &tiny("workers: 2\nseeds: [0, 1, 2]\ngrid: {temperature: [2, 4]}\n"),
+        &[],
+        &[("KD_WORKER_EXE", "false")], // every worker exits at once
     );
-    let out = dir.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args([
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("KD_CACHE_DIR", dir.path().join("cache"))
-        .env("KD_WORKER_EXE", "false") // every worker exits at once
-        .env("CI", "1")
-        .output()
-        .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("every worker exited with"), "{err}");

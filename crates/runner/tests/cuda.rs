@@ -1,7 +1,27 @@
 //! CUDA checks, compiled only with `--features cuda-tests` (`just test-cuda`) on a GPU machine.
 #![cfg(feature = "cuda-tests")]
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `kd sweep DIR/c.yaml --out DIR/out` with its cache in `DIR/cache`.
+fn sweep(dir: &Path, config: &str) -> (Output, PathBuf) {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args([
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("KD_CACHE_DIR", dir.join("cache"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    (o, out)
+}
 
 #[test]
 fn libtorch_sees_cuda() {
@@ -15,27 +35,13 @@ fn libtorch_sees_cuda() {
 #[test]
 fn a_teacher_epoch_runs_on_cuda_and_learns() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
+    let (o, out) = sweep(
+        dir.path(),
         "name: cuda\ndataset: {val_size: 5000}\ndevice: cuda\nseeds: [0]\n\
          teacher: {model: {arch: cnn}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
          student: {model: {arch: mlp, hidden: [800, 800]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
          kd: {temperature: 2, alpha: 0.9}\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args([
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("KD_CACHE_DIR", dir.path().join("cache"))
-        .env("CI", "1")
-        .output()
-        .unwrap();
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("device cuda:0"), "{err}");
@@ -51,10 +57,9 @@ fn two_workers_share_the_gpus_and_every_trial_finishes() {
     let n = tch::Cuda::device_count().max(1);
     let devices: Vec<String> = (0..2).map(|i| format!("cuda:{}", i % n)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (o, out) = sweep(
+        dir.path(),
+        &format!(
             "name: pool\ndataset: {{val_size: 1000, train_limit: 5000, transfer_fraction: 0.5}}\n\
              device: [{}]\nseeds: [0, 1]\n\
              teacher: {{model: {{arch: mlp, hidden: [256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
@@ -62,20 +67,7 @@ fn two_workers_share_the_gpus_and_every_trial_finishes() {
              grid: {{temperature: [2, 4]}}\n",
             devices.join(", ")
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args([
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("KD_CACHE_DIR", dir.path().join("cache"))
-        .env("CI", "1")
-        .output()
-        .unwrap();
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("6 trials on 2 workers"), "{err}");
