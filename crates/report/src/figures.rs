@@ -431,6 +431,48 @@ pub fn best_cells(rows: &[TrialRow]) -> Vec<(String, Vec<&TrialRow>)> {
     out
 }
 
+/// `metric` of the KD rows against temperature: a line per student (and per alpha when alpha
+/// varies), mean ± std over seeds, each student's paired baselines as a band.
+fn versus_temperature(
+    rows: &[TrialRow],
+    kd: &[&TrialRow],
+    (students, alphas, temps): (&[String], &[f64], &[f64]),
+    metric: impl Fn(&TrialRow) -> f64 + Copy,
+    title: &str,
+    y_label: &str,
+) -> LinePlot {
+    let mut series = Vec::new();
+    let mut bands = Vec::new();
+    for s in students {
+        for &a in alphas {
+            let pts = over_temperature(kd, temps, metric, |r| {
+                student_of(r) == *s && r.alpha == Some(a)
+            });
+            if !pts.is_empty() {
+                let name = if alphas.len() > 1 {
+                    format!("KD {s}, alpha={a}")
+                } else {
+                    format!("KD {s}")
+                };
+                series.push(Series {
+                    name,
+                    points: pts,
+                    dashed: false,
+                });
+            }
+        }
+        bands.extend(baseline_band(rows, s, metric));
+    }
+    LinePlot {
+        title: title.to_string(),
+        x_label: "temperature T (log scale)".into(),
+        y_label: y_label.into(),
+        log_x: true,
+        series,
+        bands,
+    }
+}
+
 /// Render every figure the rows support into `dir`. Returns `(title, png path)` pairs.
 pub fn render_figures(
     dir: &Path,
@@ -447,38 +489,15 @@ pub fn render_figures(
     let temps = sorted_f64(kd.iter().filter_map(|r| r.temperature).collect());
 
     // 1. Test error vs temperature, a line per student (and alpha), baseline as a band.
-    let mut series = Vec::new();
-    let mut bands = Vec::new();
-    for s in &students {
-        for &a in &alphas {
-            let pts = over_temperature(&kd, &temps, err_pct, |r| {
-                student_of(r) == *s && r.alpha == Some(a)
-            });
-            if !pts.is_empty() {
-                let name = if alphas.len() > 1 {
-                    format!("KD {s}, alpha={a}")
-                } else {
-                    format!("KD {s}")
-                };
-                series.push(Series {
-                    name,
-                    points: pts,
-                    dashed: false,
-                });
-            }
-        }
-        bands.extend(baseline_band(rows, s, err_pct));
-    }
-    let title = "Test error vs temperature (mean ± std over seeds)".to_string();
-    let plot = LinePlot {
-        title: title.clone(),
-        x_label: "temperature T (log scale)".into(),
-        y_label: "test error (%)".into(),
-        log_x: true,
-        series,
-        bands,
-    };
-    out.extend(save_line_plot(dir, "error_vs_temperature", &plot)?.map(|p| (title, p)));
+    let plot = versus_temperature(
+        rows,
+        &kd,
+        (&students, &alphas, &temps),
+        err_pct,
+        "Test error vs temperature (mean ± std over seeds)",
+        "test error (%)",
+    );
+    out.extend(save_line_plot(dir, "error_vs_temperature", &plot)?.map(|p| (plot.title, p)));
 
     // 2. Heat map of the gain over baseline, alpha x temperature (first student), when alpha varies.
     if alphas.len() > 1 && temps.len() > 1 {
@@ -562,27 +581,15 @@ pub fn render_figures(
     // 4. Generalisation gap vs temperature.
     let gap =
         |r: &TrialRow| 100.0 * (r.train_acc.unwrap_or(f64::NAN) - r.test_acc.unwrap_or(f64::NAN));
-    let mut series = Vec::new();
-    let mut bands = Vec::new();
-    for s in &students {
-        let pts = over_temperature(&kd, &temps, gap, |r| student_of(r) == *s);
-        series.push(Series {
-            name: format!("KD {s}"),
-            points: pts,
-            dashed: false,
-        });
-        bands.extend(baseline_band(rows, s, gap));
-    }
-    let title = "Generalisation gap (train - test accuracy) vs temperature".to_string();
-    let plot = LinePlot {
-        title: title.clone(),
-        x_label: "temperature T (log scale)".into(),
-        y_label: "train - test accuracy (points)".into(),
-        log_x: true,
-        series,
-        bands,
-    };
-    out.extend(save_line_plot(dir, "gap_vs_temperature", &plot)?.map(|p| (title, p)));
+    let plot = versus_temperature(
+        rows,
+        &kd,
+        (&students, &alphas, &temps),
+        gap,
+        "Generalisation gap (train - test accuracy) vs temperature",
+        "train - test accuracy (points)",
+    );
+    out.extend(save_line_plot(dir, "gap_vs_temperature", &plot)?.map(|p| (plot.title, p)));
 
     // 5. Learning curves of the best KD cell overall vs its baseline.
     let overall = best.iter().max_by(|a, b| {
