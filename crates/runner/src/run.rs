@@ -259,6 +259,16 @@ struct TrialMeta<'a> {
 /// (train, validation, test) image counts of a trial.
 type Sizes = (u64, u64, u64);
 
+/// A row kept from an earlier run, with its image counts filled in when it predates those
+/// columns: they follow from the resolved data config, which is part of the trial id.
+fn with_sizes(row: &TrialRow, (train, val, test): Sizes) -> TrialRow {
+    let mut row = row.clone();
+    row.train_images.get_or_insert(train);
+    row.val_images.get_or_insert(val);
+    row.test_images.get_or_insert(test);
+    row
+}
+
 impl TrialMeta<'_> {
     fn row(&self, outcome: Option<&Outcome>, status: &str) -> TrialRow {
         let w = self.weights;
@@ -341,12 +351,12 @@ fn teacher_hash(cfg: &Resolved, data: &Loaded) -> Result<String, RunError> {
 fn obtain_teacher(
     cfg: &Resolved,
     data: &Loaded,
+    hash: &str,
     device: Device,
     progress: &mut Progress,
 ) -> Result<Teacher, RunError> {
     let t = &cfg.teacher;
     let classes = data.dataset.classes;
-    let hash = teacher_hash(cfg, data)?;
     let trial_id = format!("teacher-{hash}");
     let params = t.model.param_count(data.input, classes);
     let mut vs = nn::VarStore::new(device);
@@ -358,11 +368,14 @@ fn obtain_teacher(
     let cache_dir = cache_root().join("teachers");
     let cached = cache_dir.join(format!("{hash}.ot"));
     let record_path = cache_dir.join(format!("{hash}.json"));
-    let eval_only = |net: &Net, record: Option<TeacherRecord>| {
+    let logits_file = cache_dir.join(format!("{hash}.logits.pt"));
+    // A loaded teacher's training accuracy comes from its logits on the training split, which
+    // the students need anyway: one pass over it, not two.
+    let eval_only = |net: &Net, logits: &Tensor, record: Option<TeacherRecord>| {
         let (test_acc, test_errors) = train::evaluate(net, &data.test);
         Outcome {
             status: Status::Ok,
-            train_acc: Some(train::evaluate(net, &data.train).0),
+            train_acc: Some(train::accuracy(logits, &data.train.y).0),
             val_acc: Some(train::evaluate(net, &data.val).0),
             test_acc: Some(test_acc),
             test_errors: Some(test_errors),
@@ -371,7 +384,7 @@ fn obtain_teacher(
             epochs: record.map_or_else(Vec::new, |r| r.epochs),
         }
     };
-    let (outcome, epochs) = if let Some(ckpt) = &t.checkpoint {
+    let (outcome, epochs, logits) = if let Some(ckpt) = &t.checkpoint {
         vs.load(ckpt).map_err(|e| RunError::Checkpoint {
             file: ckpt.clone(),
             message: format!(
@@ -383,13 +396,15 @@ fn obtain_teacher(
             ),
         })?;
         progress.note(&format!("teacher: loaded {}", ckpt.display()));
-        (eval_only(&net, None), 0)
+        let logits = teacher_logits(&net, &data.train, &logits_file)?;
+        (eval_only(&net, &logits, None), 0, logits)
     } else if cached.is_file() && vs.load(&cached).is_ok() {
         let record = std::fs::read(&record_path)
             .ok()
             .and_then(|b| serde_json::from_slice::<TeacherRecord>(&b).ok());
         progress.note(&format!("teacher: reused cached {}", cached.display()));
-        (eval_only(&net, record), t.train.epochs)
+        let logits = teacher_logits(&net, &data.train, &logits_file)?;
+        (eval_only(&net, &logits, record), t.train.epochs, logits)
     } else {
         progress.start_trial(0, "teacher", t.train.epochs as u64);
         let outcome = train::train(
@@ -428,13 +443,9 @@ fn obtain_teacher(
             &record_path,
             &serde_json::to_vec(&record).expect("serialises"),
         )?;
-        (outcome, t.train.epochs)
+        let logits = teacher_logits(&net, &data.train, &logits_file)?;
+        (outcome, t.train.epochs, logits)
     };
-    let logits = teacher_logits(
-        &net,
-        &data.train,
-        &cache_dir.join(format!("{hash}.logits.pt")),
-    )?;
     let row = TrialMeta {
         id: &trial_id,
         kind: TrialKind::Teacher,
@@ -455,6 +466,7 @@ fn obtain_teacher(
         row,
         epochs: outcome.epochs,
         logits,
+        logits_file,
     })
 }
 
@@ -462,17 +474,21 @@ fn obtain_teacher(
 struct Teacher {
     row: TrialRow,
     epochs: Vec<EpochLog>,
-    /// `teachers/<hash>.logits.pt`: its logits on every training image, `[n_train, classes]`.
-    logits: PathBuf,
+    /// Its logits on every training image, `[n_train, classes]`, on the CPU.
+    logits: Tensor,
+    /// `teachers/<hash>.logits.pt`, where they are cached (workers read them there).
+    logits_file: PathBuf,
 }
 
-/// The teacher's logits on every training image, computed once per teacher and kept beside its
-/// checkpoint in the cache (workers and later sweeps read the file).
-fn teacher_logits(teacher: &Net, train: &SplitTensors, file: &Path) -> Result<PathBuf, RunError> {
+/// The teacher's logits on every training image, computed once per teacher and kept in `file`
+/// beside its checkpoint in the cache (workers and later sweeps read the file).
+fn teacher_logits(teacher: &Net, train: &SplitTensors, file: &Path) -> Result<Tensor, RunError> {
     let n = train.len();
-    let fits = |t: &Tensor| t.size().first() == Some(&n) && t.size().len() == 2;
-    if Tensor::load(file).is_ok_and(|t| fits(&t)) {
-        return Ok(file.to_path_buf());
+    if let Ok(t) = Tensor::load(file) {
+        let size = t.size();
+        if size.len() == 2 && size[0] == n {
+            return Ok(t);
+        }
     }
     let logits = train::predict(teacher, &train.x, 1000).to_device(Device::Cpu);
     let dir = file.parent().unwrap_or(Path::new("."));
@@ -483,7 +499,7 @@ fn teacher_logits(teacher: &Net, train: &SplitTensors, file: &Path) -> Result<Pa
         source: std::io::Error::other(e.to_string()),
     })?;
     std::fs::rename(&tmp, file).map_err(io_err(file))?;
-    Ok(file.to_path_buf())
+    Ok(logits)
 }
 
 /// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
@@ -873,7 +889,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         threads
     ));
 
-    let teacher_id = format!("teacher-{}", teacher_hash(cfg, &data)?);
+    let hash = teacher_hash(cfg, &data)?;
+    let teacher_id = format!("teacher-{hash}");
     let (n_train, n_val, n_test) = (
         data.train.len() as u64,
         data.val.len() as u64,
@@ -905,10 +922,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .filter(|_| plan.iter().all(done_before));
     let (teacher_row, teacher_epochs, logits) = match earlier_teacher {
         Some(row) => {
-            let mut row = row.clone();
-            row.train_images.get_or_insert(n_train);
-            row.val_images.get_or_insert(n_val);
-            row.test_images.get_or_insert(n_test);
+            let row = with_sizes(row, (n_train, n_val, n_test));
             progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(&row)));
             let epochs: Vec<EpochRow> = previous_epochs
                 .iter()
@@ -918,9 +932,9 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             (row, epochs, None)
         }
         None => {
-            let t = obtain_teacher(cfg, &data, device, &mut progress)?;
+            let t = obtain_teacher(cfg, &data, &hash, device, &mut progress)?;
             let epochs = epoch_rows(&teacher_id, &t.epochs);
-            (t.row, epochs, Some(t.logits))
+            (t.row, epochs, Some((t.logits, t.logits_file)))
         }
     };
     let mut book = Book {
@@ -952,12 +966,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 if done.status != "ok" {
                     book.unfinished += 1;
                 }
-                let mut done = done.clone();
-                // Rows from before the size columns existed: the sizes follow from the same
-                // resolved data config (it is part of the trial id).
-                done.train_images.get_or_insert(sizes.0);
-                done.val_images.get_or_insert(sizes.1);
-                done.test_images.get_or_insert(sizes.2);
+                let done = with_sizes(done, sizes);
                 progress.finish_trial(0, &format!("{} (done before, skipped)", trial_line(&done)));
                 book.rows.push(done);
             }
@@ -970,13 +979,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     if pending.is_empty() {
         // Everything was trained before; only the frames and the report are rewritten.
     } else if workers == 1 {
-        let logits = logits
-            .as_ref()
-            .expect("the teacher is obtained when a trial is pending");
-        let train_logits = Tensor::load(logits).map_err(|e| RunError::Io {
-            file: logits.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let (train_logits, _) = logits.expect("the teacher is obtained when a trial is pending");
         let ctx = TrialContext::new(cfg, data, &train_logits, device);
         for index in pending {
             let trial = &plan[index];
@@ -986,7 +989,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         }
     } else {
         drop(data);
-        let logits = logits.expect("the teacher is obtained when a trial is pending");
+        let (_, logits_file) = logits.expect("the teacher is obtained when a trial is pending");
         let specs: Vec<pool::WorkerSpec> = (0..workers)
             .map(|i| pool::WorkerSpec {
                 device: device_label(devices[i % devices.len()]),
@@ -1008,7 +1011,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             .collect();
         let launch = pool::Launch {
             config: &config_file,
-            logits: &logits,
+            logits: &logits_file,
             teacher_id: &teacher_id,
         };
         pool::run(&launch, &specs, &jobs, |event| match event {

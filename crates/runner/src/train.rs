@@ -129,13 +129,18 @@ pub fn evaluate(net: &Net, split: &SplitTensors) -> (f64, u64) {
     if split.is_empty() {
         return (f64::NAN, 0);
     }
-    let logits = predict(net, &split.x, 1000);
+    accuracy(&predict(net, &split.x, 1000), &split.y)
+}
+
+/// (accuracy, errors) of `logits` (`[n, classes]`, on any device) against the labels `y`.
+pub fn accuracy(logits: &Tensor, y: &Tensor) -> (f64, u64) {
     let correct = logits
+        .to_device(y.device())
         .argmax(-1, false)
-        .eq_tensor(&split.y)
+        .eq_tensor(y)
         .sum(Kind::Int64)
         .int64_value(&[]);
-    let n = split.len();
+    let n = y.size()[0];
     (correct as f64 / n as f64, (n - correct) as u64)
 }
 
