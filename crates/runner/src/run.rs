@@ -609,7 +609,8 @@ pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
     use std::fmt::Write as _;
     let (dataset, input) = load_dataset(cfg)?;
     let n = dataset.train.len();
-    let n_student = kd_data::transfer_rows(n, cfg.dataset.transfer_fraction, 0).len();
+    let n_student =
+        kd_data::transfer_rows(n, cfg.dataset.transfer_fraction, cfg.dataset.data_seed).len();
     // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
     let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
         3.0 * spec.flops_per_sample(input, dataset.classes) as f64 * images as f64 * epochs as f64
