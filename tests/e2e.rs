@@ -2,8 +2,9 @@
 //! baseline train, every file is written with the expected columns and rows, numbers beat chance
 //! by a wide margin, and the same seed gives the same numbers.
 
-use kd_report::{trial_rows, EPOCH_COLUMNS, TRIAL_COLUMNS};
-use kd_runner::run::{run_resolved, RunOptions};
+use kd_report::record::trial_records;
+use kd_report::{EpochRecord, Kind, Status, TrialRecord};
+use kd_runner::sweep::{run_resolved, RunOptions};
 use kd_sweep::{out_dir, private_cache, read_frame, resolve, torch_lock};
 
 const SLICE: &str = r#"
@@ -46,19 +47,37 @@ fn a_slice_run_writes_every_file_and_learns() {
     .unwrap();
     assert_eq!(summary.unfinished, 0);
 
-    // The resolved config is written and reads back to the same plan.
+    // The resolved config is written and reads back to the same config, followed by what this
+    // machine made of it.
     let text = std::fs::read_to_string(out.join("config.resolved.yaml")).unwrap();
     let back: kd_runner::config::Resolved = serde_yaml::from_str(&text).unwrap();
     assert_eq!(back, cfg);
+    assert!(text.contains("\nexecution:\n"), "{text}");
+    assert!(
+        text.contains("hardware:") && text.contains("libtorch:"),
+        "{text}"
+    );
 
     let file = out.join("trials.parquet");
     let trials = read_frame(&file);
-    assert_eq!(columns(&trials), TRIAL_COLUMNS);
-    let rows = trial_rows(&trials, &file).unwrap();
-    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(kinds, ["teacher", "baseline", "kd"]);
+    assert_eq!(columns(&trials), TrialRecord::COLUMNS);
+    let rows = trial_records(&trials, &file).unwrap();
+    let kinds: Vec<Kind> = rows.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [Kind::Teacher, Kind::Baseline, Kind::Kd]);
+    assert_eq!(
+        rows[2].baseline_id.as_deref(),
+        Some(rows[1].trial_id.as_str())
+    );
+    assert_eq!(
+        rows[2].teacher_id.as_deref(),
+        Some(rows[0].trial_id.as_str())
+    );
     for r in &rows {
-        assert_eq!(r.status, "ok");
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!((r.device.as_str(), r.threads), ("cpu", 2));
+        assert_eq!(r.init, "torch");
+        assert!(r.libtorch.starts_with("2."), "{}", r.libtorch);
+        assert_eq!(r.data_fingerprint.len(), 16);
         let acc = r.test_acc.unwrap();
         // Chance is 10%; 3 epochs on 3000 images reach ~75-80%.
         assert!(acc > 0.70, "{} test accuracy {acc}", r.kind);
@@ -67,7 +86,9 @@ fn a_slice_run_writes_every_file_and_learns() {
             ((1.0 - acc) * 10_000.0).round() as u64
         );
         assert!(r.train_acc.unwrap() > 0.70 && r.val_acc.unwrap() > 0.65);
+        assert_eq!((r.val_images, r.test_images), (1000, 10_000));
     }
+    assert_eq!(rows[0].train_images, 3000);
     assert_eq!(rows[0].params, (784 * 256 + 256 + 256 * 10 + 10) as u64);
     assert_eq!(rows[2].temperature, Some(4.0));
     assert_eq!(rows[2].alpha, Some(0.9));
@@ -75,14 +96,17 @@ fn a_slice_run_writes_every_file_and_learns() {
     assert_eq!(rows[1].temperature, None, "the baseline has no soft term");
 
     let epochs = read_frame(&out.join("epochs.parquet"));
-    assert_eq!(columns(&epochs), EPOCH_COLUMNS);
+    assert_eq!(columns(&epochs), EpochRecord::COLUMNS);
     assert_eq!(epochs.height(), 9, "3 epochs for each of 3 trials");
     let soft = epochs.column("soft_loss").unwrap();
     assert_eq!(soft.null_count(), 6, "only the KD trial has a soft loss");
 
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Distillation against the hard-target-only baseline"));
-    assert!(report.contains("one seed: none"), "{report}");
+    assert!(
+        report.contains("one seed: no spread, no interval"),
+        "{report}"
+    );
     assert!(
         std::fs::read_to_string(out.join("trials.csv"))
             .unwrap()
@@ -177,4 +201,44 @@ fn a_cnn_teacher_trains_and_teaches() {
     assert_eq!(teacher.hidden, "c8-c16-f64");
     assert!(teacher.test_acc.unwrap() > 0.70, "{:?}", teacher.test_acc);
     assert!(s.trials[2].test_acc.unwrap() > 0.70);
+}
+
+#[test]
+fn a_kd_trial_with_alpha_0_and_beta_1_is_exactly_its_baseline() {
+    let _guard = torch_lock();
+    private_cache();
+    let root = tempfile::tempdir().unwrap();
+    let yaml = SLICE
+        .replace(
+            "kd: {temperature: 4, alpha: 0.9}",
+            "kd: {temperature: 4, alpha: 0, beta: 1}",
+        )
+        .replace("name: e2e", "name: pair");
+    let s = run_resolved(
+        &resolve(&yaml),
+        &RunOptions {
+            out: Some(out_dir(root.path(), "pair")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (base, kd) = (&s.trials[1], &s.trials[2]);
+    assert_eq!((base.kind, kd.kind), (Kind::Baseline, Kind::Kd));
+    assert_eq!(kd.baseline_id.as_deref(), Some(base.trial_id.as_str()));
+    assert_ne!(kd.trial_id, base.trial_id);
+    // Same initialisation, same batches, a zero soft term: the same numbers to the last bit.
+    assert_eq!(kd.test_acc, base.test_acc);
+    assert_eq!(kd.val_acc, base.val_acc);
+    assert_eq!(kd.train_acc, base.train_acc);
+    assert_eq!(kd.test_errors, base.test_errors);
+    let (_, epochs) = kd_report::read_frames(&out_dir(root.path(), "pair")).unwrap();
+    let curve = |id: &str| -> Vec<(f64, f64)> {
+        epochs
+            .iter()
+            .filter(|e| e.trial_id == id)
+            .map(|e| (e.train_loss, e.hard_loss))
+            .collect()
+    };
+    assert_eq!(curve(&kd.trial_id), curve(&base.trial_id));
+    assert_eq!(curve(&kd.trial_id).len(), 3);
 }

@@ -1,11 +1,13 @@
 //! data: datasets, splits and the tensors they become.
 //!
 //! Owns the IDX reader (MNIST family, `.gz` or raw), where each dataset is looked up on disk, the
-//! download code (with checksums) for datasets that can be fetched, the deterministic validation
-//! split and the conversion to normalised tensors. It must not know about models, losses or
+//! fingerprint of the files' content (what trial ids hash instead of a path), the download code
+//! (with checksums) for datasets that can be fetched, the deterministic validation split and the
+//! conversion to normalised tensors. It must not know about models, losses or
 //! training; it never seeds libtorch (shuffles use its own [`SplitMix64`]).
 
 pub mod download;
+pub mod fingerprint;
 pub mod idx;
 mod rng;
 
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+pub use fingerprint::fingerprint;
 pub use idx::{read_idx, IdxArray};
 pub use rng::SplitMix64;
 
@@ -214,7 +217,7 @@ impl Split {
 }
 
 /// How to split and trim the training file.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SplitSpec {
     /// Images held out of the training file for validation.
     pub val_size: usize,
@@ -298,8 +301,12 @@ fn read_pair(
 impl Dataset {
     /// Read the four files from `dir` and split a validation set off the training file.
     pub fn load(name: DatasetName, dir: &Path, spec: &SplitSpec) -> Result<Dataset> {
-        let (train_img, full_train) = read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], name)?;
-        let (test_img, test) = read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], name)?;
+        // The training and test files decode in parallel (gzip inflation dominates).
+        let (train, test) = rayon::join(
+            || read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], name),
+            || read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], name),
+        );
+        let ((train_img, full_train), (test_img, test)) = (train?, test?);
         let (height, width) = (train_img.dims[1], train_img.dims[2]);
         if (test_img.dims[1], test_img.dims[2]) != (height, width) {
             return Err(DataError::Corrupt {

@@ -37,6 +37,90 @@ impl InputShape {
     }
 }
 
+/// How the weights and biases of linear and conv layers start. Recorded in the config and in
+/// every trial id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// PyTorch's defaults for `nn.Linear` and `nn.Conv2d` (what PyTorch KD code and papers
+    /// start from): weights `kaiming_uniform_(a = sqrt(5))` and biases uniform, both with bound
+    /// `1 / sqrt(fan_in)`.
+    #[default]
+    Torch,
+    /// tch's defaults: weights Kaiming-uniform with the ReLU gain (bound `sqrt(6 / fan_in)`, on
+    /// every layer, the output layer included), linear biases uniform with bound
+    /// `1 / sqrt(fan_in)`, conv biases zero.
+    Kaiming,
+}
+
+impl Init {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Init::Torch => "torch",
+            Init::Kaiming => "kaiming",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "torch" => Some(Init::Torch),
+            "kaiming" => Some(Init::Kaiming),
+            _ => None,
+        }
+    }
+
+    /// PyTorch's bounds for a layer with `fan_in` inputs per output, computed in PyTorch's
+    /// order of operations (`kaiming_uniform_` with `a = sqrt(5)`:
+    /// `sqrt(3) * (sqrt(2 / (1 + a^2)) / sqrt(fan_in))`; bias `1 / sqrt(fan_in)`).
+    pub fn torch_bounds(fan_in: usize) -> (f64, f64) {
+        let a = 5f64.sqrt();
+        let gain = (2.0 / (1.0 + a * a)).sqrt();
+        let weight = 3f64.sqrt() * (gain / (fan_in as f64).sqrt());
+        (weight, 1.0 / (fan_in as f64).sqrt())
+    }
+
+    /// The linear layer config. `torch` creates zeros and [`Init::torch_reset`] draws them
+    /// afterwards in PyTorch's order (tch creates a layer's bias before its weight); `kaiming`
+    /// is tch's default layer, unchanged.
+    fn linear(self) -> nn::LinearConfig {
+        match self {
+            Init::Torch => nn::LinearConfig {
+                ws_init: nn::Init::Const(0.0),
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
+            Init::Kaiming => nn::LinearConfig::default(),
+        }
+    }
+
+    fn conv(self, padding: i64) -> nn::ConvConfig {
+        let base = nn::ConvConfig {
+            padding,
+            ..Default::default()
+        };
+        match self {
+            Init::Torch => nn::ConvConfig {
+                ws_init: nn::Init::Const(0.0),
+                bs_init: nn::Init::Const(0.0),
+                ..base
+            },
+            Init::Kaiming => base,
+        }
+    }
+
+    /// Draw a layer's weight then its bias as PyTorch's `reset_parameters` does, so with the
+    /// same seed and layer order the weights equal PyTorch's to the last bit.
+    fn torch_reset(ws: &Tensor, bs: Option<&Tensor>, fan_in: usize) {
+        let (wb, bb) = Init::torch_bounds(fan_in);
+        tch::no_grad(|| {
+            let _ = ws.shallow_clone().uniform_(-wb, wb);
+            if let Some(b) = bs {
+                let _ = b.shallow_clone().uniform_(-bb, bb);
+            }
+        });
+    }
+}
+
 /// A multi-layer perceptron: `input dropout -> [linear -> ReLU -> dropout]* -> linear`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpSpec {
@@ -46,6 +130,7 @@ pub struct MlpSpec {
     pub dropout: f64,
     /// Dropout probability on the (flattened) input.
     pub input_dropout: f64,
+    pub init: Init,
 }
 
 /// A small VGG-style CNN: `[conv kxk (same padding) -> ReLU -> maxpool 2]* -> flatten -> dropout
@@ -60,6 +145,7 @@ pub struct CnnSpec {
     pub fc: Vec<usize>,
     /// Dropout probability before and inside the head.
     pub dropout: f64,
+    pub init: Init,
 }
 
 /// Any architecture of the zoo. Serialised with its `arch` tag, as in the config.
@@ -208,6 +294,13 @@ impl CnnSpec {
 }
 
 impl ModelSpec {
+    pub fn init(&self) -> Init {
+        match self {
+            ModelSpec::Mlp(m) => m.init,
+            ModelSpec::Cnn(c) => c.init,
+        }
+    }
+
     /// Short architecture name: `mlp` or `cnn`.
     pub fn arch(&self) -> &'static str {
         match self {
@@ -269,7 +362,7 @@ impl ModelSpec {
         }
         Ok(match self {
             ModelSpec::Mlp(m) => {
-                let layers = m
+                let layers: Vec<nn::Linear> = m
                     .layer_dims(input, classes)
                     .iter()
                     .enumerate()
@@ -279,9 +372,14 @@ impl ModelSpec {
                         } else {
                             format!("fc{}", i + 1)
                         };
-                        nn::linear(p / name, din as i64, dout as i64, Default::default())
+                        nn::linear(p / name, din as i64, dout as i64, m.init.linear())
                     })
                     .collect();
+                if m.init == Init::Torch {
+                    for (l, (din, _)) in layers.iter().zip(m.layer_dims(input, classes)) {
+                        Init::torch_reset(&l.ws, l.bs.as_ref(), din);
+                    }
+                }
                 Net::Mlp {
                     layers,
                     dropout: m.dropout,
@@ -290,15 +388,12 @@ impl ModelSpec {
             }
             ModelSpec::Cnn(c) => {
                 let pad = (c.kernel / 2) as i64;
-                let convs = c
+                let convs: Vec<nn::Conv2D> = c
                     .conv_dims(input)
                     .iter()
                     .enumerate()
                     .map(|(i, &(cin, cout, _, _))| {
-                        let cfg = nn::ConvConfig {
-                            padding: pad,
-                            ..Default::default()
-                        };
+                        let cfg = c.init.conv(pad);
                         nn::conv2d(
                             p / format!("conv{}", i + 1),
                             cin as i64,
@@ -308,7 +403,7 @@ impl ModelSpec {
                         )
                     })
                     .collect();
-                let linears = c
+                let linears: Vec<nn::Linear> = c
                     .linear_dims(input, classes)
                     .iter()
                     .enumerate()
@@ -318,9 +413,18 @@ impl ModelSpec {
                         } else {
                             format!("fc{}", i + 1)
                         };
-                        nn::linear(p / name, din as i64, dout as i64, Default::default())
+                        nn::linear(p / name, din as i64, dout as i64, c.init.linear())
                     })
                     .collect();
+                if c.init == Init::Torch {
+                    let k2 = c.kernel * c.kernel;
+                    for (l, (cin, ..)) in convs.iter().zip(c.conv_dims(input)) {
+                        Init::torch_reset(&l.ws, l.bs.as_ref(), cin * k2);
+                    }
+                    for (l, (din, _)) in linears.iter().zip(c.linear_dims(input, classes)) {
+                        Init::torch_reset(&l.ws, l.bs.as_ref(), din);
+                    }
+                }
                 Net::Cnn {
                     convs,
                     linears,
@@ -405,6 +509,13 @@ mod tests {
     use super::*;
     use tch::{nn::VarStore, Device, Kind};
 
+    /// libtorch's generator is process-wide: tests that draw from it take this lock, so a test
+    /// that seeds it sees its own draws only.
+    fn rng() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     const MNIST: InputShape = InputShape {
         channels: 1,
         height: 28,
@@ -416,6 +527,7 @@ mod tests {
             hidden: hidden.to_vec(),
             dropout: 0.5,
             input_dropout: 0.2,
+            init: Init::Torch,
         })
     }
 
@@ -425,10 +537,12 @@ mod tests {
             kernel: 3,
             fc: vec![256],
             dropout: 0.5,
+            init: Init::Torch,
         })
     }
 
     fn built_count(spec: &ModelSpec, input: InputShape) -> (usize, Vec<String>) {
+        let _rng = rng();
         let vs = VarStore::new(Device::Cpu);
         spec.build(&vs.root(), input, 10).unwrap();
         let vars = vs.variables();
@@ -508,6 +622,7 @@ mod tests {
             },
         ] {
             for spec in [mlp(&[16]), cnn()] {
+                let _rng = rng();
                 let vs = VarStore::new(Device::Cpu);
                 let net = spec.build(&vs.root(), input, 10).unwrap();
                 let xs = Tensor::rand(
@@ -522,6 +637,7 @@ mod tests {
 
     #[test]
     fn dropout_only_in_training_mode() {
+        let _rng = rng();
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let net = mlp(&[64]).build(&vs.root(), MNIST, 10).unwrap();
@@ -552,12 +668,197 @@ mod tests {
             hidden: vec![],
             dropout: 1.0,
             input_dropout: 0.0,
+            init: Init::Torch,
         });
         assert!(drop
             .validate(MNIST)
             .unwrap_err()
             .to_string()
             .starts_with("dropout:"));
+    }
+
+    /// Per layer: (name, fan_in, weight bound, bias bound) as PyTorch's `reset_parameters`
+    /// computes them, and the spread a uniform draw on [-b, b] has (b / sqrt(3)).
+    fn check_init(spec: &ModelSpec, layers: &[(&str, usize)], kaiming: bool) {
+        let _rng = rng();
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        spec.build(&vs.root(), MNIST, 10).unwrap();
+        let vars = vs.variables();
+        for &(name, fan_in) in layers {
+            // torch: kaiming_uniform_(w, a=sqrt(5)) -> gain sqrt(2 / (1 + 5)), bound
+            // gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in); bias uniform(+-1 / sqrt(fan_in)).
+            // kaiming (tch): gain sqrt(2) -> bound sqrt(6 / fan_in).
+            let torch_bound = 1.0 / (fan_in as f64).sqrt();
+            let w_bound = if kaiming {
+                (6.0 / fan_in as f64).sqrt()
+            } else {
+                torch_bound
+            };
+            let w = &vars[&format!("{name}.weight")];
+            let b = &vars[&format!("{name}.bias")];
+            let max = w.abs().max().double_value(&[]);
+            assert!(max <= w_bound, "{name}: |w| max {max} > bound {w_bound}");
+            assert!(
+                max > 0.97 * w_bound,
+                "{name}: |w| max {max} far below {w_bound}"
+            );
+            let sd = w.std(true).double_value(&[]);
+            let want = w_bound / 3f64.sqrt();
+            let n = w.numel() as f64;
+            // The sample std of n uniform draws is within a few times want / sqrt(n) of want.
+            assert!(
+                (sd - want).abs() < 5.0 * want / n.sqrt() + 1e-9,
+                "{name}: std {sd}, PyTorch's formula gives {want}"
+            );
+            let bmax = b.abs().max().double_value(&[]);
+            let conv_zero = kaiming && name.starts_with("conv");
+            if conv_zero {
+                assert_eq!(bmax, 0.0, "{name}: tch's conv bias starts at zero");
+            } else {
+                assert!(bmax <= torch_bound && bmax > 0.0, "{name}: bias max {bmax}");
+            }
+        }
+    }
+
+    #[test]
+    fn torch_init_matches_pytorch_bounds_and_spread_per_layer() {
+        check_init(
+            &mlp(&[800, 800]),
+            &[("fc1", 784), ("fc2", 800), ("out", 800)],
+            false,
+        );
+        // conv fan_in = in_channels * k * k.
+        check_init(
+            &cnn(),
+            &[("conv1", 9), ("conv2", 32 * 9), ("fc1", 3136), ("out", 256)],
+            false,
+        );
+        let mut k = mlp(&[800, 800]);
+        if let ModelSpec::Mlp(m) = &mut k {
+            m.init = Init::Kaiming;
+        }
+        check_init(&k, &[("fc1", 784), ("fc2", 800), ("out", 800)], true);
+        let mut k = cnn();
+        if let ModelSpec::Cnn(c) = &mut k {
+            c.init = Init::Kaiming;
+        }
+        check_init(&k, &[("conv1", 9), ("conv2", 288), ("out", 256)], true);
+    }
+
+    /// PyTorch 2.13, the same seed and layer order:
+    /// ```python
+    /// torch.manual_seed(0)
+    /// fc1 = nn.Linear(784, 32); out = nn.Linear(32, 10)
+    /// fc1.weight[0, :3], fc1.bias[:3], out.weight[0, :3], out.bias[:3]
+    /// torch.manual_seed(0)
+    /// c1 = nn.Conv2d(1, 8, 3, padding=1); c2 = nn.Conv2d(8, 16, 3, padding=1)
+    /// f = nn.Linear(16 * 7 * 7, 10)
+    /// c1.weight.flatten()[:3], c1.bias[:2], c2.weight.flatten()[:3], c2.bias[:2], f.weight.flatten()[:2], f.bias[:2]
+    /// ```
+    #[test]
+    fn torch_init_draws_pytorchs_very_weights_for_the_same_seed() {
+        let first = |vars: &std::collections::HashMap<String, Tensor>, name: &str, n: i64| {
+            // f32 -> f64 is exact, and Python printed the f64 of each f32 weight.
+            let t = vars[name].flatten(0, -1).narrow(0, 0, n);
+            let v = Vec::<f32>::try_from(&t).unwrap();
+            v.into_iter().map(f64::from).collect::<Vec<f64>>()
+        };
+        let _rng = rng();
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let mut m = mlp(&[32]);
+        if let ModelSpec::Mlp(m) = &mut m {
+            (m.dropout, m.input_dropout) = (0.0, 0.0);
+        }
+        m.build(&vs.root(), MNIST, 10).unwrap();
+        let v = vs.variables();
+        let mlp_golden: [(&str, &[f64]); 4] = [
+            (
+                "fc1.weight",
+                &[
+                    -0.000_267_386_436_462_402_34,
+                    0.019_158_700_481_057_167,
+                    -0.029_394_470_155_239_105,
+                ],
+            ),
+            (
+                "fc1.bias",
+                &[
+                    0.022_934_015_840_291_977,
+                    0.001_268_472_056_835_889_8,
+                    0.016_349_576_413_631_44,
+                ],
+            ),
+            (
+                "out.weight",
+                &[
+                    0.025_897_214_189_171_79,
+                    0.013_048_179_447_650_91,
+                    0.096_105_515_956_878_66,
+                ],
+            ),
+            (
+                "out.bias",
+                &[
+                    0.099_076_531_827_449_8,
+                    0.157_452_911_138_534_55,
+                    0.157_824_039_459_228_52,
+                ],
+            ),
+        ];
+        for (name, want) in mlp_golden {
+            assert_eq!(first(&v, name, want.len() as i64), want, "{name}");
+        }
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        ModelSpec::Cnn(CnnSpec {
+            channels: vec![8, 16],
+            kernel: 3,
+            fc: vec![],
+            dropout: 0.0,
+            init: Init::Torch,
+        })
+        .build(&vs.root(), MNIST, 10)
+        .unwrap();
+        let v = vs.variables();
+        let cnn_golden: [(&str, &[f64]); 6] = [
+            (
+                "conv1.weight",
+                &[
+                    -0.002_495_606_895_536_184_3,
+                    0.178_814_530_372_619_63,
+                    -0.274_348_378_181_457_5,
+                ],
+            ),
+            (
+                "conv1.bias",
+                &[0.131_003_305_315_971_37, 0.276_183_128_356_933_6],
+            ),
+            (
+                "conv2.weight",
+                &[
+                    -0.109_831_847_250_461_58,
+                    0.104_709_841_310_977_94,
+                    0.089_609_257_876_873_02,
+                ],
+            ),
+            (
+                "conv2.bias",
+                &[-0.046_460_296_958_684_92, -0.033_009_439_706_802_37],
+            ),
+            (
+                "out.weight",
+                &[0.029_554_948_210_716_248, -0.007_108_961_232_006_55],
+            ),
+            (
+                "out.bias",
+                &[-0.020_563_054_829_835_89, 0.023_752_469_569_444_656],
+            ),
+        ];
+        for (name, want) in cnn_golden {
+            assert_eq!(first(&v, name, want.len() as i64), want, "{name}");
+        }
     }
 
     #[test]

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{mean_std, EpochRow, ReportError, Result, TrialRow};
+use rayon::prelude::*;
+
+use crate::analysis::{Analysis, Cell, Family};
+use crate::record::{EpochRecord, TrialRecord};
+use crate::stats::mean_std;
+use crate::{ReportError, Result};
 
 /// One line of a plot: points `(x, mean, std)`; `std` draws an error bar when > 0.
 #[derive(Debug, Clone)]
@@ -13,6 +18,8 @@ pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64, f64)>,
     pub dashed: bool,
+    /// Palette index, so a line and its baseline band share a colour.
+    pub color: usize,
 }
 
 /// A horizontal band `mid ± half` across the whole x range (the baseline).
@@ -21,6 +28,7 @@ pub struct Band {
     pub name: String,
     pub mid: f64,
     pub half: f64,
+    pub color: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -36,9 +44,9 @@ pub struct LinePlot {
 fn plot_err<E: std::error::Error + Send + Sync + 'static>(
     file: &Path,
 ) -> impl FnOnce(E) -> ReportError + '_ {
-    move |e| ReportError::Io {
+    move |e| ReportError::Plot {
         file: file.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source: Box::new(e),
     }
 }
 
@@ -151,8 +159,8 @@ fn draw_lines<DB: DrawingBackend>(
                 .y_desc(plot.y_label.as_str())
                 .axis_desc_style(("sans-serif", 18))
                 .draw()?;
-            for (i, band) in plot.bands.iter().enumerate() {
-                let c = color(i);
+            for band in &plot.bands {
+                let c = color(band.color);
                 chart.draw_series(std::iter::once(Rectangle::new(
                     [(x0, band.mid - band.half), (x1, band.mid + band.half)],
                     c.mix(0.15).filled(),
@@ -169,8 +177,8 @@ fn draw_lines<DB: DrawingBackend>(
                         Rectangle::new([(x, y - 5), (x + 20, y + 5)], c.mix(0.3).filled())
                     });
             }
-            for (i, s) in plot.series.iter().enumerate() {
-                let c = color(i);
+            for s in &plot.series {
+                let c = color(s.color);
                 let pts: Vec<(f64, f64)> =
                     s.points.iter().map(|p| (x_pos(plot, p.0), p.1)).collect();
                 let anno = if s.dashed {
@@ -307,162 +315,110 @@ pub fn save_heat_map(dir: &Path, stem: &str, h: &HeatMap) -> Result<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// From rows to figures.
+// From the analysis to figures.
 
-fn ok(r: &TrialRow) -> bool {
-    r.status == "ok" && r.test_acc.is_some()
+/// One figure to draw: its file stem, its title and what it shows.
+#[derive(Debug, Clone)]
+pub enum Figure {
+    Line { stem: String, plot: LinePlot },
+    Heat { stem: String, map: HeatMap },
 }
 
-/// `arch hidden`, the student size label.
-pub fn student_of(r: &TrialRow) -> String {
-    format!("{} {}", r.arch, r.hidden)
+impl Figure {
+    pub fn title(&self) -> &str {
+        match self {
+            Figure::Line { plot, .. } => &plot.title,
+            Figure::Heat { map, .. } => &map.title,
+        }
+    }
+
+    /// Draw it as PNG and SVG into `dir`; `None` when it has nothing to show.
+    fn draw(&self, dir: &Path) -> Result<Option<PathBuf>> {
+        match self {
+            Figure::Line { stem, plot } => save_line_plot(dir, stem, plot),
+            Figure::Heat { stem, map } => save_heat_map(dir, stem, map).map(Some),
+        }
+    }
 }
 
-fn err_pct(r: &TrialRow) -> f64 {
+fn err_pct(r: &TrialRecord) -> f64 {
     100.0 * (1.0 - r.test_acc.unwrap_or(f64::NAN))
 }
 
-fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    for i in items {
-        if !out.contains(&i) {
-            out.push(i);
-        }
-    }
-    out
+fn gap_pct(r: &TrialRecord) -> f64 {
+    100.0 * (r.train_acc.unwrap_or(f64::NAN) - r.test_acc.unwrap_or(f64::NAN))
 }
 
-fn sorted_f64(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v.dedup();
-    v
+/// `(x, mean, std)` of `metric` over `rows` (std 0 for one row: no error bar).
+fn point(x: f64, rows: &[&TrialRecord], metric: fn(&TrialRecord) -> f64) -> (f64, f64, f64) {
+    let v: Vec<f64> = rows.iter().map(|r| metric(r)).collect();
+    let (m, sd) = mean_std(&v);
+    (x, m, sd.unwrap_or(0.0))
 }
 
-/// The baselines paired with the KD rows of `student`.
-fn baselines_of<'a>(rows: &'a [TrialRow], student: &str) -> Vec<&'a TrialRow> {
-    let ids: Vec<&String> = rows
-        .iter()
-        .filter(|r| r.kind == "kd" && student_of(r) == student)
-        .filter_map(|r| r.baseline_id.as_ref())
-        .collect();
-    rows.iter()
-        .filter(|b| ok(b) && ids.contains(&&b.trial_id))
-        .collect()
-}
-
-/// `metric` of the baselines of `student`, as a mean ± std band (none without baselines).
-fn baseline_band(
-    rows: &[TrialRow],
-    student: &str,
-    metric: impl Fn(&TrialRow) -> f64,
-) -> Option<Band> {
-    let b: Vec<f64> = baselines_of(rows, student)
-        .into_iter()
-        .map(metric)
-        .collect();
-    (!b.is_empty()).then(|| {
-        let (mid, half) = mean_std(&b);
-        Band {
-            name: format!("baseline {student} (mean ± std)"),
-            mid,
-            half,
-        }
-    })
-}
-
-/// `(T, mean, std)` of `metric` over the KD rows that `keep` selects, at each temperature that
-/// has any.
-fn over_temperature(
-    kd: &[&TrialRow],
-    temps: &[f64],
-    metric: impl Fn(&TrialRow) -> f64,
-    keep: impl Fn(&TrialRow) -> bool,
-) -> Vec<(f64, f64, f64)> {
-    temps
-        .iter()
-        .filter_map(|&t| {
-            let v: Vec<f64> = kd
-                .iter()
-                .filter(|r| r.temperature == Some(t) && keep(r))
-                .map(|r| metric(r))
-                .collect();
-            (!v.is_empty()).then(|| {
-                let (m, sd) = mean_std(&v);
-                (t, m, sd)
-            })
-        })
-        .collect()
-}
-
-fn kd_rows(rows: &[TrialRow]) -> Vec<&TrialRow> {
-    rows.iter().filter(|r| r.kind == "kd" && ok(r)).collect()
-}
-
-/// The KD cell (all its seeds) with the best mean validation accuracy, per student.
-pub fn best_cells(rows: &[TrialRow]) -> Vec<(String, Vec<&TrialRow>)> {
-    let kd = kd_rows(rows);
-    let students = distinct(kd.iter().map(|r| student_of(r)));
-    let mut out = Vec::new();
-    for s in students {
-        let mine: Vec<&TrialRow> = kd.iter().copied().filter(|r| student_of(r) == s).collect();
-        let labels = distinct(mine.iter().map(|r| crate::cell_label(r)));
-        let best = labels
-            .into_iter()
-            .map(|l| {
-                let cell: Vec<&TrialRow> = mine
-                    .iter()
-                    .copied()
-                    .filter(|r| crate::cell_label(r) == l)
-                    .collect();
-                let val = mean_std(
-                    &cell
-                        .iter()
-                        .map(|r| r.val_acc.unwrap_or(0.0))
-                        .collect::<Vec<_>>(),
-                )
-                .0;
-                (val, cell)
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((_, cell)) = best {
-            out.push((s, cell));
-        }
-    }
-    out
-}
-
-/// `metric` of the KD rows against temperature: a line per student (and per alpha when alpha
-/// varies), mean ± std over seeds, each student's paired baselines as a band.
+/// `metric` of each KD cell family against temperature (a line per family, mean ± std over
+/// seeds) with the family's own paired baselines as a band. Families that share their
+/// baselines (an alpha sweep) share one band.
 fn versus_temperature(
-    rows: &[TrialRow],
-    kd: &[&TrialRow],
-    (students, alphas, temps): (&[String], &[f64], &[f64]),
-    metric: impl Fn(&TrialRow) -> f64 + Copy,
+    families: &[Family],
+    metric: fn(&TrialRecord) -> f64,
     title: &str,
     y_label: &str,
 ) -> LinePlot {
     let mut series = Vec::new();
-    let mut bands = Vec::new();
-    for s in students {
-        for &a in alphas {
-            let pts = over_temperature(kd, temps, metric, |r| {
-                student_of(r) == *s && r.alpha == Some(a)
-            });
-            if !pts.is_empty() {
-                let name = if alphas.len() > 1 {
-                    format!("KD {s}, alpha={a}")
-                } else {
-                    format!("KD {s}")
-                };
-                series.push(Series {
-                    name,
-                    points: pts,
-                    dashed: false,
-                });
-            }
+    // (baseline ids, student, family label, band)
+    let mut bands: Vec<(Vec<&str>, &str, &str, Band)> = Vec::new();
+    for (i, f) in families.iter().enumerate() {
+        let mut cells: Vec<&&Cell> = f.cells.iter().collect();
+        cells.sort_by(|a, b| {
+            a.temperature()
+                .unwrap_or(0.0)
+                .total_cmp(&b.temperature().unwrap_or(0.0))
+        });
+        let points = cells
+            .iter()
+            .filter_map(|c| Some(point(c.temperature()?, &c.kd, metric)))
+            .collect();
+        series.push(Series {
+            name: format!("KD {}", f.label),
+            points,
+            dashed: false,
+            color: i,
+        });
+        let base = f.baselines();
+        let mut ids: Vec<&str> = base.iter().map(|b| b.trial_id.as_str()).collect();
+        ids.sort_unstable();
+        if base.is_empty() || bands.iter().any(|(other, ..)| *other == ids) {
+            continue;
         }
-        bands.extend(baseline_band(rows, s, metric));
+        let (_, mid, half) = point(0.0, &base, metric);
+        let band = Band {
+            name: String::new(),
+            mid,
+            half,
+            color: i,
+        };
+        bands.push((ids, &f.cells[0].student, &f.label, band));
     }
+    // A band is named by its student when that is unambiguous, else by its family.
+    let names: Vec<String> = bands
+        .iter()
+        .map(|(_, student, label, _)| {
+            let shared = bands.iter().filter(|(_, s, ..)| s == student).count() > 1;
+            format!(
+                "baseline {} (mean ± std)",
+                if shared { label } else { student }
+            )
+        })
+        .collect();
+    let bands = bands
+        .into_iter()
+        .zip(names)
+        .map(|((.., mut band), name)| {
+            band.name = name;
+            band
+        })
+        .collect();
     LinePlot {
         title: title.to_string(),
         x_label: "temperature T (log scale)".into(),
@@ -473,188 +429,238 @@ fn versus_temperature(
     }
 }
 
-/// Render every figure the rows support into `dir`. Returns `(title, png path)` pairs.
-pub fn render_figures(
-    dir: &Path,
-    rows: &[TrialRow],
-    epochs: &[EpochRow],
-) -> Result<Vec<(String, PathBuf)>> {
+/// The gain over the paired baseline as an alpha x T heat map, one per family of cells that
+/// differ only in alpha, beta and T (so a student size, a soft loss, ... each gets its own).
+fn heat_maps(a: &Analysis) -> Vec<Figure> {
+    let families = a.families(&["temperature", "alpha", "beta"]);
     let mut out = Vec::new();
-    let kd = kd_rows(rows);
-    if kd.is_empty() {
-        return Ok(out);
-    }
-    let students = distinct(kd.iter().map(|r| student_of(r)));
-    let alphas = sorted_f64(kd.iter().filter_map(|r| r.alpha).collect());
-    let temps = sorted_f64(kd.iter().filter_map(|r| r.temperature).collect());
-
-    // 1. Test error vs temperature, a line per student (and alpha), baseline as a band.
-    let plot = versus_temperature(
-        rows,
-        &kd,
-        (&students, &alphas, &temps),
-        err_pct,
-        "Test error vs temperature (mean ± std over seeds)",
-        "test error (%)",
-    );
-    out.extend(save_line_plot(dir, "error_vs_temperature", &plot)?.map(|p| (plot.title, p)));
-
-    // 2. Heat map of the gain over baseline, alpha x temperature (first student), when alpha varies.
-    if alphas.len() > 1 && temps.len() > 1 {
-        let s = &students[0];
-        let values = alphas
+    for f in &families {
+        let weights = |c: &Cell| {
+            (
+                c.first().alpha.unwrap_or(f64::NAN),
+                c.first().beta.unwrap_or(f64::NAN),
+            )
+        };
+        let mut rows: Vec<(f64, f64)> = Vec::new();
+        let mut temps: Vec<f64> = Vec::new();
+        for c in &f.cells {
+            if !rows.contains(&weights(c)) {
+                rows.push(weights(c));
+            }
+            if let Some(t) = c.temperature().filter(|t| !temps.contains(t)) {
+                temps.push(t);
+            }
+        }
+        if rows.len() < 2 || temps.len() < 2 {
+            continue;
+        }
+        rows.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        temps.sort_by(f64::total_cmp);
+        let values = rows
             .iter()
-            .map(|&a| {
+            .map(|&w| {
                 temps
                     .iter()
                     .map(|&t| {
-                        let gains: Vec<f64> = kd
+                        let cell = f
+                            .cells
                             .iter()
-                            .filter(|r| {
-                                student_of(r) == *s
-                                    && r.alpha == Some(a)
-                                    && r.temperature == Some(t)
-                            })
-                            .filter_map(|r| {
-                                let b = rows.iter().find(|b| {
-                                    Some(&b.trial_id) == r.baseline_id.as_ref() && ok(b)
-                                })?;
-                                Some(100.0 * (r.test_acc? - b.test_acc?))
-                            })
-                            .collect();
-                        (!gains.is_empty()).then(|| mean_std(&gains).0)
+                            .find(|c| weights(c) == w && c.temperature() == Some(t))?;
+                        cell.comparison().map(|cmp| cmp.gain.0)
                     })
                     .collect()
             })
             .collect();
-        let title = format!("KD gain over baseline, test points (red: better, blue: worse), {s}");
-        let h = HeatMap {
-            title: title.clone(),
-            x_label: "temperature T".into(),
-            y_label: "alpha".into(),
-            cols: temps.iter().map(|t| format!("{t}")).collect(),
-            rows: alphas.iter().map(|a| format!("{a}")).collect(),
-            values,
+        let complement = rows.iter().all(|(al, be)| (al + be - 1.0).abs() < 1e-9);
+        let title = format!(
+            "KD gain over baseline, test points (red: better, blue: worse), {}",
+            f.label
+        );
+        let stem = if out.is_empty() {
+            "gain_alpha_temperature".to_string()
+        } else {
+            format!("gain_alpha_temperature_{}", out.len() + 1)
         };
-        out.push((title, save_heat_map(dir, "gain_alpha_temperature", &h)?));
+        out.push(Figure::Heat {
+            stem,
+            map: HeatMap {
+                title,
+                x_label: "temperature T".into(),
+                y_label: if complement {
+                    "alpha (beta = 1 - alpha)"
+                } else {
+                    "alpha / beta"
+                }
+                .into(),
+                cols: temps.iter().map(|t| format!("{t}")).collect(),
+                rows: rows
+                    .iter()
+                    .map(|(al, be)| {
+                        if complement {
+                            format!("{al}")
+                        } else {
+                            format!("{al} / {be}")
+                        }
+                    })
+                    .collect(),
+                values,
+            },
+        });
     }
+    out
+}
 
-    // 3. Compression curve: error vs parameters, best KD cell (by validation) vs baseline.
-    let best = best_cells(rows);
-    let params_of = |s: &str| {
-        kd.iter()
-            .find(|r| student_of(r) == s)
-            .map(|r| r.params as f64)
-    };
+/// Test error of the best KD cell of each student (chosen on validation) and of that cell's
+/// paired baselines, over the student's parameter count.
+fn compression_curve(best: &[&Cell]) -> Figure {
     let mut kd_pts = Vec::new();
     let mut base_pts = Vec::new();
-    for (s, cell) in &best {
-        let Some(p) = params_of(s) else { continue };
-        let (m, sd) = mean_std(&cell.iter().map(|r| err_pct(r)).collect::<Vec<_>>());
-        kd_pts.push((p, m, sd));
-        base_pts.extend(baseline_band(rows, s, err_pct).map(|b| (p, b.mid, b.half)));
+    for cell in best {
+        let p = cell.first().params as f64;
+        kd_pts.push(point(p, &cell.kd, err_pct));
+        let base = cell.baselines();
+        if !base.is_empty() {
+            base_pts.push(point(p, &base, err_pct));
+        }
     }
     kd_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     base_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let title = "Test error vs student size: best KD cell vs baseline".to_string();
-    let plot = LinePlot {
-        title: title.clone(),
-        x_label: "student parameters (log scale)".into(),
-        y_label: "test error (%)".into(),
-        log_x: true,
-        series: vec![
-            Series {
-                name: "KD, best cell by validation accuracy".into(),
-                points: kd_pts,
-                dashed: false,
-            },
-            Series {
-                name: "hard targets only (baseline)".into(),
-                points: base_pts,
-                dashed: true,
-            },
-        ],
-        bands: vec![],
-    };
-    out.extend(save_line_plot(dir, "error_vs_params", &plot)?.map(|p| (title, p)));
+    Figure::Line {
+        stem: "error_vs_params".into(),
+        plot: LinePlot {
+            title: "Test error vs student size: best KD cell vs baseline".into(),
+            x_label: "student parameters (log scale)".into(),
+            y_label: "test error (%)".into(),
+            log_x: true,
+            series: vec![
+                Series {
+                    name: "KD, best cell by validation accuracy".into(),
+                    points: kd_pts,
+                    dashed: false,
+                    color: 0,
+                },
+                Series {
+                    name: "hard targets only (its paired baselines)".into(),
+                    points: base_pts,
+                    dashed: true,
+                    color: 1,
+                },
+            ],
+            bands: vec![],
+        },
+    }
+}
 
-    // 4. Generalisation gap vs temperature.
-    let gap =
-        |r: &TrialRow| 100.0 * (r.train_acc.unwrap_or(f64::NAN) - r.test_acc.unwrap_or(f64::NAN));
-    let plot = versus_temperature(
-        rows,
-        &kd,
-        (&students, &alphas, &temps),
-        gap,
-        "Generalisation gap (train - test accuracy) vs temperature",
-        "train - test accuracy (points)",
-    );
-    out.extend(save_line_plot(dir, "gap_vs_temperature", &plot)?.map(|p| (plot.title, p)));
-
-    // 5. Learning curves of the best KD cell overall vs its baseline.
-    let overall = best.iter().max_by(|a, b| {
-        let v = |c: &Vec<&TrialRow>| {
-            mean_std(
-                &c.iter()
-                    .map(|r| r.val_acc.unwrap_or(0.0))
-                    .collect::<Vec<_>>(),
-            )
-            .0
-        };
-        v(&a.1).total_cmp(&v(&b.1))
-    });
-    if let Some((s, cell)) = overall {
-        let curve = |ids: Vec<&String>| -> Vec<(f64, f64, f64)> {
-            let max_epoch = epochs
-                .iter()
-                .filter(|e| ids.contains(&&e.trial_id))
-                .map(|e| e.epoch)
-                .max()
-                .unwrap_or(0);
-            (1..=max_epoch)
-                .filter_map(|ep| {
-                    let e: Vec<f64> = epochs
-                        .iter()
-                        .filter(|e| {
-                            e.epoch == ep && ids.contains(&&e.trial_id) && e.test_acc.is_finite()
-                        })
-                        .map(|e| 100.0 * (1.0 - e.test_acc))
-                        .collect();
-                    (!e.is_empty()).then(|| {
-                        let (m, sd) = mean_std(&e);
-                        (ep as f64, m, sd)
-                    })
+/// Test error per epoch of the best KD cell (by validation) against its paired baselines.
+fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
+    let curve = |ids: Vec<&str>| -> Vec<(f64, f64, f64)> {
+        let mine: Vec<&EpochRecord> = epochs
+            .iter()
+            .filter(|e| ids.contains(&e.trial_id.as_str()))
+            .collect();
+        let max_epoch = mine.iter().map(|e| e.epoch).max().unwrap_or(0);
+        (1..=max_epoch)
+            .filter_map(|ep| {
+                let e: Vec<f64> = mine
+                    .iter()
+                    .filter(|e| e.epoch == ep)
+                    .filter_map(|e| e.test_acc)
+                    .map(|a| 100.0 * (1.0 - a))
+                    .collect();
+                (!e.is_empty()).then(|| {
+                    let (m, sd) = mean_std(&e);
+                    (ep as f64, m, sd.unwrap_or(0.0))
                 })
-                .collect()
-        };
-        let kd_ids: Vec<&String> = cell.iter().map(|r| &r.trial_id).collect();
-        let base_ids: Vec<&String> = cell.iter().filter_map(|r| r.baseline_id.as_ref()).collect();
-        let kd_curve = curve(kd_ids);
-        if !kd_curve.is_empty() {
-            let title = format!(
-                "Learning curves: best KD cell ({}) vs baseline",
-                crate::cell_label(cell[0])
-            );
-            let plot = LinePlot {
-                title: format!("Learning curves, {s}: best KD cell vs baseline"),
-                x_label: "epoch".into(),
-                y_label: "test error (%)".into(),
-                log_x: false,
-                series: vec![
-                    Series {
-                        name: format!("KD {}", crate::cell_label(cell[0])),
-                        points: kd_curve,
-                        dashed: false,
-                    },
-                    Series {
-                        name: "baseline".into(),
-                        points: curve(base_ids),
-                        dashed: true,
-                    },
-                ],
-                bands: vec![],
-            };
-            out.extend(save_line_plot(dir, "learning_curves", &plot)?.map(|p| (title, p)));
+            })
+            .collect()
+    };
+    let kd = curve(cell.kd.iter().map(|r| r.trial_id.as_str()).collect());
+    if kd.is_empty() {
+        return None;
+    }
+    let base = curve(
+        cell.baselines()
+            .iter()
+            .map(|r| r.trial_id.as_str())
+            .collect(),
+    );
+    Some(Figure::Line {
+        stem: "learning_curves".into(),
+        plot: LinePlot {
+            title: format!("Learning curves: best KD cell ({}) vs baseline", cell.label),
+            x_label: "epoch".into(),
+            y_label: "test error (%)".into(),
+            log_x: false,
+            series: vec![
+                Series {
+                    name: format!("KD {}", cell.label),
+                    points: kd,
+                    dashed: false,
+                    color: 0,
+                },
+                Series {
+                    name: "its paired baselines".into(),
+                    points: base,
+                    dashed: true,
+                    color: 1,
+                },
+            ],
+            bands: vec![],
+        },
+    })
+}
+
+/// Every figure the analysis supports, not yet drawn.
+pub fn figures(a: &Analysis, epochs: &[EpochRecord]) -> Vec<Figure> {
+    if a.cells.is_empty() {
+        return vec![];
+    }
+    let by_t = a.families(&["temperature"]);
+    let mut out = vec![Figure::Line {
+        stem: "error_vs_temperature".into(),
+        plot: versus_temperature(
+            &by_t,
+            err_pct,
+            "Test error vs temperature (mean ± std over seeds)",
+            "test error (%)",
+        ),
+    }];
+    out.extend(heat_maps(a));
+    let best = a.best_cells();
+    if !best.is_empty() {
+        out.push(compression_curve(&best));
+    }
+    out.push(Figure::Line {
+        stem: "gap_vs_temperature".into(),
+        plot: versus_temperature(
+            &by_t,
+            gap_pct,
+            "Generalisation gap (train - test accuracy) vs temperature",
+            "train - test accuracy (points)",
+        ),
+    });
+    let overall = best.iter().max_by(|x, y| {
+        x.val_mean()
+            .unwrap_or(0.0)
+            .total_cmp(&y.val_mean().unwrap_or(0.0))
+    });
+    out.extend(overall.and_then(|c| learning_curves(c, epochs)));
+    out
+}
+
+/// Draw every figure of the analysis into `dir` (in parallel: each is independent). Returns
+/// `(title, png path)` pairs in a fixed order.
+pub fn render_figures(
+    dir: &Path,
+    a: &Analysis,
+    epochs: &[EpochRecord],
+) -> Result<Vec<(String, PathBuf)>> {
+    let figs = figures(a, epochs);
+    let drawn: Vec<Result<Option<PathBuf>>> = figs.par_iter().map(|f| f.draw(dir)).collect();
+    let mut out = Vec::new();
+    for (f, d) in figs.iter().zip(drawn) {
+        if let Some(png) = d? {
+            out.push((f.title().to_string(), png));
         }
     }
     Ok(out)

@@ -4,28 +4,10 @@ use std::fmt::Write as _;
 
 use kd_data::{DatasetName, FILE_STEMS};
 
-/// The libtorch version this binary was built against (read from the install at build time).
-pub const LIBTORCH_VERSION: &str = env!("KD_LIBTORCH_VERSION");
-/// The folder of libtorch's shared libraries (the rpath).
-pub const LIBTORCH_LIB: &str = env!("KD_LIBTORCH_LIB");
+use crate::env::{cpu_isa, cpu_model, nvidia_smi_names, LIBTORCH_LIB, LIBTORCH_VERSION};
+
 /// The version tch 0.26 is written for.
 pub const EXPECTED_TORCH: &str = "2.13.0";
-
-fn gpu_names() -> Vec<String> {
-    std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The report, and whether everything the default experiment needs is present.
 pub fn report() -> (String, bool) {
@@ -55,7 +37,7 @@ pub fn report() -> (String, bool) {
             "not available"
         }
     );
-    for (i, name) in gpu_names().iter().enumerate() {
+    for (i, name) in nvidia_smi_names().iter().enumerate() {
         let _ = writeln!(s, "  cuda:{i}: {name}");
     }
     if !cuda
@@ -76,13 +58,20 @@ pub fn report() -> (String, bool) {
     );
     let _ = writeln!(
         s,
+        "cpu: {}; libtorch's kernels: {} (CPU trial ids include it, with the threads and the \
+         libtorch version)",
+        cpu_model(),
+        cpu_isa()
+    );
+    let _ = writeln!(
+        s,
         "data root: {} ($KD_DATA_DIR)",
         kd_data::data_root().display()
     );
     let _ = writeln!(
         s,
         "teacher cache: {} ($KD_CACHE_DIR)",
-        crate::run::cache_root().join("teachers").display()
+        crate::data::cache_root().join("teachers").display()
     );
     let _ = writeln!(s, "datasets:");
     for name in [DatasetName::FashionMnist, DatasetName::Mnist] {

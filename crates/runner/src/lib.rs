@@ -1,13 +1,32 @@
-//! runner: the `kd` binary's library: config (raw YAML -> resolved plan), device choice,
-//! scheduling of teacher and student trials, training loops, progress and result files.
+//! runner: the `kd` binary's library. It owns every decision about IO, devices and seeds; the
+//! losses, models, data and reports it uses are pure pieces from the other crates.
 //!
-//! It owns every decision about IO, devices and seeds; the losses, models, data and reports it
-//! uses are pure pieces from the other crates. Errors are typed here (`RunError`, `ConfigError`);
-//! only `main.rs` uses `anyhow` and chooses exit codes.
+//! Module map (no cycles; each arrow reads "is used by"):
+//! - [`config`]: raw YAML -> validated [`config::Resolved`] with the grid expanded into cells.
+//! - [`env`]: devices and the execution facts that change numbers (ISA, GPU, threads, libtorch).
+//! - [`data`]: the dataset found, fingerprinted and split once; tensors on a device.
+//! - [`plan`]: every trial decided once (id, kind, seed, pairing, class, data) -> dry run,
+//!   sweep, resume and workers; [`records`]: a planned trial and its outcome -> a record.
+//! - [`train`]: one training loop; [`trial`]: a student trial on the shared data;
+//!   [`teacher`]: the teacher, its cache and its logits.
+//! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT lock and earlier
+//!   results; [`sweep`]: the driver that ties them together.
+//! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
+//!
+//! Errors are typed ([`error::RunError`], [`config::ConfigError`]); `main.rs` prints them and
+//! chooses exit codes in one place.
 
 pub mod config;
+pub mod data;
 pub mod doctor;
+pub mod env;
+pub mod error;
+pub mod plan;
 pub mod pool;
 pub mod progress;
-pub mod run;
+pub mod records;
+pub mod resume;
+pub mod sweep;
+pub mod teacher;
 pub mod train;
+pub mod trial;

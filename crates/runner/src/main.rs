@@ -1,11 +1,13 @@
 //! `kd`: the kd-sweep command line. Exit codes: 0 ok, 1 some trials failed (or another runtime
-//! failure), 2 bad input or environment.
+//! failure), 2 bad input or environment. Every command returns a [`Done`] or an error; `main`
+//! prints and exits in one place.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kd_runner::run::{dry_run, load_config, run_sweep, RunOptions};
+use kd_runner::error::RunError;
+use kd_runner::sweep::{dry_run, load_config, run_sweep, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -29,31 +31,21 @@ enum Cmd {
         /// Override a config key, e.g. --set kd.temperature=8 (VALUE is YAML). Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
-        /// Print the trials and an estimated cost; train nothing.
+        /// Print the planned trials (with the ids a run writes) and an estimated cost; train
+        /// nothing.
         #[arg(long)]
         dry_run: bool,
         /// Ignore finished trials in OUT and run everything again.
         #[arg(long)]
         fresh: bool,
     },
-    /// Report libtorch, CUDA, threads and datasets.
+    /// Report libtorch, CUDA, the CPU's kernel class, threads and datasets.
     Doctor,
-    /// Regenerate OUT/report.md from OUT/trials.parquet alone.
+    /// Regenerate OUT/report.md from OUT/trials.parquet and OUT/epochs.parquet alone.
     Report { out: PathBuf },
-    /// Internal: train the trials a parent `kd sweep` hands out on stdin (workers > 1).
+    /// Internal: train the planned trials a parent `kd sweep` hands out on stdin (workers > 1).
     #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        logits: PathBuf,
-        #[arg(long)]
-        teacher_id: String,
-        #[arg(long)]
-        device: String,
-        #[arg(long)]
-        threads: usize,
-    },
+    Worker,
     /// Download a dataset (mnist or fashion-mnist) with checksums.
     Download {
         dataset: String,
@@ -61,6 +53,112 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Why a command failed, with its exit code.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// `kd report` and `kd download` fail on their input: exit 2.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Run(e) => e.exit_code(),
+            Failure::Input(_) => 2,
+        }
+    }
+}
+
+/// What a command leaves to print: stdout text, a stderr line, and the exit code.
+struct Done {
+    stdout: String,
+    stderr: Option<String>,
+    code: u8,
+}
+
+impl Done {
+    fn ok(stdout: String) -> Done {
+        Done {
+            stdout,
+            stderr: None,
+            code: 0,
+        }
+    }
+}
+
+fn execute(cmd: Cmd) -> Result<Done, Failure> {
+    match cmd {
+        Cmd::Sweep {
+            config,
+            sets,
+            dry_run: true,
+            ..
+        } => Ok(Done::ok(dry_run(&load_config(&config, &sets)?)?)),
+        Cmd::Sweep {
+            config,
+            out,
+            sets,
+            fresh,
+            ..
+        } => {
+            let summary = run_sweep(&config, &sets, &RunOptions { out, fresh })?;
+            let stdout = format!(
+                "{}\n{}\nresults: {}\n",
+                kd_report::trials_table(&summary.trials),
+                kd_report::kd_vs_baseline(&summary.trials),
+                summary.out.display()
+            );
+            let bad = summary.unfinished;
+            Ok(Done {
+                stdout,
+                stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
+                code: u8::from(bad > 0),
+            })
+        }
+        Cmd::Worker => {
+            kd_runner::pool::worker_main()?;
+            Ok(Done::ok(String::new()))
+        }
+        Cmd::Doctor => {
+            let (text, ok) = kd_runner::doctor::report();
+            Ok(Done {
+                stdout: text,
+                stderr: None,
+                code: if ok { 0 } else { 2 },
+            })
+        }
+        Cmd::Report { out } => {
+            let name = out
+                .file_name()
+                .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+            let path =
+                kd_report::regenerate(&out, &name).map_err(|e| Failure::Input(e.to_string()))?;
+            Ok(Done::ok(format!("{}\n", path.display())))
+        }
+        Cmd::Download { dataset, dir } => {
+            let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
+                Failure::Input(format!(
+                    "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist)"
+                ))
+            })?;
+            let remote = kd_data::download::Remote::for_dataset(name).ok_or_else(|| {
+                Failure::Input(format!(
+                    "`{dataset}` cannot be downloaded; point dataset.dir at your files"
+                ))
+            })?;
+            let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
+            let files = kd_data::download::download(&remote, &dir)
+                .map_err(|e| Failure::Input(e.to_string()))?;
+            Ok(Done::ok(
+                files.iter().map(|f| format!("{}\n", f.display())).collect(),
+            ))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,107 +169,19 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match cli.cmd {
-        Cmd::Sweep {
-            config,
-            sets,
-            dry_run: true,
-            ..
-        } => match load_config(&config, &sets).and_then(|cfg| dry_run(&cfg)) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+    let worker = matches!(cli.cmd, Cmd::Worker);
+    match execute(cli.cmd) {
+        Ok(done) => {
+            print!("{}", done.stdout);
+            if let Some(line) = done.stderr {
+                eprintln!("error: {line}");
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        },
-        Cmd::Sweep {
-            config,
-            out,
-            sets,
-            fresh,
-            ..
-        } => match run_sweep(&config, &sets, &RunOptions { out, fresh }) {
-            Ok(summary) => {
-                println!("{}", kd_report::trials_table(&summary.trials));
-                println!("{}", kd_report::kd_vs_baseline(&summary.trials));
-                println!("results: {}", summary.out.display());
-                if summary.unfinished > 0 {
-                    eprintln!(
-                        "error: {} trial(s) did not finish; see the report",
-                        summary.unfinished
-                    );
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        },
-        Cmd::Worker {
-            config,
-            logits,
-            teacher_id,
-            device,
-            threads,
-        } => match kd_runner::pool::worker_main(&config, &logits, &teacher_id, &device, threads) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: kd worker on {device}: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        },
-        Cmd::Doctor => {
-            let (text, ok) = kd_runner::doctor::report();
-            print!("{text}");
-            ExitCode::from(if ok { 0 } else { 2 })
+            ExitCode::from(done.code)
         }
-        Cmd::Report { out } => {
-            let name = out
-                .file_name()
-                .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-            match kd_report::regenerate(&out, &name) {
-                Ok(p) => {
-                    println!("{}", p.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Cmd::Download { dataset, dir } => {
-            let Some(name) = kd_data::DatasetName::parse(&dataset) else {
-                eprintln!(
-                    "error: unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist)"
-                );
-                return ExitCode::from(2);
-            };
-            let Some(remote) = kd_data::download::Remote::for_dataset(name) else {
-                eprintln!(
-                    "error: `{dataset}` cannot be downloaded; point dataset.dir at your files"
-                );
-                return ExitCode::from(2);
-            };
-            let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
-            match kd_data::download::download(&remote, &dir) {
-                Ok(files) => {
-                    for f in files {
-                        println!("{}", f.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Err(e) => {
+            let who = if worker { "kd worker: " } else { "" };
+            eprintln!("error: {who}{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

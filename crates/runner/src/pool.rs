@@ -1,67 +1,64 @@
-//! The device pool: trials trained at once in worker processes, one per slot, each on its own
-//! device with its own libtorch (and so its own global seed: `tch::manual_seed` is per process,
-//! which is why the workers are processes, not threads).
+//! The device pool: student trials trained at once in worker processes, one per slot of the
+//! plan, each on its own device with its own libtorch (and so its own global seed:
+//! `tch::manual_seed` is per process, which is why the workers are processes, not threads).
 //!
-//! Protocol, one line per message: the parent writes `INDEX TRIAL_ID` to a worker's stdin for
-//! each trial it hands out and closes stdin when there are no more; the worker answers on stdout
-//! with JSON [`Message`]s (an `Epoch` per epoch, then `Done`). A worker that exits early loses
-//! only its trial in flight, which is recorded as failed; results so far are already on disk.
+//! Protocol, one JSON line per message. The parent writes a [`Setup`] first (the planned data,
+//! the teacher's logits and the worker's slot), then one [`PlannedTrial`] per trial it hands out,
+//! and closes stdin when there are no more. The worker answers on stdout with [`Message`]s (an
+//! `Epoch` per epoch, then `Done`). A trial goes only to a worker of its planned execution
+//! class. A worker that exits early loses only its trial in flight, recorded as failed; results
+//! so far are already on disk.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 
+use kd_report::EpochRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Resolved;
-use crate::run::{select_device, student_trial_id, RunError, TrialContext};
-use crate::train::{EpochLog, Outcome};
+use crate::data::{self, DataPlan};
+use crate::env::{self, Slot};
+use crate::error::RunError;
+use crate::plan::{Plan, PlannedTrial};
+use crate::train::Outcome;
+use crate::trial::TrialContext;
 
-/// One worker: the device it trains on and its libtorch threads.
-#[derive(Debug, Clone)]
-pub struct WorkerSpec {
-    pub device: String,
-    pub threads: usize,
-}
-
-/// What a worker needs besides its spec: the resolved config written in OUT, the cached teacher
-/// logits and the teacher's id (trial ids depend on it).
-#[derive(Debug)]
-pub struct Launch<'a> {
-    pub config: &'a Path,
-    pub logits: &'a Path,
-    pub teacher_id: &'a str,
+/// What a worker needs before its first trial.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    pub data: DataPlan,
+    pub logits: PathBuf,
+    /// The name the logits carry: the teacher's id and the digest of its weights.
+    pub logits_name: String,
+    pub slot: Slot,
 }
 
 /// What a worker writes on stdout.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
-    Epoch {
-        index: usize,
-        log: EpochLog,
-    },
-    Done {
-        index: usize,
-        result: Result<Outcome, String>,
-    },
+    Epoch { index: usize, log: EpochRecord },
+    Done { index: usize, outcome: Outcome },
 }
 
 /// What the parent's handler sees.
 #[derive(Debug)]
 pub enum Event {
+    /// Worker `slot` (0, 1, ... in start order) took trial `index`.
     Started {
         slot: usize,
         index: usize,
     },
     Epoch {
         slot: usize,
-        log: EpochLog,
+        log: EpochRecord,
     },
+    /// Trial `index` ended on worker `slot`, which runs as `on`.
     Done {
         slot: usize,
         index: usize,
-        result: Result<Outcome, String>,
+        outcome: Outcome,
+        on: Slot,
     },
 }
 
@@ -82,39 +79,61 @@ fn worker_exe() -> Result<PathBuf, RunError> {
     }
 }
 
-struct Slot {
+struct Worker {
+    slot: Slot,
     child: Child,
     stdin: Option<ChildStdin>,
     busy: Option<usize>,
+    class: usize,
 }
 
-/// Hand out `jobs` (`(plan index, trial id)`) to one worker per spec until all are done, calling
-/// `handle` for each event in the parent's thread. Returns when every job has a `Done` (failed
-/// ones included); an error from `handle` stops the pool.
+fn send_line(stdin: &mut Option<ChildStdin>, value: &impl Serialize) -> bool {
+    let line = serde_json::to_string(value).expect("messages serialise");
+    stdin
+        .as_mut()
+        .is_some_and(|s| writeln!(s, "{line}").and_then(|_| s.flush()).is_ok())
+}
+
+/// Train the `pending` trials of `plan` (plan indices) on one worker per slot, calling `handle`
+/// for each event in the parent's thread. Returns when every handed-out trial has a `Done`
+/// (failed ones included); an error from `handle` stops the pool.
 pub fn run(
-    launch: &Launch,
-    specs: &[WorkerSpec],
-    jobs: &[(usize, String)],
+    plan: &Plan,
+    setup: impl Fn(&Slot) -> Setup,
+    pending: &[usize],
     mut handle: impl FnMut(Event) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
     let exe = worker_exe()?;
     let (tx, rx) = mpsc::channel::<(usize, Option<Message>)>();
-    let mut slots = Vec::new();
-    for (slot, spec) in specs.iter().enumerate() {
+    // A slot starts when its class has a pending trial it would not otherwise get.
+    let mut wanted: Vec<usize> = vec![0; plan.classes.len()];
+    for &t in pending {
+        wanted[plan.trials[t].class] += 1;
+    }
+    let mut used: Vec<&Slot> = Vec::new();
+    for slot in &plan.slots {
+        let class = plan
+            .classes
+            .iter()
+            .position(|c| *c == slot.class)
+            .unwrap_or(0);
+        if wanted[class] > 0 {
+            wanted[class] -= 1;
+            used.push(slot);
+        }
+    }
+    let mut workers = Vec::new();
+    for (i, slot) in used.into_iter().enumerate() {
         let mut child = Command::new(&exe)
             .arg("worker")
-            .arg("--config")
-            .arg(launch.config)
-            .arg("--logits")
-            .arg(launch.logits)
-            .args(["--teacher-id", launch.teacher_id])
-            .args(["--device", &spec.device])
-            .args(["--threads", &spec.threads.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| RunError::Worker(format!("cannot start {}: {e}", exe.display())))?;
+            .map_err(|source| RunError::WorkerSpawn {
+                exe: exe.clone(),
+                source,
+            })?;
         let stdout = child.stdout.take().expect("piped");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -122,122 +141,145 @@ pub fn run(
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Message>(&line) {
                     Ok(m) => {
-                        if tx.send((slot, Some(m))).is_err() {
+                        if tx.send((i, Some(m))).is_err() {
                             return;
                         }
                     }
                     // Anything else on stdout is passed on, not lost.
-                    Err(_) => eprintln!("worker {slot}: {line}"),
+                    Err(_) => eprintln!("worker {i}: {line}"),
                 }
             }
-            let _ = tx.send((slot, None));
+            let _ = tx.send((i, None));
         });
-        slots.push(Slot {
-            stdin: child.stdin.take(),
+        let mut stdin = child.stdin.take();
+        send_line(&mut stdin, &setup(slot));
+        let class = plan
+            .classes
+            .iter()
+            .position(|c| *c == slot.class)
+            .unwrap_or(0);
+        workers.push(Worker {
+            slot: slot.clone(),
             child,
+            stdin,
             busy: None,
+            class,
         });
     }
     drop(tx);
-    let mut queue = jobs.iter();
-    for (i, slot) in slots.iter_mut().enumerate() {
-        give(slot, i, &mut queue, &mut handle)?;
+    let mut queue: Vec<usize> = pending.to_vec();
+    for i in 0..workers.len() {
+        give(plan, &mut workers, i, &mut queue, &mut handle)?;
     }
-    let mut live = slots.len();
+    let mut live = workers.len();
     while live > 0 {
         let Ok((i, msg)) = rx.recv() else { break };
         match msg {
             Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
-            Some(Message::Done { index, result }) => {
-                slots[i].busy = None;
+            Some(Message::Done { index, outcome }) => {
+                workers[i].busy = None;
                 handle(Event::Done {
                     slot: i,
                     index,
-                    result,
+                    outcome,
+                    on: workers[i].slot.clone(),
                 })?;
-                give(&mut slots[i], i, &mut queue, &mut handle)?;
+                give(plan, &mut workers, i, &mut queue, &mut handle)?;
             }
             None => {
                 live -= 1;
-                slots[i].stdin = None;
-                let status = slots[i].child.wait().ok();
-                if let Some(index) = slots[i].busy.take() {
+                workers[i].stdin = None;
+                let status = workers[i].child.wait().ok();
+                if let Some(index) = workers[i].busy.take() {
                     handle(Event::Done {
                         slot: i,
                         index,
-                        result: Err(format!(
+                        outcome: Outcome::failed(format!(
                             "worker {i} on {} exited ({}) during this trial",
-                            specs[i].device,
+                            workers[i].slot.device,
                             status.map_or("unknown status".into(), |s| s.to_string())
                         )),
+                        on: workers[i].slot.clone(),
                     })?;
                 }
             }
         }
     }
-    // Jobs never handed out because every worker had exited.
-    let rest: Vec<&(usize, String)> = queue.collect();
-    if !rest.is_empty() {
+    // Trials never handed out because every worker of their class had exited.
+    if !queue.is_empty() {
         return Err(RunError::Worker(format!(
             "every worker exited with {} trial(s) left; the finished ones are saved, run the \
              sweep again to resume",
-            rest.len()
+            queue.len()
         )));
     }
     Ok(())
 }
 
-/// Send worker `slot` the next job, or close its stdin when there is none (it then exits).
-fn give<'a>(
-    worker: &mut Slot,
-    slot: usize,
-    queue: &mut impl Iterator<Item = &'a (usize, String)>,
+/// Send worker `i` the next trial of its class, or close its stdin when there is none (it then
+/// exits).
+fn give(
+    plan: &Plan,
+    workers: &mut [Worker],
+    i: usize,
+    queue: &mut Vec<usize>,
     handle: &mut impl FnMut(Event) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
-    let Some((index, id)) = queue.next() else {
-        worker.stdin = None;
+    let w = &mut workers[i];
+    let Some(pos) = queue.iter().position(|&t| plan.trials[t].class == w.class) else {
+        w.stdin = None;
         return Ok(());
     };
-    let sent = worker
-        .stdin
-        .as_mut()
-        .map(|s| writeln!(s, "{index} {id}").and_then(|_| s.flush()));
-    if matches!(sent, Some(Ok(()))) {
-        worker.busy = Some(*index);
-        handle(Event::Started {
-            slot,
-            index: *index,
-        })
+    let index = queue.remove(pos);
+    if send_line(&mut w.stdin, &plan.trials[index]) {
+        w.busy = Some(index);
+        handle(Event::Started { slot: i, index })
     } else {
         handle(Event::Done {
-            slot,
-            index: *index,
-            result: Err(format!(
-                "worker {slot} could not take it (see the messages above)"
+            slot: i,
+            index,
+            outcome: Outcome::failed(format!(
+                "worker {i} could not take it (see the messages above)"
             )),
+            on: w.slot.clone(),
         })
     }
 }
 
-/// `kd worker`: train the trials the parent hands out on stdin, one at a time.
-pub fn worker_main(
-    config: &Path,
-    logits: &Path,
-    teacher_id: &str,
-    device: &str,
-    threads: usize,
-) -> Result<(), RunError> {
-    let text = std::fs::read_to_string(config).map_err(|source| RunError::Io {
-        file: config.to_path_buf(),
-        source,
-    })?;
-    let cfg: Resolved = serde_yaml::from_str(&text).map_err(|e| {
-        RunError::Worker(format!("{}: not a resolved config: {e}", config.display()))
-    })?;
-    tch::set_num_threads(threads as i32);
-    let device = select_device(device)?;
-    let ctx = TrialContext::load(&cfg, device, logits)?;
-    let plan = cfg.student_trials();
+/// `kd worker`: read the [`Setup`], then train the planned trials the parent hands out on stdin,
+/// one at a time.
+pub fn worker_main() -> Result<(), RunError> {
+    let mut lines = std::io::stdin().lock().lines();
+    let mut next = || -> Result<Option<String>, RunError> {
+        lines
+            .next()
+            .transpose()
+            .map_err(|e| RunError::Worker(format!("reading stdin: {e}")))
+    };
+    let Some(first) = next()? else { return Ok(()) };
+    let setup: Setup = serde_json::from_str(&first)
+        .map_err(|e| RunError::Worker(format!("bad setup line: {e}")))?;
+    tch::set_num_threads(setup.slot.threads as i32);
+    let device = env::select_device(&setup.slot.device)?;
+    let here = env::class_of(device, setup.slot.threads);
+    if here != setup.slot.class {
+        return Err(RunError::Worker(format!(
+            "this worker runs as {} but the plan wants {}",
+            here.describe(),
+            setup.slot.class.describe()
+        )));
+    }
+    let data = data::load_planned(&setup.data)?;
+    let logits =
+        crate::teacher::read_logits(&setup.logits, &setup.logits_name, data.plan.train as i64)
+            .ok_or_else(|| {
+                RunError::Worker(format!(
+                    "{}: not the logits of {} (the cache changed under the sweep; run it again)",
+                    setup.logits.display(),
+                    setup.logits_name
+                ))
+            })?;
+    let ctx = TrialContext::new(&data, &logits, device);
     let stdout = std::io::stdout();
     let send = |m: &Message| {
         let mut out = stdout.lock();
@@ -247,25 +289,17 @@ pub fn worker_main(
             std::process::exit(1);
         }
     };
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| RunError::Worker(format!("reading stdin: {e}")))?;
-        let (index, id) = line
-            .split_once(' ')
-            .and_then(|(i, id)| Some((i.parse::<usize>().ok()?, id)))
-            .ok_or_else(|| RunError::Worker(format!("bad job line `{line}`")))?;
-        let result = match plan.get(index) {
-            Some(t) if student_trial_id(&cfg, t, teacher_id) == id => ctx.run_trial(t, |log| {
-                send(&Message::Epoch {
-                    index,
-                    log: log.clone(),
-                })
-            }),
-            _ => Err(format!(
-                "trial {index} of {} is not {id}: the worker and the sweep disagree on the plan",
-                config.display()
-            )),
-        };
-        send(&Message::Done { index, result });
+    while let Some(line) = next()? {
+        let trial: PlannedTrial = serde_json::from_str(&line)
+            .map_err(|e| RunError::Worker(format!("bad trial line: {e}")))?;
+        let index = trial.index;
+        let outcome = ctx.run(&trial, |log| {
+            send(&Message::Epoch {
+                index,
+                log: log.clone(),
+            })
+        });
+        send(&Message::Done { index, outcome });
     }
     Ok(())
 }

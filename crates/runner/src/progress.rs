@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::train::EpochLog;
+use kd_report::{EpochRecord, Kind, TrialRecord};
 
 #[derive(Debug)]
 pub struct Progress {
@@ -63,14 +63,16 @@ impl Progress {
         }
     }
 
-    pub fn epoch(&mut self, slot: usize, log: &EpochLog) {
+    pub fn epoch(&mut self, slot: usize, log: &EpochRecord) {
         if let Some(bar) = self.slot(slot) {
             bar.set_position(log.epoch as u64);
+            let val = log
+                .val_acc
+                .map_or(String::new(), |v| format!(" val {:.2}%", 100.0 * v));
             bar.set_message(format!(
-                "loss {:.4} train {:.2}% val {:.2}%",
+                "loss {:.4} train {:.2}%{val}",
                 log.train_loss,
                 100.0 * log.train_acc,
-                100.0 * log.val_acc
             ));
         }
     }
@@ -107,4 +109,30 @@ impl Progress {
             sweep.finish_and_clear();
         }
     }
+}
+
+/// The one line printed per finished trial.
+pub fn trial_line(r: &TrialRecord) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let kd = match (r.temperature, r.alpha) {
+        (Some(t), Some(a)) if r.kind == Kind::Kd => format!(" T={t} alpha={a}"),
+        _ => String::new(),
+    };
+    let why = r
+        .message
+        .as_deref()
+        .map_or(String::new(), |m| format!(" ({m})"));
+    format!(
+        "[{}] {} {} {}{} seed={} status={}{why} test={} val={} ({:.1}s)",
+        r.trial_id,
+        r.kind,
+        r.arch,
+        r.hidden,
+        kd,
+        r.seed,
+        r.status,
+        pct(r.test_acc),
+        pct(r.val_acc),
+        r.wall_s
+    )
 }

@@ -6,10 +6,12 @@ use std::time::Instant;
 use kd_data::SplitMix64;
 use kd_loss::KdWeights;
 use kd_model_zoo::Net;
+use kd_report::{EpochRecord, Status};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::env::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -46,48 +48,54 @@ pub struct TrainData<'a> {
     pub soft_targets: Option<&'a Tensor>,
 }
 
+/// How a trial ended, with everything measured. Serialised between a worker and the sweep.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochLog {
-    pub epoch: u32,
-    pub train_loss: f64,
-    pub soft_loss: Option<f64>,
-    pub hard_loss: f64,
-    pub train_acc: f64,
-    pub val_acc: f64,
-    pub test_acc: f64,
-    pub lr: f64,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Status {
-    Ok,
-    /// The loss became NaN or infinite; training stopped at that epoch.
-    Diverged,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Diverged => "diverged",
-        }
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub status: Status,
-    pub epochs: Vec<EpochLog>,
+    pub epochs: Vec<EpochRecord>,
     /// Evaluation-mode accuracy on the training split after the last epoch.
     pub train_acc: Option<f64>,
     pub val_acc: Option<f64>,
     pub test_acc: Option<f64>,
     pub test_errors: Option<u64>,
-    /// 1-based epoch with the highest validation accuracy.
+    /// 1-based epoch with the highest validation accuracy (none without a validation split).
     pub best_epoch: Option<u32>,
     pub wall_s: f64,
+    /// Why it diverged or failed.
+    pub message: Option<String>,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
 }
+
+impl Outcome {
+    /// An outcome with `status` and nothing measured yet.
+    fn empty(status: Status) -> Outcome {
+        Outcome {
+            status,
+            epochs: vec![],
+            train_acc: None,
+            val_acc: None,
+            test_acc: None,
+            test_errors: None,
+            best_epoch: None,
+            wall_s: 0.0,
+            message: None,
+            finished_at: now_rfc3339(),
+        }
+    }
+
+    /// A trial that could not run to its end.
+    pub fn failed(message: impl Into<String>) -> Outcome {
+        Outcome {
+            message: Some(message.into()),
+            ..Outcome::empty(Status::Failed)
+        }
+    }
+}
+
+/// NaN or infinity where a number should be: the trial diverged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite(pub String);
 
 /// Learning rate at `step` of `total` steps.
 pub fn lr_at(cfg: &TrainCfg, step: usize, total: usize) -> f64 {
@@ -124,12 +132,26 @@ pub fn predict(net: &Net, x: &Tensor, chunk: i64) -> Tensor {
     })
 }
 
-/// (accuracy, errors) of `net` at T = 1 on a split.
-pub fn evaluate(net: &Net, split: &SplitTensors) -> (f64, u64) {
+/// (accuracy, errors) of `net` at T = 1 on a split: none for an empty split, an error when an
+/// output is NaN or infinite.
+pub fn evaluate(net: &Net, split: &SplitTensors) -> Result<Option<(f64, u64)>, NonFinite> {
     if split.is_empty() {
-        return (f64::NAN, 0);
+        return Ok(None);
     }
-    accuracy(&predict(net, &split.x, 1000), &split.y)
+    let logits = predict(net, &split.x, 1000);
+    if !all_finite(&logits) {
+        return Err(NonFinite("an output became NaN or infinite".into()));
+    }
+    Ok(Some(accuracy(&logits, &split.y)))
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.isfinite().all().int64_value(&[]) != 0
+}
+
+/// Whether every trainable weight of `vs` is finite.
+pub fn weights_finite(vs: &nn::VarStore) -> bool {
+    tch::no_grad(|| vs.trainable_variables().iter().all(all_finite))
 }
 
 /// (accuracy, errors) of `logits` (`[n, classes]`, on any device) against the labels `y`.
@@ -168,7 +190,9 @@ fn build_optimizer(vs: &nn::VarStore, cfg: &TrainCfg) -> Result<nn::Optimizer, T
 
 /// Train `net` (whose variables live in `vs`) for `cfg.epochs` epochs. With soft targets the
 /// objective is `kd_loss::distillation_loss` with `weights`; without, plain cross-entropy.
-/// `on_epoch` sees each epoch's log as soon as it is measured.
+/// `on_epoch` sees each epoch's record (under `trial_id`) as soon as it is measured. A NaN or
+/// infinite loss, weight or output at the end of an epoch stops the trial as `Diverged`.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     net: &Net,
     vs: &nn::VarStore,
@@ -176,7 +200,8 @@ pub fn train(
     weights: &KdWeights,
     seed: u64,
     data: &TrainData,
-    mut on_epoch: impl FnMut(&EpochLog),
+    trial_id: &str,
+    mut on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<Outcome, TrainError> {
     let start = Instant::now();
     let mut opt = build_optimizer(vs, cfg)?;
@@ -187,7 +212,7 @@ pub fn train(
     let device = data.train.x.device();
     let mut step = 0usize;
     let mut logs = Vec::with_capacity(cfg.epochs);
-    let mut status = Status::Ok;
+    let mut diverged: Option<String> = None;
     for epoch in 1..=cfg.epochs as u32 {
         let t0 = Instant::now();
         let order = Tensor::from_slice(&epoch_order(seed, epoch, n)).to_device(device);
@@ -230,15 +255,21 @@ pub fn train(
         let train_loss = sum_total.double_value(&[]) / nf;
         let hard_loss = sum_hard.double_value(&[]) / nf;
         let soft_loss = data.soft_targets.map(|_| sum_soft.double_value(&[]) / nf);
+        let (mut val_acc, mut test_acc) = (None, None);
         if !train_loss.is_finite() {
-            status = Status::Diverged;
-        }
-        let (val_acc, test_acc) = if status == Status::Ok {
-            (evaluate(net, data.val).0, evaluate(net, data.test).0)
+            diverged = Some(format!("the loss became NaN or infinite in epoch {epoch}"));
+        } else if !weights_finite(vs) {
+            diverged = Some(format!("a weight became NaN or infinite in epoch {epoch}"));
         } else {
-            (f64::NAN, f64::NAN)
-        };
-        let log = EpochLog {
+            match (evaluate(net, data.val), evaluate(net, data.test)) {
+                (Ok(v), Ok(t)) => (val_acc, test_acc) = (v.map(|v| v.0), t.map(|t| t.0)),
+                (Err(NonFinite(m)), _) | (_, Err(NonFinite(m))) => {
+                    diverged = Some(format!("{m} in epoch {epoch}"));
+                }
+            }
+        }
+        let log = EpochRecord {
+            trial_id: trial_id.to_string(),
             epoch,
             train_loss,
             soft_loss,
@@ -251,33 +282,39 @@ pub fn train(
         };
         on_epoch(&log);
         logs.push(log);
-        if status == Status::Diverged {
+        if diverged.is_some() {
             break;
         }
     }
     let mut out = Outcome {
-        status,
-        train_acc: None,
-        val_acc: None,
-        test_acc: None,
-        test_errors: None,
-        best_epoch: None,
-        wall_s: 0.0,
         epochs: logs,
+        ..Outcome::empty(Status::Ok)
     };
-    if status == Status::Ok {
-        out.train_acc = Some(evaluate(net, data.train).0);
-        let (test_acc, test_errors) = evaluate(net, data.test);
-        out.test_acc = Some(test_acc);
-        out.test_errors = Some(test_errors);
-        out.val_acc = out.epochs.last().map(|l| l.val_acc);
-        out.best_epoch = out
-            .epochs
-            .iter()
-            .max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.epoch.cmp(&a.epoch)))
-            .map(|l| l.epoch);
+    let last = if diverged.is_none() {
+        evaluate(net, data.train).and_then(|tr| Ok((tr, evaluate(net, data.test)?)))
+    } else {
+        Err(NonFinite(String::new()))
+    };
+    match (diverged, last) {
+        (None, Ok((train, test))) => {
+            out.train_acc = train.map(|t| t.0);
+            out.test_acc = test.map(|t| t.0);
+            out.test_errors = test.map(|t| t.1);
+            out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
+            out.best_epoch = out
+                .epochs
+                .iter()
+                .filter_map(|l| Some((l.val_acc?, l.epoch)))
+                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+                .map(|(_, e)| e);
+        }
+        (why, last) => {
+            out.status = Status::Diverged;
+            out.message = why.or(last.err().map(|NonFinite(m)| format!("{m} after training")));
+        }
     }
     out.wall_s = start.elapsed().as_secs_f64();
+    out.finished_at = now_rfc3339();
     Ok(out)
 }
 
@@ -305,6 +342,17 @@ mod tests {
         assert!((lr_at(&c, 50, 100) - 0.05).abs() < 1e-12);
         assert!(lr_at(&c, 100, 100).abs() < 1e-12);
         assert_eq!(lr_at(&cfg(Schedule::Constant), 77, 100), 0.1);
+    }
+
+    #[test]
+    fn nan_weights_are_not_finite() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        assert!(weights_finite(&vs));
+        tch::no_grad(|| {
+            let _ = w.narrow(0, 1, 1).fill_(f64::NAN);
+        });
+        assert!(!weights_finite(&vs));
     }
 
     #[test]

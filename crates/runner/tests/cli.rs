@@ -213,21 +213,25 @@ fn report_regenerates_from_parquet() {
     assert!(stdout.contains("report.md"), "{stdout}");
 }
 
-/// The CSV's rows as (trial_id, test_acc, val_acc, train_acc), in file order.
+/// The trials of OUT (from its Parquet file), in file order.
+fn records(out: &Path) -> Vec<kd_report::TrialRecord> {
+    kd_report::read_frames(out)
+        .map(|(rows, _)| rows)
+        .unwrap_or_default()
+}
+
+/// The rows as (trial_id, test_acc, val_acc, train_acc), in file order; a missing accuracy is
+/// an empty string.
 fn accuracies(out: &Path) -> Vec<(String, String, String, String)> {
-    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (test, val, train) = (col("test_acc"), col("val_acc"), col("train_acc"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
+    let text = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    records(out)
+        .into_iter()
+        .map(|r| {
             (
-                f[0].to_string(),
-                f[test].to_string(),
-                f[val].to_string(),
-                f[train].to_string(),
+                r.trial_id,
+                text(r.test_acc),
+                text(r.val_acc),
+                text(r.train_acc),
             )
         })
         .collect()
@@ -284,19 +288,11 @@ fn transfer_fraction_trains_students_on_a_share_and_keeps_the_teacher() {
     }
 }
 
-/// Trials of the CSV as (trial_id, finished_at).
+/// Trials of OUT as (trial_id, finished_at).
 fn finished(out: &Path) -> Vec<(String, String)> {
-    let Ok(csv) = std::fs::read_to_string(out.join("trials.csv")) else {
-        return vec![];
-    };
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let at = header.iter().position(|h| *h == "finished_at").unwrap_or(0);
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0].to_string(), f[at].to_string())
-        })
+    records(out)
+        .into_iter()
+        .map(|r| (r.trial_id, r.finished_at))
         .collect()
 }
 
@@ -451,9 +447,288 @@ fn a_finished_sweep_reruns_without_training_or_loading_its_teacher() {
         "{err}"
     );
     assert!(
-        !dir.path().join("cache").exists(),
+        !dir.path().join("cache").join("teachers").exists(),
         "nothing was trained or cached"
     );
     assert_eq!(accuracies(&out), before);
     assert!(out.join("report.md").is_file());
+}
+
+/// The (trial_id, baseline_id) pairs of the KD rows.
+fn pairs(out: &Path) -> Vec<(String, String)> {
+    records(out)
+        .into_iter()
+        .filter(|r| r.kind == kd_report::Kind::Kd)
+        .map(|r| (r.trial_id, r.baseline_id.unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn another_thread_count_re_runs_every_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(dir.path(), &tiny(""), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let one = accuracies(&out);
+    let (o, _) = sweep(dir.path(), &tiny(""), &["--set", "threads=2"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("done before"), "nothing is reused: {err}");
+    let two = accuracies(&out);
+    assert_eq!(two.len(), 3);
+    for (a, b) in one.iter().zip(&two) {
+        assert_ne!(a.0, b.0, "the thread count is part of every id");
+    }
+    assert!(records(&out)
+        .iter()
+        .all(|r| r.device == "cpu" && r.threads == 2));
+    let yaml = std::fs::read_to_string(out.join("config.resolved.yaml")).unwrap();
+    assert!(
+        yaml.contains("execution:") && yaml.contains("threads: 2"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("fingerprint:"), "{yaml}");
+}
+
+#[test]
+fn rewritten_data_re_runs_the_baselines_too() {
+    let data = tempfile::tempdir().unwrap();
+    kd_data::idx::testing::write_idx_set(data.path(), 8, 8, 300, 50, true);
+    let cfg = tiny("grid: {temperature: [2, 4]}\n").replace(
+        "dataset: {val_size: 500, train_limit: 1000}",
+        &format!(
+            "dataset: {{name: idx, dir: {}, val_size: 50}}",
+            data.path().display()
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(dir.path(), &cfg, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = accuracies(&out);
+    // The same folder, rewritten in place with other images.
+    kd_data::idx::testing::write_idx_set(data.path(), 8, 8, 301, 50, true);
+    let (o, _) = sweep(dir.path(), &cfg, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("done before"), "{err}");
+    let after = accuracies(&out);
+    assert_eq!(after.len(), 4);
+    for (a, b) in before.iter().zip(&after) {
+        assert_ne!(a.0, b.0, "teacher, baseline and KD trials all re-run");
+    }
+}
+
+#[test]
+fn logits_of_another_teacher_are_never_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache").join("teachers");
+    let (o, out) = sweep(dir.path(), &tiny(""), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = accuracies(&out);
+    let mine = cache.join(format!(
+        "{}.logits.pt",
+        first[0].0.trim_start_matches("teacher-")
+    ));
+    // A second teacher (another seed) writes its own logits; put them where the first
+    // teacher's belong, as a stale cache would.
+    let seeded = tiny("").replace("teacher: {model", "teacher: {seed: 1, model");
+    let (o, _) = sweep(dir.path(), &seeded, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let other = accuracies(&out);
+    let theirs = cache.join(format!(
+        "{}.logits.pt",
+        other[0].0.trim_start_matches("teacher-")
+    ));
+    assert_ne!(mine, theirs);
+    std::fs::copy(&theirs, &mine).unwrap();
+    let (o, _) = sweep(dir.path(), &tiny(""), &["--fresh"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        accuracies(&out),
+        first,
+        "the KD student learned from its own teacher"
+    );
+    let named = tch::Tensor::load_multi(&mine).unwrap();
+    assert!(named[0].0.starts_with(&first[0].0), "{}", named[0].0);
+}
+
+#[test]
+fn baselines_added_later_are_paired_with_the_kd_rows_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        &tiny("grid: {temperature: [2, 4]}\n"),
+        &["--set", "baseline=false"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(pairs(&out).iter().all(|(_, b)| b.is_empty()));
+    let (o, _) = sweep(dir.path(), &tiny("grid: {temperature: [2, 4]}\n"), &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("2 trial(s) were finished before and kept"),
+        "{err}"
+    );
+    let p = pairs(&out);
+    assert_eq!(p.len(), 2);
+    assert!(p.iter().all(|(_, b)| b.starts_with("baseline-")), "{p:?}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        !report.contains("No KD trial has a finished baseline"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| mlp 32, T=2, alpha=0.9, beta=0.1, ce | 1 |"),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_dry_run_prints_the_ids_the_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4]}\n");
+    let (o, _) = sweep(dir.path(), &cfg, &["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut planned: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .filter(|w| {
+            ["teacher-", "baseline-", "kd-"]
+                .iter()
+                .any(|p| w.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    let (o, out) = sweep(dir.path(), &cfg, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut written: Vec<String> = accuracies(&out).into_iter().map(|r| r.0).collect();
+    assert_eq!(written.len(), 7);
+    planned.sort();
+    written.sort();
+    assert_eq!(planned, written, "{text}");
+}
+
+#[test]
+fn no_validation_split_is_said_and_nothing_is_chosen_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        &tiny("grid: {temperature: [2, 4]}\n").replace("val_size: 500", "val_size: 0"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("There is no validation split"), "{report}");
+    assert!(!report.contains("## Best cell"), "{report}");
+    assert!(!report.contains("NaN"), "{report}");
+    assert!(
+        accuracies(&out).iter().all(|r| r.2.is_empty()),
+        "no val_acc"
+    );
+}
+
+#[test]
+fn nan_weights_after_the_last_step_are_divergence() {
+    // One step with an enormous weight decay: the loss of that step is finite (it is computed
+    // before the update), the weights after it are not (lr * wd * w overflows float32).
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        &tiny("baseline: false\n").replace(
+            "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.002}}",
+            "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, batch_size: 1000, optimizer: sgd, lr: 1.0e+10, momentum: 0.0, weight_decay: 1.0e+35, schedule: constant}}",
+        ),
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let rows = records(&out);
+    assert_eq!(rows[1].status, kd_report::Status::Diverged, "{err}");
+    assert_eq!(
+        rows[1].message.as_deref(),
+        Some("a weight became NaN or infinite in epoch 1")
+    );
+    let (_, epochs) = kd_report::read_frames(&out).unwrap();
+    let loss = epochs[1].train_loss;
+    assert!(loss.is_finite(), "the loss itself was finite: {loss}");
+    // A learning rate libtorch's float32 cannot hold is refused up front, not a panic.
+    let (o, _) = sweep(
+        dir.path(),
+        &tiny(""),
+        &["--set", "student.train.lr=1.0e+300"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("student.train.lr: must be at most"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_folder_written_by_an_older_kd_sweep_says_how_to_regenerate_it() {
+    // trials.parquet and epochs.parquet of results/cnn_teacher as kd-sweep wrote them before
+    // the typed records (commit d805111).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1_results");
+    for f in ["trials.parquet", "epochs.parquet"] {
+        std::fs::copy(fixtures.join(f), out.join(f)).unwrap();
+    }
+    let o = kd(&["report", out.to_str().unwrap()], dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("trials.parquet: column `model` is missing"),
+        "{err}"
+    );
+    assert!(err.contains("kd sweep CONFIG --out DIR"), "{err}");
+    // A sweep into it says its rows cannot be reused, and trains.
+    let (o, _) = sweep(dir.path(), &tiny(""), &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("none of its trials are reused"), "{err}");
+    assert_eq!(records(&out).len(), 3);
+}
+
+#[test]
+fn two_sweeps_sharing_a_cache_do_not_clobber_each_others_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write(dir.path(), "c.yaml", &tiny("grid: {temperature: [2, 4]}\n"));
+    let start = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args(["sweep", cfg.to_str().unwrap(), "--out"])
+            .arg(dir.path().join(name))
+            .env("KD_CACHE_DIR", &cache)
+            .env("CI", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Both train the same teacher at the same time and write the same cache files.
+    let (a, b) = (start("a"), start("b"));
+    for child in [a, b] {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert_eq!(
+        accuracies(&dir.path().join("a")),
+        accuracies(&dir.path().join("b"))
+    );
+    let left: Vec<_> = std::fs::read_dir(cache.join("teachers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A third sweep reuses the cached teacher and its logits.
+    let (o, _) = sweep(dir.path(), &tiny("grid: {temperature: [2, 4]}\n"), &[]);
+    assert!(
+        stderr(&o).contains("teacher: reused cached"),
+        "{}",
+        stderr(&o)
+    );
 }

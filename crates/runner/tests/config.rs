@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use kd_loss::SoftLoss;
+use kd_model_zoo::Init;
 use kd_model_zoo::{CnnSpec, MlpSpec, ModelSpec};
-use kd_runner::config::{self, Optimizer, Resolved, Schedule, TrialKind};
+use kd_runner::config::{self, value_text, Optimizer, Resolved, Schedule};
 
 fn resolve(yaml: &str) -> Result<Resolved, String> {
     config::parse(yaml, Path::new("test.yaml"))
@@ -54,7 +55,8 @@ fn the_documented_schema_equals_the_defaults() {
         ModelSpec::Mlp(MlpSpec {
             hidden: vec![1200, 1200],
             dropout: 0.5,
-            input_dropout: 0.2
+            input_dropout: 0.2,
+            init: Init::Torch,
         })
     );
     assert_eq!(full.student.train.epochs, 15);
@@ -89,7 +91,8 @@ fn cnn_keys_and_defaults() {
             channels: vec![16, 32],
             kernel: 3,
             fc: vec![256],
-            dropout: 0.5
+            dropout: 0.5,
+            init: Init::Torch,
         })
     );
     assert_eq!(r.teacher.train.lr, 1e-3, "adam's default lr");
@@ -102,25 +105,6 @@ fn explicit_beta_and_kl_and_device_list() {
     assert_eq!(r.kd.soft_loss, SoftLoss::Kl);
     assert!(!r.kd.t2_scaling);
     assert_eq!(r.device, ["cuda:0", "cuda:1"]);
-}
-
-#[test]
-fn student_trials_pair_each_kd_run_with_a_baseline_of_its_seed() {
-    let r = resolve("name: x\nseeds: [3, 5]").unwrap();
-    let t = r.student_trials();
-    let kinds: Vec<(TrialKind, u64)> = t.iter().map(|t| (t.kind, t.seed)).collect();
-    assert_eq!(
-        kinds,
-        [
-            (TrialKind::Baseline, 3),
-            (TrialKind::Kd, 3),
-            (TrialKind::Baseline, 5),
-            (TrialKind::Kd, 5)
-        ]
-    );
-    assert_eq!((t[0].weights.alpha, t[0].weights.beta), (0.0, 1.0));
-    let r = resolve("name: x\nbaseline: false").unwrap();
-    assert_eq!(r.student_trials().len(), 1);
 }
 
 #[test]
@@ -289,7 +273,13 @@ fn grid_expands_to_the_cartesian_product_times_seeds() {
     let swept: Vec<String> = r
         .cells
         .iter()
-        .map(|c| format!("{}/{}", c.swept[0].1, c.swept[1].1))
+        .map(|c| {
+            format!(
+                "{}/{}",
+                value_text(&c.swept[0].1),
+                value_text(&c.swept[1].1)
+            )
+        })
         .collect();
     assert_eq!(
         swept,
@@ -303,37 +293,6 @@ fn grid_expands_to_the_cartesian_product_times_seeds() {
         ]
     );
     assert_eq!(r.cells[3].kd.temperature, 2.0);
-    let trials = r.student_trials();
-    let kd = trials.iter().filter(|t| t.kind == TrialKind::Kd).count();
-    let base = trials
-        .iter()
-        .filter(|t| t.kind == TrialKind::Baseline)
-        .count();
-    assert_eq!((kd, base), (12, 4), "one baseline per (student, seed)");
-}
-
-#[test]
-fn baselines_are_shared_by_the_kd_cells_of_their_student_and_seed() {
-    let r = resolve(GRID).unwrap();
-    let trials = r.student_trials();
-    let ids: Vec<String> = trials
-        .iter()
-        .map(|t| kd_runner::run::student_trial_id(&r, t, "teacher-x"))
-        .collect();
-    let mut unique = ids.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "every trial has its own id");
-    // Changing a KD key changes the KD ids only.
-    let r2 = resolve(&GRID.replace("name: g", "name: g\nkd: {alpha: 0.5}")).unwrap();
-    let t2 = r2.student_trials();
-    for (a, b) in trials.iter().zip(&t2) {
-        let (ia, ib) = (
-            kd_runner::run::student_trial_id(&r, a, "teacher-x"),
-            kd_runner::run::student_trial_id(&r2, b, "teacher-x"),
-        );
-        assert_eq!(ia == ib, a.kind == TrialKind::Baseline, "{ia} vs {ib}");
-    }
 }
 
 #[test]
@@ -385,13 +344,26 @@ fn dotted_student_keys_can_be_swept() {
     assert_eq!(r.cells.len(), 4);
     assert_eq!(r.cells[2].student.train.lr, 0.01);
     assert_eq!(r.cells[3].kd.soft_loss, SoftLoss::Kl);
-    // Two students (two lrs), so two baselines.
-    let base = r
-        .student_trials()
-        .iter()
-        .filter(|t| t.kind == TrialKind::Baseline)
-        .count();
-    assert_eq!(base, 2);
+}
+
+#[test]
+fn init_defaults_to_pytorchs_and_can_be_kaiming() {
+    let r = resolve("name: x").unwrap();
+    assert_eq!(r.student.model.init(), Init::Torch);
+    assert_eq!(r.teacher.model.init(), Init::Torch);
+    let r = resolve(
+        "name: x\nstudent: {model: {init: kaiming}}\nteacher: {model: {arch: cnn, init: torch}}",
+    )
+    .unwrap();
+    assert_eq!(r.student.model.init(), Init::Kaiming);
+    assert!(r.to_yaml().contains("init: kaiming"), "{}", r.to_yaml());
+    let e = err("name: x\nstudent: {model: {init: xavier}}");
+    assert!(
+        e.starts_with("student.model.init: unknown initialisation `xavier`"),
+        "{e}"
+    );
+    let r = resolve("name: x\ngrid: {student.model.init: [torch, kaiming]}").unwrap();
+    assert_eq!(r.cells[1].student.model.init(), Init::Kaiming);
 }
 
 #[test]

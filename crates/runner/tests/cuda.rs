@@ -44,7 +44,7 @@ fn a_teacher_epoch_runs_on_cuda_and_learns() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains("device cuda:0"), "{err}");
+    assert!(err.contains("teacher on cuda:0"), "{err}");
     let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     println!("{err}\n{csv}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -75,4 +75,33 @@ fn two_workers_share_the_gpus_and_every_trial_finishes() {
     // teacher + 2 seeds x (baseline + 2 KD cells), all ok
     assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
     assert_eq!(csv.matches(",ok,").count(), 7, "{csv}");
+}
+
+#[test]
+fn a_mixed_device_list_keeps_every_pair_on_one_kind_of_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        "name: mixed\ndataset: {val_size: 1000, train_limit: 3000}\ndevice: [cuda:0, cpu]\n\
+         seeds: [0, 1, 2, 3]\n\
+         teacher: {model: {arch: mlp, hidden: [64]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         grid: {temperature: [2, 4]}\n",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let device_of = |id: &str| rows.iter().find(|r| r[0] == id).map(|r| r[col("device")]);
+    let mut kinds = std::collections::BTreeSet::new();
+    for r in rows.iter().filter(|r| r[col("kind")] == "kd") {
+        let own = r[col("device")];
+        let base = device_of(r[col("baseline_id")]).unwrap();
+        assert_eq!(own.starts_with("cuda"), base.starts_with("cuda"), "{csv}");
+        kinds.insert(own.starts_with("cuda"));
+    }
+    assert_eq!(kinds.len(), 2, "both devices trained some pairs: {csv}");
 }

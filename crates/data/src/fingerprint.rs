@@ -1,0 +1,169 @@
+//! What identifies a dataset's content: a SHA-256 over the four files actually read, so a trial
+//! id changes when a file is rewritten in place and stays when another folder holds the same
+//! bytes. Digests are cached by path, size and modification time (a JSON file the caller
+//! names), so a sweep and its workers hash each file once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{find_file, DataError, Result, FILE_STEMS};
+
+/// One cached file digest: valid while the file keeps its size and modification time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+type Cache = BTreeMap<PathBuf, Entry>;
+
+fn stat(path: &Path) -> Result<(u64, u128)> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    })?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((meta.len(), mtime))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn read_cache(file: &Path) -> Cache {
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Write the cache through a temporary file of this process's (and call's) own and a rename, so
+/// concurrent sweeps never see half a file (the last writer wins; every entry is still valid).
+fn write_cache(file: &Path, cache: &Cache) {
+    let Some(dir) = file.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("{}.{n}.tmp", std::process::id()));
+    let json = serde_json::to_vec_pretty(cache).expect("the cache serialises");
+    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// The fingerprint of the dataset in `dir`: SHA-256 over the name and digest of each of its four
+/// files (16 hex digits). `cache`, when given, is a JSON file of per-file digests keyed by
+/// canonical path, size and modification time; it is read, completed and rewritten.
+pub fn fingerprint(dir: &Path, cache: Option<&Path>) -> Result<String> {
+    let files: Vec<PathBuf> = FILE_STEMS
+        .iter()
+        .map(|stem| {
+            find_file(dir, stem).ok_or_else(|| DataError::Missing {
+                file: dir.join(format!("{stem}.gz")),
+                hint: "the dataset folder lost a file".into(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut known = cache.map(read_cache).unwrap_or_default();
+    let keys: Vec<PathBuf> = files
+        .iter()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let stats = keys.iter().map(|k| stat(k)).collect::<Result<Vec<_>>>()?;
+    let digests: Vec<String> = keys
+        .par_iter()
+        .zip(&stats)
+        .map(|(key, &(size, mtime_ns))| match known.get(key) {
+            Some(e) if e.size == size && e.mtime_ns == mtime_ns => Ok(e.sha256.clone()),
+            _ => sha256_file(key),
+        })
+        .collect::<Result<_>>()?;
+    let mut changed = false;
+    for ((key, &(size, mtime_ns)), sha256) in keys.iter().zip(&stats).zip(&digests) {
+        let entry = Entry {
+            size,
+            mtime_ns,
+            sha256: sha256.clone(),
+        };
+        if known.get(key) != Some(&entry) {
+            known.insert(key.clone(), entry);
+            changed = true;
+        }
+    }
+    if let (Some(file), true) = (cache, changed) {
+        write_cache(file, &known);
+    }
+    let mut all = Sha256::new();
+    for (file, digest) in files.iter().zip(&digests) {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        all.update(format!("{name} {digest}\n").as_bytes());
+    }
+    Ok(hex::encode(&all.finalize()[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx::testing::write_idx_set;
+
+    #[test]
+    fn same_bytes_same_fingerprint_other_bytes_another() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        write_idx_set(&a, 8, 8, 40, 10, true);
+        write_idx_set(&b, 8, 8, 40, 10, true);
+        let cache = root.path().join("fingerprints.json");
+        let fa = fingerprint(&a, Some(&cache)).unwrap();
+        assert_eq!(fa.len(), 16);
+        assert_eq!(
+            fa,
+            fingerprint(&b, None).unwrap(),
+            "a copy is the same data"
+        );
+        assert!(std::fs::read_to_string(&cache).unwrap().contains("sha256"));
+        // Rewritten in place (another image count): another fingerprint, though cached.
+        write_idx_set(&a, 8, 8, 41, 10, true);
+        assert_ne!(fa, fingerprint(&a, Some(&cache)).unwrap());
+    }
+
+    #[test]
+    fn the_cache_is_keyed_by_size_and_mtime() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        write_idx_set(&a, 8, 8, 40, 10, false);
+        let cache = root.path().join("fp.json");
+        let first = fingerprint(&a, Some(&cache)).unwrap();
+        // Poison the cached digests: a hit must come from the cache, not from rehashing.
+        let text = std::fs::read_to_string(&cache).unwrap();
+        let mut c: Cache = serde_json::from_str(&text).unwrap();
+        for e in c.values_mut() {
+            e.sha256 = "0".repeat(64);
+        }
+        std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+        let poisoned = fingerprint(&a, Some(&cache)).unwrap();
+        assert_ne!(poisoned, first, "unchanged files are read from the cache");
+        // Touch one file (a new mtime): it is hashed again.
+        let f = a.join(FILE_STEMS[0]);
+        let t = std::fs::File::options().write(true).open(&f).unwrap();
+        t.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        let after = fingerprint(&a, Some(&cache)).unwrap();
+        assert_ne!(after, poisoned);
+    }
+}

@@ -1,0 +1,301 @@
+//! The Markdown of `report.md` and of the CLI's closing tables, read off the [`Analysis`].
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::analysis::{Analysis, Comparison};
+use crate::record::{Kind, Status, TrialRecord};
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v}"))
+}
+
+/// `mean ± sd`, or the mean alone when there is one value (no spread to show).
+fn mean_sd((m, sd): (f64, Option<f64>), signed: bool) -> String {
+    let m = if signed {
+        format!("{m:+.2}")
+    } else {
+        format!("{m:.2}")
+    };
+    match sd {
+        Some(sd) => format!("{m} ± {sd:.2}"),
+        None => m,
+    }
+}
+
+/// The per-trial table, as Markdown (also what the CLI prints).
+pub fn trials_table(rows: &[TrialRecord]) -> String {
+    let mut s = String::from(
+        "| trial | kind | seed | model | params | T | alpha | beta | soft | status | train % | val % | test % | test errors | wall s |\n\
+         |---|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.trial_id,
+            r.kind,
+            r.seed,
+            r.arch,
+            r.hidden,
+            r.params,
+            num(r.temperature),
+            num(r.alpha),
+            num(r.beta),
+            r.soft_loss.as_deref().unwrap_or("-"),
+            r.status,
+            pct(r.train_acc),
+            pct(r.val_acc),
+            pct(r.test_acc),
+            r.test_errors.map_or("-".into(), |e| e.to_string()),
+            r.wall_s
+        );
+    }
+    s
+}
+
+fn comparison_row(label: &str, c: &Comparison) -> String {
+    let ci = match c.ci {
+        Some(h) => format!("[{:+.2}, {:+.2}]", c.gain.0 - h, c.gain.0 + h),
+        None => "one seed: no spread, no interval".into(),
+    };
+    format!(
+        "| {label} | {} | {} | {} | {} | {ci} |",
+        c.n,
+        mean_sd(c.kd, false),
+        mean_sd(c.baseline, false),
+        mean_sd(c.gain, true)
+    )
+}
+
+/// KD against its paired hard-target baseline, one row per cell: means and sample standard
+/// deviations over seeds, and a 95% t-interval of the gain.
+pub fn comparison_table(a: &Analysis) -> String {
+    let compared: Vec<_> = a
+        .cells
+        .iter()
+        .filter_map(|c| c.comparison().map(|cmp| (c, cmp)))
+        .collect();
+    if compared.is_empty() {
+        return "No KD trial has a finished baseline of the same seed to compare with.\n".into();
+    }
+    let mut s = String::from(
+        "| cell | seeds | KD test % | baseline test % | gain (points) | 95% interval of the gain |\n\
+         |---|---:|---:|---:|---:|---|\n",
+    );
+    for (cell, cmp) in &compared {
+        let _ = writeln!(s, "{}", comparison_row(&cell.label, cmp));
+    }
+    let alone = a.cells.len() - compared.len();
+    if alone > 0 {
+        let _ = writeln!(
+            s,
+            "\n{alone} KD cell(s) have no finished baseline to compare with (`baseline: false`, \
+             or the baseline did not finish)."
+        );
+    }
+    s
+}
+
+/// [`comparison_table`] of `rows` (what the CLI prints after a sweep).
+pub fn kd_vs_baseline(rows: &[TrialRecord]) -> String {
+    comparison_table(&Analysis::new(rows))
+}
+
+/// The best KD cell of each student, chosen on mean validation accuracy, with its test numbers
+/// and those of its paired baselines.
+pub fn best_cells_table(a: &Analysis) -> String {
+    let best = a.best_cells();
+    if best.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| student | best cell (by validation) | seeds | val % | KD test % | baseline test % |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    let pct_of = |v: Vec<f64>| {
+        let v: Vec<f64> = v.iter().map(|x| 100.0 * x).collect();
+        mean_sd(crate::stats::mean_std(&v), false)
+    };
+    for cell in best {
+        let val = pct_of(cell.kd.iter().filter_map(|r| r.val_acc).collect());
+        let test = pct_of(cell.kd.iter().filter_map(|r| r.test_acc).collect());
+        let base: Vec<f64> = cell.baselines().iter().filter_map(|b| b.test_acc).collect();
+        let base = if base.is_empty() {
+            "-".into()
+        } else {
+            pct_of(base)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {val} | {test} | {base} |",
+            cell.student,
+            cell.label,
+            cell.kd.len()
+        );
+    }
+    s
+}
+
+/// " Data: ..." — the split sizes the rows record.
+fn data_sizes(rows: &[TrialRecord]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let mut s = format!(" Data: {}", first.dataset);
+    if first.val_images > 0 {
+        let _ = write!(s, ", validation split {} images", first.val_images);
+    } else {
+        s.push_str(", no validation split");
+    }
+    let _ = write!(s, ", test set {} images", first.test_images);
+    let teacher = rows
+        .iter()
+        .find(|r| r.kind == Kind::Teacher)
+        .map(|r| r.train_images);
+    let student = rows
+        .iter()
+        .find(|r| r.kind != Kind::Teacher)
+        .map(|r| (r.train_images, r.transfer_fraction));
+    match (student, teacher) {
+        (Some((st, f)), Some(t)) if st != t => {
+            let _ = write!(
+                s,
+                "; the students trained on {st} images (transfer_fraction {f}), a share of the \
+                 teacher's {t}, with the teacher's logits on them as soft targets"
+            );
+        }
+        (Some((st, _)), _) => {
+            let _ = write!(s, "; every model trained on the same {st} images");
+        }
+        (None, Some(t)) => {
+            let _ = write!(s, "; the teacher trained on {t} images");
+        }
+        (None, None) => {}
+    }
+    let _ = write!(s, "; data fingerprint `{}`.", first.data_fingerprint);
+    s
+}
+
+/// Where the trials ran, e.g. `cpu (avx512 kernels, 2 threads)` or `cuda (NVIDIA H200)`.
+pub fn execution_of(r: &TrialRecord) -> String {
+    if r.device.starts_with("cuda") {
+        format!("cuda ({})", r.hardware)
+    } else {
+        format!(
+            "{} ({} kernels, {} threads)",
+            r.device, r.hardware, r.threads
+        )
+    }
+}
+
+/// " Ran on ...": the execution environments and the initialisation, which trial ids include.
+fn execution(rows: &[TrialRecord]) -> String {
+    let mut envs: Vec<(String, usize)> = Vec::new();
+    for r in rows {
+        let e = format!("{}, libtorch {}", execution_of(r), r.libtorch);
+        match envs.iter_mut().find(|(x, _)| *x == e) {
+            Some((_, n)) => *n += 1,
+            None => envs.push((e, 1)),
+        }
+    }
+    let mut s = match envs.as_slice() {
+        [] => return String::new(),
+        [(e, _)] => format!(" Every trial ran on {e}."),
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|(e, n)| format!("{e}: {n} trials"))
+                .collect();
+            format!(
+                " Trials ran on {}; a KD trial and its baseline always ran on the same kind of \
+                 device with the same threads.",
+                list.join("; ")
+            )
+        }
+    };
+    let mut inits: Vec<&str> = rows.iter().map(|r| r.init.as_str()).collect();
+    inits.dedup();
+    if inits == ["torch"] {
+        s.push_str(
+            " Weights and biases start as PyTorch's defaults (uniform with bound \
+             1/sqrt(fan_in)).",
+        );
+    } else {
+        let _ = write!(s, " Initialisation: {}.", inits.join(", "));
+    }
+    s
+}
+
+fn policy(a: &Analysis) -> String {
+    let choice = if a.has_validation {
+        " Cells are chosen on validation accuracy, never on test accuracy."
+    } else {
+        " There is no validation split (`dataset.val_size: 0`), so this report chooses no best \
+         cell and draws no figure that would need one."
+    };
+    format!(
+        "Reporting policy: accuracies are on the test set at T = 1 after the **last epoch**; \
+         `val %` is on the validation split held out of the training file.{choice} `train %` is \
+         measured in evaluation mode after training, on the images the trial trained on. Gains \
+         are KD minus the paired hard-target-only baseline (same student, seed, initialisation, \
+         data order, device kind and threads), in accuracy points; the interval is a 95% \
+         Student-t interval over seeds, and a cell with one seed shows no spread.{}{}\n\n",
+        data_sizes(a.rows),
+        execution(a.rows)
+    )
+}
+
+/// The whole `report.md`: a pure function of the rows and the figures drawn from them.
+pub fn render_report(
+    name: &str,
+    rows: &[TrialRecord],
+    figures: &[(String, PathBuf)],
+    out: &Path,
+) -> String {
+    let a = Analysis::new(rows);
+    let mut s = format!("# kd-sweep report: {name}\n\n");
+    s.push_str(&policy(&a));
+    s.push_str("## Distillation against the hard-target-only baseline\n\n");
+    s.push_str(&comparison_table(&a));
+    let best = best_cells_table(&a);
+    if !best.is_empty() {
+        s.push_str("\n## Best cell per student size\n\n");
+        s.push_str(&best);
+    }
+    if !figures.is_empty() {
+        s.push_str("\n## Figures\n\n");
+        for (title, path) in figures {
+            let rel = path.strip_prefix(out).unwrap_or(path);
+            let svg = rel.with_extension("svg");
+            let _ = writeln!(
+                s,
+                "### {title}\n\n![{title}]({}) ([SVG]({}))\n",
+                rel.display(),
+                svg.display()
+            );
+        }
+    }
+    s.push_str("\n## Trials\n\n");
+    s.push_str(&trials_table(rows));
+    let bad: Vec<_> = rows.iter().filter(|r| r.status != Status::Ok).collect();
+    if !bad.is_empty() {
+        s.push_str("\n## Trials that did not finish\n\n");
+        for r in bad {
+            let why = r
+                .message
+                .as_deref()
+                .map_or(String::new(), |m| format!(": {m}"));
+            let _ = writeln!(
+                s,
+                "- `{}` ({}, seed {}): {}{why}",
+                r.trial_id, r.kind, r.seed, r.status
+            );
+        }
+    }
+    s
+}

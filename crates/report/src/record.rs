@@ -1,0 +1,514 @@
+//! The records of a sweep, each defined once: [`TrialRecord`] (a row of `trials`) and
+//! [`EpochRecord`] (a row of `epochs`), with [`Kind`] and [`Status`] as types, not strings.
+//!
+//! The [`record!`] macro turns one struct definition into the struct, its column list, its
+//! Polars frame and the decoder back from a frame, so a column cannot be added in one place and
+//! forgotten in another. The runner builds records; the report reads them; both use these types.
+
+use std::fmt;
+use std::path::Path;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ReportError;
+
+/// A cell value of any column, for keys and labels: a setting of a trial (`lr`, `soft_loss`,
+/// a swept key) compared without formatting it first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Eq for Value {}
+
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) => i.hash(state),
+            Value::Float(f) => f.to_bits().hash(state),
+            Value::Str(s) => s.hash(state),
+        }
+    }
+}
+
+impl Value {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("-"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What a trial trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Teacher,
+    /// The student on hard targets only (alpha 0, beta 1).
+    Baseline,
+    /// The student distilled from the teacher.
+    Kd,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// A loss, a weight or an output became NaN or infinite; training stopped at that epoch.
+    Diverged,
+    /// The trial could not run to its end (its worker died, or it raised an error).
+    Failed,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(<$t>::$v),)* _ => None }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(Kind { Teacher => "teacher", Baseline => "baseline", Kd => "kd" });
+text_enum!(Status { Ok => "ok", Diverged => "diverged", Failed => "failed" });
+
+/// A Rust type that is one column: how a `Vec` of it becomes a Polars column and back, and
+/// its [`Value`].
+pub trait Field: Sized + Clone {
+    fn column(name: &str, values: Vec<Self>) -> Column;
+    /// Decode a column; the error says what is wrong with it (the caller names the column).
+    fn read(column: &Column) -> std::result::Result<Vec<Self>, String>;
+    fn value(&self) -> Value;
+}
+
+fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| format!("has no value in row {i}")))
+        .collect()
+}
+
+macro_rules! numeric_field {
+    ($t:ty, $dtype:expr, $acc:ident, $value:expr) => {
+        impl Field for Option<$t> {
+            fn column(name: &str, values: Vec<Self>) -> Column {
+                Column::new(name.into(), values)
+            }
+            fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+                let cast = column.cast(&$dtype).map_err(|e| e.to_string())?;
+                let ca = cast.$acc().map_err(|e| e.to_string())?;
+                if ca.null_count() > column.null_count() {
+                    return Err(format!("is not a {} column", stringify!($t)));
+                }
+                Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+            }
+            fn value(&self) -> Value {
+                self.map_or(Value::Null, $value)
+            }
+        }
+        impl Field for $t {
+            fn column(name: &str, values: Vec<Self>) -> Column {
+                Column::new(name.into(), values)
+            }
+            fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+                all_present(<Option<$t>>::read(column)?)
+            }
+            fn value(&self) -> Value {
+                ($value)(*self)
+            }
+        }
+    };
+}
+
+numeric_field!(u64, DataType::UInt64, u64, |v: u64| Value::Int(v as i64));
+numeric_field!(u32, DataType::UInt32, u32, |v: u32| Value::Int(v as i64));
+numeric_field!(f64, DataType::Float64, f64, Value::Float);
+numeric_field!(bool, DataType::Boolean, bool, Value::Bool);
+
+impl Field for Option<String> {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        Column::new(name.into(), values)
+    }
+    fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+        let ca = column
+            .str()
+            .map_err(|_| format!("is {}, not text", column.dtype()))?;
+        Ok((0..ca.len())
+            .map(|i| ca.get(i).map(str::to_string))
+            .collect())
+    }
+    fn value(&self) -> Value {
+        self.clone().map_or(Value::Null, Value::Str)
+    }
+}
+
+impl Field for String {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        Column::new(name.into(), values)
+    }
+    fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+        all_present(<Option<String>>::read(column)?)
+    }
+    fn value(&self) -> Value {
+        Value::Str(self.clone())
+    }
+}
+
+macro_rules! enum_field {
+    ($t:ty) => {
+        impl Field for $t {
+            fn column(name: &str, values: Vec<Self>) -> Column {
+                Column::new(
+                    name.into(),
+                    values.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+                )
+            }
+            fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+                String::read(column)?
+                    .iter()
+                    .map(|s| <$t>::parse(s).ok_or_else(|| format!("has an unknown value `{s}`")))
+                    .collect()
+            }
+            fn value(&self) -> Value {
+                Value::Str(self.as_str().to_string())
+            }
+        }
+    };
+}
+
+enum_field!(Kind);
+enum_field!(Status);
+
+/// Decode column `name` of `df` as `T`, naming the file and the column in any error. A file
+/// written before a column existed fails here, with how to regenerate it.
+pub fn read_column<T: Field>(df: &DataFrame, name: &str, file: &Path) -> crate::Result<Vec<T>> {
+    let column = df.column(name).map_err(|_| ReportError::Column {
+        file: file.to_path_buf(),
+        column: name.to_string(),
+        problem: "is missing (the folder was written by an older kd-sweep: run its `kd sweep \
+                  CONFIG --out DIR` again, which retrains what it cannot reuse)"
+            .into(),
+    })?;
+    T::read(column).map_err(|problem| ReportError::Column {
+        file: file.to_path_buf(),
+        column: name.to_string(),
+        problem,
+    })
+}
+
+/// Declare a record: the struct, `COLUMNS` (its fields in order), `columns(rows)` (one Polars
+/// column per field), `decode(df, file)` and `get(column)`. Fields after `extra` are not
+/// columns; `decode` fills them with their default.
+macro_rules! record {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)*
+        }
+        extra {
+            $($(#[$xmeta:meta])* pub $xfield:ident: $xty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            $($(#[$xmeta])* pub $xfield: $xty,)*
+        }
+
+        impl $name {
+            /// The column names, in order.
+            pub const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// One column per field.
+            pub fn columns(rows: &[Self]) -> Vec<Column> {
+                vec![$(<$ty as Field>::column(
+                    stringify!($field),
+                    rows.iter().map(|r| r.$field.clone()).collect(),
+                )),*]
+            }
+
+            /// Rows back from a frame (extra fields left at their default).
+            pub fn decode(df: &DataFrame, file: &Path) -> crate::Result<Vec<Self>> {
+                $(let mut $field = read_column::<$ty>(df, stringify!($field), file)?.into_iter();)*
+                Ok((0..df.height())
+                    .map(|_| Self {
+                        $($field: $field.next().expect("a column has the frame's height"),)*
+                        $($xfield: Default::default(),)*
+                    })
+                    .collect())
+            }
+
+            /// The value of column `name` in this row.
+            pub fn get(&self, name: &str) -> Option<Value> {
+                match name {
+                    $(stringify!($field) => Some(Field::value(&self.$field)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+record! {
+    /// One trial (teacher, baseline or KD student): what the plan decided, where it ran, and how
+    /// it ended. A row of `trials.parquet`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct TrialRecord {
+        /// `kind-<content hash>` of everything that changes the trial's numbers.
+        pub trial_id: String,
+        pub kind: Kind,
+        pub seed: u64,
+        pub status: Status,
+        /// `mlp` or `cnn`.
+        pub arch: String,
+        /// Layer widths, e.g. `800-800` or `c32-c64-f256`.
+        pub hidden: String,
+        /// The whole resolved model spec as JSON (every key, `init` included).
+        pub model: String,
+        /// Weight initialisation: `torch` (PyTorch's defaults) or `kaiming`.
+        pub init: String,
+        pub params: u64,
+        pub epochs: u32,
+        pub batch_size: u32,
+        pub optimizer: String,
+        pub lr: f64,
+        pub momentum: f64,
+        pub weight_decay: f64,
+        pub schedule: String,
+        /// KD settings (none for the teacher and baselines).
+        pub temperature: Option<f64>,
+        /// Weight of the soft term.
+        pub alpha: Option<f64>,
+        /// Weight of the hard term.
+        pub beta: Option<f64>,
+        pub soft_loss: Option<String>,
+        pub t2_scaling: Option<bool>,
+        /// The teacher a KD trial learned from.
+        pub teacher_id: Option<String>,
+        /// The baseline a KD trial is paired with (same student, seed, init, data order, device
+        /// kind and threads).
+        pub baseline_id: Option<String>,
+        pub dataset: String,
+        /// SHA-256 (first 16 hex digits) of the data files read.
+        pub data_fingerprint: String,
+        /// The share of the training split the trial learned from (1 for the teacher).
+        pub transfer_fraction: f64,
+        pub train_images: u64,
+        /// Size of the validation split cells are chosen on (0: none).
+        pub val_images: u64,
+        pub test_images: u64,
+        /// The device that ran it: `cpu`, `cuda:0`, ...
+        pub device: String,
+        /// The CPU's vector ISA class as libtorch dispatches (`avx512`, `avx2`, ...) or the GPU.
+        pub hardware: String,
+        /// libtorch intra-op threads.
+        pub threads: u32,
+        pub libtorch: String,
+        /// Evaluation-mode accuracy on the images it trained on, after the last epoch.
+        pub train_acc: Option<f64>,
+        pub val_acc: Option<f64>,
+        pub test_acc: Option<f64>,
+        pub test_error: Option<f64>,
+        pub test_errors: Option<u64>,
+        /// 1-based epoch with the highest validation accuracy.
+        pub best_epoch: Option<u32>,
+        pub wall_s: f64,
+        /// RFC 3339, UTC.
+        pub finished_at: String,
+        /// Why a trial did not finish.
+        pub message: Option<String>,
+    }
+    extra {
+        /// Grid values of the trial's cell whose key is not a column already (e.g.
+        /// `student.train.lr`), each a column of its own with its type.
+        pub swept: Vec<(String, Value)>,
+    }
+}
+
+record! {
+    /// One epoch of one trial. A row of `epochs.parquet`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct EpochRecord {
+        pub trial_id: String,
+        pub epoch: u32,
+        /// The weighted total, averaged over the epoch's images.
+        pub train_loss: f64,
+        /// The unscaled soft term (none without a teacher).
+        pub soft_loss: Option<f64>,
+        pub hard_loss: f64,
+        /// Running accuracy on the training batches, in training mode (dropout on).
+        pub train_acc: f64,
+        /// None without a validation split, or when the epoch diverged.
+        pub val_acc: Option<f64>,
+        pub test_acc: Option<f64>,
+        pub lr: f64,
+        pub seconds: f64,
+    }
+    extra {}
+}
+
+/// The swept keys that need a column of their own, in first-seen order.
+pub fn swept_keys(rows: &[TrialRecord]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for (k, _) in rows.iter().flat_map(|r| &r.swept) {
+        if !TrialRecord::COLUMNS.contains(&k.as_str()) && !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    keys
+}
+
+/// A typed column of swept values: integers, floats, booleans, or text when they mix.
+fn swept_column(key: &str, values: Vec<Option<&Value>>) -> Column {
+    let present: Vec<&Value> = values.iter().flatten().copied().collect();
+    let name = key.into();
+    if present.iter().all(|v| matches!(v, Value::Int(_))) {
+        let ints: Vec<Option<i64>> = values
+            .iter()
+            .map(|v| match v {
+                Some(Value::Int(i)) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        Column::new(name, ints)
+    } else if present.iter().all(|v| v.as_f64().is_some()) {
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| v.and_then(Value::as_f64))
+                .collect::<Vec<_>>(),
+        )
+    } else if present.iter().all(|v| matches!(v, Value::Bool(_))) {
+        let bools: Vec<Option<bool>> = values
+            .iter()
+            .map(|v| match v {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        Column::new(name, bools)
+    } else {
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| v.map(|v| v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// The `trials` frame: the record's columns, then a typed column per swept key.
+pub fn trials_frame(rows: &[TrialRecord]) -> DataFrame {
+    let mut columns = TrialRecord::columns(rows);
+    for key in swept_keys(rows) {
+        let values = rows
+            .iter()
+            .map(|r| r.swept.iter().find(|(k, _)| *k == key).map(|(_, v)| v))
+            .collect();
+        columns.push(swept_column(&key, values));
+    }
+    DataFrame::new(rows.len(), columns).expect("columns have the frame's height")
+}
+
+pub fn epochs_frame(rows: &[EpochRecord]) -> DataFrame {
+    DataFrame::new(rows.len(), EpochRecord::columns(rows)).expect("columns have equal length")
+}
+
+/// The values of a column that is not a record field (a swept key), by its type.
+fn extra_values(column: &Column) -> Vec<Value> {
+    let by = |dtype: &DataType| -> Option<Vec<Value>> {
+        let c = column.cast(dtype).ok()?;
+        let n = c.len();
+        Some(match dtype {
+            DataType::Int64 => {
+                let ca = c.i64().ok()?;
+                (0..n)
+                    .map(|i| ca.get(i).map_or(Value::Null, Value::Int))
+                    .collect()
+            }
+            DataType::Float64 => {
+                let ca = c.f64().ok()?;
+                (0..n)
+                    .map(|i| ca.get(i).map_or(Value::Null, Value::Float))
+                    .collect()
+            }
+            DataType::Boolean => {
+                let ca = c.bool().ok()?;
+                (0..n)
+                    .map(|i| ca.get(i).map_or(Value::Null, Value::Bool))
+                    .collect()
+            }
+            _ => {
+                let ca = c.str().ok()?;
+                (0..n)
+                    .map(|i| ca.get(i).map_or(Value::Null, |s| Value::Str(s.into())))
+                    .collect()
+            }
+        })
+    };
+    let dtype = match column.dtype() {
+        d if d.is_integer() => DataType::Int64,
+        d if d.is_float() => DataType::Float64,
+        DataType::Boolean => DataType::Boolean,
+        _ => DataType::String,
+    };
+    by(&dtype).unwrap_or_else(|| vec![Value::Null; column.len()])
+}
+
+/// Read the `trials` frame back into records (the inverse of [`trials_frame`]).
+pub fn trial_records(df: &DataFrame, file: &Path) -> crate::Result<Vec<TrialRecord>> {
+    let mut rows = TrialRecord::decode(df, file)?;
+    for column in df.columns() {
+        let name = column.name().as_str();
+        if TrialRecord::COLUMNS.contains(&name) {
+            continue;
+        }
+        for (row, v) in rows.iter_mut().zip(extra_values(column)) {
+            if v != Value::Null {
+                row.swept.push((name.to_string(), v));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Read the `epochs` frame back into records.
+pub fn epoch_records(df: &DataFrame, file: &Path) -> crate::Result<Vec<EpochRecord>> {
+    EpochRecord::decode(df, file)
+}

@@ -1,0 +1,202 @@
+//! The grid: short keys, `--set` overrides and the expansion of the axes into cells.
+
+use super::{invalid, Cell, ConfigError, GridAxis, RawConfig, Resolved};
+
+pub fn grid_key(written: &str) -> Option<String> {
+    Some(match written {
+        "temperature" | "alpha" | "beta" | "soft_loss" | "t2_scaling" => format!("kd.{written}"),
+        "hidden" => "student.model.hidden".into(),
+        k if (k.starts_with("student.") || k.starts_with("kd.")) && !k.ends_with('.') => k.into(),
+        _ => return None,
+    })
+}
+
+/// The text of a swept value, for tables and column values.
+pub fn value_text(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Sequence(items) => {
+            let parts: Vec<String> = items.iter().map(value_text).collect();
+            parts.join("-")
+        }
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Set each dotted key of `overrides` in the config `value` and parse the result back.
+fn apply_overrides(
+    value: &serde_yaml::Value,
+    overrides: &[(&str, &serde_yaml::Value)],
+) -> Result<RawConfig, String> {
+    use serde_yaml::Value;
+    let mut root = value.clone();
+    for (key, v) in overrides {
+        let mut node = &mut root;
+        for part in key.split('.') {
+            if node.is_null() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Value::Mapping(map) = node else {
+                return Err(format!(
+                    "`{key}`: `{part}` is inside a value that is not a mapping"
+                ));
+            };
+            node = map
+                .entry(Value::String(part.to_string()))
+                .or_insert(Value::Null);
+        }
+        *node = (*v).clone();
+    }
+    serde_yaml::from_value(root).map_err(|e| format!("{e}"))
+}
+
+impl RawConfig {
+    /// Validate every key (grid included), fill every default and expand the grid into cells.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let mut base = self.resolve_base()?;
+        let axes = self.grid_axes()?;
+        let mut cells = vec![Cell {
+            swept: vec![],
+            student: base.student.clone(),
+            kd: base.kd,
+        }];
+        if !axes.is_empty() {
+            let mut plain = self.clone();
+            plain.grid = None;
+            let plain_value = serde_yaml::to_value(&plain).expect("raw config serialises");
+            // Each value alone first, so an error names its axis and index.
+            for (written, axis) in &axes {
+                for (i, v) in axis.values.iter().enumerate() {
+                    let key = format!("grid.{written}[{i}]");
+                    apply_overrides(&plain_value, &[(axis.key.as_str(), v)])
+                        .map_err(|m| invalid(&key, m))?
+                        .resolve_base()
+                        .map_err(|e| match e {
+                            ConfigError::Invalid { key: k, message } if k == axis.key => {
+                                invalid(&key, message)
+                            }
+                            other => invalid(&key, other.to_string()),
+                        })?;
+                }
+            }
+            cells.clear();
+            let mut idx = vec![0usize; axes.len()];
+            loop {
+                let chosen: Vec<(&str, &serde_yaml::Value)> = axes
+                    .iter()
+                    .zip(&idx)
+                    .map(|((_, a), &i)| (a.key.as_str(), &a.values[i]))
+                    .collect();
+                let swept = axes
+                    .iter()
+                    .zip(&idx)
+                    .map(|((w, a), &i)| (w.clone(), a.values[i].clone()))
+                    .collect::<Vec<_>>();
+                let cell = apply_overrides(&plain_value, &chosen)
+                    .map_err(|m| invalid("grid", m))?
+                    .resolve_base()
+                    .map_err(|e| {
+                        let names: Vec<String> = swept
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", value_text(v)))
+                            .collect();
+                        invalid("grid", format!("cell {}: {e}", names.join(", ")))
+                    })?;
+                cells.push(Cell {
+                    swept,
+                    student: cell.student,
+                    kd: cell.kd,
+                });
+                // Odometer over the axes, last axis fastest.
+                let mut a = axes.len();
+                loop {
+                    if a == 0 {
+                        break;
+                    }
+                    a -= 1;
+                    idx[a] += 1;
+                    if idx[a] < axes[a].1.values.len() {
+                        break;
+                    }
+                    idx[a] = 0;
+                }
+                if idx.iter().all(|&i| i == 0) {
+                    break;
+                }
+            }
+        }
+        base.grid = axes.into_iter().map(|(_, a)| a).collect();
+        base.cells = cells;
+        Ok(base)
+    }
+
+    /// The grid's axes: `(key as written, axis with the dotted key)`.
+    fn grid_axes(&self) -> Result<Vec<(String, GridAxis)>, ConfigError> {
+        let Some(grid) = &self.grid else {
+            return Ok(vec![]);
+        };
+        let mut axes: Vec<(String, GridAxis)> = Vec::new();
+        for (k, v) in grid {
+            let written = match k {
+                serde_yaml::Value::String(s) => s.clone(),
+                other => {
+                    return Err(invalid(
+                        "grid",
+                        format!("keys must be strings, got {other:?}"),
+                    ))
+                }
+            };
+            let key = grid_key(&written).ok_or_else(|| {
+                invalid(
+                    format!("grid.{written}"),
+                    "not a grid key (use temperature, alpha, beta, soft_loss, hidden, or a dotted \
+                     key under student. or kd., e.g. student.train.lr)",
+                )
+            })?;
+            if axes.iter().any(|(_, a)| a.key == key) {
+                return Err(invalid(
+                    format!("grid.{written}"),
+                    format!("sweeps {key} a second time"),
+                ));
+            }
+            let values = match v {
+                serde_yaml::Value::Sequence(items) if !items.is_empty() => items.clone(),
+                serde_yaml::Value::Sequence(_) => {
+                    return Err(invalid(format!("grid.{written}"), "the list is empty"))
+                }
+                _ => {
+                    return Err(invalid(
+                        format!("grid.{written}"),
+                        "must be a list of values",
+                    ))
+                }
+            };
+            axes.push((written, GridAxis { key, values }));
+        }
+        Ok(axes)
+    }
+
+    /// Apply `--set KEY=VALUE` overrides (VALUE is YAML) to this config.
+    pub fn with_sets(&self, sets: &[String]) -> Result<RawConfig, ConfigError> {
+        let mut value = serde_yaml::to_value(self).expect("raw config serialises");
+        for set in sets {
+            let (key, text) = set.split_once('=').ok_or_else(|| {
+                invalid(
+                    format!("--set {set}"),
+                    "expected KEY=VALUE, e.g. kd.temperature=8",
+                )
+            })?;
+            let v: serde_yaml::Value = serde_yaml::from_str(text)
+                .map_err(|e| invalid(format!("--set {key}"), format!("bad YAML value: {e}")))?;
+            let key = grid_key(key).unwrap_or_else(|| key.to_string());
+            value = serde_yaml::to_value(
+                apply_overrides(&value, &[(key.as_str(), &v)])
+                    .map_err(|m| invalid(format!("--set {key}"), m))?,
+            )
+            .expect("raw config serialises");
+        }
+        serde_yaml::from_value(value).map_err(|e| invalid("--set", e.to_string()))
+    }
+}

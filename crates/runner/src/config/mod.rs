@@ -1,0 +1,254 @@
+//! The user-facing config: raw serde structs that mirror the YAML (unknown keys are errors), and
+//! [`RawConfig::resolve`], which validates, fills every default (they live in [`resolve`] alone)
+//! and expands the grid ([`grid`]) into the [`Resolved`] config that a run writes to
+//! `OUT/config.resolved.yaml` before training. The plan (`crate::plan`) turns it into trials.
+
+mod grid;
+mod resolve;
+
+use std::path::{Path, PathBuf};
+
+use kd_data::DatasetName;
+use kd_loss::KdWeights;
+use kd_model_zoo::ModelSpec;
+use serde::{Deserialize, Serialize};
+
+pub use grid::{grid_key, value_text};
+pub use resolve::{parse_device_name, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
+
+/// A config problem: the dotted key (or file) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw: exactly the YAML's shape. Every field optional except `name`, so defaults are filled in
+// `resolve` and nowhere else.
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub name: String,
+    #[serde(default)]
+    pub dataset: RawDataset,
+    /// `auto | cpu | cuda | cuda:N`, or a list of those.
+    #[serde(default)]
+    pub device: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Trials trained at once, each in a worker process of its own.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    pub teacher: RawTeacher,
+    #[serde(default)]
+    pub student: RawStudent,
+    #[serde(default)]
+    pub kd: RawKd,
+    #[serde(default)]
+    pub baseline: Option<bool>,
+    /// Sweep axes: each key a list; the sweep is their Cartesian product times `seeds`.
+    #[serde(default)]
+    pub grid: Option<serde_yaml::Mapping>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub name: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub val_size: Option<usize>,
+    pub train_limit: Option<usize>,
+    pub data_seed: Option<u64>,
+    pub transfer_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeacher {
+    pub seed: Option<u64>,
+    pub checkpoint: Option<PathBuf>,
+    pub model: Option<RawModel>,
+    pub train: Option<RawTrain>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStudent {
+    pub model: Option<RawModel>,
+    pub train: Option<RawTrain>,
+}
+
+/// One struct for every architecture; `resolve` rejects keys that do not belong to `arch`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub arch: Option<String>,
+    pub hidden: Option<Vec<usize>>,
+    pub dropout: Option<f64>,
+    pub input_dropout: Option<f64>,
+    pub channels: Option<Vec<usize>>,
+    pub kernel: Option<usize>,
+    pub fc: Option<Vec<usize>>,
+    /// `torch` (PyTorch's default initialisation) or `kaiming` (tch's).
+    pub init: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrain {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub optimizer: Option<String>,
+    pub lr: Option<f64>,
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKd {
+    pub temperature: Option<f64>,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    pub soft_loss: Option<String>,
+    pub t2_scaling: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolved: every value explicit.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub name: String,
+    pub dataset: DatasetCfg,
+    pub device: Vec<String>,
+    /// libtorch intra-op threads per worker; `null` shares the cores among the workers.
+    pub threads: Option<usize>,
+    /// Trials trained at once, each in a worker process; worker i uses `device[i % len]`.
+    /// Default: one per listed device.
+    pub workers: usize,
+    pub seeds: Vec<u64>,
+    pub teacher: TeacherCfg,
+    pub student: StudentCfg,
+    pub kd: KdWeights,
+    pub baseline: bool,
+    /// The grid axes as written (aliases expanded to dotted keys), in order.
+    pub grid: Vec<GridAxis>,
+    /// Every cell of the grid, fully resolved (one cell when there is no grid).
+    pub cells: Vec<Cell>,
+}
+
+/// One axis of the grid: a dotted key and its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    pub key: String,
+    pub values: Vec<serde_yaml::Value>,
+}
+
+/// One grid cell: the swept values and the student and KD settings they produce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// `(key as written in grid, value)`, in grid order.
+    pub swept: Vec<(String, serde_yaml::Value)>,
+    pub student: StudentCfg,
+    pub kd: KdWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCfg {
+    pub name: DatasetName,
+    pub dir: Option<PathBuf>,
+    pub val_size: usize,
+    pub train_limit: Option<usize>,
+    pub data_seed: u64,
+    /// The share of the training split the students learn from (a seeded random subset, see
+    /// `kd_data::transfer_rows`); the teacher always trains on all of it.
+    pub transfer_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherCfg {
+    pub seed: u64,
+    pub checkpoint: Option<PathBuf>,
+    pub model: ModelSpec,
+    pub train: TrainCfg,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentCfg {
+    pub model: ModelSpec,
+    pub train: TrainCfg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 over all steps.
+    Cosine,
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCfg {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Parse YAML text. Syntax errors and unknown keys name the file, the key path and the line.
+pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Read and parse a config file.
+pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: path.to_path_buf(),
+        source: e,
+    })?;
+    parse(&text, path)
+}
+
+impl Resolved {
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a resolved config always serialises")
+    }
+}

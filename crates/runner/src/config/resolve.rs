@@ -1,0 +1,440 @@
+//! Defaults (the only place they are written) and the validation of every key.
+
+use kd_data::DatasetName;
+use kd_loss::{KdWeights, SoftLoss};
+use kd_model_zoo::{CnnSpec, Init, MlpSpec, ModelSpec};
+
+use super::{
+    invalid, ConfigError, DatasetCfg, Optimizer, RawConfig, RawKd, RawModel, RawTrain, Resolved,
+    Schedule, StudentCfg, TeacherCfg, TrainCfg,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Defaults: the only place they are written.
+
+pub const DEFAULT_VAL_SIZE: usize = 5000;
+pub const DEFAULT_TEMPERATURE: f64 = 4.0;
+pub const DEFAULT_ALPHA: f64 = 0.9;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Teacher,
+    Student,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::Teacher => "teacher",
+            Role::Student => "student",
+        }
+    }
+
+    fn default_mlp(self) -> MlpSpec {
+        match self {
+            Role::Teacher => MlpSpec {
+                hidden: vec![1200, 1200],
+                dropout: 0.5,
+                input_dropout: 0.2,
+                init: Init::Torch,
+            },
+            Role::Student => MlpSpec {
+                hidden: vec![800, 800],
+                dropout: 0.0,
+                input_dropout: 0.0,
+                init: Init::Torch,
+            },
+        }
+    }
+
+    fn default_epochs(self) -> usize {
+        match self {
+            Role::Teacher => 20,
+            Role::Student => 15,
+        }
+    }
+}
+
+fn default_cnn() -> CnnSpec {
+    CnnSpec {
+        channels: vec![32, 64],
+        kernel: 3,
+        fc: vec![256],
+        dropout: 0.5,
+        init: Init::Torch,
+    }
+}
+
+fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, ConfigError> {
+    let ok = p.is_finite() && p >= 0.0 && if closed_top { p <= 1.0 } else { p < 1.0 };
+    if ok {
+        Ok(p)
+    } else {
+        let range = if closed_top { "[0, 1]" } else { "[0, 1)" };
+        Err(invalid(key, format!("must be in {range}, got {p}")))
+    }
+}
+
+fn check_widths(key: &str, widths: &[usize], allow_empty: bool) -> Result<(), ConfigError> {
+    if widths.is_empty() && !allow_empty {
+        return Err(invalid(key, "must not be empty"));
+    }
+    match widths.iter().position(|&w| w == 0) {
+        Some(i) => Err(invalid(format!("{key}[{i}]"), "must be > 0, got 0")),
+        None => Ok(()),
+    }
+}
+
+impl RawModel {
+    fn resolve(&self, key: &str, role: Role) -> Result<ModelSpec, ConfigError> {
+        let arch = self.arch.as_deref().unwrap_or("mlp");
+        let init = match self.init.as_deref() {
+            None => Init::default(),
+            Some(s) => Init::parse(s).ok_or_else(|| {
+                invalid(
+                    format!("{key}.init"),
+                    format!(
+                        "unknown initialisation `{s}` (known: torch, PyTorch's defaults; \
+                         kaiming, tch's Kaiming-uniform with the ReLU gain)"
+                    ),
+                )
+            })?,
+        };
+        let foreign = |names: &[(&str, bool)], keys: &str| -> Result<(), ConfigError> {
+            match names.iter().find(|(_, set)| *set) {
+                Some((name, _)) => Err(invalid(
+                    format!("{key}.{name}"),
+                    format!("not a key of arch `{arch}` (its keys: {keys})"),
+                )),
+                None => Ok(()),
+            }
+        };
+        match arch {
+            "mlp" => {
+                foreign(
+                    &[
+                        ("channels", self.channels.is_some()),
+                        ("kernel", self.kernel.is_some()),
+                        ("fc", self.fc.is_some()),
+                    ],
+                    "hidden, dropout, input_dropout, init",
+                )?;
+                let d = role.default_mlp();
+                let spec = MlpSpec {
+                    hidden: self.hidden.clone().unwrap_or(d.hidden),
+                    dropout: check_prob(
+                        &format!("{key}.dropout"),
+                        self.dropout.unwrap_or(d.dropout),
+                        false,
+                    )?,
+                    input_dropout: check_prob(
+                        &format!("{key}.input_dropout"),
+                        self.input_dropout.unwrap_or(d.input_dropout),
+                        false,
+                    )?,
+                    init,
+                };
+                check_widths(&format!("{key}.hidden"), &spec.hidden, true)?;
+                Ok(ModelSpec::Mlp(spec))
+            }
+            "cnn" => {
+                foreign(
+                    &[
+                        ("hidden", self.hidden.is_some()),
+                        ("input_dropout", self.input_dropout.is_some()),
+                    ],
+                    "channels, kernel, fc, dropout, init",
+                )?;
+                let d = default_cnn();
+                let spec = CnnSpec {
+                    channels: self.channels.clone().unwrap_or(d.channels),
+                    kernel: self.kernel.unwrap_or(d.kernel),
+                    fc: self.fc.clone().unwrap_or(d.fc),
+                    dropout: check_prob(
+                        &format!("{key}.dropout"),
+                        self.dropout.unwrap_or(d.dropout),
+                        false,
+                    )?,
+                    init,
+                };
+                check_widths(&format!("{key}.channels"), &spec.channels, false)?;
+                check_widths(&format!("{key}.fc"), &spec.fc, true)?;
+                if spec.kernel == 0 || spec.kernel.is_multiple_of(2) {
+                    return Err(invalid(
+                        format!("{key}.kernel"),
+                        format!("must be odd and > 0, got {}", spec.kernel),
+                    ));
+                }
+                Ok(ModelSpec::Cnn(spec))
+            }
+            other => Err(invalid(
+                format!("{key}.arch"),
+                format!("unknown architecture `{other}` (known: mlp, cnn)"),
+            )),
+        }
+    }
+}
+
+impl RawTrain {
+    fn resolve(&self, key: &str, role: Role) -> Result<TrainCfg, ConfigError> {
+        let epochs = self.epochs.unwrap_or(role.default_epochs());
+        if epochs == 0 {
+            return Err(invalid(format!("{key}.epochs"), "must be > 0, got 0"));
+        }
+        let batch_size = self.batch_size.unwrap_or(128);
+        if batch_size == 0 {
+            return Err(invalid(format!("{key}.batch_size"), "must be > 0, got 0"));
+        }
+        let optimizer = match self.optimizer.as_deref().unwrap_or("sgd") {
+            "sgd" => Optimizer::Sgd,
+            "adam" => Optimizer::Adam,
+            "adamw" => Optimizer::Adamw,
+            other => {
+                return Err(invalid(
+                    format!("{key}.optimizer"),
+                    format!("unknown optimizer `{other}` (known: sgd, adam, adamw)"),
+                ))
+            }
+        };
+        let schedule = match self.schedule.as_deref().unwrap_or("cosine") {
+            "cosine" => Schedule::Cosine,
+            "constant" => Schedule::Constant,
+            other => {
+                return Err(invalid(
+                    format!("{key}.schedule"),
+                    format!("unknown schedule `{other}` (known: cosine, constant)"),
+                ))
+            }
+        };
+        let default_lr = if optimizer == Optimizer::Sgd {
+            0.05
+        } else {
+            1e-3
+        };
+        let lr = self.lr.unwrap_or(default_lr);
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(invalid(
+                format!("{key}.lr"),
+                format!("must be > 0, got {lr}"),
+            ));
+        }
+        // libtorch's optimizers hold these as float32: a larger value is a crash, not a run.
+        let float32 = |name: &str, v: f64| {
+            if v > f32::MAX as f64 {
+                Err(invalid(
+                    format!("{key}.{name}"),
+                    format!(
+                        "must be at most {:e} (libtorch's float32 range), got {v:e}",
+                        f32::MAX
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        float32("lr", lr)?;
+        let momentum = check_prob(
+            &format!("{key}.momentum"),
+            self.momentum.unwrap_or(0.9),
+            false,
+        )?;
+        let weight_decay = self.weight_decay.unwrap_or(0.0);
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(invalid(
+                format!("{key}.weight_decay"),
+                format!("must be >= 0, got {weight_decay}"),
+            ));
+        }
+        float32("weight_decay", weight_decay)?;
+        Ok(TrainCfg {
+            epochs,
+            batch_size,
+            optimizer,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+        })
+    }
+}
+
+impl RawKd {
+    fn resolve(&self) -> Result<KdWeights, ConfigError> {
+        let temperature = self.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(invalid(
+                "kd.temperature",
+                format!("must be > 0, got {temperature}"),
+            ));
+        }
+        let alpha = check_prob("kd.alpha", self.alpha.unwrap_or(DEFAULT_ALPHA), true)?;
+        let beta = match self.beta {
+            Some(b) if b.is_finite() && b >= 0.0 => b,
+            Some(b) => return Err(invalid("kd.beta", format!("must be >= 0, got {b}"))),
+            // Rounded so that 1 - 0.9 reads as 0.1 in the resolved config and the frames.
+            None => ((1.0 - alpha) * 1e12).round() / 1e12,
+        };
+        if alpha == 0.0 && beta == 0.0 {
+            return Err(invalid(
+                "kd.beta",
+                "alpha and beta are both 0: nothing to train on",
+            ));
+        }
+        let soft_loss = match self.soft_loss.as_deref().unwrap_or("ce") {
+            "ce" => SoftLoss::Ce,
+            "kl" => SoftLoss::Kl,
+            "mse_logits" => SoftLoss::MseLogits,
+            other => {
+                return Err(invalid(
+                    "kd.soft_loss",
+                    format!("unknown soft loss `{other}` (known: ce, kl, mse_logits)"),
+                ))
+            }
+        };
+        Ok(KdWeights {
+            temperature,
+            alpha,
+            beta,
+            soft_loss,
+            t2_scaling: self.t2_scaling.unwrap_or(true),
+        })
+    }
+}
+
+/// `auto | cpu | cuda | cuda:N`, checked for form only (availability is checked at run time).
+pub fn parse_device_name(key: &str, s: &str) -> Result<String, ConfigError> {
+    let ok = matches!(s, "auto" | "cpu" | "cuda")
+        || s.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{s}` is not a device (use auto, cpu, cuda or cuda:N)"),
+        ))
+    }
+}
+
+/// The dotted key a grid key stands for: the short aliases, or a dotted key under `student.` or
+/// `kd.` (one teacher per sweep, so teacher keys cannot be swept).
+fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigError> {
+    use serde_yaml::Value;
+    match v {
+        None | Some(Value::Null) => Ok(vec!["auto".into()]),
+        Some(Value::String(s)) => Ok(vec![parse_device_name("device", s)?]),
+        Some(Value::Sequence(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => parse_device_name(&format!("device[{i}]"), s),
+                other => Err(invalid(
+                    format!("device[{i}]"),
+                    format!("expected a string, got {other:?}"),
+                )),
+            })
+            .collect(),
+        Some(Value::Sequence(_)) => Err(invalid("device", "the list is empty")),
+        Some(other) => Err(invalid(
+            "device",
+            format!("expected auto, cpu, cuda, cuda:N or a list of them, got {other:?}"),
+        )),
+    }
+}
+
+impl RawConfig {
+    pub(super) fn resolve_base(&self) -> Result<Resolved, ConfigError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(invalid(
+                "name",
+                format!(
+                    "`{}` must be a non-empty file name (it names results/<name>/)",
+                    self.name
+                ),
+            ));
+        }
+        let ds = &self.dataset;
+        let ds_name = ds.name.as_deref().unwrap_or("fashion-mnist");
+        let dataset = DatasetCfg {
+            name: DatasetName::parse(ds_name).ok_or_else(|| {
+                invalid(
+                    "dataset.name",
+                    format!("unknown dataset `{ds_name}` (known: fashion-mnist, mnist, idx)"),
+                )
+            })?,
+            dir: ds.dir.clone(),
+            val_size: ds.val_size.unwrap_or(DEFAULT_VAL_SIZE),
+            train_limit: ds.train_limit,
+            data_seed: ds.data_seed.unwrap_or(0),
+            transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
+        };
+        let f = dataset.transfer_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(invalid(
+                "dataset.transfer_fraction",
+                format!("must be in (0, 1] (the share of the training images the students see), got {f}"),
+            ));
+        }
+        if dataset.name == DatasetName::Idx && dataset.dir.is_none() {
+            return Err(invalid("dataset.dir", "required when dataset.name is idx"));
+        }
+        if dataset.train_limit == Some(0) {
+            return Err(invalid(
+                "dataset.train_limit",
+                "must be > 0 (or null for all images)",
+            ));
+        }
+        let seeds = self.seeds.clone().unwrap_or_else(|| vec![0]);
+        if seeds.is_empty() {
+            return Err(invalid("seeds", "the list is empty"));
+        }
+        if let Some(i) = (1..seeds.len()).find(|&i| seeds[..i].contains(&seeds[i])) {
+            return Err(invalid(
+                format!("seeds[{i}]"),
+                format!("{} appears twice", seeds[i]),
+            ));
+        }
+        if self.threads == Some(0) {
+            return Err(invalid("threads", "must be > 0 (or null for one per core)"));
+        }
+        if self.workers == Some(0) {
+            return Err(invalid(
+                "workers",
+                "must be > 0 (or null for one worker per listed device)",
+            ));
+        }
+        let device = resolve_device(self.device.as_ref())?;
+        let model = |raw: &Option<RawModel>, role: Role| match raw {
+            Some(m) => m.resolve(&format!("{}.model", role.key()), role),
+            None => Ok(ModelSpec::Mlp(role.default_mlp())),
+        };
+        let train = |raw: &Option<RawTrain>, role: Role| {
+            raw.clone()
+                .unwrap_or_default()
+                .resolve(&format!("{}.train", role.key()), role)
+        };
+        Ok(Resolved {
+            name: name.to_string(),
+            dataset,
+            workers: self.workers.unwrap_or(device.len()),
+            device,
+            threads: self.threads,
+            seeds,
+            teacher: TeacherCfg {
+                seed: self.teacher.seed.unwrap_or(0),
+                checkpoint: self.teacher.checkpoint.clone(),
+                model: model(&self.teacher.model, Role::Teacher)?,
+                train: train(&self.teacher.train, Role::Teacher)?,
+            },
+            student: StudentCfg {
+                model: model(&self.student.model, Role::Student)?,
+                train: train(&self.student.train, Role::Student)?,
+            },
+            kd: self.kd.resolve()?,
+            baseline: self.baseline.unwrap_or(true),
+            grid: vec![],
+            cells: vec![],
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! Devices and the execution facts that change a trial's numbers: the device kind, the CPU's
+//! vector ISA class (libtorch picks other kernels on AVX2 and AVX-512 machines) or the GPU model,
+//! the intra-op thread count on CPU, and the libtorch version. Trial ids hash an [`ExecClass`].
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::error::RunError;
+
+/// The libtorch version this binary was built against (read from the install at build time).
+pub const LIBTORCH_VERSION: &str = env!("KD_LIBTORCH_VERSION");
+/// The folder of libtorch's shared libraries (the rpath).
+pub const LIBTORCH_LIB: &str = env!("KD_LIBTORCH_LIB");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// What a trial's numbers depend on besides its settings: trials of one class give the same
+/// numbers for the same settings and seed; trials of two classes may differ in the last digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecClass {
+    pub kind: DeviceKind,
+    /// CPU: the vector ISA class libtorch dispatches to (`avx512`, `avx2`, ...); CUDA: the GPU.
+    pub hardware: String,
+    /// libtorch intra-op threads on CPU (none on CUDA, where they do not touch the numbers).
+    pub threads: Option<usize>,
+    pub libtorch: String,
+}
+
+impl ExecClass {
+    pub fn describe(&self) -> String {
+        match (self.kind, self.threads) {
+            (DeviceKind::Cpu, Some(t)) => format!("cpu {} {t} threads", self.hardware),
+            _ => format!("cuda {}", self.hardware),
+        }
+    }
+}
+
+/// One place trials run: the sweep process itself, or a worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// `cpu`, `cuda:0`, ... (`auto` already resolved).
+    pub device: String,
+    /// libtorch intra-op threads it sets.
+    pub threads: usize,
+    pub class: ExecClass,
+}
+
+/// The vector ISA class libtorch's CPU kernels dispatch to, decided as ATen decides it:
+/// `$ATEN_CPU_CAPABILITY` when set, else the best class the CPU supports (AVX-512 needs
+/// avx512 f/bw/vl/dq and FMA; AVX2 needs avx2 and FMA).
+pub fn cpu_isa() -> String {
+    if let Ok(forced) = std::env::var("ATEN_CPU_CAPABILITY") {
+        if !forced.is_empty() {
+            return forced.to_lowercase();
+        }
+    }
+    native_isa()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn native_isa() -> String {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") && has!("fma") {
+        "avx512".into()
+    } else if has!("avx2") && has!("fma") {
+        "avx2".into()
+    } else {
+        "default".into()
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn native_isa() -> String {
+    format!("{} default", std::env::consts::ARCH)
+}
+
+/// The CPU's model name (for `kd doctor`; not part of any id).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The names of the GPUs nvidia-smi lists, in its order (empty without a driver).
+pub fn nvidia_smi_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The model of CUDA device `n` as libtorch numbers it (after `$CUDA_VISIBLE_DEVICES`).
+pub fn gpu_model(n: usize) -> String {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let physical = match visible.as_deref().map(|v| v.split(',').nth(n)) {
+        Some(Some(id)) => id.trim().to_string(),
+        _ => n.to_string(),
+    };
+    std::process::Command::new("nvidia-smi")
+        .args(["-i", &physical, "--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown GPU".into())
+}
+
+/// Turn a device name into a libtorch device, checking that it exists.
+pub fn select_device(name: &str) -> Result<Device, RunError> {
+    let cuda = tch::Cuda::is_available();
+    let count = tch::Cuda::device_count();
+    let missing = |what: String| RunError::Device {
+        key: "device".into(),
+        message: format!(
+            "{what}, but this libtorch sees {count} CUDA device(s) (CUDA available: {cuda}). \
+             Use `device: cpu` or `auto`, and run `kd doctor` to see what libtorch finds"
+        ),
+    };
+    match name {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if cuda => Ok(Device::Cuda(0)),
+        "cuda" => Err(missing("`cuda` was asked for".into())),
+        other => {
+            let n: usize = other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| RunError::Device {
+                    key: "device".into(),
+                    message: format!("`{other}` is not a device (use auto, cpu, cuda or cuda:N)"),
+                })?;
+            if cuda && (n as i64) < count {
+                Ok(Device::Cuda(n))
+            } else {
+                Err(missing(format!("`{other}` was asked for")))
+            }
+        }
+    }
+}
+
+pub fn device_label(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// The class of a process that trains on `device` with `threads` intra-op threads.
+pub fn class_of(device: Device, threads: usize) -> ExecClass {
+    match device {
+        Device::Cuda(n) => ExecClass {
+            kind: DeviceKind::Cuda,
+            hardware: gpu_model(n),
+            threads: None,
+            libtorch: LIBTORCH_VERSION.into(),
+        },
+        _ => ExecClass {
+            kind: DeviceKind::Cpu,
+            hardware: cpu_isa(),
+            threads: Some(threads),
+            libtorch: LIBTORCH_VERSION.into(),
+        },
+    }
+}
+
+/// The slot for `name` (checked to exist) with `threads` threads.
+pub fn slot(name: &str, threads: usize) -> Result<Slot, RunError> {
+    let device = select_device(name)?;
+    Ok(Slot {
+        device: device_label(device),
+        threads,
+        class: class_of(device, threads),
+    })
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// RFC 3339 time of now, UTC.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+
+    #[test]
+    fn cuda_without_cuda_is_a_device_error() {
+        if tch::Cuda::is_available() {
+            return;
+        }
+        let e = select_device("cuda").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().starts_with("device: `cuda` was asked for"),
+            "{e}"
+        );
+        assert!(matches!(select_device("auto").unwrap(), Device::Cpu));
+        assert!(select_device("cuda:3").is_err());
+    }
+
+    #[test]
+    fn a_cpu_class_records_isa_threads_and_libtorch() {
+        let c = class_of(Device::Cpu, 3);
+        assert_eq!(c.kind, DeviceKind::Cpu);
+        assert_eq!(c.threads, Some(3));
+        assert_eq!(c.libtorch, LIBTORCH_VERSION);
+        assert!(
+            ["avx512", "avx2", "default"].contains(&c.hardware.as_str())
+                || std::env::var_os("ATEN_CPU_CAPABILITY").is_some()
+                || !cfg!(target_arch = "x86_64"),
+            "{}",
+            c.hardware
+        );
+        assert_ne!(c, class_of(Device::Cpu, 2), "threads change the class");
+    }
+}

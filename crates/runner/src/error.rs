@@ -1,0 +1,104 @@
+//! Why a sweep could not start or finish, with the CLI's exit code for each.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Data(#[from] kd_data::DataError),
+    #[error("{key}: {message}")]
+    Model { key: String, message: String },
+    #[error("{key}: {message}")]
+    Device { key: String, message: String },
+    #[error("{file}: cannot read the teacher checkpoint: {source}")]
+    CheckpointRead {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: cannot load the teacher checkpoint: {source}. It must be a tch VarStore saved for {expected}")]
+    CheckpointLoad {
+        file: PathBuf,
+        /// What the config says the teacher is.
+        expected: String,
+        #[source]
+        source: tch::TchError,
+    },
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Torch {
+        file: PathBuf,
+        #[source]
+        source: tch::TchError,
+    },
+    #[error(transparent)]
+    Report(#[from] kd_report::ReportError),
+    #[error("the teacher did not train: {0}")]
+    Teacher(#[from] crate::train::TrainError),
+    #[error("the teacher diverged ({0}); lower teacher.train.lr")]
+    TeacherDiverged(String),
+    #[error("cannot start {exe}: {source}")]
+    WorkerSpawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("{file}: another kd sweep (pid {pid}) is writing to this folder; wait for it or use another --out")]
+    Busy { file: PathBuf, pid: String },
+}
+
+impl RunError {
+    /// 2 for bad input or environment (config, data, device, checkpoint, a busy OUT), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_)
+            | RunError::Data(_)
+            | RunError::Model { .. }
+            | RunError::Device { .. }
+            | RunError::CheckpointRead { .. }
+            | RunError::CheckpointLoad { .. }
+            | RunError::Busy { .. } => 2,
+            RunError::Io { .. }
+            | RunError::Torch { .. }
+            | RunError::Report(_)
+            | RunError::Teacher(_)
+            | RunError::TeacherDiverged(_)
+            | RunError::WorkerSpawn { .. }
+            | RunError::Worker(_) => 1,
+        }
+    }
+}
+
+pub(crate) fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn torch_err(file: &Path) -> impl FnOnce(tch::TchError) -> RunError + '_ {
+    move |source| RunError::Torch {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn model_err(key: &str) -> impl FnOnce(kd_model_zoo::ModelError) -> RunError + '_ {
+    move |e| match e {
+        kd_model_zoo::ModelError::Spec { key: k, message } => RunError::Model {
+            key: format!("{key}.{k}"),
+            message,
+        },
+    }
+}

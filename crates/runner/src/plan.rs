@@ -1,0 +1,409 @@
+//! The plan: every trial of a sweep decided once, with its final id, kind, seed, student, KD
+//! weights, paired baseline, teacher, execution class and data. `kd sweep`, `--dry-run`, resume
+//! and the workers all read this one plan; nothing recomputes a trial's facts elsewhere.
+//!
+//! A trial id is a content hash of everything that changes its numbers: the resolved model
+//! (initialisation included) and training keys, the KD weights (KD trials), the data's content
+//! fingerprint, split and transfer rows, the teacher's id (KD trials), and the execution class
+//! (device kind, CPU ISA class and threads or GPU model, libtorch version). A baseline and the KD
+//! trials it is paired with always share their execution class: the plan assigns each group
+//! (one student config and seed) to one class.
+
+use std::fmt::Write as _;
+
+use kd_loss::KdWeights;
+use kd_model_zoo::ModelSpec;
+use kd_report::{Kind, TrialRecord, Value};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Resolved, StudentCfg, TeacherCfg};
+use crate::data::{file_digest, Data, DataPlan};
+use crate::env::{self, ExecClass, Slot};
+use crate::error::{model_err, RunError};
+
+/// Short content hash (SHA-256 of the canonical JSON, 12 hex digits).
+pub fn content_hash(v: &impl Serialize) -> String {
+    let json = serde_json::to_vec(v).expect("hash inputs serialise");
+    hex::encode(&Sha256::digest(&json)[..6])
+}
+
+/// The teacher of the sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeacherPlan {
+    pub id: String,
+    pub cfg: TeacherCfg,
+    /// Where it trains (or where a loaded one computes its logits): the sweep process.
+    pub slot: Slot,
+    /// SHA-256 of `teacher.checkpoint`, which stands in its id for the training keys.
+    pub checkpoint_digest: Option<String>,
+}
+
+impl TeacherPlan {
+    /// The id's hash part, which names the teacher's files in the cache.
+    pub fn hash(&self) -> &str {
+        self.id.trim_start_matches("teacher-")
+    }
+}
+
+/// One student trial, as a worker receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedTrial {
+    /// Its position in [`Plan::trials`].
+    pub index: usize,
+    pub id: String,
+    pub kind: Kind,
+    pub seed: u64,
+    pub student: StudentCfg,
+    /// What it trains on: the cell's KD weights, or hard targets only for a baseline.
+    pub weights: KdWeights,
+    pub teacher_id: Option<String>,
+    pub baseline_id: Option<String>,
+    /// The grid values of its cell whose key is not a record column, typed.
+    pub swept: Vec<(String, Value)>,
+    /// Index into [`Plan::classes`]: only a slot of this class may run it.
+    pub class: usize,
+}
+
+/// Every trial of a sweep and where each may run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub data: DataPlan,
+    pub teacher: TeacherPlan,
+    /// Student trials in run order: per seed, per cell, the cell's baseline (once per student
+    /// config and seed) then the KD trial.
+    pub trials: Vec<PlannedTrial>,
+    /// The places student trials run: one slot trains in the sweep process, more are workers.
+    pub slots: Vec<Slot>,
+    /// The distinct execution classes of the slots.
+    pub classes: Vec<ExecClass>,
+}
+
+/// A YAML grid value as a typed record value (a list of widths reads `800-800`).
+fn typed(v: &serde_yaml::Value) -> Value {
+    match v {
+        serde_yaml::Value::Bool(b) => Value::Bool(*b),
+        serde_yaml::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        other => Value::Str(crate::config::value_text(other)),
+    }
+}
+
+/// The student slots: `workers` of them, worker i on `device[i % len]`, each with `threads`
+/// threads (`null`: the cores shared among the workers).
+fn student_slots(cfg: &Resolved) -> Result<Vec<Slot>, RunError> {
+    let threads = cfg
+        .threads
+        .unwrap_or((env::cores() / cfg.workers.max(1)).max(1));
+    (0..cfg.workers.max(1))
+        .map(|i| env::slot(&cfg.device[i % cfg.device.len()], threads))
+        .collect()
+}
+
+/// The classes of `slots`, in first-seen order, and the class of each slot.
+fn classes_of(slots: &[Slot]) -> (Vec<ExecClass>, Vec<usize>) {
+    let mut classes: Vec<ExecClass> = Vec::new();
+    let of_slot = slots
+        .iter()
+        .map(|s| match classes.iter().position(|c| *c == s.class) {
+            Some(i) => i,
+            None => {
+                classes.push(s.class.clone());
+                classes.len() - 1
+            }
+        })
+        .collect();
+    (classes, of_slot)
+}
+
+/// The class of each group (a student config and seed: a baseline and its KD cells), round
+/// robin over the slots so that each class gets groups in proportion to its slots.
+pub fn assign_groups(groups: usize, slot_classes: &[usize]) -> Vec<usize> {
+    (0..groups)
+        .map(|g| slot_classes[g % slot_classes.len().max(1)])
+        .collect()
+}
+
+impl Plan {
+    /// Plan the sweep of `cfg` over `data` on this machine.
+    pub fn build(cfg: &Resolved, data: &Data) -> Result<Plan, RunError> {
+        let d = &data.plan;
+        cfg.teacher
+            .model
+            .validate(d.input)
+            .map_err(model_err("teacher.model"))?;
+        for cell in &cfg.cells {
+            cell.student
+                .model
+                .validate(d.input)
+                .map_err(model_err("student.model"))?;
+        }
+        let teacher_slot = env::slot(&cfg.device[0], cfg.threads.unwrap_or(env::cores()).max(1))?;
+        let checkpoint_digest = match &cfg.teacher.checkpoint {
+            Some(file) => Some(file_digest(file).map_err(|e| match e {
+                RunError::Io { file, source } => RunError::CheckpointRead { file, source },
+                other => other,
+            })?),
+            None => None,
+        };
+        let t = &cfg.teacher;
+        let teacher_id = format!(
+            "teacher-{}",
+            content_hash(&(
+                "teacher-v2",
+                &t.model,
+                &t.train,
+                t.seed,
+                d.teacher_view(),
+                &checkpoint_digest,
+                &teacher_slot.class,
+            ))
+        );
+        let slots = student_slots(cfg)?;
+        let (classes, slot_class) = classes_of(&slots);
+
+        // The trials, in run order, and their groups (student config, seed).
+        let mut trials: Vec<PlannedTrial> = Vec::new();
+        let mut groups: Vec<(&StudentCfg, u64)> = Vec::new();
+        let mut group_of: Vec<usize> = Vec::new();
+        for &seed in &cfg.seeds {
+            for cell in &cfg.cells {
+                let group = match groups
+                    .iter()
+                    .position(|(s, g)| **s == cell.student && *g == seed)
+                {
+                    Some(g) => g,
+                    None => {
+                        groups.push((&cell.student, seed));
+                        if cfg.baseline {
+                            trials.push(PlannedTrial {
+                                index: trials.len(),
+                                id: String::new(),
+                                kind: Kind::Baseline,
+                                seed,
+                                student: cell.student.clone(),
+                                weights: KdWeights::hard_only(),
+                                teacher_id: None,
+                                baseline_id: None,
+                                swept: vec![],
+                                class: 0,
+                            });
+                            group_of.push(groups.len() - 1);
+                        }
+                        groups.len() - 1
+                    }
+                };
+                let swept = cell
+                    .swept
+                    .iter()
+                    .filter(|(k, _)| !TrialRecord::COLUMNS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), typed(v)))
+                    .collect();
+                trials.push(PlannedTrial {
+                    index: trials.len(),
+                    id: String::new(),
+                    kind: Kind::Kd,
+                    seed,
+                    student: cell.student.clone(),
+                    weights: cell.kd,
+                    teacher_id: Some(teacher_id.clone()),
+                    baseline_id: None,
+                    swept,
+                    class: 0,
+                });
+                group_of.push(group);
+            }
+        }
+        let group_class = assign_groups(groups.len(), &slot_class);
+        for (t, &g) in trials.iter_mut().zip(&group_of) {
+            t.class = group_class[g];
+            t.id = trial_id(t, d, &classes[t.class]);
+        }
+        // Pairing: the baseline of the same group (same student, seed and so class).
+        let baseline_of: Vec<Option<String>> = trials
+            .iter()
+            .zip(&group_of)
+            .map(|(t, g)| {
+                (t.kind == Kind::Kd)
+                    .then(|| {
+                        trials
+                            .iter()
+                            .zip(&group_of)
+                            .find(|(b, bg)| b.kind == Kind::Baseline && *bg == g)
+                            .map(|(b, _)| b.id.clone())
+                    })
+                    .flatten()
+            })
+            .collect();
+        for (t, b) in trials.iter_mut().zip(baseline_of) {
+            t.baseline_id = b;
+        }
+        Ok(Plan {
+            name: cfg.name.clone(),
+            data: d.clone(),
+            teacher: TeacherPlan {
+                id: teacher_id,
+                cfg: cfg.teacher.clone(),
+                slot: teacher_slot,
+                checkpoint_digest,
+            },
+            trials,
+            slots,
+            classes,
+        })
+    }
+
+    /// Trials run in the sweep process (one slot) or in worker processes.
+    pub fn in_process(&self) -> bool {
+        self.slots.len() == 1
+    }
+
+    /// The plan as text, with the training FLOPs and a time estimate: what `--dry-run` prints.
+    /// Every id is the one the run will write.
+    pub fn describe(&self) -> String {
+        let d = &self.data;
+        // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
+        let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
+            3.0 * spec.flops_per_sample(d.input, d.classes) as f64 * images as f64 * epochs as f64
+        };
+        let t = &self.teacher;
+        let mut s = format!(
+            "data: {} in {} (fingerprint {}), {} train / {} val / {} test images; students \
+             learn from {}\n",
+            d.name.as_str(),
+            d.dir.display(),
+            d.fingerprint,
+            d.train,
+            d.val,
+            d.test,
+            d.transfer_rows
+        );
+        let teacher_flops = if t.cfg.checkpoint.is_some() {
+            0.0
+        } else {
+            cost(&t.cfg.model, t.cfg.train.epochs, d.train)
+        };
+        let _ = writeln!(
+            s,
+            "{} teacher {} {} seed {} on {} ({}): {:.1} TFLOP{}",
+            t.id,
+            t.cfg.model.arch(),
+            t.cfg.model.shape_label(),
+            t.cfg.seed,
+            t.slot.device,
+            t.slot.class.describe(),
+            teacher_flops / 1e12,
+            if t.cfg.checkpoint.is_some() {
+                " (checkpoint)"
+            } else {
+                " (0 if cached)"
+            }
+        );
+        let mut total = teacher_flops;
+        for tr in &self.trials {
+            let f = cost(&tr.student.model, tr.student.train.epochs, d.transfer_rows);
+            total += f;
+            let w = &tr.weights;
+            let kd = if tr.kind == Kind::Kd {
+                format!(
+                    " T={} alpha={} beta={} {}",
+                    w.temperature,
+                    w.alpha,
+                    w.beta,
+                    w.soft_loss.as_str()
+                )
+            } else {
+                String::new()
+            };
+            let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "{} {} {} seed {}{kd}{} [{}]: {:.1} TFLOP",
+                tr.id,
+                tr.kind,
+                tr.student.model.shape_label(),
+                tr.seed,
+                swept.concat(),
+                self.classes[tr.class].describe(),
+                f / 1e12
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
+             ~100 GFLOP/s measured here",
+            self.trials.len(),
+            total / 1e12,
+            total / 100e9 / 60.0
+        );
+        s
+    }
+}
+
+/// The id of student trial `t` (its `class` already assigned).
+fn trial_id(t: &PlannedTrial, data: &DataPlan, class: &ExecClass) -> String {
+    let hash = match t.kind {
+        Kind::Kd => content_hash(&(
+            "kd-v2",
+            t.seed,
+            &t.student,
+            &t.weights,
+            data.student_view(),
+            &t.teacher_id,
+            class,
+        )),
+        // A baseline leaves out the teacher and the KD weights: one baseline serves every cell
+        // of its student and seed, and changing a KD key re-runs only the KD trials.
+        _ => content_hash(&(
+            "baseline-v2",
+            t.seed,
+            &t.student,
+            data.student_view(),
+            class,
+        )),
+    };
+    format!("{}-{hash}", t.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_is_stable_and_sensitive() {
+        let a = content_hash(&("x", 1, [0.5f64]));
+        assert_eq!(a, content_hash(&("x", 1, [0.5f64])));
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, content_hash(&("x", 2, [0.5f64])));
+    }
+
+    #[test]
+    fn groups_go_round_robin_over_slots_so_pairs_stay_together() {
+        // Slots: cuda, cuda, cpu (classes 0, 0, 1): groups 0,1 -> cuda, 2 -> cpu, 3,4 -> cuda, ...
+        assert_eq!(assign_groups(6, &[0, 0, 1]), [0, 0, 1, 0, 0, 1]);
+        assert_eq!(assign_groups(3, &[0]), [0, 0, 0]);
+    }
+
+    #[test]
+    fn grid_values_keep_their_type() {
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("[0.001, 3, true, adam, [800, 800]]").unwrap();
+        let serde_yaml::Value::Sequence(items) = v else {
+            panic!()
+        };
+        let t: Vec<Value> = items.iter().map(typed).collect();
+        assert_eq!(
+            t,
+            [
+                Value::Float(0.001),
+                Value::Int(3),
+                Value::Bool(true),
+                Value::Str("adam".into()),
+                Value::Str("800-800".into())
+            ]
+        );
+    }
+}

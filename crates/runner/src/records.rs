@@ -1,0 +1,109 @@
+//! The records of a plan's trials: everything the plan decides (ids, settings, pairing, data,
+//! class) joined with how a trial ended and where it ran. Kept trials of an earlier run are
+//! re-derived here too, so a record never carries a stale pairing or swept value.
+
+use kd_model_zoo::ModelSpec;
+use kd_report::{Kind, TrialRecord};
+
+use crate::config::TrainCfg;
+use crate::env::Slot;
+use crate::plan::{Plan, PlannedTrial};
+use crate::train::Outcome;
+
+impl Plan {
+    /// The record of the teacher, as `outcome` ended on `ran_on`.
+    pub fn teacher_record(&self, outcome: &Outcome, ran_on: &Slot) -> TrialRecord {
+        let t = &self.teacher;
+        let mut r = self.record_of(
+            (&t.id, Kind::Teacher, t.cfg.seed),
+            (&t.cfg.model, &t.cfg.train),
+            ran_on,
+            outcome,
+        );
+        // A checkpoint teacher trained for no epochs here.
+        if t.cfg.checkpoint.is_some() {
+            r.epochs = 0;
+        }
+        r.transfer_fraction = 1.0;
+        r.train_images = self.data.train as u64;
+        r
+    }
+
+    /// The record of student trial `t` as `outcome` ended on `ran_on` (the slot that ran it, or
+    /// for a trial kept from an earlier run the device and threads it recorded).
+    pub fn trial_record(&self, t: &PlannedTrial, outcome: &Outcome, ran_on: &Slot) -> TrialRecord {
+        let mut r = self.record_of(
+            (&t.id, t.kind, t.seed),
+            (&t.student.model, &t.student.train),
+            ran_on,
+            outcome,
+        );
+        if t.kind == Kind::Kd {
+            let w = &t.weights;
+            r.temperature = Some(w.temperature);
+            r.alpha = Some(w.alpha);
+            r.beta = Some(w.beta);
+            r.soft_loss = Some(w.soft_loss.as_str().into());
+            r.t2_scaling = Some(w.t2_scaling);
+        }
+        r.teacher_id = t.teacher_id.clone();
+        r.baseline_id = t.baseline_id.clone();
+        r.swept = t.swept.clone();
+        r
+    }
+
+    fn record_of(
+        &self,
+        (id, kind, seed): (&str, Kind, u64),
+        (model, train): (&ModelSpec, &TrainCfg),
+        ran_on: &Slot,
+        o: &Outcome,
+    ) -> TrialRecord {
+        let d = &self.data;
+        TrialRecord {
+            trial_id: id.into(),
+            kind,
+            seed,
+            status: o.status,
+            arch: model.arch().into(),
+            hidden: model.shape_label(),
+            model: serde_json::to_string(model).expect("a model spec serialises"),
+            init: model.init().as_str().into(),
+            params: model.param_count(d.input, d.classes) as u64,
+            epochs: train.epochs as u32,
+            batch_size: train.batch_size as u32,
+            optimizer: format!("{:?}", train.optimizer).to_lowercase(),
+            lr: train.lr,
+            momentum: train.momentum,
+            weight_decay: train.weight_decay,
+            schedule: format!("{:?}", train.schedule).to_lowercase(),
+            temperature: None,
+            alpha: None,
+            beta: None,
+            soft_loss: None,
+            t2_scaling: None,
+            teacher_id: None,
+            baseline_id: None,
+            dataset: d.name.as_str().into(),
+            data_fingerprint: d.fingerprint.clone(),
+            transfer_fraction: d.transfer_fraction,
+            train_images: d.transfer_rows as u64,
+            val_images: d.val as u64,
+            test_images: d.test as u64,
+            device: ran_on.device.clone(),
+            hardware: ran_on.class.hardware.clone(),
+            threads: ran_on.threads as u32,
+            libtorch: ran_on.class.libtorch.clone(),
+            train_acc: o.train_acc,
+            val_acc: o.val_acc,
+            test_acc: o.test_acc,
+            test_error: o.test_acc.map(|a| 1.0 - a),
+            test_errors: o.test_errors,
+            best_epoch: o.best_epoch,
+            wall_s: o.wall_s,
+            finished_at: o.finished_at.clone(),
+            message: o.message.clone(),
+            swept: vec![],
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `kd sweep`: load the data, build the plan, claim OUT, write the resolved config (with what
+//! this machine made of it), get the teacher, train every trial not finished before (in this
+//! process or on the worker pool), rewriting the frames after each one, then the report.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kd_report::{EpochRecord, Status, TrialRecord};
+use serde::Serialize;
+
+use crate::config::{self, Resolved};
+use crate::data::{self, DataPlan, Tensors};
+use crate::env::{self, Slot};
+use crate::error::{io_err, RunError};
+use crate::plan::{Plan, PlannedTrial, TeacherPlan};
+use crate::pool;
+use crate::progress::{trial_line, Progress};
+use crate::resume::{self, Done, OutLock};
+use crate::teacher;
+use crate::train::Outcome;
+use crate::trial::TrialContext;
+
+/// Options that are not part of the experiment (so not part of any id).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Output folder; default `results/<name>/`.
+    pub out: Option<PathBuf>,
+    /// Ignore the results of earlier runs in OUT and train every trial again.
+    pub fresh: bool,
+}
+
+/// What a finished sweep hands back to the CLI.
+#[derive(Debug)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub trials: Vec<TrialRecord>,
+    /// Trials whose status is not `ok`.
+    pub unfinished: usize,
+}
+
+/// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<Resolved, RunError> {
+    Ok(config::load(path)?.with_sets(sets)?.resolve()?)
+}
+
+/// Run the sweep described by the config at `path`.
+pub fn run_sweep(path: &Path, sets: &[String], opts: &RunOptions) -> Result<Summary, RunError> {
+    run_resolved(&load_config(path, sets)?, opts)
+}
+
+/// The plan of `cfg` as text, with the ids the run will write; trains and writes nothing.
+pub fn dry_run(cfg: &Resolved) -> Result<String, RunError> {
+    let data = data::load(&cfg.dataset)?;
+    Ok(Plan::build(cfg, &data)?.describe())
+}
+
+/// `OUT/config.resolved.yaml`: the resolved config, then what this machine made of it (every
+/// fact that enters the trial ids).
+#[derive(Serialize)]
+struct ResolvedFile<'a> {
+    #[serde(flatten)]
+    config: &'a Resolved,
+    execution: Execution<'a>,
+}
+
+#[derive(Serialize)]
+struct Execution<'a> {
+    libtorch: &'a str,
+    teacher: &'a TeacherPlan,
+    /// One slot trains in the sweep process; more are worker processes.
+    slots: &'a [Slot],
+    data: &'a DataPlan,
+}
+
+/// The sweep's rows in plan order (the teacher first) as trials finish, written after each.
+struct Book<'a> {
+    plan: &'a Plan,
+    out: &'a Path,
+    rows: Vec<Option<(TrialRecord, Vec<EpochRecord>)>>,
+}
+
+impl Book<'_> {
+    fn set(&mut self, position: usize, record: TrialRecord, epochs: Vec<EpochRecord>) {
+        self.rows[position] = Some((record, epochs));
+    }
+
+    /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
+    fn finish(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+        ran_on: &Slot,
+        progress: &mut Progress,
+        slot: usize,
+    ) -> Result<(), RunError> {
+        let record = self
+            .plan
+            .trial_record(&self.plan.trials[index], &outcome, ran_on);
+        progress.finish_trial(slot, &trial_line(&record));
+        self.set(index + 1, record, outcome.epochs);
+        self.write()
+    }
+
+    fn records(&self) -> (Vec<TrialRecord>, Vec<EpochRecord>) {
+        let rows = self.rows.iter().flatten();
+        (
+            rows.clone().map(|(r, _)| r.clone()).collect(),
+            rows.flat_map(|(_, e)| e.iter().cloned()).collect(),
+        )
+    }
+
+    fn write(&self) -> Result<(), RunError> {
+        let (rows, epochs) = self.records();
+        Ok(kd_report::write_frames(self.out, &rows, &epochs)?)
+    }
+}
+
+/// The slot a kept trial recorded: its device and threads, in its planned class.
+fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
+    Slot {
+        device: done.device.clone(),
+        threads: done.threads,
+        class: class.clone(),
+    }
+}
+
+/// Run an already resolved config.
+pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunError> {
+    // The data and the plan come first: every listed device must exist, every model fit the
+    // data, before anything is written.
+    let data = data::load(&cfg.dataset)?;
+    let plan = Plan::build(cfg, &data)?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    let _lock = OutLock::acquire(&out)?;
+    let (mut previous, unreadable) = if opts.fresh {
+        (HashMap::new(), None)
+    } else {
+        resume::finished(&out)
+    };
+    // The resolved config goes first, so every result can be traced to its inputs.
+    let resolved = ResolvedFile {
+        config: cfg,
+        execution: Execution {
+            libtorch: env::LIBTORCH_VERSION,
+            teacher: &plan.teacher,
+            slots: &plan.slots,
+            data: &plan.data,
+        },
+    };
+    kd_report::write_atomic(
+        &out.join("config.resolved.yaml"),
+        serde_yaml::to_string(&resolved)
+            .expect("the resolved config serialises")
+            .as_bytes(),
+    )?;
+    let mut progress = Progress::new(plan.trials.len() as u64 + 1);
+    if let Some(note) = unreadable {
+        progress.note(&note);
+    }
+    let d = &plan.data;
+    let slots: Vec<String> = plan
+        .slots
+        .iter()
+        .map(|s| format!("{} ({})", s.device, s.class.describe()))
+        .collect();
+    progress.note(&format!(
+        "{}: {} in {} ({} train / {} val / {} test images, {}x{}, fingerprint {}), libtorch {}, \
+         teacher on {} ({}), students on {}",
+        plan.name,
+        d.name.as_str(),
+        d.dir.display(),
+        d.train,
+        d.val,
+        d.test,
+        d.input.height,
+        d.input.width,
+        d.fingerprint,
+        env::LIBTORCH_VERSION,
+        plan.teacher.slot.device,
+        plan.teacher.slot.class.describe(),
+        slots.join(", ")
+    ));
+    if d.transfer_rows < d.train {
+        progress.note(&format!(
+            "students learn from {} of the {} training images (dataset.transfer_fraction {}); \
+             the teacher saw all of them",
+            d.transfer_rows, d.train, d.transfer_fraction
+        ));
+    }
+
+    let mut book = Book {
+        plan: &plan,
+        out: &out,
+        rows: vec![None; plan.trials.len() + 1],
+    };
+    // Trials finished in an earlier run of this OUT with the same id are kept; their records are
+    // re-derived from the plan (pairing, swept keys), their outcomes kept.
+    let mut pending: Vec<usize> = Vec::new();
+    let mut kept = 0;
+    for t in &plan.trials {
+        match previous.remove(&t.id) {
+            Some(done) => {
+                let on = kept_on(&done, &plan.classes[t.class]);
+                let record = plan.trial_record(t, &done.outcome, &on);
+                progress.finish_trial(
+                    0,
+                    &format!("{} (done before, skipped)", trial_line(&record)),
+                );
+                book.set(t.index + 1, record, done.outcome.epochs);
+                kept += 1;
+            }
+            None => pending.push(t.index),
+        }
+    }
+    // When every student trial is finished, the teacher is not needed either (its cache may be
+    // gone): its row is kept like the others.
+    let earlier_teacher = previous
+        .remove(&plan.teacher.id)
+        .filter(|_| pending.is_empty());
+    let mut splits = None;
+    let mut logits = None;
+    match earlier_teacher {
+        Some(done) => {
+            let on = kept_on(&done, &plan.teacher.slot.class);
+            let record = plan.teacher_record(&done.outcome, &on);
+            progress.finish_trial(
+                0,
+                &format!("{} (done before, skipped)", trial_line(&record)),
+            );
+            book.set(0, record, done.outcome.epochs);
+        }
+        None => {
+            let device = env::select_device(&plan.teacher.slot.device)?;
+            tch::set_num_threads(plan.teacher.slot.threads as i32);
+            let tensors = Tensors::new(&data, device);
+            let t = teacher::obtain(&plan, &tensors, &mut progress)?;
+            book.set(0, t.record.clone(), t.epochs.clone());
+            splits = Some(tensors);
+            logits = Some(t);
+        }
+    }
+    book.write()?;
+
+    if let (false, Some(t)) = (pending.is_empty(), logits) {
+        if plan.in_process() {
+            let slot = &plan.slots[0];
+            tch::set_num_threads(slot.threads as i32);
+            let device = env::select_device(&slot.device)?;
+            let splits = match splits {
+                Some(s) if s.train.x.device() == device => s,
+                _ => Tensors::new(&data, device),
+            };
+            let ctx = TrialContext::with_splits(splits, &data, &t.logits);
+            for &index in &pending {
+                let trial = &plan.trials[index];
+                progress.start_trial(0, &label(trial), trial.student.train.epochs as u64);
+                let outcome = ctx.run(trial, |log| progress.epoch(0, log));
+                book.finish(index, outcome, slot, &mut progress, 0)?;
+            }
+        } else {
+            drop(splits);
+            progress.note(&format!(
+                "{} trials on {} workers: {}",
+                pending.len(),
+                plan.slots.len().min(pending.len()),
+                plan.slots
+                    .iter()
+                    .map(|s| format!("{} ({} threads)", s.device, s.threads))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let setup = |slot: &Slot| pool::Setup {
+                data: plan.data.clone(),
+                logits: t.logits_file.clone(),
+                logits_name: t.logits_name.clone(),
+                slot: slot.clone(),
+            };
+            pool::run(&plan, setup, &pending, |event| match event {
+                pool::Event::Started { slot, index } => {
+                    let trial = &plan.trials[index];
+                    progress.start_trial(slot, &label(trial), trial.student.train.epochs as u64);
+                    Ok(())
+                }
+                pool::Event::Epoch { slot, log } => {
+                    progress.epoch(slot, &log);
+                    Ok(())
+                }
+                pool::Event::Done {
+                    slot,
+                    index,
+                    outcome,
+                    on,
+                } => book.finish(index, outcome, &on, &mut progress, slot),
+            })?;
+        }
+    }
+    if kept > 0 {
+        progress.note(&format!(
+            "{kept} trial(s) were finished before and kept; --fresh re-runs them"
+        ));
+    }
+    book.write()?;
+    progress.finish();
+    let (trials, epochs) = book.records();
+    kd_report::write_report(&out, &cfg.name, &trials, &epochs)?;
+    let unfinished = trials.iter().filter(|r| r.status != Status::Ok).count();
+    Ok(Summary {
+        out,
+        trials,
+        unfinished,
+    })
+}
+
+fn label(t: &PlannedTrial) -> String {
+    format!("{} seed {}", t.kind, t.seed)
+}

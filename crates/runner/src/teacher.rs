@@ -1,0 +1,199 @@
+//! The teacher and its cache: loaded from `teacher.checkpoint`, reused from the cache, or trained
+//! (then cached), and its logits on the training split, computed once per teacher.
+//!
+//! Cache files, under `$KD_CACHE_DIR/teachers/`, named by the teacher id's hash:
+//! `<hash>.ot` (weights), `<hash>.json` (its training record) and `<hash>.logits.pt`, whose one
+//! tensor is named after the teacher id and the SHA-256 of the weights it came from, so logits
+//! are only ever used with the teacher that produced them. Every file is written through a
+//! temporary file of this process's own and a rename, so sweeps sharing the cache never clobber
+//! each other.
+
+use std::path::{Path, PathBuf};
+
+use kd_model_zoo::Net;
+use kd_report::{EpochRecord, Status, TrialRecord};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use crate::data::{cache_root, file_digest, Tensors};
+use crate::env::{now_rfc3339, select_device};
+use crate::error::{io_err, model_err, torch_err, RunError};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::train::{self, Outcome, TrainData};
+
+/// The teacher's training record, kept beside its cached weights so a reused teacher still
+/// reports how it was trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeacherLog {
+    epochs: Vec<EpochRecord>,
+    best_epoch: Option<u32>,
+    wall_s: f64,
+}
+
+/// What the students need of the teacher, once it is trained or loaded.
+#[derive(Debug)]
+pub struct Teacher {
+    pub record: TrialRecord,
+    pub epochs: Vec<EpochRecord>,
+    /// Its logits on every training image, `[n_train, classes]`, on the CPU.
+    pub logits: Tensor,
+    /// Where they are cached (workers read them there).
+    pub logits_file: PathBuf,
+    /// The name of the logits tensor in that file: `<teacher id>-<weights digest>`.
+    pub logits_name: String,
+}
+
+fn teachers_dir() -> PathBuf {
+    cache_root().join("teachers")
+}
+
+/// Save a tensor store through a temporary file and a rename.
+fn save_atomic(
+    file: &Path,
+    save: impl FnOnce(&Path) -> Result<(), tch::TchError>,
+) -> Result<(), RunError> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = kd_report::temp_path(file);
+    save(&tmp).map_err(torch_err(&tmp))?;
+    std::fs::rename(&tmp, file).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(file)(e)
+    })
+}
+
+/// Read the logits in `file` if they were produced by the weights named `name`.
+pub fn read_logits(file: &Path, name: &str, rows: i64) -> Option<Tensor> {
+    let mut named = Tensor::load_multi(file).ok()?;
+    match named.as_slice() {
+        [(n, t)] if n == name && t.size().len() == 2 && t.size()[0] == rows => {
+            Some(named.remove(0).1)
+        }
+        _ => None,
+    }
+}
+
+/// The teacher's logits on the training split: from the cache when they were made by these very
+/// weights (`name`), else computed now and cached.
+fn logits(
+    net: &Net,
+    train: &train::SplitTensors,
+    file: &Path,
+    name: &str,
+) -> Result<Tensor, RunError> {
+    if let Some(t) = read_logits(file, name, train.len()) {
+        return Ok(t);
+    }
+    let logits = train::predict(net, &train.x, 1000).to_device(Device::Cpu);
+    save_atomic(file, |tmp| Tensor::save_multi(&[(name, &logits)], tmp))?;
+    Ok(logits)
+}
+
+/// Get the teacher of `plan`: from `teacher.checkpoint`, from the cache, or by training it.
+pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Teacher, RunError> {
+    let t = &plan.teacher;
+    let (input, classes) = (plan.data.input, plan.data.classes);
+    let device = select_device(&t.slot.device)?;
+    let mut vs = nn::VarStore::new(device);
+    tch::manual_seed(t.cfg.seed as i64);
+    let net = t
+        .cfg
+        .model
+        .build(&vs.root(), input, classes)
+        .map_err(model_err("teacher.model"))?;
+    let dir = teachers_dir();
+    let cached = dir.join(format!("{}.ot", t.hash()));
+    let log_file = dir.join(format!("{}.json", t.hash()));
+    let logits_file = dir.join(format!("{}.logits.pt", t.hash()));
+    // A loaded teacher is evaluated here; its training accuracy comes from its logits on the
+    // training split, which the students need anyway: one pass over it, not two.
+    let eval_only =
+        |net: &Net, logits: &Tensor, log: Option<TeacherLog>| -> Result<Outcome, RunError> {
+            let fail = |e: train::NonFinite| RunError::TeacherDiverged(e.0);
+            let test = train::evaluate(net, &data.test).map_err(fail)?;
+            let val = train::evaluate(net, &data.val).map_err(fail)?;
+            Ok(Outcome {
+                status: Status::Ok,
+                train_acc: Some(train::accuracy(logits, &data.train.y).0),
+                val_acc: val.map(|v| v.0),
+                test_acc: test.map(|v| v.0),
+                test_errors: test.map(|v| v.1),
+                best_epoch: log.as_ref().and_then(|r| r.best_epoch),
+                wall_s: log.as_ref().map_or(0.0, |r| r.wall_s),
+                epochs: log.map_or_else(Vec::new, |r| r.epochs),
+                message: None,
+                finished_at: now_rfc3339(),
+            })
+        };
+    let (outcome, weights_file) = if let Some(ckpt) = &t.cfg.checkpoint {
+        vs.load(ckpt).map_err(|source| RunError::CheckpointLoad {
+            file: ckpt.clone(),
+            expected: format!(
+                "teacher.model = {} {} on {}x{} inputs",
+                t.cfg.model.arch(),
+                t.cfg.model.shape_label(),
+                input.height,
+                input.width
+            ),
+            source,
+        })?;
+        progress.note(&format!("teacher: loaded {}", ckpt.display()));
+        (None, ckpt.clone())
+    } else if cached.is_file() && vs.load(&cached).is_ok() {
+        progress.note(&format!("teacher: reused cached {}", cached.display()));
+        (None, cached.clone())
+    } else {
+        progress.start_trial(0, "teacher", t.cfg.train.epochs as u64);
+        let outcome = train::train(
+            &net,
+            &vs,
+            &t.cfg.train,
+            &kd_loss::KdWeights::hard_only(),
+            t.cfg.seed,
+            &TrainData {
+                train: &data.train,
+                val: &data.val,
+                test: &data.test,
+                soft_targets: None,
+            },
+            &t.id,
+            |log| progress.epoch(0, log),
+        )?;
+        if outcome.status != Status::Ok {
+            return Err(RunError::TeacherDiverged(
+                outcome.message.unwrap_or_else(|| "not finite".into()),
+            ));
+        }
+        save_atomic(&cached, |tmp| vs.save(tmp))?;
+        let log = TeacherLog {
+            epochs: outcome.epochs.clone(),
+            best_epoch: outcome.best_epoch,
+            wall_s: outcome.wall_s,
+        };
+        kd_report::write_atomic(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
+        (Some(outcome), cached.clone())
+    };
+    let digest = file_digest(&weights_file)?;
+    let logits_name = format!("{}-{}", t.id, &digest[..16]);
+    let logits = logits(&net, &data.train, &logits_file, &logits_name)?;
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            let log = std::fs::read(&log_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TeacherLog>(&b).ok())
+                .filter(|_| t.cfg.checkpoint.is_none());
+            eval_only(&net, &logits, log)?
+        }
+    };
+    let record = plan.teacher_record(&outcome, &t.slot);
+    progress.finish_trial(0, &crate::progress::trial_line(&record));
+    Ok(Teacher {
+        record,
+        epochs: outcome.epochs,
+        logits,
+        logits_file,
+        logits_name,
+    })
+}

@@ -1,0 +1,77 @@
+//! A student trial: the data it trains on (shared by every trial one process runs) and the
+//! training of one [`PlannedTrial`].
+
+use kd_report::{EpochRecord, Kind};
+use tch::{nn, Device, Tensor};
+
+use crate::data::{Data, Tensors};
+use crate::plan::PlannedTrial;
+use crate::train::{self, Outcome, SplitTensors, TrainData};
+
+/// Everything student trials train on in one process: the splits on its device, the transfer
+/// set (`dataset.transfer_fraction` of the training split) and the teacher's logits on it.
+#[derive(Debug)]
+pub struct TrialContext {
+    splits: Tensors,
+    /// The students' training images.
+    transfer: SplitTensors,
+    /// Teacher logits for every image the students train on.
+    soft_targets: Tensor,
+    input: kd_model_zoo::InputShape,
+    classes: usize,
+    device: Device,
+}
+
+impl TrialContext {
+    /// The context on `device`: `data` with its planned transfer rows, and `logits` (the
+    /// teacher's, on the whole training split).
+    pub fn new(data: &Data, logits: &Tensor, device: Device) -> TrialContext {
+        TrialContext::with_splits(Tensors::new(data, device), data, logits)
+    }
+
+    /// [`TrialContext::new`] with the splits already on the device (the teacher's).
+    pub fn with_splits(splits: Tensors, data: &Data, logits: &Tensor) -> TrialContext {
+        let device = splits.train.x.device();
+        let (transfer, soft) = splits.transfer(&data.transfer, Some(logits));
+        TrialContext {
+            splits,
+            transfer,
+            soft_targets: soft.expect("logits were given"),
+            input: data.plan.input,
+            classes: data.plan.classes,
+            device,
+        }
+    }
+
+    /// Train one student trial: libtorch seeded with the trial's seed, a fresh model, then
+    /// [`train::train`] with the teacher's logits when it is a KD trial. Errors become a
+    /// `failed` outcome with the reason.
+    pub fn run(&self, trial: &PlannedTrial, on_epoch: impl FnMut(&EpochRecord)) -> Outcome {
+        tch::manual_seed(trial.seed as i64);
+        let vs = nn::VarStore::new(self.device);
+        let net = match trial
+            .student
+            .model
+            .build(&vs.root(), self.input, self.classes)
+        {
+            Ok(net) => net,
+            Err(e) => return Outcome::failed(format!("student.model.{e}")),
+        };
+        train::train(
+            &net,
+            &vs,
+            &trial.student.train,
+            &trial.weights,
+            trial.seed,
+            &TrainData {
+                train: &self.transfer,
+                val: &self.splits.val,
+                test: &self.splits.test,
+                soft_targets: (trial.kind == Kind::Kd).then_some(&self.soft_targets),
+            },
+            &trial.id,
+            on_epoch,
+        )
+        .unwrap_or_else(|e| Outcome::failed(e.to_string()))
+    }
+}
