@@ -55,6 +55,11 @@ test: setup
 sweep CONFIG *ARGS: build
     ./target/debug/kd sweep {{CONFIG}} {{ARGS}}
 
+# Time kd-sweep (packed, one at a time) against PyTorch eager and vmap loops on this machine:
+# `just bench [--epochs 3] [--repeats 3]`; writes results/bench/bench.json and report.md.
+bench *ARGS: build
+    ./target/debug/kd bench {{ARGS}}
+
 # What libtorch, CUDA, threads and datasets this machine offers.
 doctor: build
     ./target/debug/kd doctor

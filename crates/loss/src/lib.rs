@@ -246,3 +246,104 @@ pub fn distillation_loss(
     let total = &soft * (w.alpha * w.soft_scale()) + &hard * w.beta;
     Ok(KdLoss { total, soft, hard })
 }
+
+/// Per-student losses of K packed students, each `[K]`: `total` (carries the graph), and the
+/// unweighted `soft` and `hard` terms. Student k's entries are [`distillation_loss`] of its
+/// slice, up to the order of floating-point operations.
+#[derive(Debug)]
+pub struct PackedKdLoss {
+    pub total: Tensor,
+    pub soft: Tensor,
+    pub hard: Tensor,
+}
+
+/// The objective of K students trained as one pack, each with its own temperature and weights
+/// (one soft-loss form per pack). Baselines in the pack have `alpha = 0, beta = 1`: their soft
+/// term is computed and multiplied by 0, which adds exactly nothing to their gradient.
+///
+/// # Shapes
+/// `student, teacher: [K, batch, classes]`, `labels: [K, batch]` (int64); `weights`: K of them.
+/// Returns three `[K]` tensors.
+pub fn packed_distillation_loss(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    weights: &[KdWeights],
+) -> Result<PackedKdLoss, LossError> {
+    let shape = student.size();
+    let k = weights.len() as i64;
+    if shape.len() != 3 || shape[0] != k || teacher.size() != shape {
+        return Err(LossError::Shape {
+            what: "packed logits",
+            expected: format!("[{k}, batch, classes] for student and teacher"),
+            got: shape,
+        });
+    }
+    if labels.size() != shape[..2] {
+        return Err(LossError::Shape {
+            what: "packed labels",
+            expected: format!("[{}, {}]", shape[0], shape[1]),
+            got: labels.size(),
+        });
+    }
+    let Some(form) = weights.first().map(|w| w.soft_loss) else {
+        return Err(LossError::Shape {
+            what: "packed weights",
+            expected: "at least one student".into(),
+            got: vec![0],
+        });
+    };
+    for w in weights {
+        w.validate()?;
+        if w.soft_loss != form {
+            return Err(LossError::Shape {
+                what: "packed soft_loss",
+                expected: format!("one form per pack ({})", form.as_str()),
+                got: vec![],
+            });
+        }
+    }
+    let device = student.device();
+    let column = |f: &dyn Fn(&KdWeights) -> f64| {
+        Tensor::from_slice(&weights.iter().map(f).collect::<Vec<f64>>())
+            .to_kind(student.kind())
+            .to_device(device)
+    };
+    let temp = column(&|w| w.temperature).view([k, 1, 1]);
+    let soft = match form {
+        SoftLoss::Ce | SoftLoss::Kl => {
+            let log_q = (student / &temp).f_log_softmax(-1, student.kind())?;
+            let log_p = (teacher / &temp)
+                .f_log_softmax(-1, teacher.kind())?
+                .detach();
+            let p = log_p.exp();
+            let per_class = if form == SoftLoss::Ce {
+                -(p * log_q)
+            } else {
+                p * (log_p - log_q)
+            };
+            per_class
+                .f_sum_dim_intlist(-1, false, None::<Kind>)?
+                .f_mean_dim(-1, false, None::<Kind>)?
+        }
+        SoftLoss::MseLogits => {
+            (student - teacher.detach()).square().f_mean_dim(
+                [1i64, 2].as_slice(),
+                false,
+                None::<Kind>,
+            )? * 0.5
+        }
+    };
+    let hard = packed_hard_cross_entropy(student, labels)?;
+    let total = &soft * column(&|w| w.alpha * w.soft_scale()) + &hard * column(&|w| w.beta);
+    Ok(PackedKdLoss { total, soft, hard })
+}
+
+/// Cross-entropy at T = 1 of K packed students against their labels, `[K]`.
+pub fn packed_hard_cross_entropy(student: &Tensor, labels: &Tensor) -> Result<Tensor, LossError> {
+    Ok(-student
+        .f_log_softmax(-1, student.kind())?
+        .f_gather(-1, &labels.unsqueeze(-1), false)?
+        .squeeze_dim(-1)
+        .f_mean_dim(-1, false, None::<Kind>)?)
+}

@@ -457,3 +457,56 @@ fn bad_inputs_are_errors_not_panics() {
         "{e}"
     );
 }
+
+/// The packed loss of K students equals, per student, `distillation_loss` of its slice (which
+/// the tests above tie to PyTorch), value and gradient, for every soft-loss form.
+#[test]
+fn packed_loss_is_the_per_student_loss() {
+    tch::manual_seed(0);
+    let k = 3;
+    let zs =
+        (Tensor::randn([k, 6, 5], (Kind::Double, tch::Device::Cpu)) * 3.0).set_requires_grad(true);
+    let vs = Tensor::randn([k, 6, 5], (Kind::Double, tch::Device::Cpu)) * 4.0;
+    let ys = Tensor::randint(5, [k, 6], (Kind::Int64, tch::Device::Cpu));
+    for form in [SoftLoss::Ce, SoftLoss::Kl, SoftLoss::MseLogits] {
+        let ws = [
+            KdWeights::hard_only(),
+            weights(4.0, 0.9, 0.1, form, true),
+            weights(0.5, 0.3, 0.7, form, false),
+        ];
+        let ws: Vec<KdWeights> = ws
+            .iter()
+            .map(|w| KdWeights {
+                soft_loss: form,
+                ..*w
+            })
+            .collect();
+        let packed = packed_distillation_loss(&zs, &vs, &ys, &ws).unwrap();
+        let grad = Tensor::run_backward(&[packed.total.sum(Kind::Double)], &[&zs], false, false);
+        for (i, w) in ws.iter().enumerate() {
+            let zi = zs.get(i as i64).detach().set_requires_grad(true);
+            let one = distillation_loss(&zi, &vs.get(i as i64), &ys.get(i as i64), w).unwrap();
+            let what = format!("{form:?} student {i}");
+            assert_close(
+                &[
+                    scalar(&packed.total.get(i as i64)),
+                    scalar(&packed.soft.get(i as i64)),
+                    scalar(&packed.hard.get(i as i64)),
+                ],
+                &[scalar(&one.total), scalar(&one.soft), scalar(&one.hard)],
+                1e-12,
+                &what,
+            );
+            let g = grad_of(&one.total, &zi);
+            let gp: Vec<f64> = Vec::<f64>::try_from(&grad[0].get(i as i64).flatten(0, -1)).unwrap();
+            assert_close(&gp, &g, 1e-12, &what);
+        }
+    }
+    let e = packed_distillation_loss(&zs, &vs, &ys, &[KdWeights::hard_only()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("packed logits: expected shape [1, batch, classes]"),
+        "{e}"
+    );
+}

@@ -5,6 +5,10 @@
 //! its parameter count and FLOPs per sample. It must not train, load data, pick devices or seed RNGs:
 //! the caller passes the `nn::Path` (and so the device) and sets the seed.
 
+mod packed;
+
+pub use packed::PackedMlp;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 pub use markdown::{kd_vs_baseline, render_report, trials_table};
-pub use record::{EpochRecord, Kind, Status, TrialRecord, Value};
+pub use record::{EpochRecord, Exec, Kind, Status, TrialRecord, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -143,7 +143,10 @@ pub fn write_report(
     let a = analysis::Analysis::new(rows);
     let figures = figures::render_figures(&out.join("figures"), &a, epochs)?;
     let path = out.join("report.md");
-    write_atomic(&path, render_report(name, rows, &figures, out).as_bytes())?;
+    write_atomic(
+        &path,
+        render_report(name, rows, epochs, &figures, out).as_bytes(),
+    )?;
     Ok(path)
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::{Analysis, Comparison};
-use crate::record::{Kind, Status, TrialRecord};
+use crate::record::{EpochRecord, Exec, Kind, Status, TrialRecord};
 
 fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
@@ -231,7 +231,59 @@ fn execution(rows: &[TrialRecord]) -> String {
     s
 }
 
-fn policy(a: &Analysis) -> String {
+/// " Students were evaluated ...": which epochs of the student trials have validation and test
+/// accuracies (`train.eval_every`), from the epoch rows.
+fn evaluation(rows: &[TrialRecord], epochs: &[EpochRecord]) -> String {
+    let mut patterns: Vec<(Vec<u32>, u32)> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.kind != Kind::Teacher && r.status == Status::Ok)
+    {
+        let mine: Vec<&EpochRecord> = epochs.iter().filter(|e| e.trial_id == r.trial_id).collect();
+        let evaluated: Vec<u32> = mine
+            .iter()
+            .filter(|e| e.test_acc.is_some())
+            .map(|e| e.epoch)
+            .collect();
+        let p = (evaluated, mine.len() as u32);
+        if !patterns.contains(&p) {
+            patterns.push(p);
+        }
+    }
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    match patterns.as_slice() {
+        [] => String::new(),
+        [(ev, n)] if ev.len() as u32 == *n => {
+            " Students were evaluated on validation and test after every epoch.".into()
+        }
+        _ => {
+            let parts: Vec<String> = patterns
+                .iter()
+                .map(|(ev, n)| format!("after epochs {} of {n}", list(ev)))
+                .collect();
+            format!(
+                " Students were evaluated on validation and test {} (`train.eval_every`);                  the best epoch is chosen among those.",
+                parts.join("; ")
+            )
+        }
+    }
+}
+
+/// " N student trials trained packed ...", when any did.
+fn packing(rows: &[TrialRecord]) -> String {
+    let students = rows.iter().filter(|r| r.kind != Kind::Teacher).count();
+    let packed = rows.iter().filter(|r| r.exec == Exec::Packed).count();
+    match packed {
+        0 => String::new(),
+        n if n == students => " Every student trained packed: the students of one shape              and recipe as one model, weights stacked along a leading axis (batched matrix              products), each with its own initialisation, data order, temperature and weights,              as alone to float rounding."
+            .into(),
+        n => format!(
+            " {n} of {students} student trials trained packed (students of one shape as one              model, as alone to float rounding); the others alone."
+        ),
+    }
+}
+
+fn policy(a: &Analysis, epochs: &[EpochRecord]) -> String {
     let choice = if a.has_validation {
         " Cells are chosen on validation accuracy, never on test accuracy."
     } else {
@@ -244,9 +296,11 @@ fn policy(a: &Analysis) -> String {
          measured in evaluation mode after training, on the images the trial trained on. Gains \
          are KD minus the paired hard-target-only baseline (same student, seed, initialisation, \
          data order, device kind and threads), in accuracy points; the interval is a 95% \
-         Student-t interval over seeds, and a cell with one seed shows no spread.{}{}\n\n",
+         Student-t interval over seeds, and a cell with one seed shows no spread.{}{}{}{}\n\n",
         data_sizes(a.rows),
-        execution(a.rows)
+        execution(a.rows),
+        packing(a.rows),
+        evaluation(a.rows, epochs)
     )
 }
 
@@ -254,12 +308,13 @@ fn policy(a: &Analysis) -> String {
 pub fn render_report(
     name: &str,
     rows: &[TrialRecord],
+    epochs: &[EpochRecord],
     figures: &[(String, PathBuf)],
     out: &Path,
 ) -> String {
     let a = Analysis::new(rows);
     let mut s = format!("# kd-sweep report: {name}\n\n");
-    s.push_str(&policy(&a));
+    s.push_str(&policy(&a, epochs));
     s.push_str("## Distillation against the hard-target-only baseline\n\n");
     s.push_str(&comparison_table(&a));
     let best = best_cells_table(&a);

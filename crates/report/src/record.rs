@@ -102,6 +102,19 @@ macro_rules! text_enum {
     };
 }
 
+/// How a student trial was trained: alone (`nn::Linear` layers) or in a pack of students whose
+/// weights are stacked along a leading axis (batched matrix products). The two give the same
+/// maths in another order of floating-point operations, so the mode is part of the trial id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exec {
+    #[default]
+    Single,
+    Packed,
+}
+
+text_enum!(Exec { Single => "single", Packed => "packed" });
+
 text_enum!(Kind { Teacher => "teacher", Baseline => "baseline", Kd => "kd" });
 text_enum!(Status { Ok => "ok", Diverged => "diverged", Failed => "failed" });
 
@@ -112,6 +125,11 @@ pub trait Field: Sized + Clone {
     /// Decode a column; the error says what is wrong with it (the caller names the column).
     fn read(column: &Column) -> std::result::Result<Vec<Self>, String>;
     fn value(&self) -> Value;
+    /// The values of a column that a file written before it existed lacks, when there is a
+    /// value that was true of every such row; `None`: the column is required.
+    fn absent(_rows: usize) -> Option<Vec<Self>> {
+        None
+    }
 }
 
 fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {
@@ -213,9 +231,36 @@ macro_rules! enum_field {
 enum_field!(Kind);
 enum_field!(Status);
 
+/// `exec`, added after the first typed frames: rows without it were trained alone.
+impl Field for Exec {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        Column::new(
+            name.into(),
+            values.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        )
+    }
+    fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
+        String::read(column)?
+            .iter()
+            .map(|s| Exec::parse(s).ok_or_else(|| format!("has an unknown value `{s}`")))
+            .collect()
+    }
+    fn value(&self) -> Value {
+        Value::Str(self.as_str().to_string())
+    }
+    fn absent(rows: usize) -> Option<Vec<Self>> {
+        Some(vec![Exec::Single; rows])
+    }
+}
+
 /// Decode column `name` of `df` as `T`, naming the file and the column in any error. A file
 /// written before a column existed fails here, with how to regenerate it.
 pub fn read_column<T: Field>(df: &DataFrame, name: &str, file: &Path) -> crate::Result<Vec<T>> {
+    if df.column(name).is_err() {
+        if let Some(values) = T::absent(df.height()) {
+            return Ok(values);
+        }
+    }
     let column = df.column(name).map_err(|_| ReportError::Column {
         file: file.to_path_buf(),
         column: name.to_string(),
@@ -337,6 +382,8 @@ record! {
         pub hardware: String,
         /// libtorch intra-op threads.
         pub threads: u32,
+        /// `single` (trained alone) or `packed` (in a pack of students of its shape).
+        pub exec: Exec,
         pub libtorch: String,
         /// Evaluation-mode accuracy on the images it trained on, after the last epoch.
         pub train_acc: Option<f64>,

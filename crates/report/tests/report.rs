@@ -46,6 +46,7 @@ fn rec(id: &str, kind: Kind, seed: u64, acc: f64) -> TrialRecord {
         device: "cpu".into(),
         hardware: "avx512".into(),
         threads: 2,
+        exec: kd_report::Exec::Single,
         libtorch: "2.13.0".into(),
         train_acc: Some(0.99),
         val_acc: Some(acc - 0.001),
@@ -70,7 +71,7 @@ fn sample() -> Vec<TrialRecord> {
 }
 
 fn report(rows: &[TrialRecord]) -> String {
-    render_report("t", rows, &[], Path::new("."))
+    render_report("t", rows, &[], &[], Path::new("."))
 }
 
 #[test]

@@ -11,16 +11,20 @@
 //!   [`teacher`]: the teacher, its cache and its logits.
 //! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT lock and earlier
 //!   results; [`sweep`]: the driver that ties them together.
+//! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs).
 //! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
+//! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine.
 //!
 //! Errors are typed ([`error::RunError`], [`config::ConfigError`]); `main.rs` prints them and
 //! chooses exit codes in one place.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod doctor;
 pub mod env;
 pub mod error;
+pub mod packed;
 pub mod plan;
 pub mod pool;
 pub mod progress;

@@ -46,6 +46,24 @@ enum Cmd {
     /// Internal: train the planned trials a parent `kd sweep` hands out on stdin (workers > 1).
     #[command(hide = true)]
     Worker,
+    /// Time kd-sweep's student phase (packed and one at a time) against PyTorch eager and vmap
+    /// loops on this machine; writes OUT/bench.json and OUT/report.md.
+    Bench {
+        /// Epochs per student (the same in every mode).
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// Runs of each mode; the report gives medians.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value = "results/bench")]
+        out: PathBuf,
+        /// The Python with torch that runs the PyTorch scripts.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        /// The folder of the PyTorch scripts.
+        #[arg(long, default_value = "bench")]
+        scripts: PathBuf,
+    },
     /// Download a dataset (mnist or fashion-mnist) with checksums.
     Download {
         dataset: String,
@@ -119,6 +137,32 @@ fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
                 code: u8::from(bad > 0),
             })
+        }
+        Cmd::Bench {
+            epochs,
+            repeats,
+            out,
+            python,
+            scripts,
+        } => {
+            if epochs == 0 || repeats == 0 {
+                return Err(Failure::Input("--epochs and --repeats must be > 0".into()));
+            }
+            let table = kd_runner::bench::run(&kd_runner::bench::BenchOptions {
+                epochs,
+                repeats,
+                out: out.clone(),
+                python,
+                scripts,
+                temp_config: "experiments/temp.yaml".into(),
+                size_config: "experiments/student_size.yaml".into(),
+            })?;
+            Ok(Done::ok(format!(
+                "{table}
+results: {}
+",
+                out.display()
+            )))
         }
         Cmd::Worker => {
             kd_runner::pool::worker_main()?;

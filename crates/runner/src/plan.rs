@@ -13,13 +13,13 @@ use std::fmt::Write as _;
 
 use kd_loss::KdWeights;
 use kd_model_zoo::ModelSpec;
-use kd_report::{Kind, TrialRecord, Value};
+use kd_report::{Exec, Kind, TrialRecord, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Resolved, StudentCfg, TeacherCfg};
+use crate::config::{Pack, Resolved, StudentCfg, TeacherCfg};
 use crate::data::{file_digest, Data, DataPlan};
-use crate::env::{self, ExecClass, Slot};
+use crate::env::{self, DeviceKind, ExecClass, Slot};
 use crate::error::{model_err, RunError};
 
 /// Short content hash (SHA-256 of the canonical JSON, 12 hex digits).
@@ -63,6 +63,8 @@ pub struct PlannedTrial {
     pub swept: Vec<(String, Value)>,
     /// Index into [`Plan::classes`]: only a slot of this class may run it.
     pub class: usize,
+    /// Trained alone or in a pack (MLP students unless `pack: off`); part of the id.
+    pub exec: Exec,
 }
 
 /// Every trial of a sweep and where each may run.
@@ -78,6 +80,8 @@ pub struct Plan {
     pub slots: Vec<Slot>,
     /// The distinct execution classes of the slots.
     pub classes: Vec<ExecClass>,
+    /// `pack` as configured.
+    pub pack: Pack,
 }
 
 /// A YAML grid value as a typed record value (a list of widths reads `800-800`).
@@ -190,6 +194,7 @@ impl Plan {
                                 baseline_id: None,
                                 swept: vec![],
                                 class: 0,
+                                exec: exec_of(cfg.pack, &cell.student),
                             });
                             group_of.push(groups.len() - 1);
                         }
@@ -213,6 +218,7 @@ impl Plan {
                     baseline_id: None,
                     swept,
                     class: 0,
+                    exec: exec_of(cfg.pack, &cell.student),
                 });
                 group_of.push(group);
             }
@@ -253,7 +259,81 @@ impl Plan {
             trials,
             slots,
             classes,
+            pack: cfg.pack,
         })
+    }
+
+    /// The units of work among `pending` trials, in plan order: a packed trial goes with the
+    /// pending trials of its pack key (class, student model and training, soft-loss form), at
+    /// most the pack size together and split evenly enough that every slot of the class gets
+    /// a unit; a single trial is a unit of its own. A student's numbers do not depend on its
+    /// pack mates, so resume may pack the remaining trials differently.
+    pub fn units(&self, pending: &[usize]) -> Vec<Vec<usize>> {
+        let mut units: Vec<Vec<usize>> = Vec::new();
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for &i in pending {
+            let t = &self.trials[i];
+            if t.exec == Exec::Single {
+                units.push(vec![i]);
+                continue;
+            }
+            // Baselines pack with the KD trials of their student, in the KD trials' form.
+            let key = serde_json::to_string(&(t.class, &t.student, self.soft_form_of(t)))
+                .expect("a student config serialises");
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for (_, members) in groups {
+            let first = &self.trials[members[0]];
+            let slots = self
+                .slots
+                .iter()
+                .filter(|s| s.class == self.classes[first.class])
+                .count()
+                .max(1);
+            let cap = self
+                .pack_size(first)
+                .min(members.len().div_ceil(slots))
+                .max(1);
+            let packs = members.len().div_ceil(cap);
+            // `packs` units of nearly equal size, in plan order.
+            let mut start = 0;
+            for p in 0..packs {
+                let size = members.len() / packs + usize::from(p < members.len() % packs);
+                units.push(members[start..start + size].to_vec());
+                start += size;
+            }
+        }
+        units.sort_by_key(|u| u[0]);
+        units
+    }
+
+    /// The soft-loss form of the KD trials of `t`'s student (what its pack computes).
+    fn soft_form_of(&self, t: &PlannedTrial) -> &'static str {
+        if t.kind == Kind::Kd {
+            return t.weights.soft_loss.as_str();
+        }
+        self.trials
+            .iter()
+            .find(|o| o.kind == Kind::Kd && o.student == t.student && o.class == t.class)
+            .map_or("ce", |o| o.weights.soft_loss.as_str())
+    }
+
+    /// The most students of `t`'s shape one pack holds on its class.
+    pub fn pack_size(&self, t: &PlannedTrial) -> usize {
+        match self.pack {
+            Pack::Max(n) => n,
+            Pack::Off => 1,
+            Pack::Auto => crate::packed::auto_pack_size(
+                &t.student.model,
+                self.data.input,
+                self.data.classes,
+                t.student.train.batch_size,
+                self.classes[t.class].kind == DeviceKind::Cuda,
+            ),
+        }
     }
 
     /// Trials run in the sweep process (one slot) or in worker processes.
@@ -321,14 +401,42 @@ impl Plan {
             let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             let _ = writeln!(
                 s,
-                "{} {} {} seed {}{kd}{} [{}]: {:.1} TFLOP",
+                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP",
                 tr.id,
                 tr.kind,
                 tr.student.model.shape_label(),
                 tr.seed,
                 swept.concat(),
                 self.classes[tr.class].describe(),
+                tr.exec,
                 f / 1e12
+            );
+        }
+        let all: Vec<usize> = (0..self.trials.len()).collect();
+        let units = self.units(&all);
+        let packs: Vec<&Vec<usize>> = units
+            .iter()
+            .filter(|u| self.trials[u[0]].exec == Exec::Packed)
+            .collect();
+        if !packs.is_empty() {
+            let sizes: Vec<String> = packs
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} x {}",
+                        u.len(),
+                        self.trials[u[0]].student.model.shape_label()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "packed: {} trials in {} pack{} ({}); {} alone",
+                packs.iter().map(|u| u.len()).sum::<usize>(),
+                packs.len(),
+                if packs.len() == 1 { "" } else { "s" },
+                sizes.join(", "),
+                units.len() - packs.len()
             );
         }
         let _ = writeln!(
@@ -343,7 +451,16 @@ impl Plan {
     }
 }
 
-/// The id of student trial `t` (its `class` already assigned).
+/// Whether a student of `student` trains packed under `pack`: MLPs unless packing is off.
+fn exec_of(pack: Pack, student: &StudentCfg) -> Exec {
+    match (pack, &student.model) {
+        (Pack::Off, _) | (_, ModelSpec::Cnn(_)) => Exec::Single,
+        _ => Exec::Packed,
+    }
+}
+
+/// The id of student trial `t` (its `class` already assigned). A packed trial hashes its
+/// execution mode too; a single one hashes what it always did, so its id is unchanged.
 fn trial_id(t: &PlannedTrial, data: &DataPlan, class: &ExecClass) -> String {
     let hash = match t.kind {
         Kind::Kd => content_hash(&(
@@ -364,6 +481,10 @@ fn trial_id(t: &PlannedTrial, data: &DataPlan, class: &ExecClass) -> String {
             data.student_view(),
             class,
         )),
+    };
+    let hash = match t.exec {
+        Exec::Single => hash,
+        Exec::Packed => content_hash(&(hash, "packed-v1")),
     };
     format!("{}-{hash}", t.kind)
 }

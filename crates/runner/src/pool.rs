@@ -3,11 +3,11 @@
 //! `tch::manual_seed` is per process, which is why the workers are processes, not threads).
 //!
 //! Protocol, one JSON line per message. The parent writes a [`Setup`] first (the planned data,
-//! the teacher's logits and the worker's slot), then one [`PlannedTrial`] per trial it hands out,
-//! and closes stdin when there are no more. The worker answers on stdout with [`Message`]s (an
-//! `Epoch` per epoch, then `Done`). A trial goes only to a worker of its planned execution
-//! class. A worker that exits early loses only its trial in flight, recorded as failed; results
-//! so far are already on disk.
+//! the teacher's logits and the worker's slot), then one unit of the plan per line (a list of
+//! [`PlannedTrial`]s: one trial, or a pack), and closes stdin when there are no more. The worker
+//! answers on stdout with [`Message`]s (an `Epoch` per trial and epoch, then a `Done` per
+//! trial). A unit goes only to a worker of its planned execution class. A worker that exits
+//! early loses only its unit in flight, recorded as failed; results so far are already on disk.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -45,9 +45,10 @@ pub enum Message {
 #[derive(Debug)]
 pub enum Event {
     /// Worker `slot` (0, 1, ... in start order) took trial `index`.
+    /// A unit of the plan (one trial or a pack) went to worker `slot`.
     Started {
         slot: usize,
-        index: usize,
+        unit: Vec<usize>,
     },
     Epoch {
         slot: usize,
@@ -83,7 +84,8 @@ struct Worker {
     slot: Slot,
     child: Child,
     stdin: Option<ChildStdin>,
-    busy: Option<usize>,
+    /// The trials of its unit not finished yet.
+    busy: Vec<usize>,
     class: usize,
 }
 
@@ -162,12 +164,12 @@ pub fn run(
             slot: slot.clone(),
             child,
             stdin,
-            busy: None,
+            busy: vec![],
             class,
         });
     }
     drop(tx);
-    let mut queue: Vec<usize> = pending.to_vec();
+    let mut queue: Vec<Vec<usize>> = plan.units(pending);
     for i in 0..workers.len() {
         give(plan, &mut workers, i, &mut queue, &mut handle)?;
     }
@@ -177,20 +179,22 @@ pub fn run(
         match msg {
             Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
             Some(Message::Done { index, outcome }) => {
-                workers[i].busy = None;
+                workers[i].busy.retain(|&b| b != index);
                 handle(Event::Done {
                     slot: i,
                     index,
                     outcome,
                     on: workers[i].slot.clone(),
                 })?;
-                give(plan, &mut workers, i, &mut queue, &mut handle)?;
+                if workers[i].busy.is_empty() {
+                    give(plan, &mut workers, i, &mut queue, &mut handle)?;
+                }
             }
             None => {
                 live -= 1;
                 workers[i].stdin = None;
                 let status = workers[i].child.wait().ok();
-                if let Some(index) = workers[i].busy.take() {
+                for index in std::mem::take(&mut workers[i].busy) {
                     handle(Event::Done {
                         slot: i,
                         index,
@@ -222,32 +226,40 @@ fn give(
     plan: &Plan,
     workers: &mut [Worker],
     i: usize,
-    queue: &mut Vec<usize>,
+    queue: &mut Vec<Vec<usize>>,
     handle: &mut impl FnMut(Event) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
     let w = &mut workers[i];
-    let Some(pos) = queue.iter().position(|&t| plan.trials[t].class == w.class) else {
+    let Some(pos) = queue
+        .iter()
+        .position(|u| plan.trials[u[0]].class == w.class)
+    else {
         w.stdin = None;
         return Ok(());
     };
-    let index = queue.remove(pos);
-    if send_line(&mut w.stdin, &plan.trials[index]) {
-        w.busy = Some(index);
-        handle(Event::Started { slot: i, index })
+    let unit = queue.remove(pos);
+    let trials: Vec<&PlannedTrial> = unit.iter().map(|&t| &plan.trials[t]).collect();
+    if send_line(&mut w.stdin, &trials) {
+        w.busy = unit.clone();
+        handle(Event::Started { slot: i, unit })
     } else {
-        handle(Event::Done {
-            slot: i,
-            index,
-            outcome: Outcome::failed(format!(
-                "worker {i} could not take it (see the messages above)"
-            )),
-            on: w.slot.clone(),
-        })
+        let on = w.slot.clone();
+        for index in unit {
+            handle(Event::Done {
+                slot: i,
+                index,
+                outcome: Outcome::failed(format!(
+                    "worker {i} could not take it (see the messages above)"
+                )),
+                on: on.clone(),
+            })?;
+        }
+        Ok(())
     }
 }
 
-/// `kd worker`: read the [`Setup`], then train the planned trials the parent hands out on stdin,
-/// one at a time.
+/// `kd worker`: read the [`Setup`], then train the units of the plan the parent hands out on stdin
+/// (a JSON list of planned trials per line: one trial, or a pack), one unit at a time.
 pub fn worker_main() -> Result<(), RunError> {
     let mut lines = std::io::stdin().lock().lines();
     let mut next = || -> Result<Option<String>, RunError> {
@@ -290,16 +302,21 @@ pub fn worker_main() -> Result<(), RunError> {
         }
     };
     while let Some(line) = next()? {
-        let trial: PlannedTrial = serde_json::from_str(&line)
-            .map_err(|e| RunError::Worker(format!("bad trial line: {e}")))?;
-        let index = trial.index;
-        let outcome = ctx.run(&trial, |log| {
+        let unit: Vec<PlannedTrial> = serde_json::from_str(&line)
+            .map_err(|e| RunError::Worker(format!("bad unit line: {e}")))?;
+        let trials: Vec<&PlannedTrial> = unit.iter().collect();
+        let outcomes = ctx.run_unit(&trials, |index, log| {
             send(&Message::Epoch {
                 index,
                 log: log.clone(),
             })
         });
-        send(&Message::Done { index, outcome });
+        for (t, outcome) in unit.iter().zip(outcomes) {
+            send(&Message::Done {
+                index: t.index,
+                outcome,
+            });
+        }
     }
     Ok(())
 }

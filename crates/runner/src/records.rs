@@ -3,7 +3,7 @@
 //! re-derived here too, so a record never carries a stale pairing or swept value.
 
 use kd_model_zoo::ModelSpec;
-use kd_report::{Kind, TrialRecord};
+use kd_report::{Exec, Kind, TrialRecord};
 
 use crate::config::TrainCfg;
 use crate::env::Slot;
@@ -49,6 +49,7 @@ impl Plan {
         r.teacher_id = t.teacher_id.clone();
         r.baseline_id = t.baseline_id.clone();
         r.swept = t.swept.clone();
+        r.exec = t.exec;
         r
     }
 
@@ -93,6 +94,7 @@ impl Plan {
             device: ran_on.device.clone(),
             hardware: ran_on.class.hardware.clone(),
             threads: ran_on.threads as u32,
+            exec: Exec::Single,
             libtorch: ran_on.class.libtorch.clone(),
             train_acc: o.train_acc,
             val_acc: o.val_acc,

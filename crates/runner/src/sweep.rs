@@ -255,11 +255,14 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 _ => Tensors::new(&data, device),
             };
             let ctx = TrialContext::with_splits(splits, &data, &t.logits);
-            for &index in &pending {
-                let trial = &plan.trials[index];
-                progress.start_trial(0, &label(trial), trial.student.train.epochs as u64);
-                let outcome = ctx.run(trial, |log| progress.epoch(0, log));
-                book.finish(index, outcome, slot, &mut progress, 0)?;
+            for unit in plan.units(&pending) {
+                let trials: Vec<&PlannedTrial> = unit.iter().map(|&i| &plan.trials[i]).collect();
+                let epochs = trials[0].student.train.epochs as u64;
+                progress.start_trial(0, &label(&trials), epochs);
+                let outcomes = ctx.run_unit(&trials, |_, log| progress.epoch(0, log));
+                for (t, outcome) in trials.iter().zip(outcomes) {
+                    book.finish(t.index, outcome, slot, &mut progress, 0)?;
+                }
             }
         } else {
             drop(splits);
@@ -280,9 +283,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 slot: slot.clone(),
             };
             pool::run(&plan, setup, &pending, |event| match event {
-                pool::Event::Started { slot, index } => {
-                    let trial = &plan.trials[index];
-                    progress.start_trial(slot, &label(trial), trial.student.train.epochs as u64);
+                pool::Event::Started { slot, unit } => {
+                    let trials: Vec<&PlannedTrial> =
+                        unit.iter().map(|&i| &plan.trials[i]).collect();
+                    let epochs = trials[0].student.train.epochs as u64;
+                    progress.start_trial(slot, &label(&trials), epochs);
                     Ok(())
                 }
                 pool::Event::Epoch { slot, log } => {
@@ -315,6 +320,15 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     })
 }
 
-fn label(t: &PlannedTrial) -> String {
-    format!("{} seed {}", t.kind, t.seed)
+/// The progress label of a unit: `kd seed 0`, or `pack of 18 800-800`.
+fn label(unit: &[&PlannedTrial]) -> String {
+    match unit {
+        [t] if t.exec == kd_report::Exec::Single => format!("{} seed {}", t.kind, t.seed),
+        _ => format!(
+            "pack of {} {}",
+            unit.len(),
+            unit.first()
+                .map_or(String::new(), |t| t.student.model.shape_label())
+        ),
+    }
 }

@@ -63,6 +63,13 @@ fn save_atomic(
     })
 }
 
+/// Whether the teacher of `plan` has its weights and logits in the cache.
+pub fn is_cached(plan: &Plan) -> bool {
+    let dir = teachers_dir();
+    let h = plan.teacher.hash();
+    dir.join(format!("{h}.ot")).exists() && dir.join(format!("{h}.logits.pt")).exists()
+}
+
 /// Read the logits in `file` if they were produced by the weights named `name`.
 pub fn read_logits(file: &Path, name: &str, rows: i64) -> Option<Tensor> {
     let mut named = Tensor::load_multi(file).ok()?;

@@ -19,6 +19,8 @@ pub enum TrainError {
     Loss(#[from] kd_loss::LossError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Spec(String),
 }
 
 /// Tensors of one split on the training device.
@@ -120,6 +122,15 @@ pub fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<i64> {
     order
 }
 
+/// The evaluated epoch with the highest validation accuracy (the earliest of ties).
+pub fn best_epoch(epochs: &[EpochRecord]) -> Option<u32> {
+    epochs
+        .iter()
+        .filter_map(|l| Some((l.val_acc?, l.epoch)))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map(|(_, e)| e)
+}
+
 /// Logits of `net` (evaluation mode) for every row of `x`, in chunks.
 pub fn predict(net: &Net, x: &Tensor, chunk: i64) -> Tensor {
     tch::no_grad(|| {
@@ -166,7 +177,10 @@ pub fn accuracy(logits: &Tensor, y: &Tensor) -> (f64, u64) {
     (correct as f64 / n as f64, (n - correct) as u64)
 }
 
-fn build_optimizer(vs: &nn::VarStore, cfg: &TrainCfg) -> Result<nn::Optimizer, TrainError> {
+pub(crate) fn build_optimizer(
+    vs: &nn::VarStore,
+    cfg: &TrainCfg,
+) -> Result<nn::Optimizer, TrainError> {
     Ok(match cfg.optimizer {
         Optimizer::Sgd => nn::Sgd {
             momentum: cfg.momentum,
@@ -260,7 +274,7 @@ pub fn train(
             diverged = Some(format!("the loss became NaN or infinite in epoch {epoch}"));
         } else if !weights_finite(vs) {
             diverged = Some(format!("a weight became NaN or infinite in epoch {epoch}"));
-        } else {
+        } else if cfg.evaluates(epoch) {
             match (evaluate(net, data.val), evaluate(net, data.test)) {
                 (Ok(v), Ok(t)) => (val_acc, test_acc) = (v.map(|v| v.0), t.map(|t| t.0)),
                 (Err(NonFinite(m)), _) | (_, Err(NonFinite(m))) => {
@@ -301,12 +315,7 @@ pub fn train(
             out.test_acc = test.map(|t| t.0);
             out.test_errors = test.map(|t| t.1);
             out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
-            out.best_epoch = out
-                .epochs
-                .iter()
-                .filter_map(|l| Some((l.val_acc?, l.epoch)))
-                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
-                .map(|(_, e)| e);
+            out.best_epoch = best_epoch(&out.epochs);
         }
         (why, last) => {
             out.status = Status::Diverged;
@@ -332,6 +341,7 @@ mod tests {
             momentum: 0.9,
             weight_decay: 0.0,
             schedule,
+            eval_every: 1,
         }
     }
 

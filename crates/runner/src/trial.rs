@@ -1,10 +1,11 @@
 //! A student trial: the data it trains on (shared by every trial one process runs) and the
 //! training of one [`PlannedTrial`].
 
-use kd_report::{EpochRecord, Kind};
+use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
 use crate::data::{Data, Tensors};
+use crate::packed::{self, Member};
 use crate::plan::PlannedTrial;
 use crate::train::{self, Outcome, SplitTensors, TrainData};
 
@@ -73,5 +74,57 @@ impl TrialContext {
             on_epoch,
         )
         .unwrap_or_else(|e| Outcome::failed(e.to_string()))
+    }
+
+    /// Train a unit of the plan ([`crate::plan::Plan::units`]): one single trial, or a pack of
+    /// packed trials of one student config. `on_epoch` sees each trial's epochs under its plan
+    /// index; the outcomes come back in the order of `trials`. A pack that cannot run fails
+    /// every member with the reason.
+    pub fn run_unit(
+        &self,
+        trials: &[&PlannedTrial],
+        mut on_epoch: impl FnMut(usize, &EpochRecord),
+    ) -> Vec<Outcome> {
+        match trials {
+            [t] if t.exec == Exec::Single => {
+                let index = t.index;
+                vec![self.run(t, |log| on_epoch(index, log))]
+            }
+            _ => {
+                let Some(first) = trials.first() else {
+                    return vec![];
+                };
+                let members: Vec<Member> = trials
+                    .iter()
+                    .map(|t| Member {
+                        trial_id: t.id.clone(),
+                        seed: t.seed,
+                        weights: t.weights,
+                        kd: t.kind == Kind::Kd,
+                    })
+                    .collect();
+                let data = TrainData {
+                    train: &self.transfer,
+                    val: &self.splits.val,
+                    test: &self.splits.test,
+                    soft_targets: Some(&self.soft_targets),
+                };
+                packed::train_pack(
+                    &first.student.model,
+                    &members,
+                    &first.student.train,
+                    &data,
+                    self.input,
+                    self.classes,
+                    |k, log| on_epoch(trials[k].index, log),
+                )
+                .unwrap_or_else(|e| {
+                    trials
+                        .iter()
+                        .map(|_| Outcome::failed(e.to_string()))
+                        .collect()
+                })
+            }
+        }
     }
 }

@@ -410,7 +410,7 @@ fn workers_that_die_fail_their_trials_and_the_sweep_says_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (o, out) = sweep_env(
         dir.path(),
-        &tiny("workers: 2\nseeds: [0, 1, 2]\ngrid: {temperature: [2, 4]}\n"),
+        &tiny("workers: 2\npack: off\nseeds: [0, 1, 2]\ngrid: {temperature: [2, 4]}\n"),
         &[],
         &[("KD_WORKER_EXE", "false")], // every worker exits at once
     );
@@ -730,5 +730,104 @@ fn two_sweeps_sharing_a_cache_do_not_clobber_each_others_files() {
         stderr(&o).contains("teacher: reused cached"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn mlp_students_pack_by_default_and_a_pack_never_changes_a_students_numbers() {
+    let config = tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4]}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(dir.path(), &config, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let packed = records(&out);
+    assert!(packed[1..]
+        .iter()
+        .all(|r| r.exec == kd_report::Exec::Packed));
+    assert_eq!(
+        packed[0].exec,
+        kd_report::Exec::Single,
+        "the teacher trains alone"
+    );
+
+    // Packs of 4 and 2 instead of one of 6, into a fresh OUT: the same ids and numbers.
+    let other = tempfile::tempdir().unwrap();
+    let (o, out4) = sweep(other.path(), &config, &["--set", "pack=4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(accuracies(&out), accuracies(&out4));
+    // Resuming with another pack size keeps every trial.
+    let (o, _) = sweep(dir.path(), &config, &["--set", "pack=2"]);
+    assert!(
+        stderr(&o).contains("6 trial(s) were finished before and kept"),
+        "{}",
+        stderr(&o)
+    );
+
+    // One at a time: other ids (the execution mode is in them), numbers within float noise.
+    let single_dir = tempfile::tempdir().unwrap();
+    let (o, out_single) = sweep(single_dir.path(), &config, &["--set", "pack=off"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let single = records(&out_single);
+    assert_eq!(single[0].trial_id, packed[0].trial_id);
+    for (p, s) in packed[1..].iter().zip(&single[1..]) {
+        assert_eq!(s.exec, kd_report::Exec::Single);
+        assert_ne!(p.trial_id, s.trial_id);
+        assert_eq!(
+            (p.kind, p.seed, p.temperature),
+            (s.kind, s.seed, s.temperature)
+        );
+        let (a, b) = (p.test_acc.unwrap(), s.test_acc.unwrap());
+        assert!(
+            (a - b).abs() <= 0.01,
+            "{}: packed {a} vs alone {b}",
+            p.trial_id
+        );
+    }
+    // The dry run says how each trial runs.
+    let o = kd(
+        &[
+            "sweep",
+            write(dir.path(), "c.yaml", &config).to_str().unwrap(),
+            "--dry-run",
+        ],
+        &dir.path().join("cache"),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("1 pack"), "{text}");
+}
+
+#[test]
+fn eval_every_is_validated_and_said_in_the_report() {
+    let (code, err) = sweep_exit(&tiny("student: {train: {eval_every: 0}}\n").replace(
+        "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n",
+        "",
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("student.train.eval_every: must be > 0"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        &tiny("").replace(
+            "epochs: 1, optimizer: adam, lr: 0.002}}\n",
+            "epochs: 3, eval_every: 2, optimizer: adam, lr: 0.002}}\n",
+        ),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (_, epochs) = kd_report::read_frames(&out).unwrap();
+    let student: Vec<bool> = epochs
+        .iter()
+        .filter(|e| !e.trial_id.starts_with("teacher-"))
+        .take(3)
+        .map(|e| e.test_acc.is_some())
+        .collect();
+    assert_eq!(student, [false, true, true]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("evaluated on validation and test after epochs 2, 3"),
+        "{report}"
     );
 }

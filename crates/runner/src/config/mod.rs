@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// Trials trained at once, each in a worker process of its own.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// `auto | off | N`: MLP students of one shape trained as one packed model.
+    #[serde(default)]
+    pub pack: Option<serde_yaml::Value>,
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
     #[serde(default)]
@@ -123,6 +126,7 @@ pub struct RawTrain {
     pub momentum: Option<f64>,
     pub weight_decay: Option<f64>,
     pub schedule: Option<String>,
+    pub eval_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -148,6 +152,8 @@ pub struct Resolved {
     /// Trials trained at once, each in a worker process; worker i uses `device[i % len]`.
     /// Default: one per listed device.
     pub workers: usize,
+    /// Whether and how many MLP students train as one packed model.
+    pub pack: Pack,
     pub seeds: Vec<u64>,
     pub teacher: TeacherCfg,
     pub student: StudentCfg,
@@ -226,6 +232,55 @@ pub struct TrainCfg {
     pub momentum: f64,
     pub weight_decay: f64,
     pub schedule: Schedule,
+    /// Validation and test accuracy are measured every this many epochs and after the last.
+    /// Left out of the serialised form (and so of every id) at its default, 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub eval_every: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+impl TrainCfg {
+    /// Whether `epoch` (1-based) of this training is evaluated on the val and test splits.
+    pub fn evaluates(&self, epoch: u32) -> bool {
+        epoch as usize == self.epochs || (epoch as usize).is_multiple_of(self.eval_every.max(1))
+    }
+}
+
+/// `pack`: students of one MLP shape and training recipe train as one model with their weights
+/// stacked along a leading axis. Packed trials record `exec: packed` and hash it into their id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pack {
+    /// Packed, pack size chosen from memory.
+    #[default]
+    Auto,
+    /// One student at a time (`nn::Linear` layers).
+    Off,
+    /// Packed, at most this many students per pack.
+    Max(usize),
+}
+
+impl Serialize for Pack {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Pack::Auto => s.serialize_str("auto"),
+            Pack::Off => s.serialize_str("off"),
+            Pack::Max(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Pack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        resolve::parse_pack(Some(&v)).map_err(serde::de::Error::custom)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

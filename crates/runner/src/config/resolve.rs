@@ -5,8 +5,8 @@ use kd_loss::{KdWeights, SoftLoss};
 use kd_model_zoo::{CnnSpec, Init, MlpSpec, ModelSpec};
 
 use super::{
-    invalid, ConfigError, DatasetCfg, Optimizer, RawConfig, RawKd, RawModel, RawTrain, Resolved,
-    Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    invalid, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd, RawModel, RawTrain,
+    Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -246,7 +246,15 @@ impl RawTrain {
             ));
         }
         float32("weight_decay", weight_decay)?;
+        let eval_every = self.eval_every.unwrap_or(1);
+        if eval_every == 0 {
+            return Err(invalid(
+                format!("{key}.eval_every"),
+                "must be > 0 (1 evaluates after every epoch), got 0",
+            ));
+        }
         Ok(TrainCfg {
+            eval_every,
             epochs,
             batch_size,
             optimizer,
@@ -342,6 +350,27 @@ fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigEr
     }
 }
 
+/// `pack: auto | off | N` (N > 0).
+pub(crate) fn parse_pack(v: Option<&serde_yaml::Value>) -> Result<Pack, ConfigError> {
+    let bad = |got: String| {
+        invalid(
+            "pack",
+            format!("expected auto, off or a pack size > 0, got {got}"),
+        )
+    };
+    match v {
+        None | Some(serde_yaml::Value::Null) => Ok(Pack::Auto),
+        Some(serde_yaml::Value::String(s)) if s == "auto" => Ok(Pack::Auto),
+        Some(serde_yaml::Value::String(s)) if s == "off" => Ok(Pack::Off),
+        Some(serde_yaml::Value::Bool(false)) => Ok(Pack::Off),
+        Some(serde_yaml::Value::Number(n)) => match n.as_u64() {
+            Some(k) if k > 0 => Ok(Pack::Max(k as usize)),
+            _ => Err(bad(n.to_string())),
+        },
+        Some(other) => Err(bad(crate::config::value_text(other))),
+    }
+}
+
 impl RawConfig {
     pub(super) fn resolve_base(&self) -> Result<Resolved, ConfigError> {
         let name = self.name.trim();
@@ -418,6 +447,7 @@ impl RawConfig {
             name: name.to_string(),
             dataset,
             workers: self.workers.unwrap_or(device.len()),
+            pack: parse_pack(self.pack.as_ref())?,
             device,
             threads: self.threads,
             seeds,

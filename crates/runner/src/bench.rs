@@ -1,0 +1,615 @@
+//! `kd bench`: kd-sweep's student phase against the PyTorch loops a user would write, in one
+//! run on one machine. Workloads: the temp.yaml students (18 800-800 MLPs) and the
+//! student_size grid (15 students each of 800-800, 300-300 and 30-30), at `--epochs` epochs with
+//! the teacher's logits given. Modes: kd-sweep packed, kd-sweep one student at a time, a PyTorch
+//! eager loop over the grid (`bench/pytorch_eager.py`) and PyTorch `stack_module_state` + `vmap`
+//! (`bench/pytorch_vmap.py`), run with the same data, epochs and evaluation work (val and test
+//! after every epoch, train and test at the end). Also: samples/s of one KD step, and the FLOP/s
+//! roof of a large matrix product, which each mode's achieved FLOP/s is a share of.
+//!
+//! Every number is a median of `--repeats` runs, the modes interleaved within each repeat so a
+//! noisy neighbour hits them alike; ratios are what to compare, absolute times are context.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use kd_loss::KdWeights;
+use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+use kd_report::Kind;
+use serde::Serialize;
+use tch::{nn, nn::ModuleT, Device, Tensor};
+
+use crate::data::{self, Data, Tensors};
+use crate::env;
+use crate::error::{io_err, RunError};
+use crate::plan::{Plan, PlannedTrial};
+use crate::progress::Progress;
+use crate::sweep::load_config;
+use crate::teacher;
+use crate::trial::TrialContext;
+
+/// What `kd bench` runs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub epochs: usize,
+    pub repeats: usize,
+    pub out: PathBuf,
+    /// The Python with torch (default: the project's .venv).
+    pub python: PathBuf,
+    /// The folder with the PyTorch scripts.
+    pub scripts: PathBuf,
+    /// The configs of the two grids.
+    pub temp_config: PathBuf,
+    pub size_config: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ModeResult {
+    /// Wall seconds of each repeat.
+    runs: Vec<f64>,
+    median_s: f64,
+    /// Mean final test accuracy over the workload's students.
+    mean_test_acc: f64,
+    /// Training and evaluation FLOPs of the workload / median seconds.
+    gflops: f64,
+    /// Share of the matmul roof.
+    roof_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Workload {
+    name: String,
+    students: usize,
+    hidden: String,
+    /// Forward+backward (3x forward) on every training image and epoch, plus the forwards of
+    /// the evaluations.
+    flops: f64,
+    modes: BTreeMap<String, ModeResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchFile {
+    machine: String,
+    cpu: String,
+    threads: usize,
+    libtorch: String,
+    python_torch: String,
+    epochs: usize,
+    repeats: usize,
+    teacher: String,
+    roof_gflops: f64,
+    workloads: Vec<Workload>,
+    /// Samples per second of one 800-800 KD training step (forward, loss, backward, Adam).
+    step: Vec<StepResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepResult {
+    batch: i64,
+    kd_single: f64,
+    kd_packed_18: f64,
+    pytorch_eager: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
+}
+
+/// The trials of `config` at `epochs` epochs, with `pack`.
+fn plan_of(config: &Path, epochs: usize, pack: &str, data: &Data) -> Result<Plan, RunError> {
+    let cfg = load_config(
+        config,
+        &[
+            format!("student.train.epochs={epochs}"),
+            format!("pack={pack}"),
+        ],
+    )?;
+    Plan::build(&cfg, data)
+}
+
+fn write_raw(dir: &Path, name: &str, t: &Tensor) -> Result<(), RunError> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let bytes: Vec<u8> = match t.kind() {
+        tch::Kind::Float => Vec::<f32>::try_from(t.flatten(0, -1))
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        _ => Vec::<i64>::try_from(t.flatten(0, -1).to_kind(tch::Kind::Int64))
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    };
+    let file = dir.join(name);
+    std::fs::write(&file, bytes).map_err(io_err(&file))
+}
+
+/// A planned trial as the PyTorch scripts read it.
+fn script_trial(t: &PlannedTrial) -> serde_json::Value {
+    let hidden = match &t.student.model {
+        ModelSpec::Mlp(m) => m.hidden.clone(),
+        ModelSpec::Cnn(_) => vec![],
+    };
+    let tr = &t.student.train;
+    serde_json::json!({
+        "seed": t.seed, "hidden": hidden, "kd": t.kind == Kind::Kd,
+        "temperature": t.weights.temperature, "alpha": t.weights.alpha, "beta": t.weights.beta,
+        "epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.lr,
+        "eval_every": tr.eval_every,
+    })
+}
+
+/// FLOPs of training and evaluating `trials` (MLPs) on `d`.
+fn workload_flops(trials: &[&PlannedTrial], d: &crate::data::DataPlan) -> f64 {
+    trials
+        .iter()
+        .map(|t| {
+            let f = t.student.model.flops_per_sample(d.input, d.classes) as f64;
+            let e = t.student.train.epochs as f64;
+            let evals = (1..=t.student.train.epochs as u32)
+                .filter(|&ep| t.student.train.evaluates(ep))
+                .count() as f64;
+            f * (3.0 * d.transfer_rows as f64 * e
+                + (d.val + d.test) as f64 * evals
+                + (d.transfer_rows + d.test) as f64)
+        })
+        .sum()
+}
+
+/// GFLOP/s of a 2048^3 float32 matrix product here (median of 7).
+fn roof(device: Device) -> f64 {
+    let a = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
+    let b = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
+    let mut times = vec![];
+    for i in 0..9 {
+        let t0 = Instant::now();
+        let c = a.mm(&b);
+        let _ = c.double_value(&[0, 0]);
+        if i >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * 2048f64.powi(3) / median(&times) / 1e9
+}
+
+/// Samples/s of one 800-800 KD step at `batch`: alone, and 18 students packed.
+fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, device: Device) -> (f64, f64) {
+    let spec = ModelSpec::Mlp(MlpSpec {
+        hidden: vec![800, 800],
+        dropout: 0.0,
+        input_dropout: 0.0,
+        init: Init::Torch,
+    });
+    let x = ctx.train.x.narrow(0, 0, batch).flatten(1, -1);
+    let y = ctx.train.y.narrow(0, 0, batch);
+    let t = logits.narrow(0, 0, batch).to_device(device);
+    let w = KdWeights {
+        temperature: 4.0,
+        alpha: 0.9,
+        beta: 0.1,
+        ..KdWeights::hard_only()
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let mut times = vec![];
+        for i in 0..25 {
+            let t0 = Instant::now();
+            f();
+            if i >= 5 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        median(&times)
+    };
+    // Alone.
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let net = spec
+        .build(&vs.root(), ctx_input(), 10)
+        .expect("a valid spec");
+    let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 1e-3).expect("adam");
+    let single = time(&mut || {
+        let l = kd_loss::distillation_loss(&net.forward_t(&x, true), &t, &y, &w).expect("loss");
+        opt.backward_step(&l.total);
+    });
+    // 18 packed.
+    let k = 18;
+    let vs2 = nn::VarStore::new(device);
+    let nets: Vec<(nn::VarStore, kd_model_zoo::Net)> = (0..k)
+        .map(|_| {
+            let vs = nn::VarStore::new(device);
+            let n = spec.build(&vs.root(), ctx_input(), 10).expect("spec");
+            (vs, n)
+        })
+        .collect();
+    let refs: Vec<&kd_model_zoo::Net> = nets.iter().map(|(_, n)| n).collect();
+    let packed = kd_model_zoo::PackedMlp::stack(&vs2.root(), &refs).expect("mlps");
+    let mut opt2 = nn::OptimizerConfig::build(nn::Adam::default(), &vs2, 1e-3).expect("adam");
+    let xk = x.unsqueeze(0).expand([k, batch, -1], false).contiguous();
+    let yk = y.unsqueeze(0).expand([k, batch], false).contiguous();
+    let tk = t.unsqueeze(0).expand([k, batch, -1], false).contiguous();
+    let ws = vec![w; k as usize];
+    let pack = time(&mut || {
+        let l = kd_loss::packed_distillation_loss(&packed.forward(&xk, &[]), &tk, &yk, &ws)
+            .expect("loss");
+        opt2.backward_step(&l.total.sum(tch::Kind::Float));
+    });
+    (batch as f64 / single, (k * batch) as f64 / pack)
+}
+
+fn ctx_input() -> kd_model_zoo::InputShape {
+    kd_model_zoo::InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ScriptOut {
+    wall_s: Option<f64>,
+    test_acc: Option<Vec<f64>>,
+    samples_per_s: Option<f64>,
+}
+
+fn python(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<ScriptOut, RunError> {
+    let out = Command::new(&opts.python)
+        .args(args)
+        .current_dir(&opts.scripts)
+        .env("KD_BENCH_THREADS", threads.to_string())
+        .output()
+        .map_err(|e| {
+            RunError::Worker(format!(
+                "{}: {e} (kd bench runs the PyTorch scripts with the venv's python; `just \
+                 setup` makes it, --python picks another)",
+                opts.python.display()
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        RunError::Worker(format!(
+            "{} {}: {e}\n{}",
+            opts.scripts.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}
+
+/// Run the benchmark; returns the table it printed into `OUT/report.md`.
+pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
+    let scripts = std::fs::canonicalize(&opts.scripts).map_err(io_err(&opts.scripts))?;
+    let opts = &BenchOptions {
+        scripts,
+        ..opts.clone()
+    };
+    let base = load_config(&opts.temp_config, &[])?;
+    let threads = base.threads.unwrap_or(env::cores());
+    tch::set_num_threads(threads as i32);
+    let device = env::select_device(&base.device[0])?;
+    let data = data::load(&base.dataset)?;
+    let mut progress = Progress::new(0);
+    progress.note(&format!(
+        "kd bench: {} epochs, {} repeats, {} threads on {}",
+        opts.epochs,
+        opts.repeats,
+        threads,
+        env::device_label(device)
+    ));
+    // The teacher of temp.yaml when it is cached; otherwise a quick stand-in (an MLP trained
+    // for 2 epochs), since only the students are timed.
+    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "auto", &data)?;
+    let (teacher_plan, teacher_label) = if teacher::is_cached(&temp_plan) {
+        (
+            temp_plan.clone(),
+            "temp.yaml's CNN teacher (cached)".to_string(),
+        )
+    } else {
+        let cfg = load_config(
+            &opts.temp_config,
+            &[
+                "teacher.model={arch: mlp, hidden: [1200, 1200], dropout: 0.0}".into(),
+                "teacher.train.epochs=2".into(),
+            ],
+        )?;
+        (
+            Plan::build(&cfg, &data)?,
+            "a stand-in MLP teacher trained 2 epochs (temp.yaml's CNN is not cached)".into(),
+        )
+    };
+    let tensors = Tensors::new(&data, device);
+    let t = teacher::obtain(&teacher_plan, &tensors, &mut progress)?;
+    let ctx = TrialContext::new(&data, &t.logits, device);
+
+    // Workloads: names and their trials under each plan.
+    let size_packed = plan_of(&opts.size_config, opts.epochs, "auto", &data)?;
+    let size_single = plan_of(&opts.size_config, opts.epochs, "off", &data)?;
+    let temp_single = plan_of(&opts.temp_config, opts.epochs, "off", &data)?;
+    let by_hidden = |p: &Plan, h: &str| -> Vec<usize> {
+        p.trials
+            .iter()
+            .filter(|t| t.student.model.shape_label() == h)
+            .map(|t| t.index)
+            .collect()
+    };
+    let mut loads: Vec<(String, &Plan, &Plan, Vec<usize>)> = vec![(
+        "temp".into(),
+        &temp_plan,
+        &temp_single,
+        (0..temp_plan.trials.len()).collect(),
+    )];
+    for h in ["800-800", "300-300", "30-30"] {
+        loads.push((
+            format!("size_{h}"),
+            &size_packed,
+            &size_single,
+            by_hidden(&size_packed, h),
+        ));
+    }
+
+    // The data the PyTorch scripts read.
+    let export = opts.out.join(".data");
+    std::fs::create_dir_all(&export).map_err(io_err(&export))?;
+    let (transfer, soft) = tensors.transfer(&data.transfer, Some(&t.logits));
+    let d = &data.plan;
+    write_raw(&export, "train_x.f32", &transfer.x)?;
+    write_raw(&export, "train_y.i64", &transfer.y)?;
+    write_raw(&export, "teacher.f32", &soft.expect("logits given"))?;
+    write_raw(&export, "val_x.f32", &tensors.val.x)?;
+    write_raw(&export, "val_y.i64", &tensors.val.y)?;
+    write_raw(&export, "test_x.f32", &tensors.test.x)?;
+    write_raw(&export, "test_y.i64", &tensors.test.y)?;
+    let workloads: serde_json::Map<String, serde_json::Value> = loads
+        .iter()
+        .map(|(name, p, _, idx)| {
+            (
+                name.clone(),
+                serde_json::Value::Array(idx.iter().map(|&i| script_trial(&p.trials[i])).collect()),
+            )
+        })
+        .collect();
+    let meta = serde_json::json!({
+        "train": d.transfer_rows, "val": d.val, "test": d.test,
+        "features": d.input.numel(), "classes": d.classes, "workloads": workloads,
+    });
+    let meta_file = export.join("meta.json");
+    std::fs::write(&meta_file, meta.to_string()).map_err(io_err(&meta_file))?;
+    let export_arg = export.display().to_string();
+
+    let roof_gflops = roof(device);
+    progress.note(&format!(
+        "roof: {roof_gflops:.0} GFLOP/s (2048^3 float32 matmul)"
+    ));
+
+    let mut results: Vec<Workload> = loads
+        .iter()
+        .map(|(name, p, _, idx)| {
+            let trials: Vec<&PlannedTrial> = idx.iter().map(|&i| &p.trials[i]).collect();
+            Workload {
+                name: name.clone(),
+                students: idx.len(),
+                hidden: trials
+                    .first()
+                    .map_or(String::new(), |t| t.student.model.shape_label()),
+                flops: workload_flops(&trials, d),
+                modes: BTreeMap::new(),
+            }
+        })
+        .collect();
+    let mut raw: BTreeMap<(usize, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for rep in 0..opts.repeats {
+        for (w, (name, packed_plan, single_plan, idx)) in loads.iter().enumerate() {
+            for mode in [
+                "kd-sweep packed",
+                "kd-sweep single",
+                "pytorch eager",
+                "pytorch vmap",
+            ] {
+                let (wall, accs) = match mode {
+                    "kd-sweep packed" | "kd-sweep single" => {
+                        let plan = if mode == "kd-sweep packed" {
+                            packed_plan
+                        } else {
+                            single_plan
+                        };
+                        let t0 = Instant::now();
+                        let mut accs = vec![];
+                        for unit in plan.units(idx) {
+                            let trials: Vec<&PlannedTrial> =
+                                unit.iter().map(|&i| &plan.trials[i]).collect();
+                            for o in ctx.run_unit(&trials, |_, _| {}) {
+                                accs.push(o.test_acc.unwrap_or(f64::NAN));
+                            }
+                        }
+                        (t0.elapsed().as_secs_f64(), accs)
+                    }
+                    _ => {
+                        let script = if mode == "pytorch eager" {
+                            "pytorch_eager.py"
+                        } else {
+                            "pytorch_vmap.py"
+                        };
+                        let o = python(opts, &[script, &export_arg, name], threads)?;
+                        (o.wall_s.unwrap_or(f64::NAN), o.test_acc.unwrap_or_default())
+                    }
+                };
+                progress.note(&format!(
+                    "  repeat {} {name} {mode}: {wall:.1} s, mean test {:.2}%",
+                    rep + 1,
+                    100.0 * accs.iter().sum::<f64>() / accs.len().max(1) as f64
+                ));
+                let e = raw.entry((w, mode)).or_default();
+                e.0.push(wall);
+                e.1.push(accs.iter().sum::<f64>() / accs.len().max(1) as f64);
+            }
+        }
+    }
+    for ((w, mode), (walls, accs)) in raw {
+        let m = median(&walls);
+        let gflops = results[w].flops / m / 1e9;
+        results[w].modes.insert(
+            mode.to_string(),
+            ModeResult {
+                runs: walls.clone(),
+                median_s: m,
+                mean_test_acc: median(&accs),
+                gflops,
+                roof_share: gflops / roof_gflops,
+            },
+        );
+    }
+    // The student_size grid as a whole.
+    let size: Vec<&Workload> = results
+        .iter()
+        .filter(|w| w.name.starts_with("size_"))
+        .collect();
+    let mut whole = Workload {
+        name: "student_size".into(),
+        students: size.iter().map(|w| w.students).sum(),
+        hidden: "800/300/30".into(),
+        flops: size.iter().map(|w| w.flops).sum(),
+        modes: BTreeMap::new(),
+    };
+    for mode in size
+        .first()
+        .map(|w| w.modes.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let runs: Vec<f64> = (0..opts.repeats)
+            .map(|r| size.iter().map(|w| w.modes[&mode].runs[r]).sum())
+            .collect();
+        let m = median(&runs);
+        let gflops = whole.flops / m / 1e9;
+        whole.modes.insert(
+            mode.clone(),
+            ModeResult {
+                runs,
+                median_s: m,
+                mean_test_acc: size
+                    .iter()
+                    .map(|w| w.modes[&mode].mean_test_acc * w.students as f64)
+                    .sum::<f64>()
+                    / whole.students as f64,
+                gflops,
+                roof_share: gflops / roof_gflops,
+            },
+        );
+    }
+    results.push(whole);
+
+    let mut step = vec![];
+    for batch in [128i64, 1024] {
+        let (single, packed) = kd_step(&tensors, &t.logits, batch, device);
+        let eager = python(
+            opts,
+            &[
+                "pytorch_eager.py",
+                &export_arg,
+                "--step",
+                &batch.to_string(),
+            ],
+            threads,
+        )?
+        .samples_per_s
+        .unwrap_or(f64::NAN);
+        step.push(StepResult {
+            batch,
+            kd_single: single,
+            kd_packed_18: packed,
+            pytorch_eager: eager,
+        });
+    }
+    let python_torch = Command::new(&opts.python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let file = BenchFile {
+        machine: env::class_of(device, threads).describe(),
+        cpu: env::cpu_model(),
+        threads,
+        libtorch: env::LIBTORCH_VERSION.to_string(),
+        python_torch,
+        epochs: opts.epochs,
+        repeats: opts.repeats,
+        teacher: teacher_label,
+        roof_gflops,
+        workloads: results,
+        step,
+    };
+    let _ = std::fs::remove_dir_all(&export);
+    let json = serde_json::to_string_pretty(&file).expect("bench results serialise");
+    kd_report::write_atomic(&opts.out.join("bench.json"), json.as_bytes())?;
+    let report = render(&file);
+    kd_report::write_atomic(&opts.out.join("report.md"), report.as_bytes())?;
+    Ok(report)
+}
+
+fn render(b: &BenchFile) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# kd bench\n");
+    let _ = writeln!(
+        s,
+        "{} ({}), {} threads, libtorch {}, PyTorch {} for the scripts. Student phase only \
+         (teacher logits given: {}), {} epochs per student, val and test evaluated after every \
+         epoch in every mode. Medians of {} repeats, modes interleaved. Regenerate with `just \
+         bench`.\n",
+        b.cpu, b.machine, b.threads, b.libtorch, b.python_torch, b.teacher, b.epochs, b.repeats
+    );
+    let _ = writeln!(
+        s,
+        "| workload | students | mode | median s | x eager | x vmap | x single | GFLOP/s | % of roof | mean test % |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for w in &b.workloads {
+        let base = |m: &str| w.modes.get(m).map_or(f64::NAN, |r| r.median_s);
+        for (mode, r) in &w.modes {
+            let _ = writeln!(
+                s,
+                "| {} ({}) | {} | {mode} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0}% | {:.2} |",
+                w.name,
+                w.hidden,
+                w.students,
+                r.median_s,
+                base("pytorch eager") / r.median_s,
+                base("pytorch vmap") / r.median_s,
+                base("kd-sweep single") / r.median_s,
+                r.gflops,
+                100.0 * r.roof_share,
+                100.0 * r.mean_test_acc
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nRoof: {:.0} GFLOP/s (median 2048x2048x2048 float32 matmul in libtorch here).\n",
+        b.roof_gflops
+    );
+    let _ = writeln!(
+        s,
+        "One 800-800 KD step (forward, loss, backward, Adam), samples/s:\n\n| batch | kd-sweep alone | kd-sweep 18 packed | PyTorch eager | alone / eager | packed / eager |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    for st in &b.step {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            st.batch,
+            st.kd_single,
+            st.kd_packed_18,
+            st.pytorch_eager,
+            st.kd_single / st.pytorch_eager,
+            st.kd_packed_18 / st.pytorch_eager
+        );
+    }
+    s
+}

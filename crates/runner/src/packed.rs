@@ -1,0 +1,666 @@
+//! Packed training: K MLP students of one shape and recipe trained as one model
+//! ([`PackedMlp`]), each with its own initial weights (built alone with its seed, then stacked),
+//! data order ([`train::epoch_order`] of its seed), temperature, alpha and beta. The optimiser is
+//! elementwise (SGD, Adam, AdamW), so one optimiser over the stacked tensors is K optimisers.
+//!
+//! A student's numbers depend on its own settings only, never on its pack mates or its position
+//! in the pack: its rows of every batched product, its slice of every optimiser update, its own
+//! dropout masks (drawn after seeding libtorch with its seed and the step). A student that
+//! diverges is masked out (its loss stops contributing, its slice is left alone) and recorded
+//! `diverged`; the others go on.
+
+use std::time::Instant;
+
+use kd_loss::KdWeights;
+use kd_model_zoo::{InputShape, ModelSpec, Net, PackedMlp};
+use kd_report::{EpochRecord, Status};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::TrainCfg;
+use crate::env::now_rfc3339;
+use crate::train::{self, Outcome, SplitTensors, TrainData, TrainError};
+
+/// One student of a pack.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub trial_id: String,
+    pub seed: u64,
+    /// Its objective: KD weights, or hard targets only (alpha 0, beta 1) for a baseline.
+    pub weights: KdWeights,
+    /// Whether it learns from the teacher (a baseline does not, and logs no soft loss).
+    pub kd: bool,
+}
+
+/// Bytes of working memory one student of `spec` needs in a pack: weights, gradients and two
+/// optimiser moments, plus the activations of one batch (forward and backward) and of one
+/// evaluation chunk.
+pub fn bytes_per_student(
+    spec: &ModelSpec,
+    input: InputShape,
+    classes: usize,
+    batch: usize,
+) -> usize {
+    let params = spec.param_count(input, classes);
+    let widths: usize = match spec {
+        ModelSpec::Mlp(m) => m.hidden.iter().sum::<usize>() + input.numel() + classes,
+        ModelSpec::Cnn(_) => 0,
+    };
+    4 * (4 * params + 4 * batch * widths + EVAL_CHUNK as usize * widths)
+}
+
+/// Evaluation rows per chunk of a pack's forward pass.
+const EVAL_CHUNK: i64 = 2000;
+
+/// How many students of `spec` one pack holds on `device`: what fits a memory budget (2 GiB on
+/// a CPU, 8 GiB on a GPU), at most 64 (beyond that one kernel call is already large).
+pub fn auto_pack_size(
+    spec: &ModelSpec,
+    input: InputShape,
+    classes: usize,
+    batch: usize,
+    cuda: bool,
+) -> usize {
+    let budget: usize = if cuda { 8 << 30 } else { 2 << 30 };
+    (budget / bytes_per_student(spec, input, classes, batch).max(1)).clamp(1, 64)
+}
+
+/// Seed for student `seed`'s dropout masks at `step`: its own stream, whatever its pack.
+fn mask_seed(seed: u64, step: usize) -> i64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step as u64)
+        .wrapping_add(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// The dropout masks of one step: per site of [`PackedMlp::dropout_sites`] with p > 0, `[K, B,
+/// width]` scaled by `1 / (1 - p)`; student k's drawn after seeding libtorch with
+/// [`mask_seed`] of its seed and the step.
+fn dropout_masks(
+    net: &PackedMlp,
+    members: &[Member],
+    step: usize,
+    batch: i64,
+    device: Device,
+) -> Vec<Option<Tensor>> {
+    let sites = net.dropout_sites();
+    if sites.iter().all(|(p, _)| *p <= 0.0) {
+        return vec![];
+    }
+    let mut per_site: Vec<Vec<Tensor>> = sites.iter().map(|_| Vec::new()).collect();
+    for m in members {
+        tch::manual_seed(mask_seed(m.seed, step));
+        for (i, &(p, width)) in sites.iter().enumerate() {
+            if p > 0.0 {
+                let keep = Tensor::empty([batch, width], (Kind::Float, device))
+                    .bernoulli_float_(1.0 - p)
+                    / (1.0 - p);
+                per_site[i].push(keep);
+            }
+        }
+    }
+    per_site
+        .into_iter()
+        .map(|masks| (!masks.is_empty()).then(|| Tensor::stack(&masks, 0)))
+        .collect()
+}
+
+/// Per student: (correct, finite) of the pack's evaluation-mode logits on `split`.
+fn evaluate(net: &PackedMlp, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
+    let k = net.len() as usize;
+    if split.is_empty() {
+        return vec![None; k];
+    }
+    let logits = net.forward_shared(&split.x, EVAL_CHUNK);
+    let finite = logits.isfinite().flatten(1, -1).all_dim(1, false);
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(&split.y.unsqueeze(0))
+        .sum_dim_intlist(-1, false, Kind::Int64);
+    let finite = Vec::<bool>::try_from(&finite.to_device(Device::Cpu)).unwrap_or_default();
+    let correct = Vec::<i64>::try_from(&correct.to_device(Device::Cpu)).unwrap_or_default();
+    let n = split.len();
+    (0..k)
+        .map(|i| {
+            Some((
+                correct[i] as f64 / n as f64,
+                (n - correct[i]) as u64,
+                finite[i],
+            ))
+        })
+        .collect()
+}
+
+/// Whether each student's slice of every variable is finite.
+fn slices_finite(vars: &[Tensor], k: usize) -> Vec<bool> {
+    tch::no_grad(|| {
+        let mut ok = vec![true; k];
+        for v in vars {
+            let f = v.isfinite().flatten(1, -1).all_dim(1, false);
+            let f = Vec::<bool>::try_from(&f.to_device(Device::Cpu)).unwrap_or_default();
+            for (o, x) in ok.iter_mut().zip(f) {
+                *o &= x;
+            }
+        }
+        ok
+    })
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default()
+}
+
+/// Train the MLP students `members` (all of `spec` and `cfg`) as one pack on `data`.
+/// `on_epoch(k, record)` sees student k's epochs as they are measured. Returns one outcome per
+/// member, in order; `wall_s` and epoch seconds are each student's share (the pack's time / K).
+#[allow(clippy::too_many_arguments)]
+pub fn train_pack(
+    spec: &ModelSpec,
+    members: &[Member],
+    cfg: &TrainCfg,
+    data: &TrainData,
+    input: InputShape,
+    classes: usize,
+    mut on_epoch: impl FnMut(usize, &EpochRecord),
+) -> Result<Vec<Outcome>, TrainError> {
+    let start = Instant::now();
+    let k = members.len();
+    let device = data.train.x.device();
+    // Each student built alone with its seed, exactly as an unpacked trial starts.
+    let singles: Vec<(nn::VarStore, Net)> = members
+        .iter()
+        .map(|m| {
+            tch::manual_seed(m.seed as i64);
+            let vs = nn::VarStore::new(device);
+            let net = spec
+                .build(&vs.root(), input, classes)
+                .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
+            Ok((vs, net))
+        })
+        .collect::<Result<_, TrainError>>()?;
+    let vs = nn::VarStore::new(device);
+    let nets: Vec<&Net> = singles.iter().map(|(_, n)| n).collect();
+    let net = PackedMlp::stack(&vs.root(), &nets)
+        .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
+    drop(singles);
+    let mut opt = train::build_optimizer(&vs, cfg)?;
+    let vars = vs.trainable_variables();
+
+    let n = data.train.len() as usize;
+    let bs = cfg.batch_size.min(n.max(1));
+    let steps_per_epoch = n.div_ceil(bs);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    // One soft-loss form per pack: a baseline's (multiplied by alpha = 0) takes the KD trials'.
+    let form = members
+        .iter()
+        .find(|m| m.kd)
+        .map_or(kd_loss::SoftLoss::Ce, |m| m.weights.soft_loss);
+    let weights: Vec<KdWeights> = members
+        .iter()
+        .map(|m| KdWeights {
+            soft_loss: form,
+            ..m.weights
+        })
+        .collect();
+    let any_kd = members.iter().any(|m| m.kd);
+    let soft_targets = data.soft_targets.filter(|_| any_kd);
+    let mut alive = vec![true; k];
+    let mut alive_t = Tensor::ones([k as i64], (Kind::Bool, device));
+    let mut message: Vec<Option<String>> = vec![None; k];
+    let mut logs: Vec<Vec<EpochRecord>> = vec![Vec::with_capacity(cfg.epochs); k];
+    let zeros = Tensor::zeros([k as i64], (Kind::Float, device));
+    let mut step = 0usize;
+    for epoch in 1..=cfg.epochs as u32 {
+        let t0 = Instant::now();
+        let order: Vec<i64> = members
+            .iter()
+            .flat_map(|m| train::epoch_order(m.seed, epoch, n))
+            .collect();
+        let order = Tensor::from_slice(&order)
+            .view([k as i64, n as i64])
+            .to_device(device);
+        let acc = || Tensor::zeros([k as i64], (Kind::Double, device));
+        let (mut sum_total, mut sum_soft, mut sum_hard) = (acc(), acc(), acc());
+        let mut correct = Tensor::zeros([k as i64], (Kind::Int64, device));
+        let mut lr = cfg.lr;
+        for b in 0..steps_per_epoch {
+            let rows = bs.min(n - b * bs) as i64;
+            let idx = order.narrow(1, (b * bs) as i64, rows).reshape([-1]);
+            let x = data
+                .train
+                .x
+                .index_select(0, &idx)
+                .view([k as i64, rows, -1]);
+            let y = data.train.y.index_select(0, &idx).view([k as i64, rows]);
+            lr = train::lr_at(cfg, step, total_steps);
+            opt.set_lr(lr);
+            let masks = dropout_masks(&net, members, step, rows, device);
+            let logits = net.forward(&x, &masks);
+            let (total, soft, hard) = match soft_targets {
+                Some(teacher) => {
+                    let t = teacher.index_select(0, &idx).view([k as i64, rows, -1]);
+                    let l = kd_loss::packed_distillation_loss(&logits, &t, &y, &weights)?;
+                    (l.total, Some(l.soft), l.hard)
+                }
+                None => {
+                    let h = kd_loss::packed_hard_cross_entropy(&logits, &y)?;
+                    (h.shallow_clone(), None, h)
+                }
+            };
+            // A diverged student's loss no longer reaches its weights.
+            let total = total.where_self(&alive_t, &zeros);
+            let r = rows as f64;
+            sum_total += total.detach().to_kind(Kind::Double) * r;
+            sum_hard += hard.detach().to_kind(Kind::Double) * r;
+            if let Some(s) = &soft {
+                sum_soft += s.detach().to_kind(Kind::Double) * r;
+            }
+            correct += logits
+                .detach()
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum_dim_intlist(-1, false, Kind::Int64);
+            opt.backward_step(&total.sum(Kind::Float));
+            step += 1;
+        }
+        let nf = n as f64;
+        let (totals, softs, hards) = (to_vec(&sum_total), to_vec(&sum_soft), to_vec(&sum_hard));
+        let correct = to_vec(&correct);
+        let finite_w = slices_finite(&vars, k);
+        let evaluated = cfg.evaluates(epoch);
+        let (val, test) = if evaluated {
+            (evaluate(&net, data.val), evaluate(&net, data.test))
+        } else {
+            (vec![None; k], vec![None; k])
+        };
+        let seconds = t0.elapsed().as_secs_f64() / k as f64;
+        for i in 0..k {
+            if !alive[i] {
+                continue;
+            }
+            let train_loss = totals[i] / nf;
+            let why = if !train_loss.is_finite() {
+                Some("the loss became NaN or infinite")
+            } else if !finite_w[i] {
+                Some("a weight became NaN or infinite")
+            } else if val[i].is_some_and(|v| !v.2) || test[i].is_some_and(|t| !t.2) {
+                Some("an output became NaN or infinite")
+            } else {
+                None
+            };
+            let diverged = why.is_some();
+            let log = EpochRecord {
+                trial_id: members[i].trial_id.clone(),
+                epoch,
+                train_loss,
+                soft_loss: members[i].kd.then(|| softs[i] / nf),
+                hard_loss: hards[i] / nf,
+                train_acc: correct[i] / nf,
+                val_acc: val[i].filter(|_| !diverged).map(|v| v.0),
+                test_acc: test[i].filter(|_| !diverged).map(|t| t.0),
+                lr,
+                seconds,
+            };
+            on_epoch(i, &log);
+            logs[i].push(log);
+            if let Some(why) = why {
+                alive[i] = false;
+                message[i] = Some(format!("{why} in epoch {epoch}"));
+            }
+        }
+        if alive.iter().all(|a| !a) {
+            break;
+        }
+        alive_t = Tensor::from_slice(&alive).to_device(device);
+    }
+    let finals = if alive.iter().any(|&a| a) {
+        (evaluate(&net, data.train), evaluate(&net, data.test))
+    } else {
+        (vec![None; k], vec![None; k])
+    };
+    let wall_s = start.elapsed().as_secs_f64() / k as f64;
+    let finished_at = now_rfc3339();
+    Ok((0..k)
+        .map(|i| {
+            let epochs = std::mem::take(&mut logs[i]);
+            let (train, test) = (finals.0[i], finals.1[i]);
+            let mut out = Outcome {
+                status: Status::Ok,
+                train_acc: None,
+                val_acc: None,
+                test_acc: None,
+                test_errors: None,
+                best_epoch: None,
+                wall_s,
+                message: None,
+                finished_at: finished_at.clone(),
+                epochs,
+            };
+            if !alive[i] {
+                out.status = Status::Diverged;
+                out.message = message[i].take();
+            } else if train.is_some_and(|t| !t.2) || test.is_some_and(|t| !t.2) {
+                out.status = Status::Diverged;
+                out.message = Some("an output became NaN or infinite after training".into());
+            } else {
+                out.train_acc = train.map(|t| t.0);
+                out.test_acc = test.map(|t| t.0);
+                out.test_errors = test.map(|t| t.1);
+                out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
+                out.best_epoch = train::best_epoch(&out.epochs);
+            }
+            out
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Packed vs alone on a small synthetic task (8x8 inputs, 10 classes, 600 training rows).
+    //!
+    //! Tolerance: a pack computes each student's products with batched kernels (`baddbmm`) and
+    //! its soft targets as `exp(log_softmax)`, where a student alone uses `addmm` and `softmax`:
+    //! the same maths in another order of float32 operations. After a few epochs the per-epoch
+    //! losses agree to a relative 1e-3 and the accuracies to within 1% of the rows (a handful
+    //! of borderline predictions); identical to the bit they are not, which is why a packed
+    //! trial's id records `packed`. Within packed mode a student's numbers are bit-identical
+    //! whatever its pack mates, which the other tests assert exactly.
+
+    use super::*;
+    use crate::config::{Optimizer, Schedule};
+    use kd_model_zoo::{Init, MlpSpec};
+
+    fn lock() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    const INPUT: InputShape = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+
+    struct Task {
+        train: SplitTensors,
+        val: SplitTensors,
+        test: SplitTensors,
+        teacher: Tensor,
+    }
+
+    /// Labels from a fixed random linear map of the inputs; the teacher's logits are that map
+    /// with noise (so it knows the task, imperfectly).
+    fn task() -> Task {
+        tch::manual_seed(123);
+        let w = Tensor::randn([64, 10], (Kind::Float, Device::Cpu));
+        let split = |n: i64| {
+            let x = Tensor::randn([n, 1, 8, 8], (Kind::Float, Device::Cpu));
+            let logits = x.view([n, 64]).mm(&w);
+            let y = logits.argmax(-1, false);
+            (SplitTensors { x, y }, logits)
+        };
+        let (train, logits) = split(600);
+        let teacher = logits * 2.0 + Tensor::randn([600, 10], (Kind::Float, Device::Cpu));
+        Task {
+            train,
+            val: split(300).0,
+            test: split(300).0,
+            teacher,
+        }
+    }
+
+    fn spec(dropout: f64) -> ModelSpec {
+        ModelSpec::Mlp(MlpSpec {
+            hidden: vec![32, 16],
+            dropout,
+            input_dropout: 0.0,
+            init: Init::Torch,
+        })
+    }
+
+    fn cfg(optimizer: Optimizer, epochs: usize) -> TrainCfg {
+        TrainCfg {
+            epochs,
+            batch_size: 32,
+            optimizer,
+            lr: if optimizer == Optimizer::Sgd {
+                0.05
+            } else {
+                0.005
+            },
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: Schedule::Cosine,
+            eval_every: 1,
+        }
+    }
+
+    fn member(seed: u64, t: f64, alpha: f64) -> Member {
+        let kd = alpha > 0.0;
+        Member {
+            trial_id: format!("s{seed}-t{t}-a{alpha}"),
+            seed,
+            weights: if kd {
+                KdWeights {
+                    temperature: t,
+                    alpha,
+                    beta: 1.0 - alpha,
+                    ..KdWeights::hard_only()
+                }
+            } else {
+                KdWeights::hard_only()
+            },
+            kd,
+        }
+    }
+
+    fn data(task: &Task) -> TrainData<'_> {
+        TrainData {
+            train: &task.train,
+            val: &task.val,
+            test: &task.test,
+            soft_targets: Some(&task.teacher),
+        }
+    }
+
+    fn pack(spec: &ModelSpec, members: &[Member], cfg: &TrainCfg, task: &Task) -> Vec<Outcome> {
+        train_pack(spec, members, cfg, &data(task), INPUT, 10, |_, _| {}).unwrap()
+    }
+
+    fn alone(spec: &ModelSpec, m: &Member, cfg: &TrainCfg, task: &Task) -> Outcome {
+        tch::manual_seed(m.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = spec.build(&vs.root(), INPUT, 10).unwrap();
+        let d = TrainData {
+            soft_targets: m.kd.then_some(&task.teacher),
+            ..data(task)
+        };
+        train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, |_| {}).unwrap()
+    }
+
+    /// The numbers of an outcome, without its timings.
+    fn numbers(o: &Outcome) -> String {
+        let epochs: Vec<String> = o
+            .epochs
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    e.epoch,
+                    e.train_loss,
+                    e.soft_loss,
+                    e.hard_loss,
+                    e.train_acc,
+                    e.val_acc,
+                    e.test_acc,
+                    e.lr
+                )
+            })
+            .collect();
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}\n{}",
+            o.status,
+            o.train_acc,
+            o.val_acc,
+            o.test_acc,
+            o.test_errors,
+            o.best_epoch,
+            o.message,
+            epochs.join("\n")
+        )
+    }
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-6)
+    }
+
+    #[test]
+    fn packed_students_match_the_same_students_trained_alone() {
+        let _l = lock();
+        let task = task();
+        let members = [
+            member(0, 1.0, 0.0),
+            member(0, 4.0, 0.9),
+            member(1, 2.0, 0.5),
+            member(2, 8.0, 0.99),
+        ];
+        for opt in [Optimizer::Adam, Optimizer::Sgd] {
+            let c = cfg(opt, 8);
+            let packed = pack(&spec(0.0), &members, &c, &task);
+            for (m, p) in members.iter().zip(&packed) {
+                let a = alone(&spec(0.0), m, &c, &task);
+                assert_eq!(p.status, Status::Ok);
+                assert_eq!(p.epochs.len(), a.epochs.len());
+                for (pe, ae) in p.epochs.iter().zip(&a.epochs) {
+                    let what = format!("{opt:?} {} epoch {}", m.trial_id, pe.epoch);
+                    assert!(
+                        close(pe.train_loss, ae.train_loss, 1e-3),
+                        "{what}: {pe:?} vs {ae:?}"
+                    );
+                    assert!(close(pe.hard_loss, ae.hard_loss, 1e-3), "{what}");
+                    assert_eq!(pe.soft_loss.is_some(), m.kd, "{what}");
+                    if let (Some(x), Some(y)) = (pe.soft_loss, ae.soft_loss) {
+                        assert!(close(x, y, 1e-3), "{what}: soft {x} vs {y}");
+                    }
+                    assert!((pe.train_acc - ae.train_acc).abs() <= 0.01, "{what}");
+                    assert!(
+                        (pe.test_acc.unwrap() - ae.test_acc.unwrap()).abs() <= 0.01,
+                        "{what}"
+                    );
+                    assert_eq!(pe.lr, ae.lr);
+                }
+                assert!((p.test_acc.unwrap() - a.test_acc.unwrap()).abs() <= 0.01);
+                // The task is learnable: the baseline ends far above the 10% of chance.
+                if !m.kd {
+                    assert!(
+                        p.test_acc.unwrap() > 0.3,
+                        "{}: {:?}",
+                        m.trial_id,
+                        p.test_acc
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_students_numbers_do_not_depend_on_its_pack_mates() {
+        let _l = lock();
+        let task = task();
+        let c = cfg(Optimizer::Adam, 3);
+        for dropout in [0.0, 0.3] {
+            let s = spec(dropout);
+            let me = member(7, 4.0, 0.9);
+            let solo = pack(&s, std::slice::from_ref(&me), &c, &task);
+            let mates = [member(0, 1.0, 0.0), member(1, 2.0, 0.5), me.clone()];
+            let crowd = pack(&s, &mates, &c, &task);
+            assert_eq!(numbers(&solo[0]), numbers(&crowd[2]), "dropout {dropout}");
+            let reordered = pack(&s, &[me, mates[1].clone()], &c, &task);
+            assert_eq!(
+                numbers(&solo[0]),
+                numbers(&reordered[0]),
+                "dropout {dropout}"
+            );
+            assert_eq!(
+                numbers(&crowd[1]),
+                numbers(&reordered[1]),
+                "dropout {dropout}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_diverging_student_is_masked_out_and_the_others_go_on() {
+        let _l = lock();
+        let task = task();
+        let c = cfg(Optimizer::Sgd, 3);
+        let mut bad = member(5, 4.0, 0.9);
+        bad.weights.alpha = 1e38; // alpha * T^2 overflows float32: the loss is infinite
+        let good = [member(0, 1.0, 0.0), member(1, 2.0, 0.5)];
+        let with_bad = pack(
+            &spec(0.0),
+            &[good[0].clone(), bad, good[1].clone()],
+            &c,
+            &task,
+        );
+        let without = pack(&spec(0.0), &good, &c, &task);
+        assert_eq!(with_bad[1].status, Status::Diverged);
+        assert_eq!(
+            with_bad[1].message.as_deref(),
+            Some("the loss became NaN or infinite in epoch 1")
+        );
+        assert_eq!(with_bad[1].epochs.len(), 1);
+        assert_eq!(with_bad[1].test_acc, None);
+        assert_eq!(numbers(&with_bad[0]), numbers(&without[0]));
+        assert_eq!(numbers(&with_bad[2]), numbers(&without[1]));
+    }
+
+    #[test]
+    fn eval_every_skips_evaluations_but_not_results() {
+        let _l = lock();
+        let task = task();
+        let every = cfg(Optimizer::Adam, 3);
+        let sparse = TrainCfg {
+            eval_every: 2,
+            ..every.clone()
+        };
+        let m = [member(3, 4.0, 0.9)];
+        let a = &pack(&spec(0.0), &m, &every, &task)[0];
+        let b = &pack(&spec(0.0), &m, &sparse, &task)[0];
+        let evaluated: Vec<bool> = b.epochs.iter().map(|e| e.test_acc.is_some()).collect();
+        assert_eq!(evaluated, [false, true, true]);
+        assert_eq!(b.epochs[2].test_acc, a.epochs[2].test_acc);
+        assert_eq!(b.epochs[0].train_loss, a.epochs[0].train_loss);
+        assert_eq!((b.test_acc, b.train_acc), (a.test_acc, a.train_acc));
+        // The best epoch is chosen among the evaluated ones.
+        assert!(matches!(b.best_epoch, Some(2 | 3)));
+        // Alone, too.
+        let single = alone(&spec(0.0), &m[0], &sparse, &task);
+        let evaluated: Vec<bool> = single.epochs.iter().map(|e| e.val_acc.is_some()).collect();
+        assert_eq!(evaluated, [false, true, true]);
+    }
+
+    #[test]
+    fn pack_size_follows_memory() {
+        let mlp = |h: usize| {
+            ModelSpec::Mlp(MlpSpec {
+                hidden: vec![h, h],
+                dropout: 0.0,
+                input_dropout: 0.0,
+                init: Init::Torch,
+            })
+        };
+        let mnist = InputShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        // 800-800: 1.28M parameters (20 MB with gradients and Adam's moments), 44.5 MB with
+        // the activations of a batch and an evaluation chunk: 48 in 2 GiB.
+        assert_eq!(auto_pack_size(&mlp(800), mnist, 10, 128, false), 48);
+        assert_eq!(auto_pack_size(&mlp(30), mnist, 10, 128, false), 64);
+        assert_eq!(auto_pack_size(&mlp(20000), mnist, 10, 128, false), 1);
+    }
+}
