@@ -233,7 +233,19 @@ fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, device: Device) -> (f64, 
         .collect();
     let refs: Vec<&kd_model_zoo::Net> = nets.iter().map(|(_, n)| n).collect();
     let packed = kd_model_zoo::PackedMlp::stack(&vs2.root(), &refs).expect("mlps");
-    let mut opt2 = nn::OptimizerConfig::build(nn::Adam::default(), &vs2, 1e-3).expect("adam");
+    let mut opt2 = crate::optim::PackedOptimizer::new(
+        vs2.trainable_variables(),
+        &crate::config::TrainCfg {
+            epochs: 1,
+            batch_size: batch as usize,
+            optimizer: crate::config::Optimizer::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: crate::config::Schedule::Constant,
+            eval_every: 1,
+        },
+    );
     let xk = x.unsqueeze(0).expand([k, batch, -1], false).contiguous();
     let yk = y.unsqueeze(0).expand([k, batch], false).contiguous();
     let tk = t.unsqueeze(0).expand([k, batch, -1], false).contiguous();
@@ -261,7 +273,7 @@ struct ScriptOut {
     samples_per_s: Option<f64>,
 }
 
-fn python(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<ScriptOut, RunError> {
+fn run_script(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<ScriptOut, RunError> {
     let out = Command::new(&opts.python)
         .args(args)
         .current_dir(&opts.scripts)
@@ -288,9 +300,19 @@ fn python(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<ScriptOu
 
 /// Run the benchmark; returns the table it printed into `OUT/report.md`.
 pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
+    // The scripts run in their folder: both paths absolute.
     let scripts = std::fs::canonicalize(&opts.scripts).map_err(io_err(&opts.scripts))?;
+    let python = if opts.python.components().count() > 1 {
+        // Absolute, not canonical: a venv's python is a symlink that must stay one.
+        std::env::current_dir()
+            .map_err(io_err(Path::new(".")))?
+            .join(&opts.python)
+    } else {
+        opts.python.clone() // a bare name is looked up on PATH
+    };
     let opts = &BenchOptions {
         scripts,
+        python,
         ..opts.clone()
     };
     let base = load_config(&opts.temp_config, &[])?;
@@ -308,7 +330,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     ));
     // The teacher of temp.yaml when it is cached; otherwise a quick stand-in (an MLP trained
     // for 2 epochs), since only the students are timed.
-    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "auto", &data)?;
+    // Packed mode packs every workload (`pack: 64`), whatever `pack: auto` would choose here.
+    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "64", &data)?;
     let (teacher_plan, teacher_label) = if teacher::is_cached(&temp_plan) {
         (
             temp_plan.clone(),
@@ -332,7 +355,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     let ctx = TrialContext::new(&data, &t.logits, device);
 
     // Workloads: names and their trials under each plan.
-    let size_packed = plan_of(&opts.size_config, opts.epochs, "auto", &data)?;
+    let size_packed = plan_of(&opts.size_config, opts.epochs, "64", &data)?;
     let size_single = plan_of(&opts.size_config, opts.epochs, "off", &data)?;
     let temp_single = plan_of(&opts.temp_config, opts.epochs, "off", &data)?;
     let by_hidden = |p: &Plan, h: &str| -> Vec<usize> {
@@ -439,7 +462,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
                         } else {
                             "pytorch_vmap.py"
                         };
-                        let o = python(opts, &[script, &export_arg, name], threads)?;
+                        let o = run_script(opts, &[script, &export_arg, name], threads)?;
                         (o.wall_s.unwrap_or(f64::NAN), o.test_acc.unwrap_or_default())
                     }
                 };
@@ -510,7 +533,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     let mut step = vec![];
     for batch in [128i64, 1024] {
         let (single, packed) = kd_step(&tensors, &t.logits, batch, device);
-        let eager = python(
+        let eager = run_script(
             opts,
             &[
                 "pytorch_eager.py",

@@ -11,7 +11,8 @@
 //!   [`teacher`]: the teacher, its cache and its logits.
 //! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT lock and earlier
 //!   results; [`sweep`]: the driver that ties them together.
-//! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs).
+//! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs),
+//!   with [`optim`]'s chunked update.
 //! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
 //! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine.
 //!
@@ -24,6 +25,7 @@ pub mod data;
 pub mod doctor;
 pub mod env;
 pub mod error;
+pub mod optim;
 pub mod packed;
 pub mod plan;
 pub mod pool;

@@ -49,8 +49,9 @@ enum Cmd {
     /// Time kd-sweep's student phase (packed and one at a time) against PyTorch eager and vmap
     /// loops on this machine; writes OUT/bench.json and OUT/report.md.
     Bench {
-        /// Epochs per student (the same in every mode).
-        #[arg(long, default_value_t = 3)]
+        /// Epochs per student (the same in every mode; each repeats the evaluation work of a
+        /// sweep's epoch, so one is representative and keeps the run near 10 minutes on 2 cores).
+        #[arg(long, default_value_t = 1)]
         epochs: usize,
         /// Runs of each mode; the report gives medians.
         #[arg(long, default_value_t = 3)]

@@ -194,7 +194,7 @@ impl Plan {
                                 baseline_id: None,
                                 swept: vec![],
                                 class: 0,
-                                exec: exec_of(cfg.pack, &cell.student),
+                                exec: Exec::Single,
                             });
                             group_of.push(groups.len() - 1);
                         }
@@ -218,7 +218,7 @@ impl Plan {
                     baseline_id: None,
                     swept,
                     class: 0,
-                    exec: exec_of(cfg.pack, &cell.student),
+                    exec: Exec::Single,
                 });
                 group_of.push(group);
             }
@@ -226,6 +226,7 @@ impl Plan {
         let group_class = assign_groups(groups.len(), &slot_class);
         for (t, &g) in trials.iter_mut().zip(&group_of) {
             t.class = group_class[g];
+            t.exec = exec_of(cfg.pack, &t.student, &classes[t.class], d);
             t.id = trial_id(t, d, &classes[t.class]);
         }
         // Pairing: the baseline of the same group (same student, seed and so class).
@@ -451,11 +452,28 @@ impl Plan {
     }
 }
 
-/// Whether a student of `student` trains packed under `pack`: MLPs unless packing is off.
-fn exec_of(pack: Pack, student: &StudentCfg) -> Exec {
+/// Forward FLOPs per sample up to which `pack: auto` packs students on a CPU. Measured on 2
+/// AVX-512 cores with experiments/student_size.yaml (15 students per width, 30 epochs, packed
+/// vs one at a time): 30-30 (0.05 MFLOP) 26.0 s -> 8.7 s; 300-300 (0.66 MFLOP) 79.6 s -> 79.8 s;
+/// and `kd bench`'s 800-800 (2.55 MFLOP) 0.87x: from a few hundred units on, one student's
+/// products keep the cores busy alone and the batched kernels gain nothing.
+pub const CPU_PACK_MAX_FLOPS: usize = 250_000;
+
+/// Whether a student of `student` trains packed under `pack` on `class`: never a CNN or with
+/// `pack: off`; always with `pack: N`; with `pack: auto` on a GPU always, on a CPU when the
+/// student is small enough for packing to pay ([`CPU_PACK_MAX_FLOPS`]).
+fn exec_of(pack: Pack, student: &StudentCfg, class: &ExecClass, d: &DataPlan) -> Exec {
     match (pack, &student.model) {
         (Pack::Off, _) | (_, ModelSpec::Cnn(_)) => Exec::Single,
-        _ => Exec::Packed,
+        (Pack::Max(_), _) => Exec::Packed,
+        (Pack::Auto, m) => {
+            let small = m.flops_per_sample(d.input, d.classes) <= CPU_PACK_MAX_FLOPS;
+            if class.kind == DeviceKind::Cuda || small {
+                Exec::Packed
+            } else {
+                Exec::Single
+            }
+        }
     }
 }
 
