@@ -454,7 +454,7 @@ impl Plan {
 
 /// Forward FLOPs per sample up to which `pack: auto` packs students on a CPU. Measured on 2
 /// AVX-512 cores with experiments/student_size.yaml (15 students per width, 30 epochs, packed
-/// vs one at a time): 30-30 (0.05 MFLOP) 26.0 s -> 8.7 s; 300-300 (0.66 MFLOP) 79.6 s -> 79.8 s;
+/// vs one at a time): 30-30 (0.05 MFLOP) 26.0 s -> 10.5 s; 300-300 (0.66 MFLOP) 79.6 s -> 79.8 s;
 /// and `kd bench`'s 800-800 (2.55 MFLOP) 0.87x: from a few hundred units on, one student's
 /// products keep the cores busy alone and the batched kernels gain nothing.
 pub const CPU_PACK_MAX_FLOPS: usize = 250_000;

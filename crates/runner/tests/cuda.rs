@@ -105,3 +105,46 @@ fn a_mixed_device_list_keeps_every_pair_on_one_kind_of_device() {
     }
     assert_eq!(kinds.len(), 2, "both devices trained some pairs: {csv}");
 }
+
+/// The rows of `out` as (id, exec, test accuracy), students only.
+fn students(out: &Path) -> Vec<(String, String, f64)> {
+    let (rows, _) = kd_report::read_frames(out).unwrap();
+    rows.into_iter()
+        .filter(|r| r.kind != kd_report::Kind::Teacher)
+        .map(|r| (r.trial_id, r.exec.to_string(), r.test_acc.unwrap()))
+        .collect()
+}
+
+#[test]
+fn packed_students_on_cuda_match_students_alone_and_ignore_their_pack_mates() {
+    let config = |pack: &str| {
+        format!(
+            "name: packs\ndataset: {{val_size: 1000, train_limit: 5000}}\ndevice: cuda\n\
+             seeds: [0, 1]\npack: {pack}\n\
+             teacher: {{model: {{arch: mlp, hidden: [256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
+             student: {{model: {{arch: mlp, hidden: [64]}}, train: {{epochs: 3, optimizer: adam, lr: 0.001}}}}\n\
+             grid: {{temperature: [2, 4]}}\n"
+        )
+    };
+    let run = |pack: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, out) = sweep(dir.path(), &config(pack));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (students(&out), dir)
+    };
+    let (auto, _a) = run("auto");
+    let (two, _b) = run("2");
+    let (off, _c) = run("off");
+    assert!(auto.iter().all(|r| r.1 == "packed"), "{auto:?}");
+    assert!(off.iter().all(|r| r.1 == "single"), "{off:?}");
+    // Same ids and numbers whatever the pack size.
+    assert_eq!(auto, two);
+    for (p, s) in auto.iter().zip(&off) {
+        assert!((p.2 - s.2).abs() <= 0.01, "packed {p:?} vs alone {s:?}");
+    }
+}
