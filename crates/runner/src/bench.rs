@@ -608,7 +608,7 @@ fn render(b: &BenchFile) -> String {
     let _ = writeln!(
         s,
         "{} ({}), {} threads, libtorch {}, PyTorch {} for the scripts. Student phase only \
-         (teacher logits given: {}), {} epochs per student, val and test evaluated after every \
+         (teacher logits given: {}), epochs per student: {}; val and test evaluated after every \
          epoch in every mode. Medians of {} repeats, modes interleaved. Regenerate with `just \
          bench`.\n",
         b.cpu, b.machine, b.threads, b.libtorch, b.python_torch, b.teacher, b.epochs, b.repeats
