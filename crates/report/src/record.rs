@@ -206,8 +206,10 @@ impl Field for String {
     }
 }
 
+/// `Field` for a text enum; `absent = V` lets a file written before the column existed read
+/// as V in every row.
 macro_rules! enum_field {
-    ($t:ty) => {
+    ($t:ty $(, absent = $default:expr)?) => {
         impl Field for $t {
             fn column(name: &str, values: Vec<Self>) -> Column {
                 Column::new(
@@ -224,6 +226,11 @@ macro_rules! enum_field {
             fn value(&self) -> Value {
                 Value::Str(self.as_str().to_string())
             }
+            $(
+                fn absent(rows: usize) -> Option<Vec<Self>> {
+                    Some(vec![$default; rows])
+                }
+            )?
         }
     };
 }
@@ -231,30 +238,12 @@ macro_rules! enum_field {
 enum_field!(Kind);
 enum_field!(Status);
 
-/// `exec`, added after the first typed frames: rows without it were trained alone.
-impl Field for Exec {
-    fn column(name: &str, values: Vec<Self>) -> Column {
-        Column::new(
-            name.into(),
-            values.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
-        )
-    }
-    fn read(column: &Column) -> std::result::Result<Vec<Self>, String> {
-        String::read(column)?
-            .iter()
-            .map(|s| Exec::parse(s).ok_or_else(|| format!("has an unknown value `{s}`")))
-            .collect()
-    }
-    fn value(&self) -> Value {
-        Value::Str(self.as_str().to_string())
-    }
-    fn absent(rows: usize) -> Option<Vec<Self>> {
-        Some(vec![Exec::Single; rows])
-    }
-}
+// `exec` was added after the first typed frames: rows without it were trained alone.
+enum_field!(Exec, absent = Exec::Single);
 
 /// Decode column `name` of `df` as `T`, naming the file and the column in any error. A file
-/// written before a column existed fails here, with how to regenerate it.
+/// written before a column existed fails here, with how to regenerate it, unless the column's
+/// type says what such rows were ([`Field::absent`]).
 pub fn read_column<T: Field>(df: &DataFrame, name: &str, file: &Path) -> crate::Result<Vec<T>> {
     if df.column(name).is_err() {
         if let Some(values) = T::absent(df.height()) {

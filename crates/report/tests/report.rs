@@ -143,6 +143,28 @@ fn an_older_or_damaged_file_names_the_column_and_how_to_regenerate() {
         err.contains("column `kind` has an unknown value `student`"),
         "{err}"
     );
+    // `exec` came later: a file without it reads as trained alone; a bad value still fails.
+    let mut rows = sample();
+    rows[1].exec = kd_report::Exec::Packed;
+    let without = trials_frame(&rows).drop("exec").unwrap();
+    let read = trial_records(&without, &file).unwrap();
+    assert!(read.iter().all(|r| r.exec == kd_report::Exec::Single));
+    assert_eq!(
+        trial_records(&trials_frame(&rows), &file).unwrap()[1].exec,
+        kd_report::Exec::Packed
+    );
+    let bad = trials_frame(&rows)
+        .with_column(polars::prelude::Column::new(
+            "exec".into(),
+            ["single", "vmap", "single", "single"],
+        ))
+        .unwrap()
+        .clone();
+    let err = trial_records(&bad, &file).unwrap_err().to_string();
+    assert!(
+        err.contains("column `exec` has an unknown value `vmap`"),
+        "{err}"
+    );
 }
 
 #[test]
