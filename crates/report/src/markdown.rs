@@ -262,7 +262,8 @@ fn evaluation(rows: &[TrialRecord], epochs: &[EpochRecord]) -> String {
                 .map(|(ev, n)| format!("after epochs {} of {n}", list(ev)))
                 .collect();
             format!(
-                " Students were evaluated on validation and test {} (`train.eval_every`);                  the best epoch is chosen among those.",
+                " Students were evaluated on validation and test {} (`train.eval_every`); \
+                 the best epoch is chosen among those.",
                 parts.join("; ")
             )
         }
@@ -275,10 +276,14 @@ fn packing(rows: &[TrialRecord]) -> String {
     let packed = rows.iter().filter(|r| r.exec == Exec::Packed).count();
     match packed {
         0 => String::new(),
-        n if n == students => " Every student trained packed: the students of one shape              and recipe as one model, weights stacked along a leading axis (batched matrix              products), each with its own initialisation, data order, temperature and weights,              as alone to float rounding."
+        n if n == students => " Every student trained packed: the students of one shape \
+             and recipe as one model, weights stacked along a leading axis (batched matrix \
+             products), each with its own initialisation, data order, temperature and weights, \
+             as alone to float rounding."
             .into(),
         n => format!(
-            " {n} of {students} student trials trained packed (students of one shape as one              model, as alone to float rounding); the others alone."
+            " {n} of {students} student trials trained packed (students of one shape as one \
+             model, as alone to float rounding); the others alone."
         ),
     }
 }
