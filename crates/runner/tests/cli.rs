@@ -424,6 +424,28 @@ fn workers_that_die_fail_their_trials_and_the_sweep_says_how_to_resume() {
     assert!(rows[0].0.starts_with("teacher-"), "{rows:?}");
     assert!(!rows[0].1.is_empty(), "{rows:?}");
     assert!(rows[1..].iter().all(|r| r.1.is_empty()), "{rows:?}");
+    // Packed: each worker takes a pack (5 and 4 trials); the packs of dead workers fail whole.
+    let packed = tempfile::tempdir().unwrap();
+    let (o, out) = sweep_env(
+        packed.path(),
+        &tiny("workers: 2\nseeds: [0, 1, 2]\ngrid: {temperature: [2, 4]}\n"),
+        &[],
+        &[("KD_WORKER_EXE", "false")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("9 trial(s) did not finish"),
+        "{}",
+        stderr(&o)
+    );
+    let rows = records(&out);
+    assert_eq!(rows.len(), 10);
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.status == kd_report::Status::Failed),
+        "{rows:?}"
+    );
 }
 
 #[test]
