@@ -17,10 +17,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use kd_loss::KdWeights;
-use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec, Net, PackedMlp};
 use kd_report::Kind;
 use serde::Serialize;
 use tch::{nn, nn::ModuleT, Device, Tensor};
+
+use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::optim::PackedOptimizer;
+use crate::train;
 
 use crate::data::{self, Data, Tensors};
 use crate::env;
@@ -169,32 +173,50 @@ fn workload_flops(trials: &[&PlannedTrial], d: &crate::data::DataPlan) -> f64 {
         .sum()
 }
 
+/// Seconds of each of `runs` calls of `f` after `warmup` untimed ones.
+fn timings(warmup: usize, runs: usize, f: &mut dyn FnMut()) -> Vec<f64> {
+    (0..warmup + runs)
+        .filter_map(|i| {
+            let t0 = Instant::now();
+            f();
+            (i >= warmup).then(|| t0.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
 /// GFLOP/s of a 2048^3 float32 matrix product here: the best of 7 (a roof is what the machine
 /// can do; a shared machine's neighbours only ever lower a measurement).
 fn roof(device: Device) -> f64 {
     let a = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
     let b = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
-    let mut times = vec![];
-    for i in 0..9 {
-        let t0 = Instant::now();
-        let c = a.mm(&b);
-        let _ = c.double_value(&[0, 0]);
-        if i >= 2 {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
+    let times = timings(2, 7, &mut || {
+        let _ = a.mm(&b).double_value(&[0, 0]);
+    });
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     2.0 * 2048f64.powi(3) / best / 1e9
 }
 
-/// Samples/s of one 800-800 KD step at `batch`: alone, and 18 students packed.
-fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, device: Device) -> (f64, f64) {
+/// Samples/s of one 800-800 KD step (Adam, as temp.yaml) at `batch`: alone, and 18 students
+/// packed.
+fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputShape) -> (f64, f64) {
+    let device = ctx.train.x.device();
     let spec = ModelSpec::Mlp(MlpSpec {
         hidden: vec![800, 800],
         dropout: 0.0,
         input_dropout: 0.0,
         init: Init::Torch,
     });
+    let cfg = TrainCfg {
+        epochs: 1,
+        batch_size: batch as usize,
+        optimizer: Optimizer::Adam,
+        lr: 1e-3,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        schedule: Schedule::Constant,
+        eval_every: 1,
+    };
+    let classes = logits.size()[1] as usize;
     let x = ctx.train.x.narrow(0, 0, batch).flatten(1, -1);
     let y = ctx.train.y.narrow(0, 0, batch);
     let t = logits.narrow(0, 0, batch).to_device(device);
@@ -204,71 +226,37 @@ fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, device: Device) -> (f64, 
         beta: 0.1,
         ..KdWeights::hard_only()
     };
-    let time = |f: &mut dyn FnMut()| {
-        let mut times = vec![];
-        for i in 0..25 {
-            let t0 = Instant::now();
-            f();
-            if i >= 5 {
-                times.push(t0.elapsed().as_secs_f64());
-            }
-        }
-        median(&times)
+    let build = || {
+        let vs = nn::VarStore::new(device);
+        let net = spec
+            .build(&vs.root(), input, classes)
+            .expect("a valid spec");
+        (vs, net)
     };
     // Alone.
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(device);
-    let net = spec
-        .build(&vs.root(), ctx_input(), 10)
-        .expect("a valid spec");
-    let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 1e-3).expect("adam");
-    let single = time(&mut || {
+    let (vs, net) = build();
+    let mut opt = train::build_optimizer(&vs, &cfg).expect("adam builds");
+    let single = median(&timings(5, 20, &mut || {
         let l = kd_loss::distillation_loss(&net.forward_t(&x, true), &t, &y, &w).expect("loss");
         opt.backward_step(&l.total);
-    });
+    }));
     // 18 packed.
     let k = 18;
+    let nets: Vec<(nn::VarStore, Net)> = (0..k).map(|_| build()).collect();
+    let refs: Vec<&Net> = nets.iter().map(|(_, n)| n).collect();
     let vs2 = nn::VarStore::new(device);
-    let nets: Vec<(nn::VarStore, kd_model_zoo::Net)> = (0..k)
-        .map(|_| {
-            let vs = nn::VarStore::new(device);
-            let n = spec.build(&vs.root(), ctx_input(), 10).expect("spec");
-            (vs, n)
-        })
-        .collect();
-    let refs: Vec<&kd_model_zoo::Net> = nets.iter().map(|(_, n)| n).collect();
-    let packed = kd_model_zoo::PackedMlp::stack(&vs2.root(), &refs).expect("mlps");
-    let mut opt2 = crate::optim::PackedOptimizer::new(
-        vs2.trainable_variables(),
-        &crate::config::TrainCfg {
-            epochs: 1,
-            batch_size: batch as usize,
-            optimizer: crate::config::Optimizer::Adam,
-            lr: 1e-3,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            schedule: crate::config::Schedule::Constant,
-            eval_every: 1,
-        },
-    );
+    let packed = PackedMlp::stack(&vs2.root(), &refs).expect("mlps of one spec");
+    let mut opt2 = PackedOptimizer::new(vs2.trainable_variables(), &cfg);
     let xk = x.unsqueeze(0).expand([k, batch, -1], false).contiguous();
     let yk = y.unsqueeze(0).expand([k, batch], false).contiguous();
     let tk = t.unsqueeze(0).expand([k, batch, -1], false).contiguous();
     let ws = vec![w; k as usize];
-    let pack = time(&mut || {
+    let pack = median(&timings(5, 20, &mut || {
         let l = kd_loss::packed_distillation_loss(&packed.forward(&xk, &[]), &tk, &yk, &ws)
             .expect("loss");
         opt2.backward_step(&l.total.sum(tch::Kind::Float));
-    });
+    }));
     (batch as f64 / single, (k * batch) as f64 / pack)
-}
-
-fn ctx_input() -> kd_model_zoo::InputShape {
-    kd_model_zoo::InputShape {
-        channels: 1,
-        height: 28,
-        width: 28,
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -556,7 +544,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
 
     let mut step = vec![];
     for batch in [128i64, 1024] {
-        let (single, packed) = kd_step(&tensors, &t.logits, batch, device);
+        let (single, packed) = kd_step(&tensors, &t.logits, batch, d.input);
         let eager = run_script(
             opts,
             &[

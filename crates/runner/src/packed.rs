@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use kd_data::SplitMix64;
 use kd_loss::KdWeights;
 use kd_model_zoo::{InputShape, ModelSpec, Net, PackedMlp};
 use kd_report::{EpochRecord, Status};
@@ -65,15 +66,11 @@ pub fn auto_pack_size(
     (budget / bytes_per_student(spec, input, classes, batch).max(1)).clamp(1, 64)
 }
 
-/// Seed for student `seed`'s dropout masks at `step`: its own stream, whatever its pack.
+/// Seed for student `seed`'s dropout masks at `step`: its own stream, whatever its pack (a
+/// SplitMix64 draw, as the data order is, kept non-negative for libtorch).
 fn mask_seed(seed: u64, step: usize) -> i64 {
-    let mut z = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(step as u64)
-        .wrapping_add(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 1) as i64
+    let stream = seed.wrapping_mul(0x1000_0000_01B3) ^ 0xD1B5_4A32_D192_ED03;
+    (SplitMix64::new(stream.wrapping_add(step as u64)).next_u64() >> 1) as i64
 }
 
 /// The dropout masks of one step: per site of [`PackedMlp::dropout_sites`] with p > 0, `[K, B,
@@ -108,7 +105,8 @@ fn dropout_masks(
         .collect()
 }
 
-/// Per student: (correct, finite) of the pack's evaluation-mode logits on `split`.
+/// Per student: (accuracy, errors, all outputs finite) of the pack's evaluation-mode logits on
+/// `split`; none for an empty split.
 fn evaluate(net: &PackedMlp, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
     let k = net.len() as usize;
     if split.is_empty() {
@@ -328,16 +326,10 @@ pub fn train_pack(
             let epochs = std::mem::take(&mut logs[i]);
             let (train, test) = (finals.0[i], finals.1[i]);
             let mut out = Outcome {
-                status: Status::Ok,
-                train_acc: None,
-                val_acc: None,
-                test_acc: None,
-                test_errors: None,
-                best_epoch: None,
                 wall_s,
-                message: None,
                 finished_at: finished_at.clone(),
                 epochs,
+                ..Outcome::empty(Status::Ok)
             };
             if !alive[i] {
                 out.status = Status::Diverged;

@@ -71,7 +71,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome with `status` and nothing measured yet.
-    fn empty(status: Status) -> Outcome {
+    pub(crate) fn empty(status: Status) -> Outcome {
         Outcome {
             status,
             epochs: vec![],
