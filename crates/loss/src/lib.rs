@@ -86,6 +86,38 @@ impl KdWeights {
         }
     }
 
+    /// How the soft term is reduced over classes and the batch.
+    pub fn soft_reduction(&self) -> &'static str {
+        match self.soft_loss {
+            SoftLoss::Ce | SoftLoss::Kl => "sum over classes, mean over batch",
+            SoftLoss::MseLogits => "0.5 * mean over classes, mean over batch",
+        }
+    }
+
+    /// The objective with the weights written out: `0.9 * T^2(=16) * CE(p_T, q_T) + 0.1 *
+    /// CE(y, q_1)` for a KD trial (`kd`), `1 * CE(y, q_1)` for hard targets only.
+    pub fn describe(&self, kd: bool) -> String {
+        if !kd {
+            return format!("{} * CE(y, q_1)", self.beta);
+        }
+        let t = self.temperature;
+        let soft = match self.soft_loss {
+            SoftLoss::Ce => format!("CE(p_T, q_T) at T = {t}"),
+            SoftLoss::Kl => format!("KL(p_T || q_T) at T = {t}"),
+            SoftLoss::MseLogits => "MSE(z, v)".into(),
+        };
+        let scale = self.soft_scale();
+        let scale = if scale == 1.0 {
+            String::new()
+        } else {
+            format!("T^2 (= {scale}) * ")
+        };
+        format!(
+            "{} * {scale}{soft} + {} * CE(y, q_1)",
+            self.alpha, self.beta
+        )
+    }
+
     fn validate(&self) -> Result<(), LossError> {
         check_temperature(self.temperature)?;
         for (name, value) in [("alpha", self.alpha), ("beta", self.beta)] {

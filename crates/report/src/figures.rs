@@ -237,6 +237,8 @@ pub struct HeatMap {
     pub cols: Vec<String>,
     pub rows: Vec<String>,
     pub values: Vec<Vec<Option<f64>>>,
+    /// Counts (white to red, no sign, no decimals) rather than signed gains.
+    pub counts: bool,
 }
 
 fn draw_heat<DB: DrawingBackend>(
@@ -280,7 +282,20 @@ fn draw_heat<DB: DrawingBackend>(
         for (c, v) in row.iter().enumerate() {
             let Some(v) = v else { continue };
             // Blue for a loss, red for a gain, white for none.
-            let t = (v / scale).clamp(-1.0, 1.0);
+            // Counts: the diagonal would wash out the errors, so they scale by the largest
+            // off-diagonal count.
+            let t = if h.counts {
+                let off = h
+                    .values
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, row)| row.iter().enumerate().filter(move |(j, _)| *j != i))
+                    .filter_map(|(_, v)| *v)
+                    .fold(1.0f64, f64::max);
+                (v / off).sqrt().clamp(0.0, 1.0)
+            } else {
+                (v / scale).clamp(-1.0, 1.0)
+            };
             let fill = if t >= 0.0 {
                 RGBColor(255, (255.0 * (1.0 - t)) as u8, (255.0 * (1.0 - t)) as u8)
             } else {
@@ -292,8 +307,13 @@ fn draw_heat<DB: DrawingBackend>(
                 fill.filled(),
             )))?;
             let ink = if t.abs() > 0.6 { WHITE } else { BLACK };
+            let text = if h.counts {
+                format!("{v:.0}")
+            } else {
+                format!("{v:+.2}")
+            };
             chart.draw_series(std::iter::once(Text::new(
-                format!("{v:+.2}"),
+                text,
                 (CenterOf(c), CenterOf(r)),
                 ("sans-serif", 18).into_font().color(&ink),
             )))?;
@@ -504,6 +524,7 @@ fn heat_maps(a: &Analysis) -> Vec<Figure> {
                     })
                     .collect(),
                 values,
+                counts: false,
             },
         });
     }
@@ -662,6 +683,76 @@ pub fn render_figures(
         if let Some(png) = d? {
             out.push((f.title().to_string(), png));
         }
+    }
+    Ok(out)
+}
+
+/// Confusion matrices of the KD students where classes were missing from their transfer set:
+/// the KD cell chosen on validation (all its seeds, mean counts), with raw logits and after the
+/// bias shift. Nothing when no class was missing or no matrix was recorded.
+pub fn confusion_figures(
+    dir: &Path,
+    rows: &[TrialRecord],
+    confusion: &[crate::record::ConfusionRecord],
+) -> Result<Vec<(String, PathBuf)>> {
+    let a = Analysis::new(rows);
+    let Some(cell) = a
+        .cells
+        .iter()
+        .filter(|c| c.first().shifted_classes.is_some())
+        .max_by(|x, y| {
+            x.val_mean()
+                .unwrap_or(0.0)
+                .total_cmp(&y.val_mean().unwrap_or(0.0))
+        })
+    else {
+        return Ok(vec![]);
+    };
+    let ids: Vec<&str> = cell.kd.iter().map(|r| r.trial_id.as_str()).collect();
+    let classes = confusion
+        .iter()
+        .filter(|c| ids.contains(&c.trial_id.as_str()))
+        .map(|c| c.label.max(c.predicted) + 1)
+        .max()
+        .unwrap_or(0) as usize;
+    if classes == 0 {
+        return Ok(vec![]);
+    }
+    let absent = cell.first().shifted_classes.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for (shifted, stem, what) in [
+        (false, "confusion_raw", "raw logits"),
+        (true, "confusion_shifted", "after the bias shift"),
+    ] {
+        let mut values = vec![vec![Some(0.0); classes]; classes];
+        let mut any = false;
+        for c in confusion
+            .iter()
+            .filter(|c| c.shifted == shifted && ids.contains(&c.trial_id.as_str()))
+        {
+            any = true;
+            if let Some(v) = values[c.label as usize][c.predicted as usize].as_mut() {
+                *v += c.count as f64 / ids.len() as f64;
+            }
+        }
+        if !any {
+            continue;
+        }
+        let names: Vec<String> = (0..classes).map(|c| c.to_string()).collect();
+        let map = HeatMap {
+            title: format!(
+                "Test confusion, {} ({what}; classes {absent} missing from the transfer set)",
+                cell.label
+            ),
+            x_label: "predicted class".into(),
+            y_label: "true class".into(),
+            cols: names.clone(),
+            rows: names,
+            values,
+            counts: true,
+        };
+        let png = save_heat_map(dir, stem, &map)?;
+        out.push((map.title, png));
     }
     Ok(out)
 }

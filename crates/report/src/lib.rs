@@ -8,6 +8,7 @@
 //! regenerates every report from the Parquet files alone.
 
 pub mod analysis;
+pub mod claims;
 pub mod figures;
 pub mod markdown;
 pub mod record;
@@ -17,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+pub use claims::{Claim, Verdict};
 pub use markdown::{kd_vs_baseline, render_report, trials_table};
-pub use record::{EpochRecord, Exec, Kind, Status, TrialRecord, Value};
+pub use record::{ConfusionRecord, EpochRecord, Exec, Kind, Status, TrialRecord, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -133,28 +135,93 @@ pub fn read_frames(out: &Path) -> Result<(Vec<TrialRecord>, Vec<EpochRecord>)> {
     Ok((trials, epochs))
 }
 
-/// Write `OUT/report.md` and `OUT/figures/*` from records.
+/// What a sweep writes besides trials and epochs: the students' confusion matrices
+/// (`confusion.parquet`) and the claims of its config (`claims.parquet`).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub confusion: Vec<ConfusionRecord>,
+    pub claims: Vec<Claim>,
+}
+
+/// Write `OUT/confusion.parquet` and `OUT/claims.parquet` (each claim as its JSON).
+pub fn write_extras(out: &Path, extras: &Extras) -> Result<()> {
+    write_parquet(
+        &record::confusion_frame(&extras.confusion),
+        &out.join("confusion.parquet"),
+    )?;
+    let specs: Vec<String> = extras
+        .claims
+        .iter()
+        .map(|c| serde_json::to_string(c).expect("a claim serialises"))
+        .collect();
+    let names: Vec<&str> = extras.claims.iter().map(Claim::name).collect();
+    let df = DataFrame::new(
+        specs.len(),
+        vec![
+            Column::new("claim".into(), names),
+            Column::new("spec".into(), specs),
+        ],
+    )
+    .expect("columns have equal length");
+    write_parquet(&df, &out.join("claims.parquet"))
+}
+
+/// Read `OUT/confusion.parquet` and `OUT/claims.parquet`; a folder written before they existed
+/// has neither (no confusion matrices, no claims).
+pub fn read_extras(out: &Path) -> Result<Extras> {
+    let mut extras = Extras::default();
+    let file = out.join("confusion.parquet");
+    if file.exists() {
+        extras.confusion = ConfusionRecord::decode(&read_parquet(&file)?, &file)?;
+    }
+    let file = out.join("claims.parquet");
+    if file.exists() {
+        let df = read_parquet(&file)?;
+        for spec in record::read_column::<String>(&df, "spec", &file)? {
+            let claim = serde_json::from_str(&spec).map_err(|e| ReportError::Column {
+                file: file.clone(),
+                column: "spec".into(),
+                problem: format!("holds a claim this kd-sweep cannot read ({e}): {spec}"),
+            })?;
+            extras.claims.push(claim);
+        }
+    }
+    Ok(extras)
+}
+
+/// Write `OUT/report.md` and `OUT/figures/*` from records; returns the report's path and the
+/// claims' verdicts.
 pub fn write_report(
     out: &Path,
     name: &str,
     rows: &[TrialRecord],
     epochs: &[EpochRecord],
-) -> Result<PathBuf> {
+    extras: &Extras,
+) -> Result<(PathBuf, Vec<Verdict>)> {
     let a = analysis::Analysis::new(rows);
-    let figures = figures::render_figures(&out.join("figures"), &a, epochs)?;
+    let mut figures = figures::render_figures(&out.join("figures"), &a, epochs)?;
+    figures.extend(figures::confusion_figures(
+        &out.join("figures"),
+        rows,
+        &extras.confusion,
+    )?);
+    let verdicts = claims::check(&extras.claims, rows, &extras.confusion);
     let path = out.join("report.md");
-    write_atomic(
-        &path,
-        render_report(name, rows, epochs, &figures, out).as_bytes(),
-    )?;
-    Ok(path)
+    let mut text = render_report(name, rows, epochs, &figures, out);
+    let insert = text.find("\n## Distillation against").unwrap_or(text.len());
+    let mut head = claims::claims_section(&verdicts);
+    head.push_str(&markdown::fidelity_section(rows, &extras.confusion));
+    text.insert_str(insert, &head);
+    write_atomic(&path, text.as_bytes())?;
+    Ok((path, verdicts))
 }
 
-/// Regenerate `OUT/report.md` and its figures from `OUT/trials.parquet` and
-/// `OUT/epochs.parquet` alone. Returns the report's path.
+/// Regenerate `OUT/report.md` and its figures from the Parquet files of `OUT` alone. Returns
+/// the report's path.
 pub fn regenerate(out: &Path, name: &str) -> Result<PathBuf> {
     let (rows, epochs) = read_frames(out)?;
-    write_report(out, name, &rows, &epochs)
+    let extras = read_extras(out)?;
+    Ok(write_report(out, name, &rows, &epochs, &extras)?.0)
 }
 
 #[cfg(test)]

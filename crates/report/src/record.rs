@@ -130,7 +130,28 @@ pub trait Field: Sized + Clone {
     fn absent(_rows: usize) -> Option<Vec<Self>> {
         None
     }
+    /// All-null values, for an optional column added after files were written
+    /// ([`ADDED_LATER`]); `None` for a type without a null.
+    fn nulls(_rows: usize) -> Option<Vec<Self>> {
+        None
+    }
 }
+
+/// Optional columns added after the typed frames were first written (issue 9): a file without
+/// one reads it as null in every row, since those trials did not measure it.
+pub const ADDED_LATER: &[&str] = &[
+    "loss",
+    "soft_reduction",
+    "teacher_mode",
+    "transfer_classes",
+    "jitter",
+    "best_test_acc",
+    "teacher_agreement",
+    "teacher_kl",
+    "shifted_classes",
+    "bias_shift",
+    "shifted_test_errors",
+];
 
 fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {
     values
@@ -156,6 +177,9 @@ macro_rules! numeric_field {
             }
             fn value(&self) -> Value {
                 self.map_or(Value::Null, $value)
+            }
+            fn nulls(rows: usize) -> Option<Vec<Self>> {
+                Some(vec![None; rows])
             }
         }
         impl Field for $t {
@@ -191,6 +215,9 @@ impl Field for Option<String> {
     }
     fn value(&self) -> Value {
         self.clone().map_or(Value::Null, Value::Str)
+    }
+    fn nulls(rows: usize) -> Option<Vec<Self>> {
+        Some(vec![None; rows])
     }
 }
 
@@ -248,6 +275,11 @@ pub fn read_column<T: Field>(df: &DataFrame, name: &str, file: &Path) -> crate::
     if df.column(name).is_err() {
         if let Some(values) = T::absent(df.height()) {
             return Ok(values);
+        }
+        if ADDED_LATER.contains(&name) {
+            if let Some(values) = T::nulls(df.height()) {
+                return Ok(values);
+            }
         }
     }
     let column = df.column(name).map_err(|_| ReportError::Column {
@@ -351,6 +383,17 @@ record! {
         pub beta: Option<f64>,
         pub soft_loss: Option<String>,
         pub t2_scaling: Option<bool>,
+        /// The objective with its weights written out, e.g. `0.9 * T^2 * CE(p_T, q_T) + 0.1 *
+        /// CE(y, q_1)` (T = 4: `0.9 * 16 * ...`), so alpha and beta cannot be misread.
+        pub loss: Option<String>,
+        /// How the soft term is reduced: `sum over classes, mean over batch` (kd-sweep, PyTorch's
+        /// `KLDivLoss(reduction="batchmean")`), never a mean over classes, which would shrink
+        /// alpha by the number of classes.
+        pub soft_reduction: Option<String>,
+        /// Where a KD trial's soft targets came from: `cached` (the teacher's logits on the
+        /// unaugmented images, computed once) or `online` (the teacher run on each augmented
+        /// batch, with `jitter`).
+        pub teacher_mode: Option<String>,
         /// The teacher a KD trial learned from.
         pub teacher_id: Option<String>,
         /// The baseline a KD trial is paired with (same student, seed, init, data order, device
@@ -361,6 +404,11 @@ record! {
         pub data_fingerprint: String,
         /// The share of the training split the trial learned from (1 for the teacher).
         pub transfer_fraction: f64,
+        /// The classes in the trial's transfer set when some are left out
+        /// (`dataset.omit_classes`/`keep_classes`), space-separated; null: all of them.
+        pub transfer_classes: Option<String>,
+        /// Random shifts of the training images, up to this many pixels (`train.jitter`).
+        pub jitter: Option<u32>,
         pub train_images: u64,
         /// Size of the validation split cells are chosen on (0: none).
         pub val_images: u64,
@@ -382,6 +430,20 @@ record! {
         pub test_errors: Option<u64>,
         /// 1-based epoch with the highest validation accuracy.
         pub best_epoch: Option<u32>,
+        /// Test accuracy after the best validation epoch (`test_acc` is after the last).
+        pub best_test_acc: Option<f64>,
+        /// Top-1 agreement of the student with the teacher on the test set (T = 1).
+        pub teacher_agreement: Option<f64>,
+        /// KL(teacher || student) at T = 1 on the test set, in nats per image.
+        pub teacher_kl: Option<f64>,
+        /// The output units a bias shift raises: the classes missing from the transfer set,
+        /// space-separated (null when none is missing).
+        pub shifted_classes: Option<String>,
+        /// The shift added to those units' logits, fitted on the validation split (never on
+        /// test data): the one with the fewest validation errors, the smallest of ties.
+        pub bias_shift: Option<f64>,
+        /// Test errors with the shift applied.
+        pub shifted_test_errors: Option<u64>,
         pub wall_s: f64,
         /// RFC 3339, UTC.
         pub finished_at: String,
@@ -415,6 +477,26 @@ record! {
         pub seconds: f64,
     }
     extra {}
+}
+
+record! {
+    /// One cell of a student's test-set confusion matrix: how many test images of class `label`
+    /// it predicted as `predicted`, with its raw logits or (`shifted`) after the bias shift. A
+    /// row of `confusion.parquet`; per-class errors are the off-diagonal sums.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ConfusionRecord {
+        pub trial_id: String,
+        pub shifted: bool,
+        pub label: u32,
+        pub predicted: u32,
+        pub count: u64,
+    }
+    extra {}
+}
+
+/// The `confusion` frame.
+pub fn confusion_frame(rows: &[ConfusionRecord]) -> DataFrame {
+    DataFrame::new(rows.len(), ConfusionRecord::columns(rows)).expect("columns have equal length")
 }
 
 /// The swept keys that need a column of their own, in first-seen order.

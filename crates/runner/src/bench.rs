@@ -215,6 +215,7 @@ fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputShape) -> (f6
         weight_decay: 0.0,
         schedule: Schedule::Constant,
         eval_every: 1,
+        jitter: 0,
     };
     let classes = logits.size()[1] as usize;
     let x = ctx.train.x.narrow(0, 0, batch).flatten(1, -1);
@@ -343,7 +344,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     };
     let tensors = Tensors::new(&data, device);
     let t = teacher::obtain(&teacher_plan, &tensors, &mut progress)?;
-    let ctx = TrialContext::new(&data, &t.logits, device);
+    let ctx = TrialContext::new(&data, &t.logits, Some(&t.files), device);
 
     // Workloads: names and their trials under each plan.
     let size_packed = plan_of(&opts.size_config, opts.epochs, "64", &data)?;
@@ -374,7 +375,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     // The data the PyTorch scripts read.
     let export = std::path::absolute(opts.out.join(".data")).map_err(io_err(&opts.out))?;
     std::fs::create_dir_all(&export).map_err(io_err(&export))?;
-    let (transfer, soft) = tensors.transfer(&data.transfer, Some(&t.logits));
+    let (transfer, soft) = tensors.transfer(&data.transfer, Some(&t.logits.train));
     let d = &data.plan;
     write_raw(&export, "train_x.f32", &transfer.x)?;
     write_raw(&export, "train_y.i64", &transfer.y)?;
@@ -544,7 +545,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
 
     let mut step = vec![];
     for batch in [128i64, 1024] {
-        let (single, packed) = kd_step(&tensors, &t.logits, batch, d.input);
+        let (single, packed) = kd_step(&tensors, &t.logits.train, batch, d.input);
         let eager = run_script(
             opts,
             &[

@@ -42,6 +42,14 @@ pub struct DataPlan {
     pub transfer_rows: usize,
     /// SHA-256 (16 hex digits) of the transfer rows' indices.
     pub transfer_digest: String,
+    /// `dataset.omit_classes` and `dataset.keep_classes` as configured.
+    #[serde(default)]
+    pub omit_classes: Vec<usize>,
+    #[serde(default)]
+    pub keep_classes: Vec<usize>,
+    /// Classes with no image in the transfer set: the units a bias shift raises.
+    #[serde(default)]
+    pub missing_classes: Vec<usize>,
 }
 
 /// What the teacher's id hashes of the data.
@@ -107,8 +115,43 @@ pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
     let fingerprint = kd_data::fingerprint(&dir, Some(&fingerprint_cache()))?;
     let split = split_spec(cfg);
     let dataset = Dataset::load(cfg.name, &dir, &split)?;
-    let transfer =
+    let mut transfer =
         kd_data::transfer_rows(dataset.train.len(), cfg.transfer_fraction, cfg.data_seed);
+    // The class filters apply to the students' share: the same rows, less the left-out classes.
+    for (key, list) in [
+        ("omit_classes", &cfg.omit_classes),
+        ("keep_classes", &cfg.keep_classes),
+    ] {
+        if let Some(&c) = list.iter().find(|&&c| c >= dataset.classes) {
+            return Err(crate::config::invalid(
+                format!("dataset.{key}"),
+                format!(
+                    "class {c} does not exist: {} has classes 0 to {}",
+                    cfg.name.as_str(),
+                    dataset.classes - 1
+                ),
+            )
+            .into());
+        }
+    }
+    let labels = &dataset.train.labels;
+    transfer.retain(|&r| {
+        let c = labels[r] as usize;
+        !cfg.omit_classes.contains(&c)
+            && (cfg.keep_classes.is_empty() || cfg.keep_classes.contains(&c))
+    });
+    if transfer.is_empty() {
+        return Err(crate::config::invalid(
+            "dataset.keep_classes",
+            "leaves the students no training image; keep classes that the transfer set has",
+        )
+        .into());
+    }
+    let mut present = vec![false; dataset.classes];
+    for &r in &transfer {
+        present[labels[r] as usize] = true;
+    }
+    let missing_classes: Vec<usize> = (0..dataset.classes).filter(|&c| !present[c]).collect();
     let plan = DataPlan {
         name: cfg.name,
         dir,
@@ -126,6 +169,9 @@ pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
         transfer_fraction: cfg.transfer_fraction,
         transfer_rows: transfer.len(),
         transfer_digest: rows_digest(&transfer),
+        omit_classes: cfg.omit_classes.clone(),
+        keep_classes: cfg.keep_classes.clone(),
+        missing_classes,
     };
     Ok(Data {
         dataset,
@@ -143,6 +189,8 @@ pub fn load_planned(plan: &DataPlan) -> Result<Data, RunError> {
         train_limit: plan.split.train_limit,
         data_seed: plan.split.data_seed,
         transfer_fraction: plan.transfer_fraction,
+        omit_classes: plan.omit_classes.clone(),
+        keep_classes: plan.keep_classes.clone(),
     };
     let data = load(&cfg)?;
     if data.plan != *plan {

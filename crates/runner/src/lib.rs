@@ -25,6 +25,7 @@ pub mod data;
 pub mod doctor;
 pub mod env;
 pub mod error;
+pub mod measure;
 pub mod optim;
 pub mod packed;
 pub mod plan;

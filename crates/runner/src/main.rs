@@ -126,8 +126,16 @@ fn execute(cmd: Cmd) -> Result<Done, Failure> {
             ..
         } => {
             let summary = run_sweep(&config, &sets, &RunOptions { out, fresh })?;
+            let claims = if summary.verdicts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "claims (a FAIL is a finding, not an error):\n{}\n",
+                    kd_report::claims::summary(&summary.verdicts)
+                )
+            };
             let stdout = format!(
-                "{}\n{}\nresults: {}\n",
+                "{}\n{}\n{claims}results: {}\n",
                 kd_report::trials_table(&summary.trials),
                 kd_report::kd_vs_baseline(&summary.trials),
                 summary.out.display()

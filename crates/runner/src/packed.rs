@@ -319,6 +319,28 @@ pub fn train_pack(
     } else {
         (vec![None; k], vec![None; k])
     };
+    // Confusion, fidelity and bias shift, from each student's own logits.
+    let measured: Vec<Option<crate::measure::Measures>> = match data.reference {
+        Some(r) if alive.iter().any(|&a| a) && !data.test.is_empty() => {
+            let test = net.forward_shared(&data.test.x, EVAL_CHUNK);
+            let val = (!data.val.is_empty()).then(|| net.forward_shared(&data.val.x, EVAL_CHUNK));
+            (0..k)
+                .map(|i| {
+                    alive[i].then(|| {
+                        let v = val.as_ref().map(|v| v.get(i as i64));
+                        crate::measure::measure(
+                            &test.get(i as i64),
+                            data.test,
+                            v.as_ref(),
+                            data.val,
+                            r,
+                        )
+                    })
+                })
+                .collect()
+        }
+        _ => vec![None; k],
+    };
     let wall_s = start.elapsed().as_secs_f64() / k as f64;
     let finished_at = now_rfc3339();
     Ok((0..k)
@@ -343,6 +365,7 @@ pub fn train_pack(
                 out.test_errors = test.map(|t| t.1);
                 out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
                 out.best_epoch = train::best_epoch(&out.epochs);
+                out.measures = measured[i].clone().unwrap_or_default();
             }
             out
         })
@@ -427,6 +450,7 @@ mod tests {
             weight_decay: 0.0,
             schedule: Schedule::Cosine,
             eval_every: 1,
+            jitter: 0,
         }
     }
 
@@ -455,6 +479,8 @@ mod tests {
             val: &task.val,
             test: &task.test,
             soft_targets: Some(&task.teacher),
+            online_teacher: None,
+            reference: None,
         }
     }
 

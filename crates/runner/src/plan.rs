@@ -463,6 +463,10 @@ pub const CPU_PACK_MAX_FLOPS: usize = 250_000;
 /// `pack: off`; always with `pack: N`; with `pack: auto` on a GPU always, on a CPU when the
 /// student is small enough for packing to pay ([`CPU_PACK_MAX_FLOPS`]).
 fn exec_of(pack: Pack, student: &StudentCfg, class: &ExecClass, d: &DataPlan) -> Exec {
+    // Jittered students read an online teacher per batch, which only the single trainer does.
+    if student.train.jitter > 0 {
+        return Exec::Single;
+    }
     match (pack, &student.model) {
         (Pack::Off, _) | (_, ModelSpec::Cnn(_)) => Exec::Single,
         (Pack::Max(_), _) => Exec::Packed,

@@ -28,9 +28,8 @@ use crate::trial::TrialContext;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setup {
     pub data: DataPlan,
-    pub logits: PathBuf,
-    /// The name the logits carry: the teacher's id and the digest of its weights.
-    pub logits_name: String,
+    /// The teacher's cached logits and weights.
+    pub teacher: crate::teacher::TeacherFiles,
     pub slot: Slot,
 }
 
@@ -58,7 +57,7 @@ pub enum Event {
     Done {
         slot: usize,
         index: usize,
-        outcome: Outcome,
+        outcome: Box<Outcome>,
         on: Slot,
     },
 }
@@ -183,7 +182,7 @@ pub fn run(
                 handle(Event::Done {
                     slot: i,
                     index,
-                    outcome,
+                    outcome: Box::new(outcome),
                     on: workers[i].slot.clone(),
                 })?;
                 if workers[i].busy.is_empty() {
@@ -198,11 +197,11 @@ pub fn run(
                     handle(Event::Done {
                         slot: i,
                         index,
-                        outcome: Outcome::failed(format!(
+                        outcome: Box::new(Outcome::failed(format!(
                             "worker {i} on {} exited ({}) during this trial",
                             workers[i].slot.device,
                             status.map_or("unknown status".into(), |s| s.to_string())
-                        )),
+                        ))),
                         on: workers[i].slot.clone(),
                     })?;
                 }
@@ -248,9 +247,9 @@ fn give(
             handle(Event::Done {
                 slot: i,
                 index,
-                outcome: Outcome::failed(format!(
+                outcome: Box::new(Outcome::failed(format!(
                     "worker {i} could not take it (see the messages above)"
-                )),
+                ))),
                 on: on.clone(),
             })?;
         }
@@ -282,16 +281,17 @@ pub fn worker_main() -> Result<(), RunError> {
         )));
     }
     let data = data::load_planned(&setup.data)?;
-    let logits =
-        crate::teacher::read_logits(&setup.logits, &setup.logits_name, data.plan.train as i64)
-            .ok_or_else(|| {
-                RunError::Worker(format!(
-                    "{}: not the logits of {} (the cache changed under the sweep; run it again)",
-                    setup.logits.display(),
-                    setup.logits_name
-                ))
-            })?;
-    let ctx = TrialContext::new(&data, &logits, device);
+    let files = &setup.teacher;
+    let logits = files
+        .read_logits(data.plan.train as i64, data.plan.test as i64)
+        .ok_or_else(|| {
+            RunError::Worker(format!(
+                "{}: not the logits of {} (the cache changed under the sweep; run it again)",
+                files.logits.display(),
+                files.logits_name
+            ))
+        })?;
+    let ctx = TrialContext::new(&data, &logits, Some(files), device);
     let stdout = std::io::stdout();
     let send = |m: &Message| {
         let mut out = stdout.lock();

@@ -45,7 +45,34 @@ impl Plan {
             r.beta = Some(w.beta);
             r.soft_loss = Some(w.soft_loss.as_str().into());
             r.t2_scaling = Some(w.t2_scaling);
+            r.soft_reduction = Some(w.soft_reduction().into());
+            r.teacher_mode = Some(
+                if t.student.train.jitter > 0 {
+                    "online"
+                } else {
+                    "cached"
+                }
+                .into(),
+            );
         }
+        r.loss = Some(t.weights.describe(t.kind == Kind::Kd));
+        let d = &self.data;
+        if !d.omit_classes.is_empty() || !d.keep_classes.is_empty() {
+            let present: Vec<String> = (0..d.classes)
+                .filter(|c| !d.missing_classes.contains(c))
+                .map(|c| c.to_string())
+                .collect();
+            r.transfer_classes = Some(present.join(" "));
+        }
+        if !d.missing_classes.is_empty() {
+            let m: Vec<String> = d.missing_classes.iter().map(|c| c.to_string()).collect();
+            r.shifted_classes = Some(m.join(" "));
+        }
+        let m = &outcome.measures;
+        r.teacher_agreement = m.teacher_agreement;
+        r.teacher_kl = m.teacher_kl;
+        r.bias_shift = m.bias_shift;
+        r.shifted_test_errors = m.shifted_test_errors;
         r.teacher_id = t.teacher_id.clone();
         r.baseline_id = t.baseline_id.clone();
         r.swept = t.swept.clone();
@@ -83,11 +110,16 @@ impl Plan {
             beta: None,
             soft_loss: None,
             t2_scaling: None,
+            loss: None,
+            soft_reduction: None,
+            teacher_mode: None,
             teacher_id: None,
             baseline_id: None,
             dataset: d.name.as_str().into(),
             data_fingerprint: d.fingerprint.clone(),
             transfer_fraction: d.transfer_fraction,
+            transfer_classes: None,
+            jitter: Some(train.jitter as u32).filter(|&j| j > 0),
             train_images: d.transfer_rows as u64,
             val_images: d.val as u64,
             test_images: d.test as u64,
@@ -102,10 +134,46 @@ impl Plan {
             test_error: o.test_acc.map(|a| 1.0 - a),
             test_errors: o.test_errors,
             best_epoch: o.best_epoch,
+            best_test_acc: o.best_epoch.and_then(|b| {
+                o.epochs
+                    .iter()
+                    .find(|e| e.epoch == b)
+                    .and_then(|e| e.test_acc)
+            }),
+            teacher_agreement: None,
+            teacher_kl: None,
+            shifted_classes: None,
+            bias_shift: None,
+            shifted_test_errors: None,
             wall_s: o.wall_s,
             finished_at: o.finished_at.clone(),
             message: o.message.clone(),
             swept: vec![],
         }
     }
+}
+
+/// The rows of `confusion.parquet` of one trial: its test confusion counts, raw and (when a
+/// shift was fitted) shifted.
+pub fn confusion_records(
+    trial_id: &str,
+    m: &crate::measure::Measures,
+    classes: usize,
+) -> Vec<kd_report::ConfusionRecord> {
+    let mut out = Vec::new();
+    for (shifted, counts) in [(false, &m.confusion), (true, &m.shifted_confusion)] {
+        if counts.len() != classes * classes {
+            continue;
+        }
+        for (i, &count) in counts.iter().enumerate() {
+            out.push(kd_report::ConfusionRecord {
+                trial_id: trial_id.to_string(),
+                shifted,
+                label: (i / classes) as u32,
+                predicted: (i % classes) as u32,
+                count,
+            });
+        }
+    }
+    out
 }

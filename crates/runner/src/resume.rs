@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use kd_report::{EpochRecord, Status, TrialRecord};
 
 use crate::error::{io_err, RunError};
+use crate::measure::Measures;
 use crate::train::Outcome;
 
 /// An exclusive claim on an output folder (`OUT/.lock` holding our PID), released on drop. A lock
@@ -79,6 +80,15 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Option<String>) {
             )
         }
     };
+    // Confusion matrices came later: a folder without them keeps its trials without matrices.
+    let confusion = kd_report::read_extras(out)
+        .map(|e| e.confusion)
+        .unwrap_or_default();
+    let mut matrices: HashMap<String, (Vec<u64>, Vec<u64>)> = HashMap::new();
+    for c in confusion {
+        let m = matrices.entry(c.trial_id.clone()).or_default();
+        if c.shifted { &mut m.1 } else { &mut m.0 }.push(c.count);
+    }
     let mut by_trial: HashMap<String, Vec<EpochRecord>> = HashMap::new();
     for e in epochs {
         by_trial.entry(e.trial_id.clone()).or_default().push(e);
@@ -88,6 +98,15 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Option<String>) {
         .filter(|r| r.status != Status::Failed)
         .map(|r: TrialRecord| {
             let epochs = by_trial.remove(&r.trial_id).unwrap_or_default();
+            let (confusion, shifted_confusion) = matrices.remove(&r.trial_id).unwrap_or_default();
+            let measures = Measures {
+                teacher_agreement: r.teacher_agreement,
+                teacher_kl: r.teacher_kl,
+                confusion,
+                bias_shift: r.bias_shift,
+                shifted_test_errors: r.shifted_test_errors,
+                shifted_confusion,
+            };
             let done = Done {
                 outcome: Outcome {
                     status: r.status,
@@ -100,6 +119,7 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Option<String>) {
                     wall_s: r.wall_s,
                     message: r.message,
                     finished_at: r.finished_at,
+                    measures,
                 },
                 device: r.device,
                 threads: r.threads as usize,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kd_report::{EpochRecord, Status, TrialRecord};
+use kd_report::{ConfusionRecord, EpochRecord, Status, TrialRecord};
 use serde::Serialize;
 
 use crate::config::{self, Resolved};
@@ -36,6 +36,8 @@ pub struct Summary {
     pub trials: Vec<TrialRecord>,
     /// Trials whose status is not `ok`.
     pub unfinished: usize,
+    /// The `expect:` claims, checked.
+    pub verdicts: Vec<kd_report::Verdict>,
 }
 
 /// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
@@ -72,16 +74,25 @@ struct Execution<'a> {
     data: &'a DataPlan,
 }
 
+/// One trial's rows in the frames: its record, its epochs and its confusion cells.
+type Row = (TrialRecord, Vec<EpochRecord>, Vec<ConfusionRecord>);
+
 /// The sweep's rows in plan order (the teacher first) as trials finish, written after each.
 struct Book<'a> {
     plan: &'a Plan,
     out: &'a Path,
-    rows: Vec<Option<(TrialRecord, Vec<EpochRecord>)>>,
+    rows: Vec<Option<Row>>,
+    claims: &'a [kd_report::Claim],
 }
 
 impl Book<'_> {
-    fn set(&mut self, position: usize, record: TrialRecord, epochs: Vec<EpochRecord>) {
-        self.rows[position] = Some((record, epochs));
+    fn set(&mut self, position: usize, record: TrialRecord, outcome: Outcome) {
+        let confusion = crate::records::confusion_records(
+            &record.trial_id,
+            &outcome.measures,
+            self.plan.data.classes,
+        );
+        self.rows[position] = Some((record, outcome.epochs, confusion));
     }
 
     /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
@@ -97,21 +108,28 @@ impl Book<'_> {
             .plan
             .trial_record(&self.plan.trials[index], &outcome, ran_on);
         progress.finish_trial(slot, &trial_line(&record));
-        self.set(index + 1, record, outcome.epochs);
+        self.set(index + 1, record, outcome);
         self.write()
     }
 
-    fn records(&self) -> (Vec<TrialRecord>, Vec<EpochRecord>) {
+    fn records(&self) -> (Vec<TrialRecord>, Vec<EpochRecord>, kd_report::Extras) {
         let rows = self.rows.iter().flatten();
         (
-            rows.clone().map(|(r, _)| r.clone()).collect(),
-            rows.flat_map(|(_, e)| e.iter().cloned()).collect(),
+            rows.clone().map(|(r, _, _)| r.clone()).collect(),
+            rows.clone()
+                .flat_map(|(_, e, _)| e.iter().cloned())
+                .collect(),
+            kd_report::Extras {
+                confusion: rows.flat_map(|(_, _, c)| c.iter().cloned()).collect(),
+                claims: self.claims.to_vec(),
+            },
         )
     }
 
     fn write(&self) -> Result<(), RunError> {
-        let (rows, epochs) = self.records();
-        Ok(kd_report::write_frames(self.out, &rows, &epochs)?)
+        let (rows, epochs, extras) = self.records();
+        kd_report::write_frames(self.out, &rows, &epochs)?;
+        Ok(kd_report::write_extras(self.out, &extras)?)
     }
 }
 
@@ -196,6 +214,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         plan: &plan,
         out: &out,
         rows: vec![None; plan.trials.len() + 1],
+        claims: &cfg.expect,
     };
     // Trials finished in an earlier run of this OUT with the same id are kept; their records are
     // re-derived from the plan (pairing, swept keys), their outcomes kept.
@@ -210,7 +229,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     0,
                     &format!("{} (done before, skipped)", trial_line(&record)),
                 );
-                book.set(t.index + 1, record, done.outcome.epochs);
+                book.set(t.index + 1, record, done.outcome);
                 kept += 1;
             }
             None => pending.push(t.index),
@@ -231,14 +250,18 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 0,
                 &format!("{} (done before, skipped)", trial_line(&record)),
             );
-            book.set(0, record, done.outcome.epochs);
+            book.set(0, record, done.outcome);
         }
         None => {
             let device = env::select_device(&plan.teacher.slot.device)?;
             tch::set_num_threads(plan.teacher.slot.threads as i32);
             let tensors = Tensors::new(&data, device);
             let t = teacher::obtain(&plan, &tensors, &mut progress)?;
-            book.set(0, t.record.clone(), t.epochs.clone());
+            let outcome = Outcome {
+                epochs: t.epochs.clone(),
+                ..Outcome::empty(Status::Ok)
+            };
+            book.set(0, t.record.clone(), outcome);
             splits = Some(tensors);
             logits = Some(t);
         }
@@ -254,7 +277,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 Some(s) if s.train.x.device() == device => s,
                 _ => Tensors::new(&data, device),
             };
-            let ctx = TrialContext::with_splits(splits, &data, &t.logits);
+            let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files));
             for unit in plan.units(&pending) {
                 let trials: Vec<&PlannedTrial> = unit.iter().map(|&i| &plan.trials[i]).collect();
                 let epochs = trials[0].student.train.epochs as u64;
@@ -278,8 +301,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             ));
             let setup = |slot: &Slot| pool::Setup {
                 data: plan.data.clone(),
-                logits: t.logits_file.clone(),
-                logits_name: t.logits_name.clone(),
+                teacher: t.files.clone(),
                 slot: slot.clone(),
             };
             pool::run(&plan, setup, &pending, |event| match event {
@@ -299,7 +321,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     index,
                     outcome,
                     on,
-                } => book.finish(index, outcome, &on, &mut progress, slot),
+                } => book.finish(index, *outcome, &on, &mut progress, slot),
             })?;
         }
     }
@@ -310,13 +332,14 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     book.write()?;
     progress.finish();
-    let (trials, epochs) = book.records();
-    kd_report::write_report(&out, &cfg.name, &trials, &epochs)?;
+    let (trials, epochs, extras) = book.records();
+    let (_, verdicts) = kd_report::write_report(&out, &cfg.name, &trials, &epochs, &extras)?;
     let unfinished = trials.iter().filter(|r| r.status != Status::Ok).count();
     Ok(Summary {
         out,
         trials,
         unfinished,
+        verdicts,
     })
 }
 

@@ -36,12 +36,54 @@ struct TeacherLog {
 pub struct Teacher {
     pub record: TrialRecord,
     pub epochs: Vec<EpochRecord>,
-    /// Its logits on every training image, `[n_train, classes]`, on the CPU.
-    pub logits: Tensor,
-    /// Where they are cached (workers read them there).
-    pub logits_file: PathBuf,
-    /// The name of the logits tensor in that file: `<teacher id>-<weights digest>`.
+    pub logits: Logits,
+    /// Where the logits and weights are (workers read them there).
+    pub files: TeacherFiles,
+}
+
+/// The teacher's logits, on the CPU.
+#[derive(Debug)]
+pub struct Logits {
+    /// On every training image, `[n_train, classes]`: the students' soft targets.
+    pub train: Tensor,
+    /// On every test image, `[n_test, classes]`: what fidelity is measured against.
+    pub test: Tensor,
+}
+
+/// Where a worker finds the teacher: its cached logits (under a name that ties them to the
+/// weights that made them) and, for an online teacher, its weights and model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeacherFiles {
+    pub logits: PathBuf,
+    /// The name of the training logits in that file, `<teacher id>-<weights digest>`; the test
+    /// logits are `<name>.test`.
     pub logits_name: String,
+    pub weights: PathBuf,
+    pub model: kd_model_zoo::ModelSpec,
+}
+
+impl TeacherFiles {
+    /// The logits, when the file holds those of these weights for `train_rows` and
+    /// `test_rows` images.
+    pub fn read_logits(&self, train_rows: i64, test_rows: i64) -> Option<Logits> {
+        read_logits(&self.logits, &self.logits_name, train_rows, test_rows)
+    }
+
+    /// The teacher's network on `device`, for online soft targets.
+    pub fn load_net(
+        &self,
+        input: kd_model_zoo::InputShape,
+        classes: usize,
+        device: Device,
+    ) -> Result<(nn::VarStore, Net), RunError> {
+        let mut vs = nn::VarStore::new(device);
+        let net = self
+            .model
+            .build(&vs.root(), input, classes)
+            .map_err(model_err("teacher.model"))?;
+        vs.load(&self.weights).map_err(torch_err(&self.weights))?;
+        Ok((vs, net))
+    }
 }
 
 fn teachers_dir() -> PathBuf {
@@ -70,31 +112,38 @@ pub fn is_cached(plan: &Plan) -> bool {
     dir.join(format!("{h}.ot")).exists() && dir.join(format!("{h}.logits.pt")).exists()
 }
 
-/// Read the logits in `file` if they were produced by the weights named `name`.
-pub fn read_logits(file: &Path, name: &str, rows: i64) -> Option<Tensor> {
-    let mut named = Tensor::load_multi(file).ok()?;
-    match named.as_slice() {
-        [(n, t)] if n == name && t.size().len() == 2 && t.size()[0] == rows => {
-            Some(named.remove(0).1)
-        }
-        _ => None,
-    }
+/// Read the logits in `file` if they were produced by the weights named `name` (training
+/// logits under `name`, test logits under `name.test`) for these numbers of rows. A file of an
+/// older kd-sweep (training logits only) reads as none, and is rewritten.
+pub fn read_logits(file: &Path, name: &str, train_rows: i64, test_rows: i64) -> Option<Logits> {
+    let named = Tensor::load_multi(file).ok()?;
+    let find = |want: &str, rows: i64| {
+        named
+            .iter()
+            .find(|(n, t)| n == want && t.size().len() == 2 && t.size()[0] == rows)
+            .map(|(_, t)| t.shallow_clone())
+    };
+    Some(Logits {
+        train: find(name, train_rows)?,
+        test: find(&format!("{name}.test"), test_rows)?,
+    })
 }
 
-/// The teacher's logits on the training split: from the cache when they were made by these very
-/// weights (`name`), else computed now and cached.
-fn logits(
-    net: &Net,
-    train: &train::SplitTensors,
-    file: &Path,
-    name: &str,
-) -> Result<Tensor, RunError> {
-    if let Some(t) = read_logits(file, name, train.len()) {
-        return Ok(t);
+/// The teacher's logits on the training and test splits: from the cache when they were made by
+/// these very weights (`name`), else computed now and cached.
+fn logits(net: &Net, data: &Tensors, file: &Path, name: &str) -> Result<Logits, RunError> {
+    if let Some(l) = read_logits(file, name, data.train.len(), data.test.len()) {
+        return Ok(l);
     }
-    let logits = train::predict(net, &train.x, 1000).to_device(Device::Cpu);
-    save_atomic(file, |tmp| Tensor::save_multi(&[(name, &logits)], tmp))?;
-    Ok(logits)
+    let l = Logits {
+        train: train::predict(net, &data.train.x, 1000).to_device(Device::Cpu),
+        test: train::predict(net, &data.test.x, 1000).to_device(Device::Cpu),
+    };
+    let test_name = format!("{name}.test");
+    save_atomic(file, |tmp| {
+        Tensor::save_multi(&[(name, &l.train), (test_name.as_str(), &l.test)], tmp)
+    })?;
+    Ok(l)
 }
 
 /// Get the teacher of `plan`: from `teacher.checkpoint`, from the cache, or by training it.
@@ -116,13 +165,13 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
     // A loaded teacher is evaluated here; its training accuracy comes from its logits on the
     // training split, which the students need anyway: one pass over it, not two.
     let eval_only =
-        |net: &Net, logits: &Tensor, log: Option<TeacherLog>| -> Result<Outcome, RunError> {
+        |net: &Net, logits: &Logits, log: Option<TeacherLog>| -> Result<Outcome, RunError> {
             let fail = |e: train::NonFinite| RunError::TeacherDiverged(e.0);
             let test = train::evaluate(net, &data.test).map_err(fail)?;
             let val = train::evaluate(net, &data.val).map_err(fail)?;
             Ok(Outcome {
                 status: Status::Ok,
-                train_acc: Some(train::accuracy(logits, &data.train.y).0),
+                train_acc: Some(train::accuracy(&logits.train, &data.train.y).0),
                 val_acc: val.map(|v| v.0),
                 test_acc: test.map(|v| v.0),
                 test_errors: test.map(|v| v.1),
@@ -131,6 +180,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
                 epochs: log.map_or_else(Vec::new, |r| r.epochs),
                 message: None,
                 finished_at: now_rfc3339(),
+                measures: Default::default(),
             })
         };
     let (outcome, weights_file) = if let Some(ckpt) = &t.cfg.checkpoint {
@@ -163,6 +213,8 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
                 val: &data.val,
                 test: &data.test,
                 soft_targets: None,
+                online_teacher: None,
+                reference: None,
             },
             &t.id,
             |log| progress.epoch(0, log),
@@ -183,7 +235,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
     };
     let digest = file_digest(&weights_file)?;
     let logits_name = format!("{}-{}", t.id, &digest[..16]);
-    let logits = logits(&net, &data.train, &logits_file, &logits_name)?;
+    let logits = logits(&net, data, &logits_file, &logits_name)?;
     let outcome = match outcome {
         Some(o) => o,
         None => {
@@ -200,7 +252,11 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
         record,
         epochs: outcome.epochs,
         logits,
-        logits_file,
-        logits_name,
+        files: TeacherFiles {
+            logits: logits_file,
+            logits_name,
+            weights: weights_file,
+            model: t.cfg.model.clone(),
+        },
     })
 }

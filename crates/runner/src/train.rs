@@ -48,6 +48,12 @@ pub struct TrainData<'a> {
     pub test: &'a SplitTensors,
     /// Teacher logits for every training image (the transfer set), `[n_train, classes]`.
     pub soft_targets: Option<&'a Tensor>,
+    /// The teacher itself, run on each (augmented) batch instead of reading `soft_targets`:
+    /// used when `train.jitter` shifts the student's images (online teacher).
+    pub online_teacher: Option<&'a Net>,
+    /// What the finished student is measured against (fidelity, bias shift); none for the
+    /// teacher.
+    pub reference: Option<&'a crate::measure::Reference<'a>>,
 }
 
 /// How a trial ended, with everything measured. Serialised between a worker and the sweep.
@@ -67,6 +73,9 @@ pub struct Outcome {
     pub message: Option<String>,
     /// RFC 3339, UTC.
     pub finished_at: String,
+    /// Confusion, fidelity and bias shift of a finished student.
+    #[serde(default)]
+    pub measures: crate::measure::Measures,
 }
 
 impl Outcome {
@@ -83,6 +92,7 @@ impl Outcome {
             wall_s: 0.0,
             message: None,
             finished_at: now_rfc3339(),
+            measures: Default::default(),
         }
     }
 
@@ -120,6 +130,47 @@ pub fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<i64> {
     )
     .shuffle(&mut order);
     order
+}
+
+/// `x` (`[B, C, H, W]`) with each image shifted by up to `n` pixels in each direction, the
+/// shifts drawn from a stream of (`seed`, `epoch`, `batch`) alone (so a KD trial and its
+/// baseline see the same shifts), the uncovered border filled with `fill` (the standardised
+/// black pixel). One `gather`, on any device.
+pub fn jitter(x: &Tensor, n: usize, seed: u64, epoch: u32, batch: usize, fill: f64) -> Tensor {
+    if n == 0 {
+        return x.shallow_clone();
+    }
+    let size = x.size();
+    let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
+    let n = n as i64;
+    let (hp, wp) = (h + 2 * n, w + 2 * n);
+    let padded = ((x - fill).constant_pad_nd([n, n, n, n]) + fill).view([b, c, hp * wp]);
+    let mut rng = SplitMix64::new(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ ((epoch as u64) << 40)
+            ^ (batch as u64)
+            ^ 0x6a69_7474_6572,
+    );
+    let offsets: Vec<i64> = (0..b)
+        .map(|_| {
+            let dy = rng.below(2 * n as u64 + 1) as i64;
+            let dx = rng.below(2 * n as u64 + 1) as i64;
+            dy * wp + dx
+        })
+        .collect();
+    let device = x.device();
+    let base: Vec<i64> = (0..h)
+        .flat_map(|i| (0..w).map(move |j| i * wp + j))
+        .collect();
+    let idx = Tensor::from_slice(&base)
+        .to_device(device)
+        .view([1, 1, h * w])
+        + Tensor::from_slice(&offsets)
+            .to_device(device)
+            .view([b, 1, 1]);
+    padded
+        .gather(2, &idx.expand([b, c, h * w], false), false)
+        .view([b, c, h, w])
 }
 
 /// The evaluated epoch with the highest validation accuracy (the earliest of ties).
@@ -227,6 +278,12 @@ pub fn train(
     let mut step = 0usize;
     let mut logs = Vec::with_capacity(cfg.epochs);
     let mut diverged: Option<String> = None;
+    // The standardised black pixel: what a shifted image's uncovered border shows.
+    let fill = if cfg.jitter > 0 && n > 0 {
+        data.train.x.min().double_value(&[])
+    } else {
+        0.0
+    };
     for epoch in 1..=cfg.epochs as u32 {
         let t0 = Instant::now();
         let order = Tensor::from_slice(&epoch_order(seed, epoch, n)).to_device(device);
@@ -237,6 +294,7 @@ pub fn train(
         for b in 0..steps_per_epoch {
             let idx = order.narrow(0, (b * bs) as i64, bs.min(n - b * bs) as i64);
             let x = data.train.x.index_select(0, &idx);
+            let x = jitter(&x, cfg.jitter, seed, epoch, b, fill);
             let y = data.train.y.index_select(0, &idx);
             lr = lr_at(cfg, step, total_steps);
             opt.set_lr(lr);
@@ -244,7 +302,10 @@ pub fn train(
             let rows = idx.size()[0] as f64;
             let total = match data.soft_targets {
                 Some(teacher) => {
-                    let t = teacher.index_select(0, &idx);
+                    let t = match data.online_teacher {
+                        Some(t) => tch::no_grad(|| t.forward_t(&x, false)),
+                        None => teacher.index_select(0, &idx),
+                    };
                     let l = kd_loss::distillation_loss(&logits, &t, &y, weights)?;
                     sum_soft += l.soft.detach().to_kind(Kind::Double) * rows;
                     sum_hard += l.hard.detach().to_kind(Kind::Double) * rows;
@@ -316,6 +377,11 @@ pub fn train(
             out.test_errors = test.map(|t| t.1);
             out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
             out.best_epoch = best_epoch(&out.epochs);
+            if let Some(r) = data.reference.filter(|_| !data.test.is_empty()) {
+                let test = predict(net, &data.test.x, 1000);
+                let val = (!data.val.is_empty()).then(|| predict(net, &data.val.x, 1000));
+                out.measures = crate::measure::measure(&test, data.test, val.as_ref(), data.val, r);
+            }
         }
         (why, last) => {
             out.status = Status::Diverged;
@@ -342,6 +408,7 @@ mod tests {
             weight_decay: 0.0,
             schedule,
             eval_every: 1,
+            jitter: 0,
         }
     }
 
@@ -374,5 +441,97 @@ mod tests {
         let mut s = a.clone();
         s.sort_unstable();
         assert_eq!(s, (0..50).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn jitter_shifts_each_image_by_at_most_n_and_fills_the_border() {
+        // Four 5x5 images, one bright pixel each at the centre, background -1.
+        let x = Tensor::full([4, 1, 5, 5], -1.0, (Kind::Float, tch::Device::Cpu));
+        let _ = x.narrow(2, 2, 1).narrow(3, 2, 1).fill_(7.0);
+        assert!(jitter(&x, 0, 1, 1, 0, -1.0).equal(&x));
+        let j = jitter(&x, 2, 5, 3, 7, -1.0);
+        assert_eq!(j.size(), [4, 1, 5, 5]);
+        let mut moved = 0;
+        for b in 0..4 {
+            let img = j.get(b).get(0);
+            // Still one bright pixel (a shift of 2 keeps the centre inside), the rest the fill.
+            assert_eq!(img.eq(7.0).sum(Kind::Int64).int64_value(&[]), 1);
+            assert_eq!(img.eq(-1.0).sum(Kind::Int64).int64_value(&[]), 24);
+            let at = img.flatten(0, -1).argmax(0, false).int64_value(&[]);
+            let (r, c) = (at / 5, at % 5);
+            assert!((r - 2).abs() <= 2 && (c - 2).abs() <= 2);
+            moved += i64::from(at != 12);
+        }
+        assert!(moved > 0, "some image moved");
+        // A function of (seed, epoch, batch) alone: a KD trial and its baseline agree.
+        assert!(j.equal(&jitter(&x, 2, 5, 3, 7, -1.0)));
+        let other = (0..8).any(|b| !jitter(&x, 2, 5, 3, b, -1.0).equal(&j));
+        assert!(other, "another batch gets other shifts");
+        // A shift of 1 on a 5x5 image whose edge is bright brings in the fill.
+        let edge = Tensor::full([16, 1, 5, 5], 3.0, (Kind::Float, tch::Device::Cpu));
+        let e = jitter(&edge, 1, 0, 1, 0, -9.0);
+        assert!(e.eq(-9.0).sum(Kind::Int64).int64_value(&[]) > 0);
+    }
+
+    #[test]
+    fn an_online_teacher_gives_the_soft_targets_of_the_cached_logits() {
+        use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+        let dev = tch::Device::Cpu;
+        tch::manual_seed(0);
+        let x = Tensor::randn([200, 1, 4, 4], (Kind::Float, dev));
+        let y = Tensor::randint(3, [200], (Kind::Int64, dev));
+        let split = |n: i64| SplitTensors {
+            x: x.narrow(0, 0, n),
+            y: y.narrow(0, 0, n),
+        };
+        let (tr, val, test) = (split(200), split(50), split(50));
+        let input = kd_model_zoo::InputShape {
+            channels: 1,
+            height: 4,
+            width: 4,
+        };
+        let spec = |h: usize| {
+            ModelSpec::Mlp(MlpSpec {
+                hidden: vec![h],
+                dropout: 0.0,
+                input_dropout: 0.0,
+                init: Init::Torch,
+            })
+        };
+        let tvs = nn::VarStore::new(dev);
+        let teacher = spec(16).build(&tvs.root(), input, 3).unwrap();
+        let cached = predict(&teacher, &tr.x, 1000);
+        let mut c = cfg(Schedule::Constant);
+        c.epochs = 2;
+        c.optimizer = Optimizer::Adam;
+        c.lr = 0.01;
+        let weights = KdWeights {
+            temperature: 4.0,
+            alpha: 0.9,
+            beta: 0.1,
+            ..KdWeights::hard_only()
+        };
+        let run = |online: Option<&Net>| {
+            tch::manual_seed(1);
+            let vs = nn::VarStore::new(dev);
+            let net = spec(8).build(&vs.root(), input, 3).unwrap();
+            let data = TrainData {
+                train: &tr,
+                val: &val,
+                test: &test,
+                soft_targets: Some(&cached),
+                online_teacher: online,
+                reference: None,
+            };
+            train(&net, &vs, &c, &weights, 3, &data, "t", |_| {}).unwrap()
+        };
+        let (a, b) = (run(None), run(Some(&teacher)));
+        for (ea, eb) in a.epochs.iter().zip(&b.epochs) {
+            assert!(
+                (ea.train_loss - eb.train_loss).abs() < 1e-5,
+                "{ea:?} {eb:?}"
+            );
+            assert!((ea.soft_loss.unwrap() - eb.soft_loss.unwrap()).abs() < 1e-5);
+        }
     }
 }

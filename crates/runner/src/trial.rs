@@ -5,8 +5,10 @@ use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
 use crate::data::{Data, Tensors};
+use crate::measure::Reference;
 use crate::packed::{self, Member};
 use crate::plan::PlannedTrial;
+use crate::teacher::{Logits, TeacherFiles};
 use crate::train::{self, Outcome, SplitTensors, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
@@ -18,30 +20,74 @@ pub struct TrialContext {
     transfer: SplitTensors,
     /// Teacher logits for every image the students train on.
     soft_targets: Tensor,
+    /// Teacher logits on the test split, on the device.
+    teacher_test: Tensor,
+    /// Classes with no image in the transfer set (the bias shift raises their logits).
+    missing: Vec<usize>,
+    /// Where the teacher's weights are, for students with `train.jitter` (online teacher).
+    teacher: Option<TeacherFiles>,
+    online: std::cell::OnceCell<Result<(nn::VarStore, kd_model_zoo::Net), String>>,
     input: kd_model_zoo::InputShape,
     classes: usize,
     device: Device,
 }
 
 impl TrialContext {
-    /// The context on `device`: `data` with its planned transfer rows, and `logits` (the
-    /// teacher's, on the whole training split).
-    pub fn new(data: &Data, logits: &Tensor, device: Device) -> TrialContext {
-        TrialContext::with_splits(Tensors::new(data, device), data, logits)
+    /// The context on `device`: `data` with its planned transfer rows, `logits` (the
+    /// teacher's, on the whole training and test splits) and where the teacher's weights are
+    /// (for an online teacher).
+    pub fn new(
+        data: &Data,
+        logits: &Logits,
+        teacher: Option<&TeacherFiles>,
+        device: Device,
+    ) -> TrialContext {
+        TrialContext::with_splits(Tensors::new(data, device), data, logits, teacher)
     }
 
     /// [`TrialContext::new`] with the splits already on the device (the teacher's).
-    pub fn with_splits(splits: Tensors, data: &Data, logits: &Tensor) -> TrialContext {
+    pub fn with_splits(
+        splits: Tensors,
+        data: &Data,
+        logits: &Logits,
+        teacher: Option<&TeacherFiles>,
+    ) -> TrialContext {
         let device = splits.train.x.device();
-        let (transfer, soft) = splits.transfer(&data.transfer, Some(logits));
+        let (transfer, soft) = splits.transfer(&data.transfer, Some(&logits.train));
         TrialContext {
             splits,
             transfer,
             soft_targets: soft.expect("logits were given"),
+            teacher_test: logits.test.to_device(device),
+            missing: data.plan.missing_classes.clone(),
+            teacher: teacher.cloned(),
+            online: std::cell::OnceCell::new(),
             input: data.plan.input,
             classes: data.plan.classes,
             device,
         }
+    }
+
+    fn reference(&self) -> Reference<'_> {
+        Reference {
+            teacher_test: Some(&self.teacher_test),
+            missing: &self.missing,
+            classes: self.classes,
+        }
+    }
+
+    /// The teacher's network on this device, loaded once, for students with `train.jitter`.
+    fn online_teacher(&self) -> Result<&kd_model_zoo::Net, String> {
+        self.online
+            .get_or_init(|| match &self.teacher {
+                Some(files) => files
+                    .load_net(self.input, self.classes, self.device)
+                    .map_err(|e| e.to_string()),
+                None => Err("the teacher's weights are not available to this worker".into()),
+            })
+            .as_ref()
+            .map(|(_, net)| net)
+            .map_err(|e| format!("online teacher: {e}"))
     }
 
     /// Train one student trial: libtorch seeded with the trial's seed, a fresh model, then
@@ -58,6 +104,16 @@ impl TrialContext {
             Ok(net) => net,
             Err(e) => return Outcome::failed(format!("student.model.{e}")),
         };
+        let kd = trial.kind == Kind::Kd;
+        let online = if kd && trial.student.train.jitter > 0 {
+            match self.online_teacher() {
+                Ok(net) => Some(net),
+                Err(e) => return Outcome::failed(e),
+            }
+        } else {
+            None
+        };
+        let reference = self.reference();
         train::train(
             &net,
             &vs,
@@ -68,7 +124,9 @@ impl TrialContext {
                 train: &self.transfer,
                 val: &self.splits.val,
                 test: &self.splits.test,
-                soft_targets: (trial.kind == Kind::Kd).then_some(&self.soft_targets),
+                soft_targets: kd.then_some(&self.soft_targets),
+                online_teacher: online,
+                reference: Some(&reference),
             },
             &trial.id,
             on_epoch,
@@ -103,11 +161,14 @@ impl TrialContext {
                         kd: t.kind == Kind::Kd,
                     })
                     .collect();
+                let reference = self.reference();
                 let data = TrainData {
                     train: &self.transfer,
                     val: &self.splits.val,
                     test: &self.splits.test,
                     soft_targets: Some(&self.soft_targets),
+                    online_teacher: None,
+                    reference: Some(&reference),
                 };
                 packed::train_pack(
                     &first.student.model,

@@ -853,3 +853,147 @@ fn eval_every_is_validated_and_said_in_the_report() {
         "{report}"
     );
 }
+
+#[test]
+fn omitted_classes_jitter_with_an_online_teacher_fidelity_and_claims_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny(
+        "dataset: {val_size: 500, train_limit: 1000, omit_classes: [3]}\n\
+         student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.002, jitter: 1}}\n\
+         kd: {temperature: 4}\n\
+         expect:\n\
+         \x20 - {claim: reference, select: {kind: baseline}, metric: 'class_errors:3', value: 1000, tolerance: 20, paper: never saw a 3}\n\
+         \x20 - {claim: errors_at_most, select: {kind: kd}, errors: 0, paper: impossible}\n",
+    )
+    .replace(
+        "dataset: {val_size: 500, train_limit: 1000}\n",
+        "",
+    )
+    .replace(
+        "student: {model: {arch: mlp, hidden: [32]}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n",
+        "",
+    );
+    let (o, out) = sweep(dir.path(), &config, &[]);
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    // A failed claim is a finding: exit 0, and the summary says which.
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        stdout.contains("PASS #1 class_errors:3 of kind = baseline"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL #2 test_errors of kind = kd is at most 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 of 2 claims passed."), "{stdout}");
+
+    let rows = records(&out);
+    let (teacher, baseline, kd_row) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(teacher.transfer_classes, None);
+    for r in [baseline, kd_row] {
+        assert_eq!(r.transfer_classes.as_deref(), Some("0 1 2 4 5 6 7 8 9"));
+        assert_eq!(r.shifted_classes.as_deref(), Some("3"));
+        assert_eq!(r.jitter, Some(1));
+        // About a tenth of the 1000 training rows were dresses, and the students saw none.
+        assert!(
+            r.train_images < 960 && r.train_images > 820,
+            "{}",
+            r.train_images
+        );
+        let shift = r.bias_shift.expect("a shift is fitted");
+        assert!((0.0..=30.0).contains(&shift));
+        assert!(r.shifted_test_errors.unwrap() <= r.test_errors.unwrap() + 300);
+        let agree = r.teacher_agreement.unwrap();
+        assert!(agree > 0.3 && agree <= 1.0, "{agree}");
+        assert!(r.teacher_kl.unwrap() > 0.0);
+        assert!(r.best_test_acc.is_some());
+    }
+    assert_eq!(kd_row.teacher_mode.as_deref(), Some("online"));
+    assert_eq!(baseline.teacher_mode, None);
+    assert_eq!(
+        kd_row.soft_reduction.as_deref(),
+        Some("sum over classes, mean over batch")
+    );
+    assert_eq!(
+        kd_row.loss.as_deref(),
+        Some("0.9 * T^2 (= 16) * CE(p_T, q_T) at T = 4 + 0.1 * CE(y, q_1)")
+    );
+    assert_eq!(baseline.loss.as_deref(), Some("1 * CE(y, q_1)"));
+
+    // The confusion matrices: every test image once per student and variant.
+    let extras = kd_report::read_extras(&out).unwrap();
+    assert_eq!(extras.claims.len(), 2);
+    for r in [baseline, kd_row] {
+        for shifted in [false, true] {
+            let cells: Vec<_> = extras
+                .confusion
+                .iter()
+                .filter(|c| c.trial_id == r.trial_id && c.shifted == shifted)
+                .collect();
+            assert_eq!(cells.len(), 100);
+            assert_eq!(cells.iter().map(|c| c.count).sum::<u64>(), 10_000);
+            let wrong: u64 = cells
+                .iter()
+                .filter(|c| c.label != c.predicted)
+                .map(|c| c.count)
+                .sum();
+            let want = if shifted {
+                r.shifted_test_errors
+            } else {
+                r.test_errors
+            };
+            assert_eq!(Some(wrong), want);
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for want in [
+        "## Claims",
+        "| **PASS** |",
+        "| **FAIL** |",
+        "## Fidelity and per-class errors",
+        "confusion_raw.png",
+    ] {
+        assert!(report.contains(want), "{want}: {report}");
+    }
+    // The report is a function of the Parquet files: regenerated, it is the same (but for its
+    // title, which `kd report` takes from the folder's name).
+    let o = kd(
+        &["report", out.to_str().unwrap()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let again = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let body = |s: &str| s.split_once('\n').map(|x| x.1.to_string());
+    assert_eq!(body(&again), body(&report));
+    // Resumed, the kept trials keep their measures and matrices.
+    let (o, _) = sweep(dir.path(), &config, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(records(&out), rows);
+    assert_eq!(
+        kd_report::read_extras(&out).unwrap().confusion,
+        extras.confusion
+    );
+
+    // keep_classes: only those classes in the transfer set; a class that does not exist is named.
+    let keep = tiny(
+        "dataset: {val_size: 500, train_limit: 1000, keep_classes: [7, 8]}\nkd: {temperature: 4}\n",
+    )
+    .replacen("dataset: {val_size: 500, train_limit: 1000}\n", "", 1);
+    let (o, out) = sweep(dir.path(), &keep, &["--fresh"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = records(&out);
+    assert_eq!(rows[1].transfer_classes.as_deref(), Some("7 8"));
+    assert_eq!(rows[2].shifted_classes.as_deref(), Some("0 1 2 3 4 5 6 9"));
+    assert_eq!(rows[2].teacher_mode.as_deref(), Some("cached"));
+    let bad = tiny("dataset: {val_size: 500, train_limit: 1000, omit_classes: [10]}\n").replacen(
+        "dataset: {val_size: 500, train_limit: 1000}\n",
+        "",
+        1,
+    );
+    let (code, err) = sweep_exit(&bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("dataset.omit_classes: class 10 does not exist"),
+        "{err}"
+    );
+}

@@ -244,20 +244,80 @@ fn bad_names_are_rejected() {
     assert!(err("name: a/b").starts_with("name:"));
 }
 
+fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+}
+
 #[test]
 fn every_shipped_experiment_resolves() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            config::load(&path)
-                .and_then(|raw| raw.resolve())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            n += 1;
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    let mut names = std::collections::HashSet::new();
+    for path in &files {
+        let cfg = config::load(path)
+            .and_then(|raw| raw.resolve())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            names.insert(cfg.name.clone()),
+            "two experiments named {}",
+            cfg.name
+        );
+    }
+    // Hinton et al. 2015: six experiments, each in an MNIST and a Fashion-MNIST version, each
+    // with claims.
+    for version in ["mnist", "fashion"] {
+        let paper: Vec<_> = files
+            .iter()
+            .filter(|p| {
+                p.parent()
+                    .is_some_and(|d| d.ends_with(format!("hinton2015/{version}")))
+            })
+            .collect();
+        assert_eq!(paper.len(), 6, "{version}: {paper:?}");
+        for p in paper {
+            let cfg = config::load(p).unwrap().resolve().unwrap();
+            assert!(!cfg.expect.is_empty(), "{}: no claims", p.display());
         }
     }
-    assert!(n >= 1, "no experiments found in {}", dir.display());
+}
+
+#[test]
+fn class_filters_jitter_and_claims_are_validated() {
+    assert!(
+        err("name: x\ndataset: {omit_classes: [3], keep_classes: [7]}")
+            .starts_with("dataset.keep_classes:")
+    );
+    assert!(err("name: x\ndataset: {omit_classes: [3, 3]}").starts_with("dataset.omit_classes[1]:"));
+    assert!(err("name: x\nstudent: {train: {jitter: 9}}").starts_with("student.train.jitter:"));
+    let e = err("name: x\nexpect:\n  - {claim: best_temprature_in, range: [1, 2]}");
+    assert!(
+        e.starts_with("expect[0]:") && e.contains("best_temperature_in"),
+        "{e}"
+    );
+    let e = err("name: x\nexpect:\n  - {claim: flat_above, temperature: 8}");
+    assert!(
+        e.starts_with("expect[0]:") && e.contains("tolerance"),
+        "{e}"
+    );
+    let e = err("name: x\nexpect:\n  - {claim: reference, select: {kind: kd}, metric: acc, value: 1, tolerance: 1}");
+    assert!(
+        e.starts_with("expect[0]:") && e.contains("unknown metric `acc`"),
+        "{e}"
+    );
+    let e = err("name: x\nexpect:\n  - {claim: errors_at_most, select: {colour: red}, errors: 1}");
+    assert!(e.contains("unknown column `colour`"), "{e}");
+    let e = err("name: x\nexpect:\n  - {claim: best_temperature_in, range: [4, 2]}");
+    assert!(e.contains("range"), "{e}");
+    let e = err("name: x\nexpect:\n  - {claim: gain_at_least, points: 1, extra: 2}");
+    assert!(e.starts_with("expect[0]:") && e.contains("extra"), "{e}");
 }
 
 const GRID: &str =

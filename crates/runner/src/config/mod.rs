@@ -72,6 +72,9 @@ pub struct RawConfig {
     /// Sweep axes: each key a list; the sweep is their Cartesian product times `seeds`.
     #[serde(default)]
     pub grid: Option<serde_yaml::Mapping>,
+    /// Claims checked after the sweep, each PASS or FAIL in the report (`kd_report::claims`).
+    #[serde(default)]
+    pub expect: Option<Vec<serde_yaml::Value>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -83,6 +86,8 @@ pub struct RawDataset {
     pub train_limit: Option<usize>,
     pub data_seed: Option<u64>,
     pub transfer_fraction: Option<f64>,
+    pub omit_classes: Option<Vec<usize>>,
+    pub keep_classes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -127,6 +132,7 @@ pub struct RawTrain {
     pub weight_decay: Option<f64>,
     pub schedule: Option<String>,
     pub eval_every: Option<usize>,
+    pub jitter: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -163,6 +169,9 @@ pub struct Resolved {
     pub grid: Vec<GridAxis>,
     /// Every cell of the grid, fully resolved (one cell when there is no grid).
     pub cells: Vec<Cell>,
+    /// The claims the report checks (`expect:`), validated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<kd_report::Claim>,
 }
 
 /// One axis of the grid: a dotted key and its values.
@@ -191,6 +200,12 @@ pub struct DatasetCfg {
     /// The share of the training split the students learn from (a seeded random subset, see
     /// `kd_data::transfer_rows`); the teacher always trains on all of it.
     pub transfer_fraction: f64,
+    /// Classes left out of the students' transfer set (the teacher sees every class).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omit_classes: Vec<usize>,
+    /// The only classes in the students' transfer set (empty: all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_classes: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +251,15 @@ pub struct TrainCfg {
     /// Left out of the serialised form (and so of every id) at its default, 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub eval_every: usize,
+    /// Training images are shifted by up to this many pixels in each direction (0: none). A KD
+    /// student with jitter learns from the teacher's logits on the shifted batch (online
+    /// teacher). Left out of the serialised form (and so of every id) at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 fn one() -> usize {

@@ -253,7 +253,15 @@ impl RawTrain {
                 "must be > 0 (1 evaluates after every epoch), got 0",
             ));
         }
+        let jitter = self.jitter.unwrap_or(0);
+        if jitter > 8 {
+            return Err(invalid(
+                format!("{key}.jitter"),
+                format!("must be at most 8 pixels (the paper shifts by up to 2), got {jitter}"),
+            ));
+        }
         Ok(TrainCfg {
+            jitter,
             eval_every,
             epochs,
             batch_size,
@@ -371,6 +379,51 @@ pub(crate) fn parse_pack(v: Option<&serde_yaml::Value>) -> Result<Pack, ConfigEr
     }
 }
 
+/// `dataset.omit_classes` / `dataset.keep_classes`: one or the other, class numbers below 100
+/// without repeats; the data check that each exists comes with the data.
+fn check_classes(d: &DatasetCfg) -> Result<(), ConfigError> {
+    if !d.omit_classes.is_empty() && !d.keep_classes.is_empty() {
+        return Err(invalid(
+            "dataset.keep_classes",
+            "give dataset.omit_classes or dataset.keep_classes, not both",
+        ));
+    }
+    for (key, list) in [
+        ("omit_classes", &d.omit_classes),
+        ("keep_classes", &d.keep_classes),
+    ] {
+        for (i, &c) in list.iter().enumerate() {
+            if list[..i].contains(&c) {
+                return Err(invalid(
+                    format!("dataset.{key}[{i}]"),
+                    format!("class {c} appears twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `expect:`: each entry a claim; errors name `expect[i]` and what is wrong.
+fn resolve_expect(raw: Option<&[serde_yaml::Value]>) -> Result<Vec<kd_report::Claim>, ConfigError> {
+    raw.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let claim: kd_report::Claim = serde_yaml::from_value(v.clone()).map_err(|e| {
+                invalid(
+                    format!("expect[{i}]"),
+                    format!("{e} (claims: {})", kd_report::claims::KNOWN.join(", ")),
+                )
+            })?;
+            claim
+                .validate()
+                .map_err(|m| invalid(format!("expect[{i}]"), m))?;
+            Ok(claim)
+        })
+        .collect()
+}
+
 impl RawConfig {
     pub(super) fn resolve_base(&self) -> Result<Resolved, ConfigError> {
         let name = self.name.trim();
@@ -397,7 +450,10 @@ impl RawConfig {
             train_limit: ds.train_limit,
             data_seed: ds.data_seed.unwrap_or(0),
             transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
+            omit_classes: ds.omit_classes.clone().unwrap_or_default(),
+            keep_classes: ds.keep_classes.clone().unwrap_or_default(),
         };
+        check_classes(&dataset)?;
         let f = dataset.transfer_fraction;
         if !(f > 0.0 && f <= 1.0) {
             return Err(invalid(
@@ -465,6 +521,7 @@ impl RawConfig {
             baseline: self.baseline.unwrap_or(true),
             grid: vec![],
             cells: vec![],
+            expect: resolve_expect(self.expect.as_deref())?,
         })
     }
 }

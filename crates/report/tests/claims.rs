@@ -1,0 +1,307 @@
+//! `expect:` claims: each kind passes where its statement holds and fails where it does not,
+//! on hand-built records whose means and spreads are known.
+
+use kd_report::claims::{check, claims_section, Claim};
+use kd_report::{ConfusionRecord, Exec, Kind, Status, TrialRecord, Verdict};
+
+fn rec(id: &str, kind: Kind, seed: u64, hidden: &str, acc: f64) -> TrialRecord {
+    TrialRecord {
+        trial_id: id.into(),
+        kind,
+        seed,
+        status: Status::Ok,
+        arch: "mlp".into(),
+        hidden: hidden.into(),
+        model: format!("{{\"hidden\":\"{hidden}\"}}"),
+        init: "torch".into(),
+        params: 1000,
+        epochs: 10,
+        batch_size: 128,
+        optimizer: "adam".into(),
+        lr: 0.001,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        schedule: "cosine".into(),
+        temperature: None,
+        alpha: None,
+        beta: None,
+        soft_loss: None,
+        t2_scaling: None,
+        loss: None,
+        soft_reduction: None,
+        teacher_mode: None,
+        teacher_id: None,
+        baseline_id: None,
+        dataset: "fashion-mnist".into(),
+        data_fingerprint: "f".into(),
+        transfer_fraction: 0.1,
+        transfer_classes: None,
+        jitter: None,
+        train_images: 5500,
+        val_images: 5000,
+        test_images: 10_000,
+        device: "cpu".into(),
+        hardware: "avx512".into(),
+        threads: 2,
+        exec: Exec::Single,
+        libtorch: "2.13.0".into(),
+        train_acc: Some(0.99),
+        val_acc: Some(acc - 0.001),
+        test_acc: Some(acc),
+        test_error: Some(1.0 - acc),
+        test_errors: Some(((1.0 - acc) * 10_000.0).round() as u64),
+        best_epoch: Some(10),
+        best_test_acc: Some(acc),
+        teacher_agreement: None,
+        teacher_kl: None,
+        shifted_classes: None,
+        bias_shift: None,
+        shifted_test_errors: None,
+        wall_s: 1.0,
+        finished_at: "2026-11-29T00:00:00Z".into(),
+        message: None,
+        swept: vec![],
+    }
+}
+
+const TEMPS: [f64; 5] = [1.0, 2.0, 4.0, 8.0, 16.0];
+
+/// Two student sizes x five temperatures x three seeds, with their baselines.
+/// 30-30: clearly best at T = 4, gains of about 3 points at every seed.
+/// 300-300: flat from T = 8 on (87.5 vs 87.6), gains at its best cell of +0.2 +- 0.7 points.
+fn rows(soft_loss: &str, tag: &str) -> Vec<TrialRecord> {
+    let mut out = Vec::new();
+    for seed in 0..3u64 {
+        for (hidden, base, curve, kd_noise, base_noise) in [
+            (
+                "30-30",
+                0.80,
+                [0.80, 0.81, 0.83, 0.81, 0.80],
+                [0.0, 0.001, 0.002],
+                [0.0, 0.001, 0.0],
+            ),
+            (
+                "300-300",
+                0.874,
+                [0.85, 0.86, 0.87, 0.875, 0.876],
+                [0.0, 0.004, -0.004],
+                [0.0, -0.003, 0.003],
+            ),
+        ] {
+            let bid = format!("b-{tag}-{hidden}-{seed}");
+            out.push(rec(
+                &bid,
+                Kind::Baseline,
+                seed,
+                hidden,
+                base + base_noise[seed as usize],
+            ));
+            for (t, acc) in TEMPS.iter().zip(curve) {
+                let mut k = rec(
+                    &format!("k-{tag}-{hidden}-{seed}-{t}"),
+                    Kind::Kd,
+                    seed,
+                    hidden,
+                    acc + kd_noise[seed as usize],
+                );
+                k.temperature = Some(*t);
+                k.alpha = Some(0.9);
+                k.beta = Some(0.1);
+                k.soft_loss = Some(soft_loss.into());
+                k.t2_scaling = Some(true);
+                k.baseline_id = Some(bid.clone());
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
+fn claim(yaml: &str) -> Claim {
+    let c: Claim = serde_yaml::from_str(yaml).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+fn one(yaml: &str, rows: &[TrialRecord], confusion: &[ConfusionRecord]) -> Vec<Verdict> {
+    check(&[claim(yaml)], rows, confusion)
+}
+
+#[test]
+fn best_temperature_passes_inside_its_range_and_fails_outside() {
+    let r = rows("ce", "a");
+    let v = one(
+        "{claim: best_temperature_in, student: 30-30, range: [2.5, 4]}",
+        &r,
+        &[],
+    );
+    assert_eq!(v.len(), 1);
+    assert!(v[0].pass, "{v:?}");
+    assert!(
+        v[0].measured.contains("best on validation T = 4"),
+        "{}",
+        v[0].measured
+    );
+    let v = one(
+        "{claim: best_temperature_in, student: 30-30, range: [8, 20]}",
+        &r,
+        &[],
+    );
+    assert!(!v[0].pass);
+    assert_eq!(v[0].margin, "4 outside");
+    let v = one(
+        "{claim: best_temperature_in, student: 300-300, range: [2.5, 4]}",
+        &r,
+        &[],
+    );
+    assert!(!v[0].pass, "300-300 is best at T = 16");
+}
+
+#[test]
+fn flat_above_measures_the_spread_of_the_high_temperatures() {
+    let r = rows("ce", "a");
+    let v = one(
+        "{claim: flat_above, student: 300-300, temperature: 8, tolerance: 0.3}",
+        &r,
+        &[],
+    );
+    assert!(v[0].pass, "{v:?}");
+    assert!(
+        v[0].measured.starts_with("spread 0.10 points"),
+        "{}",
+        v[0].measured
+    );
+    let v = one(
+        "{claim: flat_above, student: 30-30, temperature: 2, tolerance: 0.3}",
+        &r,
+        &[],
+    );
+    assert!(!v[0].pass);
+    assert!(
+        v[0].measured.starts_with("spread 3.00 points"),
+        "{}",
+        v[0].measured
+    );
+}
+
+#[test]
+fn kd_beats_baseline_needs_the_interval_above_zero_per_student() {
+    let r = rows("ce", "a");
+    let v = one("{claim: kd_beats_baseline, paper: 74 vs 146}", &r, &[]);
+    assert_eq!(v.len(), 2, "one verdict per student size");
+    let small = v.iter().find(|x| x.statement.contains("30-30)")).unwrap();
+    let big = v.iter().find(|x| x.statement.contains("300-300")).unwrap();
+    // 30-30 at T = 4: gains 3.0, 3.0, 3.2 points.
+    assert!(small.pass, "{small:?}");
+    assert!(
+        small.measured.starts_with("gain +3.07 points"),
+        "{}",
+        small.measured
+    );
+    // 300-300 at T = 16: gains +0.2, +0.9, -0.5: mean +0.2, interval +-1.74.
+    assert!(!big.pass, "{big:?}");
+    assert_eq!(big.paper.as_deref(), Some("74 vs 146"));
+    let v = one(
+        "{claim: gain_at_least, student: 30-30, points: 10}",
+        &r,
+        &[],
+    );
+    assert!(!v[0].pass);
+    let v = one(
+        "{claim: gain_at_least, student: 30-30, temperature: 1, points: 0}",
+        &r,
+        &[],
+    );
+    assert!(v[0].pass, "T = 1 gains +0.03 on average: {v:?}");
+}
+
+#[test]
+fn metric_claims_read_columns_and_per_class_errors() {
+    let mut r = rows("ce", "a");
+    // Class 3 of seed 0's T = 4 30-30 student: 900 right, 100 wrong; after the shift 980/20.
+    let id = "k-a-30-30-0-4".to_string();
+    let mut confusion = Vec::new();
+    for (shifted, right, wrong) in [(false, 900, 100), (true, 980, 20)] {
+        confusion.push(ConfusionRecord {
+            trial_id: id.clone(),
+            shifted,
+            label: 3,
+            predicted: 3,
+            count: right,
+        });
+        confusion.push(ConfusionRecord {
+            trial_id: id.clone(),
+            shifted,
+            label: 3,
+            predicted: 0,
+            count: wrong,
+        });
+    }
+    r.iter_mut()
+        .find(|x| x.trial_id == id)
+        .unwrap()
+        .shifted_test_errors = Some(1500);
+    let sel = "select: {kind: kd, student: 30-30, temperature: 4, seed: 0}";
+    let v = one(
+        &format!("{{claim: errors_at_most, {sel}, metric: 'class_errors:3', errors: 100}}"),
+        &r,
+        &confusion,
+    );
+    assert!(v[0].pass, "{v:?}");
+    let v = one(
+        &format!("{{claim: errors_at_most, {sel}, metric: 'class_errors:3', errors: 99}}"),
+        &r,
+        &confusion,
+    );
+    assert!(!v[0].pass);
+    let v = one(&format!("{{claim: reference, {sel}, metric: 'shifted_class_errors:3', value: 14, tolerance: 5}}"), &r, &confusion);
+    assert!(!v[0].pass, "20 is 6 from 14: {v:?}");
+    let v = one(
+        &format!("{{claim: errors_at_most, {sel}, metric: shifted_test_errors, errors: 1500}}"),
+        &r,
+        &confusion,
+    );
+    assert!(v[0].pass);
+    // Accuracies in percent: the 30-30 baselines average 80.03%.
+    let v = one("{claim: reference, select: {kind: baseline, student: [30, 30]}, metric: test_acc, value: 80, tolerance: 0.05}", &r, &[]);
+    assert!(v[0].pass, "{v:?}");
+    assert!(
+        v[0].measured.starts_with("80.03% (mean of 3"),
+        "{}",
+        v[0].measured
+    );
+    // Nothing selected: not measured, which fails.
+    let v = one(
+        "{claim: errors_at_most, select: {kind: kd, temperature: 99}, errors: 1e9}",
+        &r,
+        &[],
+    );
+    assert!(
+        !v[0].pass && v[0].measured.starts_with("not measured"),
+        "{v:?}"
+    );
+    let section = claims_section(&v);
+    assert!(
+        section.contains("| **FAIL** |") && section.contains("0 of 1 claims passed"),
+        "{section}"
+    );
+}
+
+#[test]
+fn converges_compares_two_families_across_temperature() {
+    let mut r = rows("ce", "ce");
+    // mse_logits: the same student from T = 8 on, 2 points worse at T = 1.
+    let mut mse = rows("mse_logits", "mse");
+    for k in mse.iter_mut().filter(|k| k.kind == Kind::Kd) {
+        let t = k.temperature.unwrap();
+        let acc = k.test_acc.unwrap() + if t < 8.0 { -0.02 } else { 0.0 };
+        k.test_acc = Some(acc);
+        k.val_acc = Some(acc - 0.001);
+    }
+    mse.retain(|k| k.kind == Kind::Kd);
+    r.extend(mse);
+    let pass = one("{claim: converges, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits}, tolerance: 0.1}", &r, &[]);
+    assert!(pass[0].pass, "{pass:?}");
+    let fail = one("{claim: converges, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits, temperature: 1}, tolerance: 0.1}", &r, &[]);
+    assert!(!fail[0].pass, "{fail:?}");
+}
