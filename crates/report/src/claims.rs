@@ -25,6 +25,7 @@ pub const KNOWN: &[&str] = &[
     "flat_above",
     "gain_at_least",
     "converges",
+    "agrees",
     "errors_at_most",
     "reference",
 ];
@@ -78,6 +79,15 @@ pub enum Claim {
     /// differ by at most `tolerance` points at the highest common T, and by no more there than
     /// at the lowest (e.g. soft targets approaching logit matching).
     Converges {
+        student: Option<String>,
+        a: Select,
+        b: Select,
+        tolerance: f64,
+        paper: Option<String>,
+    },
+    /// KD cells selected by `a` and by `b` agree within `tolerance` points of test accuracy at
+    /// every temperature they share (e.g. two forms of one loss with the same gradient).
+    Agrees {
         student: Option<String>,
         a: Select,
         b: Select,
@@ -156,6 +166,7 @@ impl Claim {
             Claim::FlatAbove { .. } => "flat_above",
             Claim::GainAtLeast { .. } => "gain_at_least",
             Claim::Converges { .. } => "converges",
+            Claim::Agrees { .. } => "agrees",
             Claim::ErrorsAtMost { .. } => "errors_at_most",
             Claim::Reference { .. } => "reference",
         }
@@ -168,6 +179,7 @@ impl Claim {
             | Claim::FlatAbove { paper, .. }
             | Claim::GainAtLeast { paper, .. }
             | Claim::Converges { paper, .. }
+            | Claim::Agrees { paper, .. }
             | Claim::ErrorsAtMost { paper, .. }
             | Claim::Reference { paper, .. } => paper.as_deref(),
         }
@@ -209,6 +221,9 @@ impl Claim {
                 check_select(select)
             }
             Claim::Converges {
+                a, b, tolerance, ..
+            }
+            | Claim::Agrees {
                 a, b, tolerance, ..
             } => {
                 finite("tolerance", *tolerance, 0.0)?;
@@ -360,6 +375,15 @@ fn unit(metric: &str) -> &'static str {
     }
 }
 
+/// Whom a cell-level claim is about: `30-30`, `every student`, with the selection if any.
+fn who(student: Option<&str>, select: &Select) -> String {
+    let mut w = student.unwrap_or("every student").to_string();
+    if !select.is_empty() {
+        w = format!("{w}, {}", describe_select(select));
+    }
+    w
+}
+
 /// The KD cells of `student` (all sizes when none) whose trials match `select`.
 fn cells_of<'a, 'b>(
     a: &'b Analysis<'a>,
@@ -472,8 +496,8 @@ pub fn check(
                         .collect();
                     let at = temperature.map_or(String::new(), |t| format!(" at T = {}", fmt(t)));
                     let statement = match claim {
-                        Claim::GainAtLeast { points, .. } => format!("KD{at} gains at least {} points over the baseline ({s})", fmt(*points)),
-                        _ => format!("KD{at} beats the hard-target baseline by more than the seed spread ({s})"),
+                        Claim::GainAtLeast { points, .. } => format!("KD{at} gains at least {} points over the baseline ({})", fmt(*points), who(Some(&s), select)),
+                        _ => format!("KD{at} beats the hard-target baseline by more than the seed spread ({})", who(Some(&s), select)),
                     };
                     let Some((cell, which)) = chosen(&mine, *temperature) else {
                         out.push(missing(
@@ -513,7 +537,7 @@ pub fn check(
                 select,
                 ..
             } => {
-                let who = student.clone().unwrap_or_else(|| "every student".into());
+                let who = who(student.as_deref(), select);
                 let statement = format!(
                     "the best temperature lies in [{}, {}] ({who})",
                     fmt(range[0]),
@@ -564,7 +588,7 @@ pub fn check(
                 select,
                 ..
             } => {
-                let who = student.clone().unwrap_or_else(|| "every student".into());
+                let who = who(student.as_deref(), select);
                 let statement = format!(
                     "every T >= {} is about equally good, within {} points ({who})",
                     fmt(*temperature),
@@ -606,13 +630,30 @@ pub fn check(
                 b: sb,
                 tolerance,
                 ..
+            }
+            | Claim::Agrees {
+                student,
+                a: sa,
+                b: sb,
+                tolerance,
+                ..
             } => {
-                let statement = format!(
-                    "{} and {} converge as T grows, within {} points at the highest T",
-                    describe_select(sa),
-                    describe_select(sb),
-                    fmt(*tolerance)
-                );
+                let agrees = matches!(claim, Claim::Agrees { .. });
+                let statement = if agrees {
+                    format!(
+                        "{} and {} agree within {} points at every T",
+                        describe_select(sa),
+                        describe_select(sb),
+                        fmt(*tolerance)
+                    )
+                } else {
+                    format!(
+                        "{} and {} converge as T grows, within {} points at the highest T",
+                        describe_select(sa),
+                        describe_select(sb),
+                        fmt(*tolerance)
+                    )
+                };
                 let ca = cells_of(&a, student.as_deref(), sa);
                 let cb = cells_of(&a, student.as_deref(), sb);
                 let mut diffs: Vec<(f64, f64)> = ca
@@ -640,14 +681,32 @@ pub fn check(
                     .collect();
                 let measured =
                     format!("|difference| in test accuracy, points: {}", list.join(", "));
-                let pass = d_hi <= *tolerance && (diffs.len() < 2 || d_hi <= d_lo);
-                let margin = format!(
-                    "{:+.2} points at T = {}; {:.2} at T = {}",
-                    tolerance - d_hi,
-                    fmt(t_hi),
-                    d_lo,
-                    fmt(t_lo)
-                );
+                let (pass, margin) = if agrees {
+                    let (t_max, d_max) = diffs
+                        .iter()
+                        .copied()
+                        .max_by(|x, y| x.1.total_cmp(&y.1))
+                        .unwrap_or((t_hi, d_hi));
+                    (
+                        d_max <= *tolerance,
+                        format!(
+                            "{:+.2} points at T = {} (the largest)",
+                            tolerance - d_max,
+                            fmt(t_max)
+                        ),
+                    )
+                } else {
+                    (
+                        d_hi <= *tolerance && (diffs.len() < 2 || d_hi <= d_lo),
+                        format!(
+                            "{:+.2} points at T = {}; {:.2} at T = {}",
+                            tolerance - d_hi,
+                            fmt(t_hi),
+                            d_lo,
+                            fmt(t_lo)
+                        ),
+                    )
+                };
                 out.push(verdict(statement, measured, margin, pass));
             }
             Claim::ErrorsAtMost { select, errors, .. } => {
@@ -659,13 +718,7 @@ pub fn check(
                     unit(m)
                 );
                 match mean_metric(rows, select, m, confusion) {
-                    Some((v, n, sd)) => {
-                        let measured = format!(
-                            "{}{} (mean of {n}{})",
-                            fmt(v),
-                            unit(m),
-                            sd.map_or(String::new(), |s| format!(", sd {}", fmt(s)))
-                        );
+                    Some((v, measured)) => {
                         let margin = format!("{} below the bound", fmt(errors - v));
                         out.push(verdict(statement, measured, margin, v <= *errors));
                     }
@@ -687,20 +740,10 @@ pub fn check(
                     u = unit(metric)
                 );
                 match mean_metric(rows, select, metric, confusion) {
-                    Some((v, n, sd)) => {
-                        let measured = format!(
-                            "{}{} (mean of {n}{})",
-                            fmt(v),
-                            unit(metric),
-                            sd.map_or(String::new(), |s| format!(", sd {}", fmt(s)))
-                        );
+                    Some((v, measured)) => {
                         let off = (v - value).abs();
-                        out.push(verdict(
-                            statement,
-                            measured,
-                            format!("{} of {} allowed", fmt(off), fmt(*tolerance)),
-                            off <= *tolerance,
-                        ));
+                        let margin = format!("{} of {} allowed", fmt(off), fmt(*tolerance));
+                        out.push(verdict(statement, measured, margin, off <= *tolerance));
                     }
                     None => out.push(missing(statement, "no finished trial matches")),
                 }
@@ -718,13 +761,14 @@ fn metric_name(claim: &Claim) -> &str {
     }
 }
 
-/// Mean (and count, sd) of `metric` over the finished trials that match `select`.
+/// The mean of `metric` over the finished trials that match `select`, and it in words:
+/// `114 (mean of 3, sd 11.14)`.
 fn mean_metric(
     rows: &[TrialRecord],
     select: &Select,
     metric: &str,
     confusion: &[ConfusionRecord],
-) -> Option<(f64, usize, Option<f64>)> {
+) -> Option<(f64, String)> {
     let v: Vec<f64> = rows
         .iter()
         .filter(|r| crate::analysis::ok(r) && selected(r, select))
@@ -734,7 +778,9 @@ fn mean_metric(
         return None;
     }
     let (m, sd) = mean_std(&v);
-    Some((m, v.len(), sd))
+    let spread = sd.map_or(String::new(), |s| format!(", sd {}", fmt(s)));
+    let text = format!("{}{} (mean of {}{spread})", fmt(m), unit(metric), v.len());
+    Some((m, text))
 }
 
 /// `## Claims`: one row per verdict, then a sentence on how many passed.

@@ -718,11 +718,10 @@ pub fn confusion_figures(
     if classes == 0 {
         return Ok(vec![]);
     }
-    let absent = cell.first().shifted_classes.clone().unwrap_or_default();
     let mut out = Vec::new();
     for (shifted, stem, what) in [
         (false, "confusion_raw", "raw logits"),
-        (true, "confusion_shifted", "after the bias shift"),
+        (true, "confusion_shifted", "bias shift applied"),
     ] {
         let mut values = vec![vec![Some(0.0); classes]; classes];
         let mut any = false;
@@ -740,10 +739,7 @@ pub fn confusion_figures(
         }
         let names: Vec<String> = (0..classes).map(|c| c.to_string()).collect();
         let map = HeatMap {
-            title: format!(
-                "Test confusion, {} ({what}; classes {absent} missing from the transfer set)",
-                cell.label
-            ),
+            title: format!("Test confusion of the best KD cell, {what}"),
             x_label: "predicted class".into(),
             y_label: "true class".into(),
             cols: names.clone(),

@@ -304,4 +304,15 @@ fn converges_compares_two_families_across_temperature() {
     assert!(pass[0].pass, "{pass:?}");
     let fail = one("{claim: converges, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits, temperature: 1}, tolerance: 0.1}", &r, &[]);
     assert!(!fail[0].pass, "{fail:?}");
+    // `agrees` wants every common T within the tolerance: the 2 points at T <= 4 fail it, and
+    // it passes once the tolerance covers them.
+    let v = one("{claim: agrees, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits}, tolerance: 0.1}", &r, &[]);
+    assert!(!v[0].pass, "{v:?}");
+    assert!(
+        v[0].margin.starts_with("-1.90 points at T = "),
+        "{}",
+        v[0].margin
+    );
+    let v = one("{claim: agrees, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits}, tolerance: 2.01}", &r, &[]);
+    assert!(v[0].pass, "{v:?}");
 }

@@ -269,6 +269,15 @@ pub fn train(
     mut on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<Outcome, TrainError> {
     let start = Instant::now();
+    if cfg.jitter > 0 && data.soft_targets.is_some() && data.online_teacher.is_none() {
+        // Cached logits are the teacher's on the unshifted images: never soft targets for
+        // shifted ones.
+        return Err(TrainError::Spec(
+            "train.jitter: a KD student with shifted images needs the teacher itself (online \
+             teacher), not its cached logits"
+                .into(),
+        ));
+    }
     let mut opt = build_optimizer(vs, cfg)?;
     let n = data.train.len() as usize;
     let bs = cfg.batch_size.min(n.max(1));
