@@ -679,8 +679,7 @@ pub fn check(
                     .iter()
                     .map(|(t, d)| format!("T {}: {d:.2}", fmt(*t)))
                     .collect();
-                let measured =
-                    format!("|difference| in test accuracy, points: {}", list.join(", "));
+                let measured = format!("test accuracy apart, in points: {}", list.join(", "));
                 let (pass, margin) = if agrees {
                     let (t_max, d_max) = diffs
                         .iter()
@@ -794,17 +793,19 @@ pub fn claims_section(verdicts: &[Verdict]) -> String {
          accuracy; accuracies in %, gains in points, errors in test images.\n\n\
          | # | verdict | claim | paper | measured | margin |\n|---:|---|---|---|---|---|\n",
     );
+    // A cell's text must not end the cell.
+    let cell = |t: &str| t.replace('|', "\\|");
     for v in verdicts {
         let _ = writeln!(
             s,
             "| {} | **{}** | {} (`{}`) | {} | {} | {} |",
             v.index,
             if v.pass { "PASS" } else { "FAIL" },
-            v.statement,
+            cell(&v.statement),
             v.claim,
-            v.paper.as_deref().unwrap_or("-"),
-            v.measured,
-            v.margin
+            cell(v.paper.as_deref().unwrap_or("-")),
+            cell(&v.measured),
+            cell(&v.margin)
         );
     }
     let passed = verdicts.iter().filter(|v| v.pass).count();

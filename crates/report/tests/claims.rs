@@ -302,6 +302,12 @@ fn converges_compares_two_families_across_temperature() {
     r.extend(mse);
     let pass = one("{claim: converges, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits}, tolerance: 0.1}", &r, &[]);
     assert!(pass[0].pass, "{pass:?}");
+    // Each verdict is one table row of six cells, whatever its text holds.
+    let mut odd = pass.clone();
+    odd[0].measured = "a | b".into();
+    let section = claims_section(&odd);
+    let row = section.lines().find(|l| l.starts_with("| 1 |")).unwrap();
+    assert_eq!(row.replace("\\|", "").matches('|').count(), 7, "{row}");
     let fail = one("{claim: converges, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits, temperature: 1}, tolerance: 0.1}", &r, &[]);
     assert!(!fail[0].pass, "{fail:?}");
     // `agrees` wants every common T within the tolerance: the 2 points at T <= 4 fail it, and
