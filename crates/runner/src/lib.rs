@@ -7,8 +7,9 @@
 //! - [`data`]: the dataset found, fingerprinted and split once; tensors on a device.
 //! - [`plan`]: every trial decided once (id, kind, seed, pairing, class, data) -> dry run,
 //!   sweep, resume and workers; [`records`]: a planned trial and its outcome -> a record.
-//! - [`train`]: one training loop; [`trial`]: a student trial on the shared data;
-//!   [`teacher`]: the teacher, its cache and its logits.
+//! - [`train`]: one training loop (with `train.jitter` and an online teacher); [`trial`]: a
+//!   student trial on the shared data; [`teacher`]: the teacher, its cache and its logits;
+//!   [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift).
 //! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT lock and earlier
 //!   results; [`sweep`]: the driver that ties them together.
 //! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs),
@@ -37,3 +38,12 @@ pub mod sweep;
 pub mod teacher;
 pub mod train;
 pub mod trial;
+
+/// Unit tests that seed libtorch's global generator (`tch::manual_seed`) or depend on its
+/// draws hold this lock: the test harness runs tests on threads of one process, and a seed set
+/// by one test between another's seeding and its draws would change the other's numbers.
+#[cfg(test)]
+pub(crate) fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

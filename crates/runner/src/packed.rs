@@ -389,8 +389,7 @@ mod tests {
     use kd_model_zoo::{Init, MlpSpec};
 
     fn lock() -> std::sync::MutexGuard<'static, ()> {
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+        crate::torch_lock()
     }
 
     const INPUT: InputShape = InputShape {

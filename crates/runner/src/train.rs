@@ -485,6 +485,7 @@ mod tests {
     #[test]
     fn an_online_teacher_gives_the_soft_targets_of_the_cached_logits() {
         use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+        let _l = crate::torch_lock();
         let dev = tch::Device::Cpu;
         tch::manual_seed(0);
         let x = Tensor::randn([200, 1, 4, 4], (Kind::Float, dev));
