@@ -71,14 +71,18 @@ pub fn kl_teacher_student(student: &Tensor, teacher: &Tensor) -> f64 {
         .double_value(&[])
 }
 
+/// `[classes]` with 1 at the columns `missing`, on the device of `logits`.
+fn missing_mask(logits: &Tensor, missing: &[usize]) -> Tensor {
+    let mut mask = vec![0f32; logits.size()[1] as usize];
+    for &m in missing {
+        mask[m] = 1.0;
+    }
+    Tensor::from_slice(&mask).to_device(logits.device())
+}
+
 /// `logits` with `shift` added to the columns `missing`.
 pub fn shifted(logits: &Tensor, missing: &[usize], shift: f64) -> Tensor {
-    let classes = logits.size()[1];
-    let mut mask = vec![0f32; classes as usize];
-    for &m in missing {
-        mask[m] = shift as f32;
-    }
-    logits + Tensor::from_slice(&mask).to_device(logits.device())
+    logits + missing_mask(logits, missing) * shift
 }
 
 /// The shift (0 to [`SHIFT_MAX`] in steps of [`SHIFT_STEP`]) added to the `missing` classes'
@@ -86,10 +90,11 @@ pub fn shifted(logits: &Tensor, missing: &[usize], shift: f64) -> Tensor {
 /// split is read: the test set never chooses it.
 pub fn fit_shift(val_logits: &Tensor, val_y: &Tensor, missing: &[usize]) -> f64 {
     let steps = (SHIFT_MAX / SHIFT_STEP).round() as i64;
+    let mask = missing_mask(val_logits, missing);
     let mut best = (i64::MAX, 0.0);
     for i in 0..=steps {
         let s = i as f64 * SHIFT_STEP;
-        let errors = shifted(val_logits, missing, s)
+        let errors = (val_logits + &mask * s)
             .argmax(-1, false)
             .ne_tensor(val_y)
             .sum(Kind::Int64)

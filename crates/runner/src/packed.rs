@@ -108,11 +108,15 @@ fn dropout_masks(
 /// Per student: (accuracy, errors, all outputs finite) of the pack's evaluation-mode logits on
 /// `split`; none for an empty split.
 fn evaluate(net: &PackedMlp, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
-    let k = net.len() as usize;
     if split.is_empty() {
-        return vec![None; k];
+        return vec![None; net.len() as usize];
     }
-    let logits = net.forward_shared(&split.x, EVAL_CHUNK);
+    score(&net.forward_shared(&split.x, EVAL_CHUNK), split)
+}
+
+/// [`evaluate`] of the pack's logits on `split`, `[K, n, classes]`.
+fn score(logits: &Tensor, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
+    let k = logits.size()[0] as usize;
     let finite = logits.isfinite().flatten(1, -1).all_dim(1, false);
     let correct = logits
         .argmax(-1, false)
@@ -314,15 +318,20 @@ pub fn train_pack(
         }
         alive_t = Tensor::from_slice(&alive).to_device(device);
     }
+    // The test logits are scored and, for the measures, kept.
+    let test = (alive.iter().any(|&a| a) && !data.test.is_empty())
+        .then(|| net.forward_shared(&data.test.x, EVAL_CHUNK));
     let finals = if alive.iter().any(|&a| a) {
-        (evaluate(&net, data.train), evaluate(&net, data.test))
+        let test_scores = test
+            .as_ref()
+            .map_or_else(|| vec![None; k], |t| score(t, data.test));
+        (evaluate(&net, data.train), test_scores)
     } else {
         (vec![None; k], vec![None; k])
     };
     // Confusion, fidelity and bias shift, from each student's own logits.
-    let measured: Vec<Option<crate::measure::Measures>> = match data.reference {
-        Some(r) if alive.iter().any(|&a| a) && !data.test.is_empty() => {
-            let test = net.forward_shared(&data.test.x, EVAL_CHUNK);
+    let measured: Vec<Option<crate::measure::Measures>> = match (data.reference, &test) {
+        (Some(r), Some(test)) => {
             let val = (!data.val.is_empty()).then(|| net.forward_shared(&data.val.x, EVAL_CHUNK));
             (0..k)
                 .map(|i| {

@@ -197,6 +197,14 @@ pub fn predict(net: &Net, x: &Tensor, chunk: i64) -> Tensor {
 /// (accuracy, errors) of `net` at T = 1 on a split: none for an empty split, an error when an
 /// output is NaN or infinite.
 pub fn evaluate(net: &Net, split: &SplitTensors) -> Result<Option<(f64, u64)>, NonFinite> {
+    Ok(evaluate_logits(net, split)?.map(|(score, _)| score))
+}
+
+/// (accuracy, errors) of a split, with the logits they were scored on.
+type Scored = ((f64, u64), Tensor);
+
+/// [`evaluate`], with the logits it scored (for measures that need them too).
+fn evaluate_logits(net: &Net, split: &SplitTensors) -> Result<Option<Scored>, NonFinite> {
     if split.is_empty() {
         return Ok(None);
     }
@@ -204,7 +212,7 @@ pub fn evaluate(net: &Net, split: &SplitTensors) -> Result<Option<(f64, u64)>, N
     if !all_finite(&logits) {
         return Err(NonFinite("an output became NaN or infinite".into()));
     }
-    Ok(Some(accuracy(&logits, &split.y)))
+    Ok(Some((accuracy(&logits, &split.y), logits)))
 }
 
 fn all_finite(t: &Tensor) -> bool {
@@ -375,21 +383,22 @@ pub fn train(
         ..Outcome::empty(Status::Ok)
     };
     let last = if diverged.is_none() {
-        evaluate(net, data.train).and_then(|tr| Ok((tr, evaluate(net, data.test)?)))
+        evaluate(net, data.train).and_then(|tr| Ok((tr, evaluate_logits(net, data.test)?)))
     } else {
         Err(NonFinite(String::new()))
     };
     match (diverged, last) {
         (None, Ok((train, test))) => {
             out.train_acc = train.map(|t| t.0);
-            out.test_acc = test.map(|t| t.0);
-            out.test_errors = test.map(|t| t.1);
+            out.test_acc = test.as_ref().map(|t| t.0 .0);
+            out.test_errors = test.as_ref().map(|t| t.0 .1);
             out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
             out.best_epoch = best_epoch(&out.epochs);
-            if let Some(r) = data.reference.filter(|_| !data.test.is_empty()) {
-                let test = predict(net, &data.test.x, 1000);
+            // The measures read the test logits just scored.
+            if let (Some(r), Some((_, logits))) = (data.reference, &test) {
                 let val = (!data.val.is_empty()).then(|| predict(net, &data.val.x, 1000));
-                out.measures = crate::measure::measure(&test, data.test, val.as_ref(), data.val, r);
+                out.measures =
+                    crate::measure::measure(logits, data.test, val.as_ref(), data.val, r);
             }
         }
         (why, last) => {
