@@ -4,8 +4,9 @@
 //! Owns the schema of `trials` and `epochs` ([`record`]: one definition per record, from which
 //! the columns, the frame and the decoder are derived), the analysis under the report
 //! ([`analysis`]: cells keyed by every setting except the seed), the tables ([`markdown`]) and
-//! the figures ([`figures`]). It must not depend on libtorch or train anything: `kd report OUT`
-//! regenerates every report from the Parquet files alone.
+//! the figures ([`figures`]), and the per-trial record files the frames are assembled from
+//! ([`store`]). It must not depend on libtorch or train anything: `kd report OUT` regenerates
+//! every report from the Parquet files alone.
 
 pub mod analysis;
 pub mod claims;
@@ -13,6 +14,7 @@ pub mod figures;
 pub mod markdown;
 pub mod record;
 pub mod stats;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -149,6 +151,15 @@ pub fn write_extras(out: &Path, extras: &Extras) -> Result<()> {
         &record::confusion_frame(&extras.confusion),
         &out.join("confusion.parquet"),
     )?;
+    write_claims(out, &extras.claims)
+}
+
+/// Write `OUT/claims.parquet` (each claim as its JSON).
+pub fn write_claims(out: &Path, claims: &[Claim]) -> Result<()> {
+    let extras = Extras {
+        confusion: vec![],
+        claims: claims.to_vec(),
+    };
     let specs: Vec<String> = extras
         .claims
         .iter()
@@ -216,12 +227,35 @@ pub fn write_report(
     Ok((path, verdicts))
 }
 
-/// Regenerate `OUT/report.md` and its figures from the Parquet files of `OUT` alone. Returns
-/// the report's path.
-pub fn regenerate(out: &Path, name: &str) -> Result<PathBuf> {
+/// Regenerate `OUT/report.md` and its figures from the Parquet files of `OUT` alone. Where OUT
+/// has trial files (`records/`, `plan.json`), the frames are first assembled from them: that is
+/// how the shards of one sweep become one report. Returns the report's path.
+pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
+    let merged = match store::read_plan(out)? {
+        Some(plan) if store::records_dir(out).is_dir() => Some(store::merge_and_write(out, &plan)?),
+        _ => None,
+    };
     let (rows, epochs) = read_frames(out)?;
     let extras = read_extras(out)?;
-    Ok(write_report(out, name, &rows, &epochs, &extras)?.0)
+    let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
+    let (missing, notes) = merged.map_or((vec![], vec![]), |m| (m.missing, m.notes));
+    Ok(Regenerated {
+        report,
+        verdicts,
+        missing,
+        notes,
+    })
+}
+
+/// What [`regenerate`] did.
+#[derive(Debug)]
+pub struct Regenerated {
+    pub report: PathBuf,
+    pub verdicts: Vec<Verdict>,
+    /// Planned trials with no record file (when OUT has `records/`): unfinished shards.
+    pub missing: Vec<String>,
+    /// Record files that could not be read.
+    pub notes: Vec<String>,
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ fn one_seed_shows_no_spread_and_says_so_and_diverged_trials_are_listed() {
 fn regenerate_reads_parquet_only() {
     let dir = tempfile::tempdir().unwrap();
     write_frames(dir.path(), &sample(), &[]).unwrap();
-    let p = regenerate(dir.path(), "demo").unwrap();
+    let p = regenerate(dir.path(), "demo").unwrap().report;
     let md = std::fs::read_to_string(p).unwrap();
     assert!(md.starts_with("# kd-sweep report: demo"));
     assert!(md.contains("+0.60 ± 0.14 | [-0.67, +1.87]"), "{md}");
@@ -479,7 +479,7 @@ fn figures_are_drawn_as_png_and_svg_from_the_frames() {
     write_frames(dir.path(), &rows, &epochs).unwrap();
     let e = read_parquet(&dir.path().join("epochs.parquet")).unwrap();
     assert_eq!(e.height(), epochs_frame(&epochs).height());
-    let md = std::fs::read_to_string(regenerate(dir.path(), "sweep").unwrap()).unwrap();
+    let md = std::fs::read_to_string(regenerate(dir.path(), "sweep").unwrap().report).unwrap();
     for stem in [
         "error_vs_temperature",
         "gain_alpha_temperature",

@@ -54,8 +54,14 @@ pub enum RunError {
     },
     #[error("worker: {0}")]
     Worker(String),
-    #[error("{file}: another kd sweep (pid {pid}) is writing to this folder; wait for it or use another --out")]
+    #[error("{file}: another kd sweep or shard (pid {pid}) is writing to this folder; wait for it or use another --out")]
     Busy { file: PathBuf, pid: String },
+    /// A shard planned other trials than the shards before it in the same OUT.
+    #[error("{0}")]
+    PlanMismatch(String),
+    /// `kd slurm` could not write or submit its scripts.
+    #[error("{0}")]
+    Slurm(String),
 }
 
 impl RunError {
@@ -68,14 +74,16 @@ impl RunError {
             | RunError::Device { .. }
             | RunError::CheckpointRead { .. }
             | RunError::CheckpointLoad { .. }
-            | RunError::Busy { .. } => 2,
+            | RunError::Busy { .. }
+            | RunError::PlanMismatch(_) => 2,
             RunError::Io { .. }
             | RunError::Torch { .. }
             | RunError::Report(_)
             | RunError::Teacher(_)
             | RunError::TeacherDiverged(_)
             | RunError::WorkerSpawn { .. }
-            | RunError::Worker(_) => 1,
+            | RunError::Worker(_)
+            | RunError::Slurm(_) => 1,
         }
     }
 }

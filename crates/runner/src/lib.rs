@@ -10,8 +10,9 @@
 //! - [`train`]: one training loop (with `train.jitter` and an online teacher); [`trial`]: a
 //!   student trial on the shared data; [`teacher`]: the teacher, its cache and its logits;
 //!   [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift).
-//! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT lock and earlier
-//!   results; [`sweep`]: the driver that ties them together.
+//! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT locks (whole or one
+//!   shard) and earlier results; [`sweep`]: the driver that ties them together; [`stop`]: a
+//!   SIGUSR1 that ends a sweep after the trials in flight; [`slurm`]: `kd slurm`'s scripts.
 //! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs),
 //!   with [`optim`]'s chunked update.
 //! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
@@ -34,6 +35,8 @@ pub mod pool;
 pub mod progress;
 pub mod records;
 pub mod resume;
+pub mod slurm;
+pub mod stop;
 pub mod sweep;
 pub mod teacher;
 pub mod train;

@@ -7,7 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kd_runner::error::RunError;
+use kd_runner::resume::Shard;
 use kd_runner::sweep::{dry_run, load_config, run_sweep, RunOptions};
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s)
+}
 
 #[derive(Parser)]
 #[command(
@@ -35,9 +40,46 @@ enum Cmd {
         /// nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Ignore finished trials in OUT and run everything again.
+        /// Ignore finished trials in OUT and run everything again (a shard: its own trials).
         #[arg(long)]
         fresh: bool,
+        /// Run share I of N of the plan (0 <= I < N), beside the other shards in the same OUT;
+        /// `kd report OUT` merges them. A pack never splits across shards.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<Shard>,
+    },
+    /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
+    /// report job that runs after it; `--submit` submits both with sbatch.
+    Slurm {
+        config: PathBuf,
+        /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config key, as for `kd sweep` (passed on to every task). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long)]
+        gpus_per_task: Option<u32>,
+        #[arg(long)]
+        cpus_per_task: Option<u32>,
+        /// Each task's time limit, as Slurm reads it (4:00:00, 1-00:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// At most K tasks at once.
+        #[arg(long, value_name = "K")]
+        max_parallel: Option<usize>,
+        /// N, the number of tasks (default: the plan's units of work / --packs-per-task).
+        #[arg(long, value_name = "N")]
+        shards: Option<usize>,
+        /// Units of work (packs, or single trials) per task when N is chosen from the plan.
+        #[arg(long, default_value_t = 1)]
+        packs_per_task: usize,
+        /// Submit with sbatch and print the job ids; without it, print the script and the
+        /// commands that submit it.
+        #[arg(long)]
+        submit: bool,
     },
     /// Report libtorch, CUDA, the CPU's kernel class, threads and datasets.
     Doctor,
@@ -123,9 +165,10 @@ fn execute(cmd: Cmd) -> Result<Done, Failure> {
             out,
             sets,
             fresh,
+            shard,
             ..
         } => {
-            let summary = run_sweep(&config, &sets, &RunOptions { out, fresh })?;
+            let summary = run_sweep(&config, &sets, &RunOptions { out, fresh, shard })?;
             let claims = if summary.verdicts.is_empty() {
                 String::new()
             } else {
@@ -140,12 +183,65 @@ fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 kd_report::kd_vs_baseline(&summary.trials),
                 summary.out.display()
             );
+            let stdout = match shard {
+                None => stdout,
+                Some(s) => format!(
+                    "shard {s} done: {} of the plan's trials have results in {} ({} still missing); `kd report {}` merges them into the frames and the report\n",
+                    summary.trials.len(),
+                    summary.out.display(),
+                    summary.missing,
+                    summary.out.display()
+                ),
+            };
             let bad = summary.unfinished;
+            if summary.stopped > 0 {
+                return Ok(Done {
+                    stdout,
+                    stderr: Some(format!(
+                        "stopped on request (SIGUSR1) with {} trial(s) not run; run the same \
+                         command again to resume",
+                        summary.stopped
+                    )),
+                    code: kd_runner::stop::EXIT_STOPPED,
+                });
+            }
             Ok(Done {
                 stdout,
                 stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
                 code: u8::from(bad > 0),
             })
+        }
+        Cmd::Slurm {
+            config,
+            out,
+            sets,
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            time,
+            max_parallel,
+            shards,
+            packs_per_task,
+            submit,
+        } => {
+            let cfg = load_config(&config, &sets)?;
+            let written = kd_runner::slurm::run(
+                &cfg,
+                &kd_runner::slurm::SlurmOptions {
+                    config,
+                    sets,
+                    out,
+                    partition,
+                    gpus_per_task,
+                    cpus_per_task,
+                    time,
+                    max_parallel,
+                    shards,
+                    packs_per_task,
+                    submit,
+                },
+            )?;
+            Ok(Done::ok(written.text))
         }
         Cmd::Bench {
             epochs,
@@ -189,9 +285,22 @@ results: {}
             let name = out
                 .file_name()
                 .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-            let path =
+            let done =
                 kd_report::regenerate(&out, &name).map_err(|e| Failure::Input(e.to_string()))?;
-            Ok(Done::ok(format!("{}\n", path.display())))
+            let mut notes: Vec<String> = done.notes;
+            if !done.missing.is_empty() {
+                notes.push(format!(
+                    "{} planned trial(s) have no result yet (shards still running, or stopped): \
+                     the report covers the rest; rerun the shards (or `kd slurm ... --submit`) \
+                     to finish them",
+                    done.missing.len()
+                ));
+            }
+            Ok(Done {
+                stdout: format!("{}\n", done.report.display()),
+                stderr: (!notes.is_empty()).then(|| notes.join("\n")),
+                code: 0,
+            })
         }
         Cmd::Download { dataset, dir } => {
             let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
@@ -227,7 +336,8 @@ fn main() -> ExitCode {
         Ok(done) => {
             print!("{}", done.stdout);
             if let Some(line) = done.stderr {
-                eprintln!("error: {line}");
+                let tag = if done.code == 0 { "note" } else { "error" };
+                eprintln!("{tag}: {line}");
             }
             ExitCode::from(done.code)
         }

@@ -311,6 +311,22 @@ impl Plan {
         units
     }
 
+    /// The trials of `shard`: the units of the whole plan (as [`Plan::units`] cuts them with
+    /// nothing finished, so the share never depends on what is done), the k-th to shard
+    /// k mod N. A pack never splits across shards, and every trial is in exactly one.
+    pub fn shard_trials(&self, shard: crate::resume::Shard) -> Vec<usize> {
+        let all: Vec<usize> = (0..self.trials.len()).collect();
+        let mut mine: Vec<usize> = self
+            .units(&all)
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % shard.count == shard.index)
+            .flat_map(|(_, u)| u)
+            .collect();
+        mine.sort_unstable();
+        mine
+    }
+
     /// The soft-loss form of the KD trials of `t`'s student (what its pack computes).
     fn soft_form_of(&self, t: &PlannedTrial) -> &'static str {
         if t.kind == Kind::Kd {

@@ -208,8 +208,9 @@ pub fn run(
             }
         }
     }
-    // Trials never handed out because every worker of their class had exited.
-    if !queue.is_empty() {
+    // Trials never handed out because every worker of their class had exited (not because a
+    // stop was asked for: the sweep says so itself).
+    if !queue.is_empty() && !crate::stop::requested() {
         return Err(RunError::Worker(format!(
             "every worker exited with {} trial(s) left; the finished ones are saved, run the \
              sweep again to resume",
@@ -229,6 +230,11 @@ fn give(
     handle: &mut impl FnMut(Event) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
     let w = &mut workers[i];
+    // After a stop request (SIGUSR1) no unit starts: the worker's stdin closes and it exits.
+    if crate::stop::requested() {
+        w.stdin = None;
+        return Ok(());
+    }
     let Some(pos) = queue
         .iter()
         .position(|u| plan.trials[u[0]].class == w.class)
@@ -260,6 +266,8 @@ fn give(
 /// `kd worker`: read the [`Setup`], then train the units of the plan the parent hands out on stdin
 /// (a JSON list of planned trials per line: one trial, or a pack), one unit at a time.
 pub fn worker_main() -> Result<(), RunError> {
+    // A stop is the parent's to act on: a worker finishes its unit (SIGUSR1 must not kill it).
+    crate::stop::install();
     let mut lines = std::io::stdin().lock().lines();
     let mut next = || -> Result<Option<String>, RunError> {
         lines

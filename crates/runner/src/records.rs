@@ -152,28 +152,3 @@ impl Plan {
         }
     }
 }
-
-/// The rows of `confusion.parquet` of one trial: its test confusion counts, raw and (when a
-/// shift was fitted) shifted.
-pub fn confusion_records(
-    trial_id: &str,
-    m: &crate::measure::Measures,
-    classes: usize,
-) -> Vec<kd_report::ConfusionRecord> {
-    let mut out = Vec::new();
-    for (shifted, counts) in [(false, &m.confusion), (true, &m.shifted_confusion)] {
-        if counts.len() != classes * classes {
-            continue;
-        }
-        for (i, &count) in counts.iter().enumerate() {
-            out.push(kd_report::ConfusionRecord {
-                trial_id: trial_id.to_string(),
-                shifted,
-                label: (i / classes) as u32,
-                predicted: (i % classes) as u32,
-                count,
-            });
-        }
-    }
-    out
-}

@@ -1,58 +1,108 @@
-//! Resume: the exclusive claim on an output folder, and the trials an earlier run of it finished.
+//! Resume: the claim on an output folder (whole, or one shard of it), and the trials earlier
+//! runs of it finished.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kd_report::{EpochRecord, Status, TrialRecord};
+use kd_report::store::{self, TrialFile};
+use kd_report::Status;
 
 use crate::error::{io_err, RunError};
 use crate::measure::Measures;
 use crate::train::Outcome;
 
-/// An exclusive claim on an output folder (`OUT/.lock` holding our PID), released on drop. A lock
-/// left by a process that no longer runs is taken over.
+/// A claim on an output folder, held with `flock` so the kernel releases it when the process
+/// ends however it ends (a killed run never blocks the next), on one machine or across the nodes
+/// of a cluster's shared file system. A whole sweep holds `OUT/.lock` exclusively; a shard holds
+/// it shared (shards run side by side) and its own `OUT/.shard-I-of-N.lock` exclusively (one
+/// process per shard). The lock files stay; they hold the PID of their last holder.
 #[derive(Debug)]
-pub struct OutLock(PathBuf);
+pub struct OutLock {
+    _files: Vec<std::fs::File>,
+}
 
 impl OutLock {
-    pub fn acquire(out: &Path) -> Result<OutLock, RunError> {
-        let path = out.join(".lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(OutLock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid = pid.trim();
-                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
-                    if alive {
-                        return Err(RunError::Busy {
-                            file: path,
-                            pid: pid.to_string(),
-                        });
-                    }
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(io_err(&path)(e)),
+    /// Claim `out` for a whole sweep, or for `shard` of one.
+    pub fn acquire(out: &Path, shard: Option<Shard>) -> Result<OutLock, RunError> {
+        let main = out.join(".lock");
+        match shard {
+            None => Ok(OutLock {
+                _files: vec![lock_file(&main, false)?],
+            }),
+            Some(s) => {
+                let own = out.join(format!(".shard-{}-of-{}.lock", s.index, s.count));
+                Ok(OutLock {
+                    _files: vec![lock_file(&main, true)?, lock_file(&own, false)?],
+                })
             }
         }
-        Err(RunError::Busy {
-            file: path,
-            pid: "?".into(),
-        })
     }
 }
 
-impl Drop for OutLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// Take `path`'s lock without waiting (shared or exclusive); busy names the holder's PID.
+fn lock_file(path: &Path, shared: bool) -> Result<std::fs::File, RunError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let taken = if shared {
+        f.try_lock_shared()
+    } else {
+        f.try_lock()
+    };
+    match taken {
+        Ok(()) => {
+            if !shared {
+                let _ = f.set_len(0);
+                let _ = write!(f, "{}", std::process::id());
+            }
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(path).unwrap_or_default();
+            Err(RunError::Busy {
+                file: path.to_path_buf(),
+                pid: if pid.trim().is_empty() {
+                    "?".into()
+                } else {
+                    pid.trim().to_string()
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(path)(e)),
+    }
+}
+
+/// Share `index` of `count` of a sweep's plan (`--shard I/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `I/N` with 0 <= I < N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard: expected I/N with 0 <= I < N (e.g. 0/4), got `{s}`");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
     }
 }
 
@@ -65,52 +115,69 @@ pub struct Done {
     pub threads: usize,
 }
 
-/// The finished trials of an earlier run of `out`, by id, and a note when its files could not
-/// be read (then nothing is reused).
-pub fn finished(out: &Path) -> (HashMap<String, Done>, Option<String>) {
-    if !out.join("trials.parquet").exists() {
-        return (HashMap::new(), None);
-    }
-    let (rows, epochs) = match kd_report::read_frames(out) {
-        Ok(frames) => frames,
-        Err(e) => {
-            return (
-                HashMap::new(),
-                Some(format!("{e}; none of its trials are reused")),
-            )
+/// The finished trials of an earlier run of `out`, by id: the rows of its frames, and over
+/// them its trial files (every trial a shard or sweep finished, also after the last frame was
+/// written). Notes say what could not be read (then it is not reused).
+pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut files: HashMap<String, TrialFile> = HashMap::new();
+    if out.join("trials.parquet").exists() {
+        match kd_report::read_frames(out) {
+            Ok((rows, epochs)) => {
+                // Confusion matrices came later: a folder without them keeps its trials without.
+                let confusion = kd_report::read_extras(out)
+                    .map(|e| e.confusion)
+                    .unwrap_or_default();
+                for r in rows {
+                    files.insert(
+                        r.trial_id.clone(),
+                        TrialFile {
+                            record: r,
+                            epochs: vec![],
+                            confusion: vec![],
+                            shifted_confusion: vec![],
+                        },
+                    );
+                }
+                for e in epochs {
+                    if let Some(f) = files.get_mut(&e.trial_id) {
+                        f.epochs.push(e);
+                    }
+                }
+                for c in confusion {
+                    if let Some(f) = files.get_mut(&c.trial_id) {
+                        if c.shifted {
+                            &mut f.shifted_confusion
+                        } else {
+                            &mut f.confusion
+                        }
+                        .push(c.count);
+                    }
+                }
+            }
+            Err(e) => notes.push(format!("{e}; none of its trials are reused")),
         }
-    };
-    // Confusion matrices came later: a folder without them keeps its trials without matrices.
-    let confusion = kd_report::read_extras(out)
-        .map(|e| e.confusion)
-        .unwrap_or_default();
-    let mut matrices: HashMap<String, (Vec<u64>, Vec<u64>)> = HashMap::new();
-    for c in confusion {
-        let m = matrices.entry(c.trial_id.clone()).or_default();
-        if c.shifted { &mut m.1 } else { &mut m.0 }.push(c.count);
     }
-    let mut by_trial: HashMap<String, Vec<EpochRecord>> = HashMap::new();
-    for e in epochs {
-        by_trial.entry(e.trial_id.clone()).or_default().push(e);
-    }
-    let done = rows
-        .into_iter()
-        .filter(|r| r.status != Status::Failed)
-        .map(|r: TrialRecord| {
-            let epochs = by_trial.remove(&r.trial_id).unwrap_or_default();
-            let (confusion, shifted_confusion) = matrices.remove(&r.trial_id).unwrap_or_default();
+    let (written, unreadable) = store::read_trials(out);
+    notes.extend(unreadable);
+    files.extend(written);
+    let done = files
+        .into_values()
+        .filter(|f| f.record.status != Status::Failed)
+        .map(|f| {
+            let r = f.record;
             let measures = Measures {
                 teacher_agreement: r.teacher_agreement,
                 teacher_kl: r.teacher_kl,
-                confusion,
+                confusion: f.confusion,
                 bias_shift: r.bias_shift,
                 shifted_test_errors: r.shifted_test_errors,
-                shifted_confusion,
+                shifted_confusion: f.shifted_confusion,
             };
             let done = Done {
                 outcome: Outcome {
                     status: r.status,
-                    epochs,
+                    epochs: f.epochs,
                     train_acc: r.train_acc,
                     val_acc: r.val_acc,
                     test_acc: r.test_acc,
@@ -127,5 +194,5 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Option<String>) {
             (r.trial_id, done)
         })
         .collect();
-    (done, None)
+    (done, notes)
 }

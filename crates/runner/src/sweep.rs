@@ -1,11 +1,14 @@
-//! `kd sweep`: load the data, build the plan, claim OUT, write the resolved config (with what
-//! this machine made of it), get the teacher, train every trial not finished before (in this
-//! process or on the worker pool), rewriting the frames after each one, then the report.
+//! `kd sweep`: load the data, build the plan, claim OUT (whole, or one shard of it), write the
+//! plan's ids and the resolved config (with what this machine made of it), get the teacher
+//! (trained once, under a lock in the cache), train every trial of this process not finished
+//! before (in this process or on the worker pool), writing each one's record file and
+//! reassembling the frames after each, then the report (a whole sweep) or nothing (a shard).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kd_report::{ConfusionRecord, EpochRecord, Status, TrialRecord};
+use kd_report::store::{self, PlanFile, TrialFile};
+use kd_report::{Status, TrialRecord};
 use serde::Serialize;
 
 use crate::config::{self, Resolved};
@@ -15,7 +18,7 @@ use crate::error::{io_err, RunError};
 use crate::plan::{Plan, PlannedTrial, TeacherPlan};
 use crate::pool;
 use crate::progress::{trial_line, Progress};
-use crate::resume::{self, Done, OutLock};
+use crate::resume::{self, Done, OutLock, Shard};
 use crate::teacher;
 use crate::train::Outcome;
 use crate::trial::TrialContext;
@@ -27,6 +30,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Ignore the results of earlier runs in OUT and train every trial again.
     pub fresh: bool,
+    /// Run only this share of the plan (`--shard I/N`), beside other shards in the same OUT.
+    pub shard: Option<Shard>,
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -36,8 +41,12 @@ pub struct Summary {
     pub trials: Vec<TrialRecord>,
     /// Trials whose status is not `ok`.
     pub unfinished: usize,
-    /// The `expect:` claims, checked.
+    /// The `expect:` claims, checked (none for a shard: it writes no report).
     pub verdicts: Vec<kd_report::Verdict>,
+    /// This process's trials left unrun because a stop was asked for (SIGUSR1).
+    pub stopped: usize,
+    /// Planned trials of the whole sweep with no result in OUT yet (other shards' included).
+    pub missing: usize,
 }
 
 /// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
@@ -74,30 +83,31 @@ struct Execution<'a> {
     data: &'a DataPlan,
 }
 
-/// One trial's rows in the frames: its record, its epochs and its confusion cells.
-type Row = (TrialRecord, Vec<EpochRecord>, Vec<ConfusionRecord>);
-
-/// The sweep's rows in plan order (the teacher first) as trials finish, written after each.
-struct Book<'a> {
+/// Where a sweep's results go: one file per finished trial (`OUT/records/<id>.yaml`), and the
+/// frames assembled from those files in plan order after each one.
+struct Store<'a> {
     plan: &'a Plan,
     out: &'a Path,
-    rows: Vec<Option<Row>>,
-    claims: &'a [kd_report::Claim],
+    index: PlanFile,
 }
 
-impl Book<'_> {
-    fn set(&mut self, position: usize, record: TrialRecord, outcome: Outcome) {
-        let confusion = crate::records::confusion_records(
-            &record.trial_id,
-            &outcome.measures,
-            self.plan.data.classes,
-        );
-        self.rows[position] = Some((record, outcome.epochs, confusion));
+impl Store<'_> {
+    fn save(&self, record: TrialRecord, outcome: Outcome) -> Result<(), RunError> {
+        let m = outcome.measures;
+        Ok(store::write_trial(
+            self.out,
+            &TrialFile {
+                record,
+                epochs: outcome.epochs,
+                confusion: m.confusion,
+                shifted_confusion: m.shifted_confusion,
+            },
+        )?)
     }
 
     /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
     fn finish(
-        &mut self,
+        &self,
         index: usize,
         outcome: Outcome,
         ran_on: &Slot,
@@ -108,28 +118,12 @@ impl Book<'_> {
             .plan
             .trial_record(&self.plan.trials[index], &outcome, ran_on);
         progress.finish_trial(slot, &trial_line(&record));
-        self.set(index + 1, record, outcome);
-        self.write()
+        self.save(record, outcome)?;
+        self.merge().map(|_| ())
     }
 
-    fn records(&self) -> (Vec<TrialRecord>, Vec<EpochRecord>, kd_report::Extras) {
-        let rows = self.rows.iter().flatten();
-        (
-            rows.clone().map(|(r, _, _)| r.clone()).collect(),
-            rows.clone()
-                .flat_map(|(_, e, _)| e.iter().cloned())
-                .collect(),
-            kd_report::Extras {
-                confusion: rows.flat_map(|(_, _, c)| c.iter().cloned()).collect(),
-                claims: self.claims.to_vec(),
-            },
-        )
-    }
-
-    fn write(&self) -> Result<(), RunError> {
-        let (rows, epochs, extras) = self.records();
-        kd_report::write_frames(self.out, &rows, &epochs)?;
-        Ok(kd_report::write_extras(self.out, &extras)?)
+    fn merge(&self) -> Result<store::Merged, RunError> {
+        Ok(store::merge_and_write(self.out, &self.index)?)
     }
 }
 
@@ -142,7 +136,46 @@ fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
     }
 }
 
-/// Run an already resolved config.
+/// `OUT/plan.json` for `plan`. Shards of one sweep must plan the same trials: a shard whose
+/// plan differs from the one in OUT for the same config (other hardware, threads or libtorch)
+/// is refused.
+fn plan_file(
+    cfg: &Resolved,
+    plan: &Plan,
+    out: &Path,
+    shard: Option<Shard>,
+) -> Result<PlanFile, RunError> {
+    let planned_on: Vec<String> = plan.classes.iter().map(|c| c.describe()).collect();
+    let index = PlanFile {
+        name: plan.name.clone(),
+        config_digest: crate::plan::content_hash(cfg),
+        planned_on: planned_on.join(", "),
+        ids: std::iter::once(plan.teacher.id.clone())
+            .chain(plan.trials.iter().map(|t| t.id.clone()))
+            .collect(),
+    };
+    if let (Some(shard), Ok(Some(earlier))) = (shard, store::read_plan(out)) {
+        if earlier.config_digest == index.config_digest && earlier.ids != index.ids {
+            return Err(RunError::PlanMismatch(format!(
+                "{}: shard {shard} plans other trial ids than the shards before it in this \
+                 folder (they planned on {}, this one on {}). The shards of one sweep must run \
+                 on like machines (CPU class or GPU model, threads, libtorch): give the Slurm \
+                 job one partition of like nodes. To start this folder over on these \
+                 machines, remove {}",
+                out.join("plan.json").display(),
+                earlier.planned_on,
+                index.planned_on,
+                out.join("plan.json").display()
+            )));
+        }
+    }
+    store::write_plan(out, &index)?;
+    Ok(index)
+}
+
+/// Run an already resolved config: every trial of its plan, or with `opts.shard` one share of
+/// them. Each finished trial is written to its own file at once; a shard writes no report
+/// (`kd report OUT` merges the shards' files and reports).
 pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunError> {
     // The data and the plan come first: every listed device must exist, every model fit the
     // data, before anything is written.
@@ -153,9 +186,20 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-    let _lock = OutLock::acquire(&out)?;
-    let (mut previous, unreadable) = if opts.fresh {
-        (HashMap::new(), None)
+    let _lock = OutLock::acquire(&out, opts.shard)?;
+    crate::stop::install();
+    let index = plan_file(cfg, &plan, &out, opts.shard)?;
+    // The trials this process runs: all of them, or its shard's.
+    let mine: Vec<usize> = match opts.shard {
+        None => (0..plan.trials.len()).collect(),
+        Some(s) => plan.shard_trials(s),
+    };
+    let (mut previous, notes) = if opts.fresh {
+        // Earlier files of these trials must not stand in the frames until they run again.
+        for &i in &mine {
+            let _ = std::fs::remove_file(store::trial_path(&out, &plan.trials[i].id));
+        }
+        (HashMap::new(), vec![])
     } else {
         resume::finished(&out)
     };
@@ -175,8 +219,9 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             .expect("the resolved config serialises")
             .as_bytes(),
     )?;
-    let mut progress = Progress::new(plan.trials.len() as u64 + 1);
-    if let Some(note) = unreadable {
+    kd_report::write_claims(&out, &cfg.expect)?;
+    let mut progress = Progress::new(mine.len() as u64 + 1);
+    for note in notes {
         progress.note(&note);
     }
     let d = &plan.data;
@@ -209,66 +254,94 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             d.transfer_rows, d.train, d.transfer_fraction
         ));
     }
+    if let Some(s) = opts.shard {
+        progress.note(&format!(
+            "shard {s}: {} of the plan's {} student trials",
+            mine.len(),
+            plan.trials.len()
+        ));
+    }
 
-    let mut book = Book {
+    let store = Store {
         plan: &plan,
         out: &out,
-        rows: vec![None; plan.trials.len() + 1],
-        claims: &cfg.expect,
+        index,
     };
     // Trials finished in an earlier run of this OUT with the same id are kept; their records are
-    // re-derived from the plan (pairing, swept keys), their outcomes kept.
+    // re-derived from the plan (pairing, swept keys), their outcomes kept, and written to their
+    // files (which also carries rows of older frames over into files). Every planned trial is,
+    // not only this shard's: a frame rewritten from the files must not lose anyone's rows.
     let mut pending: Vec<usize> = Vec::new();
     let mut kept = 0;
+    let is_mine: std::collections::HashSet<usize> = mine.iter().copied().collect();
     for t in &plan.trials {
         match previous.remove(&t.id) {
             Some(done) => {
                 let on = kept_on(&done, &plan.classes[t.class]);
                 let record = plan.trial_record(t, &done.outcome, &on);
-                progress.finish_trial(
-                    0,
-                    &format!("{} (done before, skipped)", trial_line(&record)),
-                );
-                book.set(t.index + 1, record, done.outcome);
-                kept += 1;
+                if is_mine.contains(&t.index) {
+                    progress.finish_trial(
+                        0,
+                        &format!("{} (done before, skipped)", trial_line(&record)),
+                    );
+                    kept += 1;
+                }
+                store.save(record, done.outcome)?;
             }
-            None => pending.push(t.index),
+            None if is_mine.contains(&t.index) => pending.push(t.index),
+            None => {}
         }
     }
-    // When every student trial is finished, the teacher is not needed either (its cache may be
-    // gone): its row is kept like the others.
-    let earlier_teacher = previous
-        .remove(&plan.teacher.id)
-        .filter(|_| pending.is_empty());
+    // When every trial of this process is finished, the teacher is not needed either (its cache
+    // may be gone): its row is kept like the others.
+    let earlier_teacher = previous.remove(&plan.teacher.id);
+    let mut teacher = None;
     let mut splits = None;
-    let mut logits = None;
-    match earlier_teacher {
-        Some(done) => {
+    if pending.is_empty() {
+        if let Some(done) = earlier_teacher {
             let on = kept_on(&done, &plan.teacher.slot.class);
             let record = plan.teacher_record(&done.outcome, &on);
             progress.finish_trial(
                 0,
                 &format!("{} (done before, skipped)", trial_line(&record)),
             );
-            book.set(0, record, done.outcome);
+            store.save(record, done.outcome)?;
         }
-        None => {
-            let device = env::select_device(&plan.teacher.slot.device)?;
-            tch::set_num_threads(plan.teacher.slot.threads as i32);
-            let tensors = Tensors::new(&data, device);
-            let t = teacher::obtain(&plan, &tensors, &mut progress)?;
-            let outcome = Outcome {
-                epochs: t.epochs.clone(),
-                ..Outcome::empty(Status::Ok)
-            };
-            book.set(0, t.record.clone(), outcome);
-            splits = Some(tensors);
-            logits = Some(t);
+    } else {
+        // One sweep or shard at a time trains a teacher; the others wait here, then reuse it.
+        let _teacher_lock = teacher::lock_cache(&plan, &mut progress)?;
+        let device = env::select_device(&plan.teacher.slot.device)?;
+        tch::set_num_threads(plan.teacher.slot.threads as i32);
+        let tensors = Tensors::new(&data, device);
+        let t = teacher::obtain(&plan, &tensors, &mut progress)?;
+        // The row of a teacher trained here replaces any; a reused teacher keeps the row of
+        // the run that trained it where OUT has one (it says more: epochs, wall time).
+        let fresh_row = || Outcome {
+            epochs: t.epochs.clone(),
+            ..Outcome::empty(Status::Ok)
+        };
+        match earlier_teacher {
+            Some(done) if !t.trained => {
+                let on = kept_on(&done, &plan.teacher.slot.class);
+                store.save(plan.teacher_record(&done.outcome, &on), done.outcome)?;
+            }
+            _ if t.trained || !store::trial_path(&out, &plan.teacher.id).exists() => {
+                store.save(t.record.clone(), fresh_row())?;
+            }
+            _ => {}
         }
+        splits = Some(tensors);
+        teacher = Some(t);
     }
-    book.write()?;
+    store.merge()?;
 
-    if let (false, Some(t)) = (pending.is_empty(), logits) {
+    let mut finished: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    if let Some(t) = teacher {
+        let mut finish =
+            |index: usize, outcome: Outcome, on: &Slot, progress: &mut Progress, slot| {
+                finished.insert(index);
+                store.finish(index, outcome, on, progress, slot)
+            };
         if plan.in_process() {
             let slot = &plan.slots[0];
             tch::set_num_threads(slot.threads as i32);
@@ -279,12 +352,15 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             };
             let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files));
             for unit in plan.units(&pending) {
+                if crate::stop::requested() {
+                    break;
+                }
                 let trials: Vec<&PlannedTrial> = unit.iter().map(|&i| &plan.trials[i]).collect();
                 let epochs = trials[0].student.train.epochs as u64;
                 progress.start_trial(0, &label(&trials), epochs);
                 let outcomes = ctx.run_unit(&trials, |_, log| progress.epoch(0, log));
                 for (t, outcome) in trials.iter().zip(outcomes) {
-                    book.finish(t.index, outcome, slot, &mut progress, 0)?;
+                    finish(t.index, outcome, slot, &mut progress, 0)?;
                 }
             }
         } else {
@@ -321,25 +397,48 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     index,
                     outcome,
                     on,
-                } => book.finish(index, *outcome, &on, &mut progress, slot),
+                } => finish(index, *outcome, &on, &mut progress, slot),
             })?;
         }
     }
+    let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
     if kept > 0 {
         progress.note(&format!(
             "{kept} trial(s) were finished before and kept; --fresh re-runs them"
         ));
     }
-    book.write()?;
+    if stopped > 0 {
+        progress.note(&format!(
+            "stopped on request (SIGUSR1) with {stopped} trial(s) not run; the same command \
+             resumes them"
+        ));
+    }
+    let merged = store.merge()?;
     progress.finish();
-    let (trials, epochs, extras) = book.records();
-    let (_, verdicts) = kd_report::write_report(&out, &cfg.name, &trials, &epochs, &extras)?;
-    let unfinished = trials.iter().filter(|r| r.status != Status::Ok).count();
+    let mut verdicts = vec![];
+    if opts.shard.is_none() {
+        let extras = kd_report::Extras {
+            confusion: merged.confusion.clone(),
+            claims: cfg.expect.clone(),
+        };
+        verdicts =
+            kd_report::write_report(&out, &cfg.name, &merged.rows, &merged.epochs, &extras)?.1;
+    }
+    let mine_ids: std::collections::HashSet<&str> =
+        mine.iter().map(|&i| plan.trials[i].id.as_str()).collect();
+    let unfinished = merged
+        .rows
+        .iter()
+        .filter(|r| r.kind == kd_report::Kind::Teacher || mine_ids.contains(r.trial_id.as_str()))
+        .filter(|r| r.status != Status::Ok)
+        .count();
     Ok(Summary {
         out,
-        trials,
+        trials: merged.rows,
         unfinished,
         verdicts,
+        stopped,
+        missing: merged.missing.len(),
     })
 }
 

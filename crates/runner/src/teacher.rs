@@ -39,6 +39,8 @@ pub struct Teacher {
     pub logits: Logits,
     /// Where the logits and weights are (workers read them there).
     pub files: TeacherFiles,
+    /// Trained by this call (not loaded from the cache or a checkpoint).
+    pub trained: bool,
 }
 
 /// The teacher's logits, on the CPU.
@@ -103,6 +105,33 @@ fn save_atomic(
         let _ = std::fs::remove_file(&tmp);
         io_err(file)(e)
     })
+}
+
+/// Hold the teacher's lock in the cache (`<hash>.lock`, `flock`), waiting while another sweep
+/// or shard holds it: that one trains (or loads) and caches the teacher, and this one then
+/// reuses it. The kernel releases the lock when its holder ends, however it ends.
+pub fn lock_cache(plan: &Plan, progress: &mut Progress) -> Result<std::fs::File, RunError> {
+    let dir = teachers_dir();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join(format!("{}.lock", plan.teacher.hash()));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            progress.note(&format!(
+                "teacher: another sweep holds {}; waiting for it to train or cache the teacher",
+                path.display()
+            ));
+            f.lock().map_err(io_err(&path))?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
 }
 
 /// Whether the teacher of `plan` has its weights and logits in the cache.
@@ -236,6 +265,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
     let digest = file_digest(&weights_file)?;
     let logits_name = format!("{}-{}", t.id, &digest[..16]);
     let logits = logits(&net, data, &logits_file, &logits_name)?;
+    let trained = outcome.is_some();
     let outcome = match outcome {
         Some(o) => o,
         None => {
@@ -258,5 +288,6 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
             weights: weights_file,
             model: t.cfg.model.clone(),
         },
+        trained,
     })
 }

@@ -340,10 +340,8 @@ fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
     child.wait().unwrap();
     let before = finished(&out);
     assert!(before.len() >= 2 && before.len() < 5, "{before:?}");
-    assert!(
-        out.join(".lock").exists(),
-        "a killed run leaves its lock behind"
-    );
+    // The killed run's lock file stays; the kernel released its lock.
+    assert!(out.join(".lock").exists());
 
     let o = kd(&args, &cache);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -360,7 +358,9 @@ fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
     for (id, at) in before.iter().filter(|(id, _)| !id.starts_with("teacher")) {
         assert!(after.contains(&(id.clone(), at.clone())), "{id} was redone");
     }
-    assert!(!out.join(".lock").exists(), "the lock is released");
+    let lock = std::fs::File::open(out.join(".lock")).unwrap();
+    assert!(lock.try_lock().is_ok(), "the lock is released");
+    drop(lock);
 
     // --fresh runs everything again.
     let o = kd(&[&args[..], &["--fresh"]].concat(), &cache);
@@ -368,16 +368,243 @@ fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
     assert!(!stderr(&o).contains("skipped"));
 }
 
+/// Hold `path`'s flock from this process (shared or exclusive), as a running kd would.
+fn hold(path: &Path, shared: bool) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap();
+    if shared {
+        f.lock_shared().unwrap();
+    } else {
+        f.lock().unwrap();
+    }
+    f
+}
+
 #[test]
-fn a_second_sweep_on_a_busy_out_is_refused() {
+fn sigusr1_finishes_the_trial_in_flight_then_stops_with_exit_3_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        "name: stop\ndataset: {val_size: 500, train_limit: 3000}\ndevice: cpu\nthreads: 1\npack: off\n\
+         teacher: {model: {arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n\
+         student: {model: {arch: mlp, hidden: [256, 256]}, train: {epochs: 2, optimizer: adam, lr: 0.001}}\n\
+         grid: {temperature: [2, 4, 8]}\n",
+    );
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let args = [
+        "sweep",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args(args)
+        .env("KD_CACHE_DIR", &cache)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // After the teacher and the first student, ask for a stop while the next one trains.
+    let start = std::time::Instant::now();
+    while finished(&out).len() < 2 {
+        assert!(start.elapsed().as_secs() < 600, "no student finished");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("stopped on request (SIGUSR1)"), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    let before = finished(&out);
+    assert!(before.len() >= 2 && before.len() < 5, "{before:?}");
+    // Nothing was cut short: every trial written finished.
+    assert!(records(&out)
+        .iter()
+        .all(|r| r.status == kd_report::Status::Ok));
+
+    let o = kd(&args, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = finished(&out);
+    assert_eq!(after.len(), 5, "{after:?}");
+    for (id, at) in before.iter().filter(|(id, _)| !id.starts_with("teacher")) {
+        assert!(after.contains(&(id.clone(), at.clone())), "{id} was redone");
+    }
+}
+
+#[test]
+fn a_busy_out_refuses_a_second_sweep_and_a_busy_shard_its_twin() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    // Our own (live) PID holds the lock.
-    std::fs::write(out.join(".lock"), std::process::id().to_string()).unwrap();
-    let (o, _) = sweep(dir.path(), &tiny(""), &[]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("another kd sweep"), "{}", stderr(&o));
+    let refused = |extra: &[&str]| {
+        let (o, _) = sweep(dir.path(), &tiny(""), extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("another kd sweep or shard"),
+            "{}",
+            stderr(&o)
+        );
+    };
+    // A whole sweep holds OUT: neither another sweep nor a shard may write there.
+    std::fs::write(out.join(".lock"), "4242").unwrap();
+    let whole = hold(&out.join(".lock"), false);
+    refused(&[]);
+    refused(&["--shard", "0/2"]);
+    drop(whole);
+    // Shard 0/2 runs: a whole sweep and a second shard 0/2 are refused (shard 1/2 could run).
+    let shared = hold(&out.join(".lock"), true);
+    let own = hold(&out.join(".shard-0-of-2.lock"), false);
+    refused(&[]);
+    refused(&["--shard", "0/2"]);
+    drop((shared, own));
+    // A bad share is bad input.
+    for bad in ["2/2", "1", "a/b", "0/0"] {
+        let (o, _) = sweep(dir.path(), &tiny(""), &["--shard", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&o).contains("expected I/N with 0 <= I < N"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+/// The test accuracies by id, read from the record files in OUT/records.
+fn record_files(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(out.join("records"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn two_shards_at_once_share_one_out_and_one_teacher_and_equal_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two seeds x (a baseline and three temperatures), in packs of two: four units.
+    let config = tiny("seeds: [0, 1]\npack: 2\ngrid: {temperature: [2, 4, 8]}\n");
+    let whole_dir = dir.path().join("whole");
+    std::fs::create_dir_all(&whole_dir).unwrap();
+    let (o, whole) = sweep(&whole_dir, &config, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Two shards at once, into one OUT, with an empty cache: both need the teacher.
+    let cfg = write(dir.path(), "c.yaml", &config);
+    let out = dir.path().join("shards");
+    let cache = dir.path().join("cache");
+    let spawn = |shard: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args([
+                "sweep",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--shard", shard])
+            .env("KD_CACHE_DIR", &cache)
+            .env("CI", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("0/2"), spawn("1/2"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for o in [&a, &b] {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+        assert!(
+            stderr(o).contains("4 of the plan's 8 student trials"),
+            "{}",
+            stderr(o)
+        );
+    }
+    // The teacher was trained once: the other shard waited for it or found it cached.
+    let reused = [&a, &b]
+        .iter()
+        .filter(|o| stderr(o).contains("teacher: reused cached"))
+        .count();
+    assert_eq!(reused, 1, "{}\n---\n{}", stderr(&a), stderr(&b));
+    // One record file per planned trial; the shards write no report, `kd report` merges.
+    assert_eq!(record_files(&out).len(), 9, "{:?}", record_files(&out));
+    assert!(!out.join("report.md").exists());
+    let o = kd(&["report", out.to_str().unwrap()], &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("no result yet"), "{}", stderr(&o));
+    assert!(out.join("report.md").exists());
+    // Every trial exactly once, in plan order, with the numbers of one process.
+    let (merged, alone) = (accuracies(&out), accuracies(&whole));
+    assert_eq!(merged.len(), 9);
+    assert_eq!(merged, alone);
+    let rows = records(&out);
+    assert!(rows.iter().all(|r| r.status == kd_report::Status::Ok));
+    assert!(rows
+        .iter()
+        .filter(|r| r.kind != kd_report::Kind::Teacher)
+        .all(|r| r.exec == kd_report::Exec::Packed));
+
+    // A shard run again has nothing left to do and trains nothing.
+    let o = kd_env(
+        &[
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            "1/2",
+        ],
+        &cache,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Its four trials and the teacher.
+    assert_eq!(
+        stderr(&o).matches("done before, skipped").count(),
+        5,
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(accuracies(&out), alone);
+}
+
+/// A report of a folder whose shards are not all done says how many trials are missing.
+#[test]
+fn a_report_of_unfinished_shards_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny("pack: off\ngrid: {temperature: [2, 4]}\n");
+    let (o, out) = sweep(dir.path(), &config, &["--shard", "0/2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("still missing"));
+    let o = kd(
+        &["report", out.to_str().unwrap()],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 planned trial(s) have no result yet"),
+        "{}",
+        stderr(&o)
+    );
+    let rows = records(&out);
+    assert_eq!(rows.len(), 3, "teacher and shard 0's two trials");
 }
 
 #[test]

@@ -27,7 +27,7 @@ dataset:
   train_limit: null             # keep only the first N training images (quick runs)
   data_seed: 0
   transfer_fraction: 1.0        # share of the training images the students learn from
-device: auto                    # auto | cpu | cuda | cuda:N | [cuda:0, cuda:1]
+device: auto                    # auto | all | cpu | cuda | cuda:N | [cuda:0, cuda:1]
 workers: null                   # trials at once, a process each; null = one per device
 seeds: [0]                      # student seeds: every KD trial and baseline repeats per seed
 teacher:
@@ -105,6 +105,39 @@ fn explicit_beta_and_kl_and_device_list() {
     assert_eq!(r.kd.soft_loss, SoftLoss::Kl);
     assert!(!r.kd.t2_scaling);
     assert_eq!(r.device, ["cuda:0", "cuda:1"]);
+}
+
+#[test]
+fn device_all_takes_every_visible_gpu_and_refuses_none() {
+    use kd_runner::config::expand_all;
+    assert_eq!(
+        expand_all(3, Some("2,5,7")).unwrap(),
+        ["cuda:0", "cuda:1", "cuda:2"]
+    );
+    let e = expand_all(0, Some("")).unwrap_err().to_string();
+    assert!(
+        e.starts_with("device: `all` takes every visible GPU"),
+        "{e}"
+    );
+    assert!(e.contains("CUDA_VISIBLE_DEVICES=)"), "{e}");
+    assert!(expand_all(0, None)
+        .unwrap_err()
+        .to_string()
+        .contains("=unset"));
+    // On this machine: one worker per visible GPU, or the error above.
+    let n = tch::Cuda::device_count() as usize;
+    match resolve("name: x\ndevice: all\n") {
+        Ok(r) => {
+            assert_eq!(r.device.len(), n);
+            assert_eq!(r.workers, n);
+        }
+        Err(e) => {
+            assert_eq!(n, 0);
+            assert!(e.contains("`all` takes every visible GPU"), "{e}");
+        }
+    }
+    let e = err("name: x\ndevice: [all]\n");
+    assert!(e.contains("device[0]: `all` is not a device"), "{e}");
 }
 
 #[test]

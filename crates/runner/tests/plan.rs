@@ -207,3 +207,36 @@ fn the_dry_run_lists_the_plans_ids() {
     assert!(text.contains(&p.teacher.id));
     assert!(text.contains("16 student trials + teacher"), "{text}");
 }
+
+#[test]
+fn shards_cover_every_trial_once_and_never_split_a_pack() {
+    use kd_runner::resume::Shard;
+    // 2 seeds x 2 students x (a baseline and 3 temperatures) = 16 trials, packs of at most 3.
+    let p = plan(&yaml(&format!("pack: 3\n{GRID}")));
+    let all: Vec<usize> = (0..p.trials.len()).collect();
+    let units = p.units(&all);
+    assert!(units.len() >= 6, "{units:?}");
+    for n in 1..=units.len() + 1 {
+        let shards: Vec<Vec<usize>> = (0..n)
+            .map(|index| p.shard_trials(Shard { index, count: n }))
+            .collect();
+        let mut seen: Vec<usize> = shards.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, all, "{n} shards: every trial exactly once");
+        for u in &units {
+            let owners = shards.iter().filter(|s| s.contains(&u[0])).count();
+            assert_eq!(owners, 1);
+            let owner = shards.iter().find(|s| s.contains(&u[0])).unwrap();
+            assert!(
+                u.iter().all(|t| owner.contains(t)),
+                "{n} shards split {u:?}"
+            );
+        }
+        // The share is fixed by the plan, not by what is done: the same on every call.
+        assert_eq!(p.shard_trials(Shard { index: 0, count: n }), shards[0]);
+    }
+    assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
+    for bad in ["4/4", "x/2", "1", "0/0", "-1/2"] {
+        assert!(Shard::parse(bad).is_err(), "{bad}");
+    }
+}

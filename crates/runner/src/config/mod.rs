@@ -14,7 +14,9 @@ use kd_model_zoo::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 pub use grid::{grid_key, value_text};
-pub use resolve::{parse_device_name, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
+pub use resolve::{
+    expand_all, parse_device_name, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE,
+};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub struct RawConfig {
     pub name: String,
     #[serde(default)]
     pub dataset: RawDataset,
-    /// `auto | cpu | cuda | cuda:N`, or a list of those.
+    /// `auto | all | cpu | cuda | cuda:N`, or a list of those but `all` (every visible GPU).
     #[serde(default)]
     pub device: Option<serde_yaml::Value>,
     #[serde(default)]

@@ -324,6 +324,11 @@ pub fn parse_device_name(key: &str, s: &str) -> Result<String, ConfigError> {
             .is_some_and(|n| n.parse::<usize>().is_ok());
     if ok {
         Ok(s.to_string())
+    } else if s == "all" {
+        Err(invalid(
+            key,
+            "`all` is not a device in a list: write `device: all` alone (every visible GPU)",
+        ))
     } else {
         Err(invalid(
             key,
@@ -332,12 +337,33 @@ pub fn parse_device_name(key: &str, s: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// The dotted key a grid key stands for: the short aliases, or a dotted key under `student.` or
-/// `kd.` (one teacher per sweep, so teacher keys cannot be swept).
+/// `device: all`: every GPU this process sees, `cuda:0` .. `cuda:{count-1}` (libtorch numbers
+/// the devices `CUDA_VISIBLE_DEVICES` leaves, which is how Slurm gives a task its GPUs), so
+/// with the default `workers` one worker per GPU.
+pub fn expand_all(count: usize, visible: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    if count == 0 {
+        return Err(invalid(
+            "device",
+            format!(
+                "`all` takes every visible GPU, and libtorch sees none here \
+                 (CUDA_VISIBLE_DEVICES={}); use `device: cpu` or `auto`, and `kd doctor` to see \
+                 what libtorch finds",
+                visible.unwrap_or("unset")
+            ),
+        ));
+    }
+    Ok((0..count).map(|i| format!("cuda:{i}")).collect())
+}
+
+/// `device:` as a list of device names (`all` expanded here).
 fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigError> {
     use serde_yaml::Value;
     match v {
         None | Some(Value::Null) => Ok(vec!["auto".into()]),
+        Some(Value::String(s)) if s == "all" => expand_all(
+            tch::Cuda::device_count().max(0) as usize,
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        ),
         Some(Value::String(s)) => Ok(vec![parse_device_name("device", s)?]),
         Some(Value::Sequence(items)) if !items.is_empty() => items
             .iter()
@@ -353,7 +379,7 @@ fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigEr
         Some(Value::Sequence(_)) => Err(invalid("device", "the list is empty")),
         Some(other) => Err(invalid(
             "device",
-            format!("expected auto, cpu, cuda, cuda:N or a list of them, got {other:?}"),
+            format!("expected auto, all, cpu, cuda, cuda:N or a list of them, got {other:?}"),
         )),
     }
 }

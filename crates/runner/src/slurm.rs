@@ -1,0 +1,419 @@
+//! `kd slurm`: a sweep as a Slurm array job. Task i of N runs `kd sweep CONFIG --shard i/N`
+//! into one OUT; a second job, started when every task has ended (`afterany`), runs
+//! `kd report OUT`, which merges the shards' record files into the frames and the report.
+//!
+//! Ahead of a task's time limit Slurm sends the batch script SIGUSR1 (`--signal=B:USR1@120`);
+//! the script passes it to kd, which finishes the units in flight and starts no more, and then
+//! requeues the task (`--requeue`), which resumes its shard. A unit still running 90 s later is
+//! abandoned (its trials have no file yet, so they run again). Nothing else is scheduled by kd:
+//! the plan is handed to Slurm.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::config::Resolved;
+use crate::error::{io_err, RunError};
+use crate::plan::Plan;
+
+/// What `kd slurm` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub config: PathBuf,
+    pub sets: Vec<String>,
+    pub out: Option<PathBuf>,
+    pub partition: Option<String>,
+    pub gpus_per_task: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    /// `--time` as Slurm reads it (`4:00:00`, `2-00:00:00`).
+    pub time: Option<String>,
+    /// At most this many tasks at once (`--array=0-(N-1)%K`).
+    pub max_parallel: Option<usize>,
+    /// N; by default one task per `packs_per_task` units of the plan.
+    pub shards: Option<usize>,
+    pub packs_per_task: usize,
+    pub submit: bool,
+}
+
+/// The two batch scripts, as text, with what they run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scripts {
+    pub sweep: String,
+    pub report: String,
+}
+
+/// Everything a script needs, absolute.
+#[derive(Debug, Clone)]
+pub struct ScriptSpec {
+    pub name: String,
+    pub kd: PathBuf,
+    pub workdir: PathBuf,
+    pub config: PathBuf,
+    pub out: PathBuf,
+    pub sets: Vec<String>,
+    pub shards: usize,
+    pub partition: Option<String>,
+    pub gpus_per_task: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    pub time: Option<String>,
+    pub max_parallel: Option<usize>,
+    /// Environment the jobs need (`KD_CACHE_DIR`, `KD_DATA_DIR` when set).
+    pub env: Vec<(String, String)>,
+}
+
+/// `s` quoted for bash.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn q(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+/// The array job's script and the report job's script.
+pub fn scripts(s: &ScriptSpec) -> Scripts {
+    let logs = s.out.join("slurm");
+    let mut head = String::new();
+    let mut directive = |line: String| {
+        head.push_str("#SBATCH ");
+        head.push_str(&line);
+        head.push('\n');
+    };
+    directive(format!("--job-name=kd-{}", s.name));
+    directive(format!(
+        "--array=0-{}{}",
+        s.shards.saturating_sub(1),
+        s.max_parallel.map_or(String::new(), |k| format!("%{k}"))
+    ));
+    directive(format!("--output={}", q(&logs.join("shard-%a.out"))));
+    directive("--open-mode=append".into());
+    directive("--requeue".into());
+    directive("--signal=B:USR1@120".into());
+    if let Some(p) = &s.partition {
+        directive(format!("--partition={}", quote(p)));
+    }
+    if let Some(g) = s.gpus_per_task {
+        directive(format!("--gpus-per-task={g}"));
+    }
+    if let Some(c) = s.cpus_per_task {
+        directive(format!("--cpus-per-task={c}"));
+    }
+    if let Some(t) = &s.time {
+        directive(format!("--time={}", quote(t)));
+    }
+    let env: String = s
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+        .collect();
+    let sets: String = s
+        .sets
+        .iter()
+        .map(|v| format!(" --set {}", quote(v)))
+        .collect();
+    let sweep = format!(
+        r#"#!/bin/bash
+# Sweep `{name}` as a Slurm array job: task i of {n} runs shard i/{n} of the plan into one OUT.
+# Written by `kd slurm`; edit it freely. Resubmitting resumes: finished trials are kept.
+{head}set -u
+cd {workdir}
+{env}stopping=0
+timer=
+# Ahead of the time limit (--signal=B:USR1@120): kd finishes the trials in flight and starts no
+# more; the task is then requeued and resumes its shard. A trial that cannot end in time is
+# abandoned cleanly (it has no record file yet, so it runs again).
+on_usr1() {{
+    echo "kd slurm: time limit near; finishing the trials in flight, then requeueing"
+    stopping=1
+    kill -USR1 "$pid" 2>/dev/null
+    ( sleep 90; scontrol requeue "$SLURM_JOB_ID" ) &
+    timer=$!
+}}
+trap on_usr1 USR1
+{kd} sweep {config} --out {out} --shard "$SLURM_ARRAY_TASK_ID/{n}"{sets} &
+pid=$!
+while :; do
+    wait "$pid"
+    rc=$?
+    kill -0 "$pid" 2>/dev/null || break
+done
+if [ "$stopping" = 1 ]; then
+    [ -n "$timer" ] && kill "$timer" 2>/dev/null
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$rc"
+"#,
+        name = s.name,
+        n = s.shards,
+        workdir = q(&s.workdir),
+        kd = q(&s.kd),
+        config = q(&s.config),
+        out = q(&s.out),
+    );
+    let mut head = String::new();
+    let mut directive = |line: String| {
+        head.push_str("#SBATCH ");
+        head.push_str(&line);
+        head.push('\n');
+    };
+    directive(format!("--job-name=kd-{}-report", s.name));
+    directive(format!("--output={}", q(&logs.join("report.out"))));
+    directive("--open-mode=append".into());
+    directive("--ntasks=1".into());
+    directive("--cpus-per-task=1".into());
+    if let Some(p) = &s.partition {
+        directive(format!("--partition={}", quote(p)));
+    }
+    let report = format!(
+        "#!/bin/bash\n# Merge the shards' record files of `{name}` into the frames and write the report.\n\
+         # Submitted with --dependency=afterany on the array job; resubmit it any time.\n\
+         {head}set -u\ncd {workdir}\n{env}exec {kd} report {out}\n",
+        name = s.name,
+        workdir = q(&s.workdir),
+        kd = q(&s.kd),
+        out = q(&s.out),
+    );
+    Scripts { sweep, report }
+}
+
+/// What `kd slurm` wrote (and submitted).
+#[derive(Debug)]
+pub struct Written {
+    pub sweep: PathBuf,
+    pub report: PathBuf,
+    pub shards: usize,
+    /// What to print.
+    pub text: String,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, RunError> {
+    std::path::absolute(p).map_err(io_err(p))
+}
+
+/// Write `OUT/slurm/{sweep,report}.sbatch` for the config, and submit them with `--submit`.
+pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
+    if opts.packs_per_task == 0 {
+        return Err(RunError::Slurm("--packs-per-task must be > 0".into()));
+    }
+    if opts.shards == Some(0) || opts.max_parallel == Some(0) {
+        return Err(RunError::Slurm(
+            "--shards and --max-parallel must be > 0".into(),
+        ));
+    }
+    // The plan decides N: its units (packs, or single trials), `packs_per_task` to a task.
+    let data = crate::data::load(&cfg.dataset)?;
+    let plan = Plan::build(cfg, &data)?;
+    let all: Vec<usize> = (0..plan.trials.len()).collect();
+    let units = plan.units(&all).len();
+    let shards = opts
+        .shards
+        .unwrap_or_else(|| units.div_ceil(opts.packs_per_task).max(1));
+    let out = absolute(
+        &opts
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name)),
+    )?;
+    let logs = out.join("slurm");
+    std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
+    let env = ["KD_CACHE_DIR", "KD_DATA_DIR"]
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty()).map(
+                |v| -> Result<(String, String), RunError> {
+                    Ok((
+                        k.to_string(),
+                        absolute(Path::new(&v))?.to_string_lossy().into_owned(),
+                    ))
+                },
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = ScriptSpec {
+        name: cfg.name.clone(),
+        kd: std::env::current_exe().map_err(io_err(Path::new("kd")))?,
+        workdir: std::env::current_dir().map_err(io_err(Path::new(".")))?,
+        config: absolute(&opts.config)?,
+        out: out.clone(),
+        sets: opts.sets.clone(),
+        shards,
+        partition: opts.partition.clone(),
+        gpus_per_task: opts.gpus_per_task,
+        cpus_per_task: opts.cpus_per_task,
+        time: opts.time.clone(),
+        max_parallel: opts.max_parallel,
+        env,
+    };
+    let s = scripts(&spec);
+    let sweep = logs.join("sweep.sbatch");
+    let report = logs.join("report.sbatch");
+    kd_report::write_atomic(&sweep, s.sweep.as_bytes())?;
+    kd_report::write_atomic(&report, s.report.as_bytes())?;
+    let how = match opts.shards {
+        Some(_) => "as given".to_string(),
+        None => format!(
+            "{units} unit(s) of work in the plan (packs or single trials), {} per task",
+            opts.packs_per_task
+        ),
+    };
+    let mut text = format!(
+        "{n} array task(s) ({how}) for {trials} student trial(s) and the teacher\n\
+         wrote {sweep}\nwrote {report}\n",
+        n = shards,
+        trials = plan.trials.len(),
+        sweep = sweep.display(),
+        report = report.display(),
+    );
+    if !opts.submit {
+        text = format!(
+            "{}\n{text}submit with:\n  jid=$(sbatch --parsable {})\n  \
+             sbatch --dependency=afterany:${{jid%%;*}} {}\n",
+            s.sweep,
+            q(&sweep),
+            q(&report)
+        );
+        return Ok(Written {
+            sweep,
+            report,
+            shards,
+            text,
+        });
+    }
+    let array = sbatch(&[&sweep.to_string_lossy()])?;
+    let dependency = format!("--dependency=afterany:{array}");
+    let after = sbatch(&[&dependency, &report.to_string_lossy()])?;
+    text.push_str(&format!(
+        "submitted: array job {array} (tasks {array}_0 .. {array}_{last}), report job {after} \
+         (runs when every task has ended)\n\
+         jobs: {array} {after}\n\
+         watch:   squeue -j {array},{after}\n\
+         after:   sacct -j {array},{after} --format=JobID,State,Elapsed,ExitCode\n\
+         logs:    {logs}/shard-*.out, {logs}/report.out\n\
+         results: {out}/report.md once job {after} ends. To resume (a task failed, was \
+         cancelled or timed out), run this command again: finished trials are kept.\n",
+        last = shards - 1,
+        logs = logs.display(),
+        out = out.display(),
+    ));
+    Ok(Written {
+        sweep,
+        report,
+        shards,
+        text,
+    })
+}
+
+/// `sbatch --parsable ARGS`: the job id it prints.
+fn sbatch(args: &[&str]) -> Result<String, RunError> {
+    let o = Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .output()
+        .map_err(|e| {
+            RunError::Slurm(format!(
+                "cannot run sbatch ({e}): is this a Slurm login node? Without --submit, \
+                 kd slurm writes the scripts and prints how to submit them"
+            ))
+        })?;
+    if !o.status.success() {
+        return Err(RunError::Slurm(format!(
+            "sbatch {} failed ({}): {}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    let id = String::from_utf8_lossy(&o.stdout);
+    // `--parsable` prints `jobid` or `jobid;cluster`.
+    let id = id.trim().split(';').next().unwrap_or("").to_string();
+    if id.is_empty() {
+        return Err(RunError::Slurm("sbatch printed no job id".into()));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ScriptSpec {
+        ScriptSpec {
+            name: "temp".into(),
+            kd: "/opt/kd sweep/kd".into(),
+            workdir: "/home/r/kd-sweep".into(),
+            config: "/home/r/kd-sweep/experiments/temp.yaml".into(),
+            out: "/scratch/r/temp".into(),
+            sets: vec!["kd.alpha=0.5".into(), "name=it's".into()],
+            shards: 12,
+            partition: Some("gpu".into()),
+            gpus_per_task: Some(2),
+            cpus_per_task: Some(8),
+            time: Some("4:00:00".into()),
+            max_parallel: Some(4),
+            env: vec![("KD_CACHE_DIR".into(), "/scratch/r/cache".into())],
+        }
+    }
+
+    #[test]
+    fn the_array_script_runs_one_shard_per_task_with_requeue_and_the_usr1_handler() {
+        let s = scripts(&spec());
+        for line in [
+            "#SBATCH --job-name=kd-temp\n",
+            "#SBATCH --array=0-11%4\n",
+            "#SBATCH --output=/scratch/r/temp/slurm/shard-%a.out\n",
+            "#SBATCH --requeue\n",
+            "#SBATCH --signal=B:USR1@120\n",
+            "#SBATCH --partition=gpu\n",
+            "#SBATCH --gpus-per-task=2\n",
+            "#SBATCH --cpus-per-task=8\n",
+            "#SBATCH --time=4:00:00\n",
+            "cd /home/r/kd-sweep\n",
+            "export KD_CACHE_DIR=/scratch/r/cache\n",
+            "trap on_usr1 USR1\n",
+            "'/opt/kd sweep/kd' sweep /home/r/kd-sweep/experiments/temp.yaml --out \
+             /scratch/r/temp --shard \"$SLURM_ARRAY_TASK_ID/12\" --set kd.alpha=0.5 \
+             --set 'name=it'\\''s' &\n",
+            "scontrol requeue \"$SLURM_JOB_ID\"\n",
+        ] {
+            assert!(s.sweep.contains(line), "missing {line:?} in\n{}", s.sweep);
+        }
+        assert!(s
+            .report
+            .contains("exec '/opt/kd sweep/kd' report /scratch/r/temp\n"));
+        assert!(s.report.contains("#SBATCH --partition=gpu\n"));
+        assert!(!s.report.contains("--array"));
+    }
+
+    #[test]
+    fn the_scripts_are_valid_bash() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scripts(&spec());
+        for (name, text) in [("sweep", &s.sweep), ("report", &s.report)] {
+            let f = dir.path().join(name);
+            std::fs::write(&f, text).unwrap();
+            let o = Command::new("bash").arg("-n").arg(&f).output().unwrap();
+            assert!(
+                o.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        for s in ["plain", "with space", "it's", "a\"b$c`d`", ""] {
+            let o = Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&o.stdout), s);
+        }
+    }
+}
