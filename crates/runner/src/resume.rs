@@ -113,6 +113,9 @@ pub struct Done {
     pub outcome: Outcome,
     pub device: String,
     pub threads: usize,
+    /// The record as its trial file holds it (none when it came from the frames): a sweep
+    /// rewrites the file only when the plan re-derives another record.
+    pub stored: Option<kd_report::TrialRecord>,
 }
 
 /// The finished trials of an earlier run of `out`, by id: the rows of its frames, and over
@@ -160,11 +163,15 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
     }
     let (written, unreadable) = store::read_trials(out);
     notes.extend(unreadable);
+    let in_files: std::collections::HashSet<String> = written.keys().cloned().collect();
     files.extend(written);
     let done = files
         .into_values()
         .filter(|f| f.record.status != Status::Failed)
         .map(|f| {
+            let stored = in_files
+                .contains(&f.record.trial_id)
+                .then(|| f.record.clone());
             let r = f.record;
             let measures = Measures {
                 teacher_agreement: r.teacher_agreement,
@@ -190,6 +197,7 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
                 },
                 device: r.device,
                 threads: r.threads as usize,
+                stored,
             };
             (r.trial_id, done)
         })

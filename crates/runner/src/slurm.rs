@@ -75,37 +75,38 @@ fn q(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
 
+/// `#SBATCH` lines.
+fn directives(options: impl Iterator<Item = String>) -> String {
+    options.map(|o| format!("#SBATCH {o}\n")).collect()
+}
+
 /// The array job's script and the report job's script.
 pub fn scripts(s: &ScriptSpec) -> Scripts {
     let logs = s.out.join("slurm");
-    let mut head = String::new();
-    let mut directive = |line: String| {
-        head.push_str("#SBATCH ");
-        head.push_str(&line);
-        head.push('\n');
-    };
-    directive(format!("--job-name=kd-{}", s.name));
-    directive(format!(
-        "--array=0-{}{}",
-        s.shards.saturating_sub(1),
-        s.max_parallel.map_or(String::new(), |k| format!("%{k}"))
-    ));
-    directive(format!("--output={}", q(&logs.join("shard-%a.out"))));
-    directive("--open-mode=append".into());
-    directive("--requeue".into());
-    directive("--signal=B:USR1@120".into());
-    if let Some(p) = &s.partition {
-        directive(format!("--partition={}", quote(p)));
-    }
-    if let Some(g) = s.gpus_per_task {
-        directive(format!("--gpus-per-task={g}"));
-    }
-    if let Some(c) = s.cpus_per_task {
-        directive(format!("--cpus-per-task={c}"));
-    }
-    if let Some(t) = &s.time {
-        directive(format!("--time={}", quote(t)));
-    }
+    let partition = s
+        .partition
+        .as_ref()
+        .map(|p| format!("--partition={}", quote(p)));
+    let head = directives(
+        [
+            Some(format!("--job-name=kd-{}", s.name)),
+            Some(format!(
+                "--array=0-{}{}",
+                s.shards.saturating_sub(1),
+                s.max_parallel.map_or(String::new(), |k| format!("%{k}"))
+            )),
+            Some(format!("--output={}", q(&logs.join("shard-%a.out")))),
+            Some("--open-mode=append".into()),
+            Some("--requeue".into()),
+            Some("--signal=B:USR1@120".into()),
+            partition.clone(),
+            s.gpus_per_task.map(|g| format!("--gpus-per-task={g}")),
+            s.cpus_per_task.map(|c| format!("--cpus-per-task={c}")),
+            s.time.as_ref().map(|t| format!("--time={}", quote(t))),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     let env: String = s
         .env
         .iter()
@@ -155,20 +156,18 @@ exit "$rc"
         config = q(&s.config),
         out = q(&s.out),
     );
-    let mut head = String::new();
-    let mut directive = |line: String| {
-        head.push_str("#SBATCH ");
-        head.push_str(&line);
-        head.push('\n');
-    };
-    directive(format!("--job-name=kd-{}-report", s.name));
-    directive(format!("--output={}", q(&logs.join("report.out"))));
-    directive("--open-mode=append".into());
-    directive("--ntasks=1".into());
-    directive("--cpus-per-task=1".into());
-    if let Some(p) = &s.partition {
-        directive(format!("--partition={}", quote(p)));
-    }
+    let head = directives(
+        [
+            Some(format!("--job-name=kd-{}-report", s.name)),
+            Some(format!("--output={}", q(&logs.join("report.out")))),
+            Some("--open-mode=append".into()),
+            Some("--ntasks=1".into()),
+            Some("--cpus-per-task=1".into()),
+            partition,
+        ]
+        .into_iter()
+        .flatten(),
+    );
     let report = format!(
         "#!/bin/bash\n# Merge the shards' record files of `{name}` into the frames and write the report.\n\
          # Submitted with --dependency=afterany on the array job; resubmit it any time.\n\
@@ -205,14 +204,26 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
             "--shards and --max-parallel must be > 0".into(),
         ));
     }
-    // The plan decides N: its units (packs, or single trials), `packs_per_task` to a task.
-    let data = crate::data::load(&cfg.dataset)?;
-    let plan = Plan::build(cfg, &data)?;
-    let all: Vec<usize> = (0..plan.trials.len()).collect();
-    let units = plan.units(&all).len();
-    let shards = opts
-        .shards
-        .unwrap_or_else(|| units.div_ceil(opts.packs_per_task).max(1));
+    // The plan decides N unless it is given: its units (packs, or single trials),
+    // `packs_per_task` to a task. With `--shards` the data need not be on this machine.
+    let (shards, how) = match opts.shards {
+        Some(n) => (n, "as given".to_string()),
+        None => {
+            let data = crate::data::load(&cfg.dataset)?;
+            let plan = Plan::build(cfg, &data)?;
+            let all: Vec<usize> = (0..plan.trials.len()).collect();
+            let units = plan.units(&all).len();
+            (
+                units.div_ceil(opts.packs_per_task).max(1),
+                format!(
+                    "{units} unit(s) of work in the plan of {} student trial(s) (packs or \
+                     single trials), {} per task",
+                    plan.trials.len(),
+                    opts.packs_per_task
+                ),
+            )
+        }
+    };
     let out = absolute(
         &opts
             .out
@@ -254,20 +265,10 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
     let report = logs.join("report.sbatch");
     kd_report::write_atomic(&sweep, s.sweep.as_bytes())?;
     kd_report::write_atomic(&report, s.report.as_bytes())?;
-    let how = match opts.shards {
-        Some(_) => "as given".to_string(),
-        None => format!(
-            "{units} unit(s) of work in the plan (packs or single trials), {} per task",
-            opts.packs_per_task
-        ),
-    };
     let mut text = format!(
-        "{n} array task(s) ({how}) for {trials} student trial(s) and the teacher\n\
-         wrote {sweep}\nwrote {report}\n",
-        n = shards,
-        trials = plan.trials.len(),
-        sweep = sweep.display(),
-        report = report.display(),
+        "{shards} array task(s) ({how})\nwrote {}\nwrote {}\n",
+        sweep.display(),
+        report.display(),
     );
     if !opts.submit {
         text = format!(

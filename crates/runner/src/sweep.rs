@@ -286,7 +286,9 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     );
                     kept += 1;
                 }
-                store.save(record, done.outcome)?;
+                if done.stored.as_ref() != Some(&record) {
+                    store.save(record, done.outcome)?;
+                }
             }
             None if is_mine.contains(&t.index) => pending.push(t.index),
             None => {}
@@ -305,7 +307,9 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 0,
                 &format!("{} (done before, skipped)", trial_line(&record)),
             );
-            store.save(record, done.outcome)?;
+            if done.stored.as_ref() != Some(&record) {
+                store.save(record, done.outcome)?;
+            }
         }
     } else {
         // One sweep or shard at a time trains a teacher; the others wait here, then reuse it.
@@ -323,7 +327,10 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         match earlier_teacher {
             Some(done) if !t.trained => {
                 let on = kept_on(&done, &plan.teacher.slot.class);
-                store.save(plan.teacher_record(&done.outcome, &on), done.outcome)?;
+                let record = plan.teacher_record(&done.outcome, &on);
+                if done.stored.as_ref() != Some(&record) {
+                    store.save(record, done.outcome)?;
+                }
             }
             _ if t.trained || !store::trial_path(&out, &plan.teacher.id).exists() => {
                 store.save(t.record.clone(), fresh_row())?;

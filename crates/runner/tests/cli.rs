@@ -296,33 +296,49 @@ fn finished(out: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
-    let dir = tempfile::tempdir().unwrap();
+/// A sweep in `dir` whose students take about a second each (`extra` appended to the config):
+/// its `kd sweep` arguments, OUT and cache.
+fn slow_sweep(dir: &Path, extra: &str) -> (Vec<String>, PathBuf, PathBuf) {
     let cfg = write(
-        dir.path(),
+        dir,
         "c.yaml",
-        "name: resume\ndataset: {val_size: 500, train_limit: 3000}\ndevice: cpu\nthreads: 1\n\
-         teacher: {model: {arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n\
-         student: {model: {arch: mlp, hidden: [256, 256]}, train: {epochs: 2, optimizer: adam, lr: 0.001}}\n\
-         grid: {temperature: [2, 4, 8]}\n",
+        &format!(
+            "name: slow\ndataset: {{val_size: 500, train_limit: 3000}}\ndevice: cpu\nthreads: 1\n\
+             teacher: {{model: {{arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n\
+             student: {{model: {{arch: mlp, hidden: [256, 256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
+             grid: {{temperature: [2, 4, 8]}}\n{extra}"
+        ),
     );
-    let out = dir.path().join("out");
-    let cache = dir.path().join("cache");
+    let out = dir.join("out");
     let args = [
         "sweep",
         cfg.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kd"))
+    ]
+    .map(String::from)
+    .to_vec();
+    (args, out, dir.join("cache"))
+}
+
+/// Start `kd ARGS` in the background, its output piped.
+fn spawn_kd(args: &[String], cache: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_kd"))
         .args(args)
-        .env("KD_CACHE_DIR", &cache)
+        .env("KD_CACHE_DIR", cache)
         .env("CI", "1")
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_sweep_killed_with_sigkill_resumes_without_redoing_finished_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (args, out, cache) = slow_sweep(dir.path(), "");
+    let mut child = spawn_kd(&args, &cache);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Wait until the teacher and one student have finished, then kill -9.
     let start = std::time::Instant::now();
     while finished(&out).len() < 2 {
@@ -387,30 +403,8 @@ fn hold(path: &Path, shared: bool) -> std::fs::File {
 #[test]
 fn sigusr1_finishes_the_trial_in_flight_then_stops_with_exit_3_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "c.yaml",
-        "name: stop\ndataset: {val_size: 500, train_limit: 3000}\ndevice: cpu\nthreads: 1\npack: off\n\
-         teacher: {model: {arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}, train: {epochs: 1, optimizer: adam, lr: 0.002}}\n\
-         student: {model: {arch: mlp, hidden: [256, 256]}, train: {epochs: 2, optimizer: adam, lr: 0.001}}\n\
-         grid: {temperature: [2, 4, 8]}\n",
-    );
-    let out = dir.path().join("out");
-    let cache = dir.path().join("cache");
-    let args = [
-        "sweep",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let child = Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args(args)
-        .env("KD_CACHE_DIR", &cache)
-        .env("CI", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (args, out, cache) = slow_sweep(dir.path(), "pack: off\n");
+    let child = spawn_kd(&args, &cache);
     // After the teacher and the first student, ask for a stop while the next one trains.
     let start = std::time::Instant::now();
     while finished(&out).len() < 2 {
@@ -437,6 +431,7 @@ fn sigusr1_finishes_the_trial_in_flight_then_stops_with_exit_3_and_a_rerun_resum
         .iter()
         .all(|r| r.status == kd_report::Status::Ok));
 
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = kd(&args, &cache);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let after = finished(&out);
@@ -1223,4 +1218,87 @@ fn omitted_classes_jitter_with_an_online_teacher_fidelity_and_claims_end_to_end(
         err.contains("dataset.omit_classes: class 10 does not exist"),
         "{err}"
     );
+}
+
+#[test]
+fn kd_slurm_writes_the_array_and_report_scripts_and_sizes_n_from_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    // pack: off, a baseline and three temperatures: four units of work.
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        &tiny("pack: off\ngrid: {temperature: [2, 4, 8]}\n"),
+    );
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let slurm = |extra: &[&str], env: &[(&str, &str)]| {
+        let args = [
+            &[
+                "slurm",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ][..],
+            extra,
+        ]
+        .concat();
+        kd_env(&args, &cache, env)
+    };
+    let o = slurm(&["--partition", "gpu", "--time", "1:00:00"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("#SBATCH --array=0-3\n"), "{text}");
+    assert!(
+        text.contains("4 array task(s) (4 unit(s) of work in the plan of 4 student trial(s)"),
+        "{text}"
+    );
+    assert!(text.contains("sbatch --dependency=afterany:"), "{text}");
+    let script = std::fs::read_to_string(out.join("slurm/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --partition=gpu\n"), "{script}");
+    assert!(
+        script.contains(&format!("export KD_CACHE_DIR={}\n", cache.display())),
+        "{script}"
+    );
+    assert!(
+        script.contains("--shard \"$SLURM_ARRAY_TASK_ID/4\""),
+        "{script}"
+    );
+    assert!(out.join("slurm/report.sbatch").exists());
+    // Two units per task: two tasks; --shards as given.
+    let o = slurm(&["--packs-per-task", "2"], &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("#SBATCH --array=0-1\n"));
+    let o = slurm(&["--shards", "3", "--max-parallel", "2"], &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("#SBATCH --array=0-2%2\n"));
+    // --submit where there is no sbatch: exit 1, saying what to do.
+    let o = slurm(&["--submit"], &[("PATH", "/nonexistent")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot run sbatch") && stderr(&o).contains("Without --submit"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_shard_that_plans_other_ids_than_the_shards_before_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny("pack: off\ngrid: {temperature: [2, 4]}\n");
+    let (o, out) = sweep(dir.path(), &config, &["--shard", "0/2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // As if shard 0 had run on another kind of machine: same config, other ids.
+    let plan = out.join("plan.json");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let text = text
+        .replace("\"kd-", "\"kd-0")
+        .replace("cpu avx", "cpu other-isa avx");
+    std::fs::write(&plan, text).unwrap();
+    let (o, _) = sweep(dir.path(), &config, &["--shard", "1/2"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("shard 1/2 plans other trial ids"), "{err}");
+    assert!(err.contains("cpu other-isa"), "{err}");
+    assert!(err.contains("remove"), "{err}");
+    // A whole sweep replans the folder.
+    let (o, _) = sweep(dir.path(), &config, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
