@@ -57,6 +57,11 @@ test: setup
 sweep CONFIG *ARGS: build
     ./target/debug/kd sweep {{CONFIG}} {{ARGS}}
 
+# Write a Slurm array job for a config (task i runs shard i/N) and its report job:
+# `just slurm CONFIG [--partition P] [--gpus-per-task G] [--time T] [--submit]`.
+slurm CONFIG *ARGS: build
+    ./target/debug/kd slurm {{CONFIG}} {{ARGS}}
+
 # Time kd-sweep (packed, one at a time) against PyTorch eager and vmap loops on this machine:
 # `just bench [--epochs 3] [--repeats 3]`; writes results/bench/bench.json and report.md.
 bench *ARGS: build

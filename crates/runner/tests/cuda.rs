@@ -52,6 +52,52 @@ fn a_teacher_epoch_runs_on_cuda_and_learns() {
 }
 
 #[test]
+fn device_all_runs_a_worker_per_visible_gpu_and_honours_cuda_visible_devices() {
+    let n = tch::Cuda::device_count() as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        "name: all\ndataset: {val_size: 1000, train_limit: 3000}\ndevice: all\nseeds: [0, 1]\npack: off\n\
+         teacher: {model: {arch: mlp, hidden: [128]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         student: {model: {arch: mlp, hidden: [64]}, train: {epochs: 1, optimizer: adam, lr: 0.001}}\n\
+         grid: {temperature: [2, 4]}\n",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let slots: Vec<String> = (0..n).map(|i| format!("cuda:{i}")).collect();
+    if n > 1 {
+        assert!(err.contains(&format!("6 trials on {n} workers")), "{err}");
+    }
+    for s in &slots {
+        assert!(err.contains(s.as_str()), "{s} unused: {err}");
+    }
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert_eq!(csv.matches(",ok,").count(), 7, "{csv}");
+    // Slurm's way of giving a task its GPUs: only the last one visible, seen as cuda:0.
+    let one = dir.path().join("one");
+    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args(["sweep", dir.path().join("c.yaml").to_str().unwrap()])
+        .args(["--out", one.to_str().unwrap()])
+        .env("CUDA_VISIBLE_DEVICES", (n - 1).to_string())
+        .env("KD_CACHE_DIR", dir.path().join("cache"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let resolved = std::fs::read_to_string(one.join("config.resolved.yaml")).unwrap();
+    assert!(
+        resolved.contains("device:\n- cuda:0\nthreads:"),
+        "{resolved}"
+    );
+    assert!(resolved.contains("\nworkers: 1\n"), "{resolved}");
+}
+
+#[test]
 fn two_workers_share_the_gpus_and_every_trial_finishes() {
     // Two workers on every GPU there is (cuda:0 twice on a one-GPU machine).
     let n = tch::Cuda::device_count().max(1);
