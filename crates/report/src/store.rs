@@ -167,20 +167,25 @@ pub fn merge(out: &Path, plan: &PlanFile) -> Merged {
     m
 }
 
+/// Open (or create) the file at `path` that a `flock` is taken on, leaving its content: the
+/// lock files of OUT, of the merge and of the teacher cache.
+pub fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Assemble OUT's frames from its trial files and write them (the claims stay as they are).
 /// Merges are serialised by `OUT/.merge.lock`, so the last one to write saw every file written
 /// before it started: concurrent shards never leave a frame without a trial whose file exists.
 pub fn merge_and_write(out: &Path, plan: &PlanFile) -> Result<Merged> {
     let lock_path = out.join(".merge.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| ReportError::Io {
-            file: lock_path.clone(),
-            source,
-        })?;
+    let lock = open_lock(&lock_path).map_err(|source| ReportError::Io {
+        file: lock_path.clone(),
+        source,
+    })?;
     lock.lock().map_err(|source| ReportError::Io {
         file: lock_path,
         source,

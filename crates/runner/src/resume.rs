@@ -42,13 +42,7 @@ impl OutLock {
 /// Take `path`'s lock without waiting (shared or exclusive); busy names the holder's PID.
 fn lock_file(path: &Path, shared: bool) -> Result<std::fs::File, RunError> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
+    let mut f = store::open_lock(path).map_err(io_err(path))?;
     let taken = if shared {
         f.try_lock_shared()
     } else {

@@ -21,6 +21,16 @@ pub struct SlurmOptions {
     pub config: PathBuf,
     pub sets: Vec<String>,
     pub out: Option<PathBuf>,
+    pub resources: Resources,
+    /// N; by default one task per `packs_per_task` units of the plan.
+    pub shards: Option<usize>,
+    pub packs_per_task: usize,
+    pub submit: bool,
+}
+
+/// What each array task asks Slurm for (each `None` is left to the cluster's defaults).
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
     pub partition: Option<String>,
     pub gpus_per_task: Option<u32>,
     pub cpus_per_task: Option<u32>,
@@ -28,10 +38,6 @@ pub struct SlurmOptions {
     pub time: Option<String>,
     /// At most this many tasks at once (`--array=0-(N-1)%K`).
     pub max_parallel: Option<usize>,
-    /// N; by default one task per `packs_per_task` units of the plan.
-    pub shards: Option<usize>,
-    pub packs_per_task: usize,
-    pub submit: bool,
 }
 
 /// The two batch scripts, as text, with what they run.
@@ -51,11 +57,7 @@ pub struct ScriptSpec {
     pub out: PathBuf,
     pub sets: Vec<String>,
     pub shards: usize,
-    pub partition: Option<String>,
-    pub gpus_per_task: Option<u32>,
-    pub cpus_per_task: Option<u32>,
-    pub time: Option<String>,
-    pub max_parallel: Option<usize>,
+    pub resources: Resources,
     /// Environment the jobs need (`KD_CACHE_DIR`, `KD_DATA_DIR` when set).
     pub env: Vec<(String, String)>,
 }
@@ -83,7 +85,8 @@ fn directives(options: impl Iterator<Item = String>) -> String {
 /// The array job's script and the report job's script.
 pub fn scripts(s: &ScriptSpec) -> Scripts {
     let logs = s.out.join("slurm");
-    let partition = s
+    let r = &s.resources;
+    let partition = r
         .partition
         .as_ref()
         .map(|p| format!("--partition={}", quote(p)));
@@ -93,16 +96,16 @@ pub fn scripts(s: &ScriptSpec) -> Scripts {
             Some(format!(
                 "--array=0-{}{}",
                 s.shards.saturating_sub(1),
-                s.max_parallel.map_or(String::new(), |k| format!("%{k}"))
+                r.max_parallel.map_or(String::new(), |k| format!("%{k}"))
             )),
             Some(format!("--output={}", q(&logs.join("shard-%a.out")))),
             Some("--open-mode=append".into()),
             Some("--requeue".into()),
             Some("--signal=B:USR1@120".into()),
             partition.clone(),
-            s.gpus_per_task.map(|g| format!("--gpus-per-task={g}")),
-            s.cpus_per_task.map(|c| format!("--cpus-per-task={c}")),
-            s.time.as_ref().map(|t| format!("--time={}", quote(t))),
+            r.gpus_per_task.map(|g| format!("--gpus-per-task={g}")),
+            r.cpus_per_task.map(|c| format!("--cpus-per-task={c}")),
+            r.time.as_ref().map(|t| format!("--time={}", quote(t))),
         ]
         .into_iter()
         .flatten(),
@@ -199,7 +202,7 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
     if opts.packs_per_task == 0 {
         return Err(RunError::Slurm("--packs-per-task must be > 0".into()));
     }
-    if opts.shards == Some(0) || opts.max_parallel == Some(0) {
+    if opts.shards == Some(0) || opts.resources.max_parallel == Some(0) {
         return Err(RunError::Slurm(
             "--shards and --max-parallel must be > 0".into(),
         ));
@@ -253,11 +256,7 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
         out: out.clone(),
         sets: opts.sets.clone(),
         shards,
-        partition: opts.partition.clone(),
-        gpus_per_task: opts.gpus_per_task,
-        cpus_per_task: opts.cpus_per_task,
-        time: opts.time.clone(),
-        max_parallel: opts.max_parallel,
+        resources: opts.resources.clone(),
         env,
     };
     let s = scripts(&spec);
@@ -351,11 +350,13 @@ mod tests {
             out: "/scratch/r/temp".into(),
             sets: vec!["kd.alpha=0.5".into(), "name=it's".into()],
             shards: 12,
-            partition: Some("gpu".into()),
-            gpus_per_task: Some(2),
-            cpus_per_task: Some(8),
-            time: Some("4:00:00".into()),
-            max_parallel: Some(4),
+            resources: Resources {
+                partition: Some("gpu".into()),
+                gpus_per_task: Some(2),
+                cpus_per_task: Some(8),
+                time: Some("4:00:00".into()),
+                max_parallel: Some(4),
+            },
             env: vec![("KD_CACHE_DIR".into(), "/scratch/r/cache".into())],
         }
     }

@@ -105,6 +105,15 @@ impl Store<'_> {
         )?)
     }
 
+    /// Keep a trial an earlier run finished, under the `record` the plan re-derives for it: its
+    /// file is written only when it holds another record (or none: a row of older frames).
+    fn keep(&self, record: TrialRecord, done: Done) -> Result<(), RunError> {
+        if done.stored.as_ref() == Some(&record) {
+            return Ok(());
+        }
+        self.save(record, done.outcome)
+    }
+
     /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
     fn finish(
         &self,
@@ -286,9 +295,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     );
                     kept += 1;
                 }
-                if done.stored.as_ref() != Some(&record) {
-                    store.save(record, done.outcome)?;
-                }
+                store.keep(record, done)?;
             }
             None if is_mine.contains(&t.index) => pending.push(t.index),
             None => {}
@@ -307,9 +314,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 0,
                 &format!("{} (done before, skipped)", trial_line(&record)),
             );
-            if done.stored.as_ref() != Some(&record) {
-                store.save(record, done.outcome)?;
-            }
+            store.keep(record, done)?;
         }
     } else {
         // One sweep or shard at a time trains a teacher; the others wait here, then reuse it.
@@ -327,10 +332,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         match earlier_teacher {
             Some(done) if !t.trained => {
                 let on = kept_on(&done, &plan.teacher.slot.class);
-                let record = plan.teacher_record(&done.outcome, &on);
-                if done.stored.as_ref() != Some(&record) {
-                    store.save(record, done.outcome)?;
-                }
+                store.keep(plan.teacher_record(&done.outcome, &on), done)?;
             }
             _ if t.trained || !store::trial_path(&out, &plan.teacher.id).exists() => {
                 store.save(t.record.clone(), fresh_row())?;
@@ -342,6 +344,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     store.merge()?;
 
+    // The pending trials that ended in this run (a trial whose earlier run failed has a file
+    // already, so the files cannot tell which ones a stop left unrun).
     let mut finished: std::collections::HashSet<usize> = std::collections::HashSet::new();
     if let Some(t) = teacher {
         let mut finish =
@@ -408,19 +412,19 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             })?;
         }
     }
-    let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
     if kept > 0 {
         progress.note(&format!(
             "{kept} trial(s) were finished before and kept; --fresh re-runs them"
         ));
     }
+    let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
+    let merged = store.merge()?;
     if stopped > 0 {
         progress.note(&format!(
             "stopped on request (SIGUSR1) with {stopped} trial(s) not run; the same command \
              resumes them"
         ));
     }
-    let merged = store.merge()?;
     progress.finish();
     let mut verdicts = vec![];
     if opts.shard.is_none() {

@@ -114,12 +114,7 @@ pub fn lock_cache(plan: &Plan, progress: &mut Progress) -> Result<std::fs::File,
     let dir = teachers_dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let path = dir.join(format!("{}.lock", plan.teacher.hash()));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let f = kd_report::store::open_lock(&path).map_err(io_err(&path))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => {
