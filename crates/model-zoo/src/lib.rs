@@ -475,6 +475,25 @@ fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool) -> Tensor
     xs
 }
 
+impl Net {
+    /// The max-norm constraint (Hinton et al. 2012; Srivastava et al. 2014): rescale each hidden
+    /// unit's incoming weight vector to L2 norm at most `c`, in place, as PyTorch's
+    /// `w.renorm_(2, 0, c)` does (rows under the bound are untouched). Every linear layer but
+    /// the output layer; a CNN's convolutions are left alone.
+    pub fn max_norm_(&self, c: f64) {
+        let linears = match self {
+            Net::Mlp { layers, .. } => layers,
+            Net::Cnn { linears, .. } => linears,
+        };
+        let hidden = &linears[..linears.len().saturating_sub(1)];
+        tch::no_grad(|| {
+            for l in hidden {
+                let _ = l.ws.shallow_clone().renorm_(2.0, 0, c);
+            }
+        });
+    }
+}
+
 impl ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
@@ -584,6 +603,63 @@ mod tests {
                 "out.weight"
             ]
         );
+    }
+
+    // import torch
+    // w = torch.tensor([[3., 4.], [0.3, 0.4], [0., 2.]])
+    // torch.renorm(w, 2, 0, 1.5)
+    // -> [[0.9000, 1.2000], [0.3000, 0.4000], [0.0000, 1.5000]]
+    //    (rows 0 and 2 scaled by 1.5 / (norm + 1e-7), row 1 under the bound untouched)
+    #[test]
+    fn max_norm_renormalises_hidden_rows_as_torch_renorm_does() {
+        let _rng = rng();
+        let vs = VarStore::new(Device::Cpu);
+        let spec = ModelSpec::Mlp(MlpSpec {
+            hidden: vec![3, 3],
+            dropout: 0.0,
+            input_dropout: 0.0,
+            init: Init::Torch,
+        });
+        let input = InputShape {
+            channels: 1,
+            height: 1,
+            width: 2,
+        };
+        let net = spec.build(&vs.root(), input, 2).unwrap();
+        let rows = [3.0f32, 4.0, 0.3, 0.4, 0.0, 2.0];
+        let Net::Mlp { layers, .. } = &net else {
+            unreachable!()
+        };
+        tch::no_grad(|| {
+            layers[0]
+                .ws
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&rows).view([3, 2]));
+            // fc2 and out: every row three 10s (norm sqrt(300) = 17.3), so a bound of 1.5 binds.
+            let _ = layers[1].ws.shallow_clone().fill_(10.0);
+            let _ = layers[2].ws.shallow_clone().fill_(10.0);
+        });
+        net.max_norm_(1.5);
+        let fc1: Vec<f32> = layers[0].ws.flatten(0, -1).try_into().unwrap();
+        let want = [0.9f32, 1.2, 0.3, 0.4, 0.0, 1.5];
+        for (g, w) in fc1.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{fc1:?}");
+        }
+        let norms = |t: &Tensor| -> Vec<f32> {
+            t.square()
+                .sum_dim_intlist(1, false, Kind::Float)
+                .sqrt()
+                .try_into()
+                .unwrap()
+        };
+        for n in norms(&layers[1].ws) {
+            assert!((n - 1.5).abs() < 1e-5, "fc2 row norm {n}");
+        }
+        // The output layer is not a hidden unit: untouched.
+        for n in norms(&layers[2].ws) {
+            assert!((n - 300f32.sqrt()).abs() < 1e-4, "out row norm {n}");
+        }
+        assert_eq!(layers[0].bs.as_ref().unwrap().size(), [3]);
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub const ADDED_LATER: &[&str] = &[
     "teacher_mode",
     "transfer_classes",
     "jitter",
+    "max_norm",
     "best_test_acc",
     "teacher_agreement",
     "teacher_kl",
@@ -409,6 +410,8 @@ record! {
         pub transfer_classes: Option<String>,
         /// Random shifts of the training images, up to this many pixels (`train.jitter`).
         pub jitter: Option<u32>,
+        /// The max-norm constraint on each hidden unit's incoming weights (`train.max_norm`).
+        pub max_norm: Option<f64>,
         pub train_images: u64,
         /// Size of the validation split cells are chosen on (0: none).
         pub val_images: u64,

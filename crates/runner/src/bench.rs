@@ -216,6 +216,7 @@ fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputShape) -> (f6
         schedule: Schedule::Constant,
         eval_every: 1,
         jitter: 0,
+        max_norm: None,
     };
     let classes = logits.size()[1] as usize;
     let x = ctx.train.x.narrow(0, 0, batch).flatten(1, -1);

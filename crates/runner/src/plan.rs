@@ -479,8 +479,9 @@ pub const CPU_PACK_MAX_FLOPS: usize = 250_000;
 /// `pack: off`; always with `pack: N`; with `pack: auto` on a GPU always, on a CPU when the
 /// student is small enough for packing to pay ([`CPU_PACK_MAX_FLOPS`]).
 fn exec_of(pack: Pack, student: &StudentCfg, class: &ExecClass, d: &DataPlan) -> Exec {
-    // Jittered students read an online teacher per batch, which only the single trainer does.
-    if student.train.jitter > 0 {
+    // Jittered students read an online teacher per batch, and the max-norm constraint acts on
+    // `nn::Linear` rows: only the single trainer does either.
+    if student.train.jitter > 0 || student.train.max_norm.is_some() {
         return Exec::Single;
     }
     match (pack, &student.model) {

@@ -120,6 +120,7 @@ impl Plan {
             transfer_fraction: d.transfer_fraction,
             transfer_classes: None,
             jitter: Some(train.jitter as u32).filter(|&j| j > 0),
+            max_norm: train.max_norm,
             train_images: d.transfer_rows as u64,
             val_images: d.val as u64,
             test_images: d.test as u64,

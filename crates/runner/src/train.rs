@@ -341,6 +341,9 @@ pub fn train(
                 .eq_tensor(&y)
                 .sum(Kind::Int64);
             opt.backward_step(&total);
+            if let Some(c) = cfg.max_norm {
+                net.max_norm_(c);
+            }
             step += 1;
         }
         let nf = n as f64;
@@ -427,6 +430,7 @@ mod tests {
             schedule,
             eval_every: 1,
             jitter: 0,
+            max_norm: None,
         }
     }
 
@@ -489,6 +493,78 @@ mod tests {
         let edge = Tensor::full([16, 1, 5, 5], 3.0, (Kind::Float, tch::Device::Cpu));
         let e = jitter(&edge, 1, 0, 1, 0, -9.0);
         assert!(e.eq(-9.0).sum(Kind::Int64).int64_value(&[]) > 0);
+    }
+
+    #[test]
+    fn max_norm_bounds_every_hidden_row_after_training_and_leaves_the_output_free() {
+        use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+        let _l = crate::torch_lock();
+        let dev = tch::Device::Cpu;
+        tch::manual_seed(0);
+        let x = Tensor::randn([120, 1, 4, 4], (Kind::Float, dev)) * 3.0;
+        let y = Tensor::randint(3, [120], (Kind::Int64, dev));
+        let split = SplitTensors {
+            x: x.shallow_clone(),
+            y: y.shallow_clone(),
+        };
+        let input = kd_model_zoo::InputShape {
+            channels: 1,
+            height: 4,
+            width: 4,
+        };
+        let spec = ModelSpec::Mlp(MlpSpec {
+            hidden: vec![6, 6],
+            dropout: 0.0,
+            input_dropout: 0.0,
+            init: Init::Torch,
+        });
+        let row_norms = |t: &Tensor| -> Vec<f32> {
+            t.square()
+                .sum_dim_intlist(1, false, Kind::Float)
+                .sqrt()
+                .try_into()
+                .unwrap()
+        };
+        let run = |max_norm: Option<f64>| {
+            tch::manual_seed(1);
+            let vs = nn::VarStore::new(dev);
+            let net = spec.build(&vs.root(), input, 3).unwrap();
+            let mut c = cfg(Schedule::Constant);
+            c.lr = 0.5;
+            c.max_norm = max_norm;
+            let data = TrainData {
+                train: &split,
+                val: &split,
+                test: &split,
+                soft_targets: None,
+                online_teacher: None,
+                reference: None,
+            };
+            let out = train(
+                &net,
+                &vs,
+                &c,
+                &KdWeights::hard_only(),
+                0,
+                &data,
+                "t",
+                |_| {},
+            );
+            assert_eq!(out.unwrap().status, Status::Ok);
+            let Net::Mlp { layers, .. } = &net else {
+                unreachable!()
+            };
+            layers.iter().map(|l| row_norms(&l.ws)).collect::<Vec<_>>()
+        };
+        let free = run(None);
+        let bound = run(Some(0.4));
+        // Unconstrained, the hidden rows grow past the bound; constrained, none is above it.
+        assert!(free[..2].iter().flatten().any(|&n| n > 0.6), "{free:?}");
+        for n in bound[..2].iter().flatten() {
+            assert!(*n <= 0.4 + 1e-5, "hidden row norm {n}");
+        }
+        // The output layer's rows are not hidden units: free to exceed it.
+        assert!(bound[2].iter().any(|&n| n > 0.45), "{bound:?}");
     }
 
     #[test]

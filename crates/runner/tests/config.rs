@@ -333,6 +333,23 @@ fn class_filters_jitter_and_claims_are_validated() {
     );
     assert!(err("name: x\ndataset: {omit_classes: [3, 3]}").starts_with("dataset.omit_classes[1]:"));
     assert!(err("name: x\nstudent: {train: {jitter: 9}}").starts_with("student.train.jitter:"));
+    for bad in ["0", "-1", ".nan", ".inf"] {
+        let e = err(&format!("name: x\nteacher: {{train: {{max_norm: {bad}}}}}"));
+        assert!(
+            e.starts_with("teacher.train.max_norm: must be > 0"),
+            "{bad}: {e}"
+        );
+    }
+    let r = resolve("name: x\nteacher: {train: {max_norm: 3.5}}").unwrap();
+    assert_eq!(r.teacher.train.max_norm, Some(3.5));
+    assert_eq!(r.student.train.max_norm, None);
+    // Unset, it is not in the serialised recipe (so ids made before it existed stay).
+    assert!(!serde_yaml::to_string(&r.student.train)
+        .unwrap()
+        .contains("max_norm"));
+    assert!(serde_yaml::to_string(&r.teacher.train)
+        .unwrap()
+        .contains("max_norm: 3.5"));
     let e = err("name: x\nexpect:\n  - {claim: best_temprature_in, range: [1, 2]}");
     assert!(
         e.starts_with("expect[0]:") && e.contains("best_temperature_in"),

@@ -135,6 +135,7 @@ pub struct RawTrain {
     pub schedule: Option<String>,
     pub eval_every: Option<usize>,
     pub jitter: Option<usize>,
+    pub max_norm: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -258,6 +259,11 @@ pub struct TrainCfg {
     /// teacher). Left out of the serialised form (and so of every id) at 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub jitter: usize,
+    /// Max-norm constraint (Hinton et al. 2012): after every step, each hidden unit's incoming
+    /// weight vector is rescaled to L2 norm at most this (`torch.renorm(w, 2, 0, c)` on every
+    /// linear layer but the output). Left out of the serialised form (and so of every id) unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
 }
 
 fn is_zero(v: &usize) -> bool {

@@ -260,7 +260,20 @@ impl RawTrain {
                 format!("must be at most 8 pixels (the paper shifts by up to 2), got {jitter}"),
             ));
         }
+        let max_norm = self.max_norm;
+        if let Some(c) = max_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(invalid(
+                    format!("{key}.max_norm"),
+                    format!(
+                        "must be > 0 (the largest L2 norm of a hidden unit's incoming weights; \
+                         Hinton et al. 2012 use 15 on raw pixels, 3 to 4 is usual), got {c}"
+                    ),
+                ));
+            }
+        }
         Ok(TrainCfg {
+            max_norm,
             jitter,
             eval_every,
             epochs,
