@@ -13,8 +13,9 @@ not bit for bit.
 Run:
   .venv/bin/python experiments/reference/pytorch_mnist.py teacher [--epochs 60] [--lr 0.05]
       [--max-norm C] [--jitter 2] [--seed 0] [--save teacher.pt]
-  .venv/bin/python experiments/reference/pytorch_mnist.py student --teacher teacher.pt
+  .venv/bin/python experiments/reference/pytorch_mnist.py student --teacher teacher.pt|ID.ot
       [--epochs 60] [--temperature 20] [--alpha 0.9] [--seeds 0 1 2] [--hidden 800 800] [--jitter 0]
+      [--baseline] [--lr 0.05] [--transfer-fraction F] [--keep-classes C ...] [--omit-classes C ...]
 Each run prints one JSON line per model: test errors, train/val/test accuracy, wall seconds.
 Compare with results/hinton_mnist/trials.csv.
 """
@@ -89,6 +90,18 @@ def load(val_size=5000, data_seed=0):
         "val": (prep(x_all[val]), y_all[val]),
         "test": (prep(x_test), y_test),
     }
+
+
+def transfer(data, fraction=1.0, keep=None, omit=None, data_seed=0):
+    """The students' transfer set: kd_data::transfer_rows (a seeded share of the training
+    split, sorted), then dataset.keep_classes / omit_classes."""
+    x, y = data["train"]
+    rows = list(range(len(y)))
+    if fraction < 1.0:
+        SplitMix64(data_seed ^ 0x7472616E73666572).shuffle(rows)
+        rows = sorted(rows[: min(max(round(fraction * len(rows)), 1), len(rows))])
+    rows = [r for r in rows if (not keep or int(y[r]) in keep) and (not omit or int(y[r]) not in omit)]
+    return {**data, "train": (x[rows], y[rows])}
 
 
 def epoch_order(seed, epoch, n):
@@ -197,6 +210,21 @@ def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=N
     return net
 
 
+def load_teacher(path, hidden_layers):
+    """A state dict of `Mlp`: saved by `teacher --save`, or kd-sweep's cached teacher
+    ($KD_CACHE_DIR/teachers/<id>.ot, a libtorch archive with keys `fc1|weight` ... `out|bias`),
+    so both students learn from the very same teacher."""
+    if not path.endswith(".ot"):
+        return torch.load(path)
+    kd = torch.jit.load(path).state_dict()
+    names = [f"fc{i + 1}" for i in range(hidden_layers)] + ["out"]
+    return {
+        f"layers.{i}.{part}": kd[f"{name}|{part}"]
+        for i, name in enumerate(names)
+        for part in ("weight", "bias")
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("part", choices=["teacher", "student"])
@@ -210,12 +238,16 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the students' seeds")
     ap.add_argument("--hidden", type=int, nargs="+", default=None)
     ap.add_argument("--save", default=None, help="teacher: write its weights here")
-    ap.add_argument("--teacher", default=None, help="student: the teacher's weights")
+    ap.add_argument("--teacher", default=None,
+                    help="student: the teacher's weights (a --save file, or kd-sweep's cached .ot)")
     ap.add_argument("--teacher-hidden", type=int, nargs="+", default=[1200, 1200])
     ap.add_argument("--temperature", type=float, default=20.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--beta", type=float, default=None, help="default 1 - alpha")
     ap.add_argument("--baseline", action="store_true", help="student: also train hard-only")
+    ap.add_argument("--transfer-fraction", type=float, default=1.0, help="student: dataset.transfer_fraction")
+    ap.add_argument("--keep-classes", type=int, nargs="+", default=None, help="student: dataset.keep_classes")
+    ap.add_argument("--omit-classes", type=int, nargs="+", default=None, help="student: dataset.omit_classes")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -234,8 +266,9 @@ def main():
         print(json.dumps(row), flush=True)
         return
     teacher = Mlp(a.teacher_hidden, dropout=0.5, input_dropout=0.2)
-    teacher.load_state_dict(torch.load(a.teacher))
+    teacher.load_state_dict(load_teacher(a.teacher, len(a.teacher_hidden)))
     teacher.eval()
+    data = transfer(data, a.transfer_fraction, a.keep_classes, a.omit_classes)
     beta = 1 - a.alpha if a.beta is None else a.beta
     jit = a.jitter or 0
     kinds = (["baseline"] if a.baseline else []) + ["kd"]
@@ -246,7 +279,8 @@ def main():
             net = Mlp(a.hidden or [800, 800])
             soft = None if kind == "baseline" else (teacher, a.temperature, a.alpha, beta)
             train(net, data, seed, a.epochs, a.lr, a.momentum, a.batch_size, jit, a.max_norm, soft)
-            row = {"kind": kind, "seed": seed, "epochs": a.epochs, "hidden": a.hidden or [800, 800],
+            finite = all(torch.isfinite(p).all() for p in net.parameters())
+            row = {"status": "ok" if finite else "diverged","kind": kind, "seed": seed, "epochs": a.epochs, "hidden": a.hidden or [800, 800],
                    "temperature": a.temperature if soft else None, "alpha": a.alpha if soft else None,
                    "jitter": jit, **scores(net, data), "wall_s": round(time.time() - t0, 1)}
             print(json.dumps(row), flush=True)
