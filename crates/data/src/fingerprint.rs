@@ -44,11 +44,40 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// The cache as written: its entries and the SHA-256 of their JSON, checked on every read.
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    sha256: String,
+    entries: Cache,
+}
+
+fn entries_digest(entries: &Cache) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(entries).expect("the cache serialises"),
+    ))
+}
+
+/// The cached digests, when the file matches its own digest; else none (every data file is
+/// hashed again), with a warning when the file is there but changed, damaged or of an older
+/// kd-sweep.
 fn read_cache(file: &Path) -> Cache {
-    std::fs::read(file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    let Ok(bytes) = std::fs::read(file) else {
+        return Cache::default();
+    };
+    match serde_json::from_slice::<CacheFile>(&bytes) {
+        Ok(c) if entries_digest(&c.entries) == c.sha256 => c.entries,
+        read => {
+            let why = match read {
+                Ok(_) => "its entries do not match its digest (changed or damaged)".to_string(),
+                Err(e) => format!("unreadable ({e}; damaged, or an older kd-sweep's)"),
+            };
+            eprintln!(
+                "warning: {}: {why}; hashing the data files again",
+                file.display()
+            );
+            Cache::default()
+        }
+    }
 }
 
 /// Write the cache through a temporary file of this process's (and call's) own and a rename, so
@@ -61,8 +90,15 @@ fn write_cache(file: &Path, cache: &Cache) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = file.with_extension(format!("{}.{n}.tmp", std::process::id()));
-    let json = serde_json::to_vec_pretty(cache).expect("the cache serialises");
-    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, file).is_err() {
+    let json = serde_json::to_vec_pretty(&CacheFile {
+        sha256: entries_digest(cache),
+        entries: cache.clone(),
+    })
+    .expect("the cache serialises");
+    if std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .is_err()
+    {
         let _ = std::fs::remove_file(&tmp);
     }
 }
@@ -149,13 +185,14 @@ mod tests {
         write_idx_set(&a, 8, 8, 40, 10, false);
         let cache = root.path().join("fp.json");
         let first = fingerprint(&a, Some(&cache)).unwrap();
-        // Poison the cached digests: a hit must come from the cache, not from rehashing.
-        let text = std::fs::read_to_string(&cache).unwrap();
-        let mut c: Cache = serde_json::from_str(&text).unwrap();
+        // Poison the cached digests (as kd writes them, digest and all): a hit must come from
+        // the cache, not from rehashing.
+        let mut c = read_cache(&cache);
+        assert_eq!(c.len(), 4);
         for e in c.values_mut() {
             e.sha256 = "0".repeat(64);
         }
-        std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+        write_cache(&cache, &c);
         let poisoned = fingerprint(&a, Some(&cache)).unwrap();
         assert_ne!(poisoned, first, "unchanged files are read from the cache");
         // Touch one file (a new mtime): it is hashed again.
@@ -165,5 +202,26 @@ mod tests {
             .unwrap();
         let after = fingerprint(&a, Some(&cache)).unwrap();
         assert_ne!(after, poisoned);
+    }
+
+    /// Issue 17: cache content is checked on load. A cache edited (or damaged) by hand, without
+    /// its digest, is not used: the files are hashed again.
+    #[test]
+    fn a_cache_that_does_not_match_its_digest_is_not_used() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        write_idx_set(&a, 8, 8, 40, 10, false);
+        let cache = root.path().join("fp.json");
+        let first = fingerprint(&a, Some(&cache)).unwrap();
+        let text = std::fs::read_to_string(&cache).unwrap();
+        let digest = text.split('"').find(|s| s.len() == 64).unwrap().to_string();
+        let real = read_cache(&cache).values().next().unwrap().sha256.clone();
+        assert_ne!(digest, real, "the file's own digest comes first");
+        std::fs::write(&cache, text.replace(&real, &"0".repeat(64))).unwrap();
+        assert!(read_cache(&cache).is_empty());
+        assert_eq!(fingerprint(&a, Some(&cache)).unwrap(), first);
+        std::fs::write(&cache, b"{ damaged").unwrap();
+        assert_eq!(fingerprint(&a, Some(&cache)).unwrap(), first);
+        assert_eq!(read_cache(&cache).len(), 4, "rewritten whole");
     }
 }

@@ -52,6 +52,31 @@ fn plot_err<E: std::error::Error + Send + Sync + 'static>(
 
 const SIZE: (u32, u32) = (900, 600);
 
+/// Draw into a temporary file beside `path` (named to end as `path` does, so the backend picks
+/// the same format) and rename it over `path`: a figure is whole or absent, never truncated,
+/// and no temporary file stays when drawing fails (a full disk).
+fn draw_atomic<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> Result<()> {
+    let mut name = crate::temp_path(path).into_os_string();
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    let tmp = PathBuf::from(name);
+    let done = draw(&tmp).map_err(plot_err(path)).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|source| ReportError::Io {
+            file: path.to_path_buf(),
+            source,
+        })
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
 fn color(i: usize) -> RGBColor {
     const PALETTE: [RGBColor; 8] = [
         RGBColor(31, 119, 180),
@@ -223,8 +248,12 @@ pub fn save_line_plot(dir: &Path, stem: &str, plot: &LinePlot) -> Result<Option<
     })?;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw_lines(BitMapBackend::new(&png, SIZE).into_drawing_area(), plot).map_err(plot_err(&png))?;
-    draw_lines(SVGBackend::new(&svg, SIZE).into_drawing_area(), plot).map_err(plot_err(&svg))?;
+    draw_atomic(&png, |f| {
+        draw_lines(BitMapBackend::new(f, SIZE).into_drawing_area(), plot)
+    })?;
+    draw_atomic(&svg, |f| {
+        draw_lines(SVGBackend::new(f, SIZE).into_drawing_area(), plot)
+    })?;
     Ok(Some(png))
 }
 
@@ -329,8 +358,12 @@ pub fn save_heat_map(dir: &Path, stem: &str, h: &HeatMap) -> Result<PathBuf> {
     })?;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw_heat(BitMapBackend::new(&png, SIZE).into_drawing_area(), h).map_err(plot_err(&png))?;
-    draw_heat(SVGBackend::new(&svg, SIZE).into_drawing_area(), h).map_err(plot_err(&svg))?;
+    draw_atomic(&png, |f| {
+        draw_heat(BitMapBackend::new(f, SIZE).into_drawing_area(), h)
+    })?;
+    draw_atomic(&svg, |f| {
+        draw_heat(SVGBackend::new(f, SIZE).into_drawing_area(), h)
+    })?;
     Ok(png)
 }
 

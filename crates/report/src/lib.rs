@@ -75,11 +75,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         source: e,
     };
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    // On any failure (a full disk mid-write included) the temporary file goes too.
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
 }
 
 /// Write `df` as Parquet, atomically.
@@ -143,6 +145,9 @@ pub fn read_frames(out: &Path) -> Result<(Vec<TrialRecord>, Vec<EpochRecord>)> {
 pub struct Extras {
     pub confusion: Vec<ConfusionRecord>,
     pub claims: Vec<Claim>,
+    /// Rows of trials OUT holds that its plan no longer lists (`OUT/unplanned/trials.parquet`):
+    /// not in the report, named by it.
+    pub unplanned: Vec<TrialRecord>,
 }
 
 /// Write `OUT/confusion.parquet` and `OUT/claims.parquet` (each claim as its JSON).
@@ -157,8 +162,8 @@ pub fn write_extras(out: &Path, extras: &Extras) -> Result<()> {
 /// Write `OUT/claims.parquet` (each claim as its JSON).
 pub fn write_claims(out: &Path, claims: &[Claim]) -> Result<()> {
     let extras = Extras {
-        confusion: vec![],
         claims: claims.to_vec(),
+        ..Extras::default()
     };
     let specs: Vec<String> = extras
         .claims
@@ -177,10 +182,14 @@ pub fn write_claims(out: &Path, claims: &[Claim]) -> Result<()> {
     write_parquet(&df, &out.join("claims.parquet"))
 }
 
-/// Read `OUT/confusion.parquet` and `OUT/claims.parquet`; a folder written before they existed
-/// has neither (no confusion matrices, no claims).
+/// Read `OUT/confusion.parquet`, `OUT/claims.parquet` and the rows of `OUT/unplanned/`; a
+/// folder written before they existed has none of them (no confusion matrices, no claims).
 pub fn read_extras(out: &Path) -> Result<Extras> {
     let mut extras = Extras::default();
+    let file = store::unplanned_dir(out).join("trials.parquet");
+    if file.exists() {
+        extras.unplanned = record::trial_records(&read_parquet(&file)?, &file)?;
+    }
     let file = out.join("confusion.parquet");
     if file.exists() {
         extras.confusion = ConfusionRecord::decode(&read_parquet(&file)?, &file)?;
@@ -210,39 +219,59 @@ pub fn write_report(
     extras: &Extras,
 ) -> Result<(PathBuf, Vec<Verdict>)> {
     let a = analysis::Analysis::new(rows);
-    let mut figures = figures::render_figures(&out.join("figures"), &a, epochs)?;
-    figures.extend(figures::confusion_figures(
-        &out.join("figures"),
-        rows,
-        &extras.confusion,
-    )?);
+    // The report is written even when a figure cannot be (a full disk): then without figures,
+    // and the figure's error is returned after it.
+    let drawn = figures::render_figures(&out.join("figures"), &a, epochs).and_then(|mut f| {
+        f.extend(figures::confusion_figures(
+            &out.join("figures"),
+            rows,
+            &extras.confusion,
+        )?);
+        Ok(f)
+    });
+    let (figures, figure_error) = match drawn {
+        Ok(f) => (f, None),
+        Err(e) => (vec![], Some(e)),
+    };
     let verdicts = claims::check(&extras.claims, rows, &extras.confusion);
     let path = out.join("report.md");
     let mut text = render_report(name, rows, epochs, &figures, out);
     let insert = text.find("\n## Distillation against").unwrap_or(text.len());
-    let mut head = claims::claims_section(&verdicts);
+    let mut head = markdown::unplanned_section(&extras.unplanned);
+    head.push_str(&claims::claims_section(&verdicts));
     head.push_str(&markdown::fidelity_section(rows, &extras.confusion));
     text.insert_str(insert, &head);
     write_atomic(&path, text.as_bytes())?;
+    if let Some(e) = figure_error {
+        return Err(e);
+    }
     Ok((path, verdicts))
 }
 
-/// Regenerate `OUT/report.md` and its figures from the Parquet files of `OUT` alone. Where OUT
-/// has trial files (`records/`, `plan.json`), the frames are first assembled from them: that is
-/// how the shards of one sweep become one report. Returns the report's path.
+/// Regenerate `OUT/report.md` and its figures from the files of `OUT`: its Parquet frames and,
+/// where OUT has trial files (`records/`, `plan.json`), those files too, merged into the frames
+/// first (that is how the shards of one sweep become one report; a row whose file is gone is
+/// kept). Returns the report's path.
 pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
     let merged = match store::read_plan(out)? {
-        Some(plan) if store::records_dir(out).is_dir() => Some(store::merge_and_write(out, &plan)?),
+        Some(plan) if store::records_dir(out).is_dir() => {
+            Some(store::merge_and_write(out, &plan, &Default::default())?)
+        }
         _ => None,
     };
     let (rows, epochs) = read_frames(out)?;
     let extras = read_extras(out)?;
     let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
-    let (missing, notes) = merged.map_or((vec![], vec![]), |m| (m.missing, m.notes));
+    let unplanned = extras.unplanned.len();
+    let (missing, from_frames, notes) = merged.map_or((vec![], vec![], vec![]), |m| {
+        (m.missing, m.from_frames, m.notes)
+    });
     Ok(Regenerated {
         report,
         verdicts,
         missing,
+        from_frames,
+        unplanned,
         notes,
     })
 }
@@ -254,6 +283,10 @@ pub struct Regenerated {
     pub verdicts: Vec<Verdict>,
     /// Planned trials with no record file (when OUT has `records/`): unfinished shards.
     pub missing: Vec<String>,
+    /// Planned trials whose row was kept from the frames, their record file missing or unreadable.
+    pub from_frames: Vec<String>,
+    /// Trials in `OUT/unplanned/` (an earlier plan's), not in the report.
+    pub unplanned: usize,
     /// Record files that could not be read.
     pub notes: Vec<String>,
 }

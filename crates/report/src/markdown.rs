@@ -385,6 +385,22 @@ pub fn render_report(
     s
 }
 
+/// `## Trials kept aside`: trials OUT holds that its plan no longer lists (an earlier config's),
+/// which this report leaves out; nothing when there are none.
+pub fn unplanned_section(rows: &[TrialRecord]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "## Trials kept aside\n\n{} trial(s) in this folder are not in this config's plan (an \
+         earlier grid or config planned them). They are not in this report or its frames; their \
+         rows are kept in `unplanned/` (trials.parquet, epochs.parquet, confusion.parquet) and \
+         come back if the plan lists them again.\n\n{}\n",
+        rows.len(),
+        trials_table(rows)
+    )
+}
+
 /// `## Fidelity and per-class errors`: per student setting (means over seeds), the test accuracy
 /// after the last and after the best validation epoch, agreement with the teacher and
 /// KL(teacher || student); where classes were missing from the transfer set, the bias shift

@@ -7,7 +7,7 @@
 //!
 //! Record files are YAML, which keeps the non-finite numbers of a diverged epoch (`.nan`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -105,7 +105,8 @@ pub fn read_trials(out: &Path) -> (HashMap<String, TrialFile>, Vec<String>) {
                 files.insert(f.record.trial_id.clone(), f);
             }
             Err(e) => notes.push(format!(
-                "{}: unreadable ({e}); its trial will run again",
+                "{}: unreadable ({e}); the frames' row of its trial is kept where they have one, \
+                 else the trial runs again",
                 path.display()
             )),
         }
@@ -134,35 +135,135 @@ pub fn read_plan(out: &Path) -> Result<Option<PlanFile>> {
         })
 }
 
-/// The frames of OUT assembled from its trial files.
+/// The folder beside the frames where rows of trials the plan no longer lists are kept
+/// (`OUT/unplanned/`, with frames of the same schema): a changed grid never drops a row.
+pub fn unplanned_dir(out: &Path) -> PathBuf {
+    out.join("unplanned")
+}
+
+/// The trials the frames in `dir` hold (`trials.parquet`, `epochs.parquet` and, where it exists,
+/// `confusion.parquet`) as trial files, by id; none where `dir` has no `trials.parquet`.
+pub fn read_frame_files(dir: &Path) -> Result<HashMap<String, TrialFile>> {
+    let mut files: HashMap<String, TrialFile> = HashMap::new();
+    if !dir.join("trials.parquet").exists() {
+        return Ok(files);
+    }
+    let (rows, epochs) = crate::read_frames(dir)?;
+    // Confusion matrices came later: a folder without them keeps its trials without.
+    let confusion = crate::read_extras(dir)
+        .map(|e| e.confusion)
+        .unwrap_or_default();
+    for r in rows {
+        files.insert(
+            r.trial_id.clone(),
+            TrialFile {
+                record: r,
+                epochs: vec![],
+                confusion: vec![],
+                shifted_confusion: vec![],
+            },
+        );
+    }
+    for e in epochs {
+        if let Some(f) = files.get_mut(&e.trial_id) {
+            f.epochs.push(e);
+        }
+    }
+    for c in confusion {
+        if let Some(f) = files.get_mut(&c.trial_id) {
+            if c.shifted {
+                &mut f.shifted_confusion
+            } else {
+                &mut f.confusion
+            }
+            .push(c.count);
+        }
+    }
+    Ok(files)
+}
+
+/// Rows, epochs and confusion counts of some trials, as the frames hold them.
 #[derive(Debug, Clone, Default)]
-pub struct Merged {
+pub struct Frames {
     pub rows: Vec<TrialRecord>,
     pub epochs: Vec<EpochRecord>,
     pub confusion: Vec<ConfusionRecord>,
-    /// Planned ids without a file yet (not run, running, or lost with a killed shard).
+}
+
+impl Frames {
+    fn push(&mut self, f: TrialFile) {
+        self.confusion.extend(f.confusion_records());
+        self.epochs.extend(f.epochs);
+        self.rows.push(f.record);
+    }
+}
+
+/// The frames of OUT assembled from its trial files and its earlier frames.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    /// The plan's trials, in plan order.
+    pub planned: Frames,
+    /// Planned ids with neither a file nor a row yet (not run, running, or lost with a killed
+    /// shard).
     pub missing: Vec<String>,
-    /// Files that could not be read.
+    /// Planned ids whose row came from the earlier frames: their file is missing or unreadable.
+    pub from_frames: Vec<String>,
+    /// Trials OUT holds that the plan does not list (an earlier config's), kept aside in
+    /// `OUT/unplanned/`.
+    pub unplanned: Frames,
+    /// Frame files that could not be read (moved aside by [`merge_and_write`]).
+    pub unreadable: Vec<PathBuf>,
+    /// Files that could not be read, and what was done about them.
     pub notes: Vec<String>,
 }
 
-/// The plan's trials that have a file, in plan order. Files of trials another plan made (an
-/// earlier config in the same OUT) are left out, as the frames of one sweep always were.
-pub fn merge(out: &Path, plan: &PlanFile) -> Merged {
+/// The plan's trials in plan order, from the union of the trial files and the rows of the
+/// earlier frames (`OUT/*.parquet` and `OUT/unplanned/*.parquet`): a file wins where it exists
+/// and reads, a row is kept where its file is missing or unreadable, so a lost or damaged
+/// `records/` never drops a row. Trials the plan does not list go to [`Merged::unplanned`].
+/// The rows of `stale` ids (re-run on request) are not taken from the frames.
+pub fn merge(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Merged {
     let (mut files, notes) = read_trials(out);
     let mut m = Merged {
         notes,
         ..Merged::default()
     };
-    for id in &plan.ids {
-        match files.remove(id) {
-            Some(f) => {
-                m.confusion.extend(f.confusion_records());
-                m.epochs.extend(f.epochs);
-                m.rows.push(f.record);
+    let mut framed: HashMap<String, TrialFile> = HashMap::new();
+    for dir in [out.to_path_buf(), unplanned_dir(out)] {
+        match read_frame_files(&dir) {
+            Ok(rows) => {
+                for (id, f) in rows {
+                    if !stale.contains(&id) {
+                        framed.entry(id).or_insert(f);
+                    }
+                }
             }
-            None => m.missing.push(id.clone()),
+            Err(e) => {
+                m.notes.push(format!(
+                    "{e}; its rows cannot be read, so the frames are rebuilt from records/ \
+                     and the unreadable files are kept aside as *.parquet.unreadable"
+                ));
+                m.unreadable.push(dir);
+            }
         }
+    }
+    for id in &plan.ids {
+        let framed_row = framed.remove(id);
+        match (files.remove(id), framed_row) {
+            (Some(f), _) => m.planned.push(f),
+            (None, Some(f)) => {
+                m.from_frames.push(id.clone());
+                m.planned.push(f);
+            }
+            (None, None) => m.missing.push(id.clone()),
+        }
+    }
+    let mut rest: Vec<TrialFile> = framed.into_values().collect();
+    rest.retain(|f| !files.contains_key(&f.record.trial_id));
+    rest.extend(files.into_values());
+    rest.sort_by(|a, b| a.record.trial_id.cmp(&b.record.trial_id));
+    for f in rest {
+        m.unplanned.push(f);
     }
     m
 }
@@ -177,10 +278,12 @@ pub fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Assemble OUT's frames from its trial files and write them (the claims stay as they are).
-/// Merges are serialised by `OUT/.merge.lock`, so the last one to write saw every file written
-/// before it started: concurrent shards never leave a frame without a trial whose file exists.
-pub fn merge_and_write(out: &Path, plan: &PlanFile) -> Result<Merged> {
+/// Assemble OUT's frames from its trial files and earlier frames ([`merge`]) and write them, and
+/// the rows of unplanned trials to `OUT/unplanned/` (the claims stay as they are). A frame file
+/// that could not be read is first renamed to `*.parquet.unreadable` (never deleted). Merges
+/// are serialised by `OUT/.merge.lock`, so the last one to write saw every file written before
+/// it started: concurrent shards never leave a frame without a trial whose file exists.
+pub fn merge_and_write(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Result<Merged> {
     let lock_path = out.join(".merge.lock");
     let lock = open_lock(&lock_path).map_err(|source| ReportError::Io {
         file: lock_path.clone(),
@@ -190,19 +293,65 @@ pub fn merge_and_write(out: &Path, plan: &PlanFile) -> Result<Merged> {
         file: lock_path,
         source,
     })?;
-    let m = merge(out, plan);
-    crate::write_frames(out, &m.rows, &m.epochs)?;
+    let m = merge(out, plan, stale);
+    for dir in &m.unreadable {
+        set_aside(dir)?;
+    }
     let claims = crate::read_extras(out)
         .map(|e| e.claims)
         .unwrap_or_default();
-    crate::write_extras(
-        out,
-        &crate::Extras {
-            confusion: m.confusion.clone(),
-            claims,
-        },
-    )?;
+    write_frames_of(out, &m.planned, claims)?;
+    let aside = unplanned_dir(out);
+    if !m.unplanned.rows.is_empty() {
+        std::fs::create_dir_all(&aside).map_err(|source| ReportError::Io {
+            file: aside.clone(),
+            source,
+        })?;
+        write_frames_of(&aside, &m.unplanned, vec![])?;
+    } else if aside.join("trials.parquet").exists() {
+        // Its trials are planned again: their rows are in OUT's frames now.
+        write_frames_of(&aside, &Frames::default(), vec![])?;
+    }
     Ok(m)
+}
+
+/// Write the frames of `f` (and `claims`) into `dir`.
+fn write_frames_of(dir: &Path, f: &Frames, claims: Vec<crate::Claim>) -> Result<()> {
+    crate::write_frames(dir, &f.rows, &f.epochs)?;
+    crate::write_extras(
+        dir,
+        &crate::Extras {
+            confusion: f.confusion.clone(),
+            claims,
+            ..crate::Extras::default()
+        },
+    )
+}
+
+/// Rename the frame files of `dir` (whose set did not read) to `NAME.parquet.unreadable` (or
+/// `.unreadable.2`, ... beside earlier ones), so rebuilding the frames never overwrites them.
+fn set_aside(dir: &Path) -> Result<()> {
+    for name in ["trials.parquet", "epochs.parquet", "confusion.parquet"] {
+        let file = dir.join(name);
+        if !file.exists() {
+            continue;
+        }
+        let mut n = 1;
+        let target = loop {
+            let suffix = if n == 1 {
+                "unreadable".to_string()
+            } else {
+                format!("unreadable.{n}")
+            };
+            let t = dir.join(format!("{name}.{suffix}"));
+            if !t.exists() {
+                break t;
+            }
+            n += 1;
+        };
+        std::fs::rename(&file, &target).map_err(|source| ReportError::Io { file, source })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -255,15 +404,134 @@ mod tests {
         };
         write_plan(out, &plan).unwrap();
         assert_eq!(read_plan(out).unwrap(), Some(plan.clone()));
-        let m = merge_and_write(out, &plan).unwrap();
-        let ids: Vec<&str> = m.rows.iter().map(|r| r.trial_id.as_str()).collect();
-        assert_eq!(ids, ["b", "a"], "plan order, the stale file left out");
+        let m = merge_and_write(out, &plan, &HashSet::new()).unwrap();
+        let ids: Vec<&str> = m.planned.rows.iter().map(|r| r.trial_id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"], "plan order, the stale file kept aside");
         assert_eq!(m.missing, ["c"]);
-        assert_eq!(m.confusion.len(), 8);
-        let c = &m.confusion[3];
+        assert!(m.from_frames.is_empty());
+        assert_eq!(m.planned.confusion.len(), 8);
+        let c = &m.planned.confusion[3];
         assert_eq!((c.label, c.predicted, c.count), (1, 1, 6));
         let (rows, epochs) = crate::read_frames(out).unwrap();
-        assert_eq!(rows, m.rows);
+        assert_eq!(rows, m.planned.rows);
         assert_eq!(epochs.len(), 2);
+        let (aside, _) = crate::read_frames(&unplanned_dir(out)).unwrap();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(aside[0].trial_id, "stale");
+    }
+
+    fn ids(rows: &[TrialRecord]) -> Vec<&str> {
+        rows.iter().map(|r| r.trial_id.as_str()).collect()
+    }
+
+    fn plan(ids: &[&str]) -> PlanFile {
+        PlanFile {
+            name: "x".into(),
+            config_digest: "d".into(),
+            planned_on: "cpu".into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Issue 17: `rm OUT/records/*` then `kd report OUT` took a folder from 8 rows to 0.
+    #[test]
+    fn a_row_whose_record_is_deleted_or_damaged_is_kept_from_the_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let p = plan(&["a", "b", "c"]);
+        for (id, loss) in [("a", 0.5), ("b", 0.25), ("c", 0.125)] {
+            write_trial(out, &file(id, loss)).unwrap();
+        }
+        let none = HashSet::new();
+        let first = merge_and_write(out, &p, &none).unwrap();
+        assert_eq!(ids(&first.planned.rows), ["a", "b", "c"]);
+
+        // a's file deleted, b's damaged, c's rewritten with another loss.
+        std::fs::remove_file(trial_path(out, "a")).unwrap();
+        std::fs::write(trial_path(out, "b"), "").unwrap();
+        write_trial(out, &file("c", 4.0)).unwrap();
+        let m = merge_and_write(out, &p, &none).unwrap();
+        assert_eq!(ids(&m.planned.rows), ["a", "b", "c"], "no row dropped");
+        assert_eq!(m.from_frames, ["a", "b"]);
+        assert!(m.missing.is_empty());
+        assert_eq!(m.notes.len(), 1, "{:?}", m.notes);
+        assert!(m.notes[0].contains("b.yaml"), "{:?}", m.notes);
+        let loss: Vec<f64> = m.planned.epochs.iter().map(|e| e.train_loss).collect();
+        assert_eq!(
+            loss,
+            [0.5, 0.25, 4.0],
+            "frames where the file is gone, files win"
+        );
+        assert_eq!(m.planned.confusion.len(), 12, "confusion counts kept too");
+
+        // Every file gone: the frames alone still give all three, again and again.
+        std::fs::remove_dir_all(records_dir(out)).unwrap();
+        std::fs::create_dir(records_dir(out)).unwrap();
+        for _ in 0..2 {
+            let m = merge_and_write(out, &p, &none).unwrap();
+            assert_eq!(ids(&m.planned.rows), ["a", "b", "c"]);
+        }
+        let (rows, epochs) = crate::read_frames(out).unwrap();
+        assert_eq!((rows.len(), epochs.len()), (3, 3));
+
+        // Re-run on request (--fresh): the stale rows leave the frames until they run again.
+        let stale: HashSet<String> = ["b".to_string()].into();
+        let m = merge_and_write(out, &p, &stale).unwrap();
+        assert_eq!(ids(&m.planned.rows), ["a", "c"]);
+        assert_eq!(m.missing, ["b"]);
+    }
+
+    /// Issue 17: a rerun with a changed grid dropped earlier trials from the frames.
+    #[test]
+    fn trials_a_changed_plan_drops_are_kept_aside_and_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        for id in ["a", "b"] {
+            write_trial(out, &file(id, 1.0)).unwrap();
+        }
+        let none = HashSet::new();
+        merge_and_write(out, &plan(&["a", "b"]), &none).unwrap();
+        let m = merge_and_write(out, &plan(&["a"]), &none).unwrap();
+        assert_eq!(ids(&m.planned.rows), ["a"]);
+        assert_eq!(ids(&m.unplanned.rows), ["b"]);
+        assert_eq!(m.unplanned.epochs.len(), 1);
+        // The aside rows survive their files.
+        std::fs::remove_file(trial_path(out, "b")).unwrap();
+        let m = merge_and_write(out, &plan(&["a"]), &none).unwrap();
+        assert_eq!(ids(&m.unplanned.rows), ["b"]);
+        let extras = crate::read_extras(out).unwrap();
+        assert_eq!(ids(&extras.unplanned), ["b"]);
+        // Planned again: back in the frames, none aside.
+        let m = merge_and_write(out, &plan(&["a", "b"]), &none).unwrap();
+        assert_eq!(ids(&m.planned.rows), ["a", "b"]);
+        assert!(m.unplanned.rows.is_empty());
+        assert!(crate::read_extras(out).unwrap().unplanned.is_empty());
+    }
+
+    #[test]
+    fn unreadable_frames_are_moved_aside_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        write_trial(out, &file("a", 1.0)).unwrap();
+        std::fs::write(out.join("trials.parquet"), b"not parquet").unwrap();
+        let m = merge_and_write(out, &plan(&["a"]), &HashSet::new()).unwrap();
+        assert_eq!(ids(&m.planned.rows), ["a"]);
+        assert!(
+            m.notes.iter().any(|n| n.contains("unreadable")),
+            "{:?}",
+            m.notes
+        );
+        assert_eq!(
+            std::fs::read(out.join("trials.parquet.unreadable")).unwrap(),
+            b"not parquet"
+        );
+        assert_eq!(crate::read_frames(out).unwrap().0.len(), 1);
+        // A second damaged file goes beside the first.
+        std::fs::write(out.join("trials.parquet"), b"again").unwrap();
+        merge_and_write(out, &plan(&["a"]), &HashSet::new()).unwrap();
+        assert_eq!(
+            std::fs::read(out.join("trials.parquet.unreadable.2")).unwrap(),
+            b"again"
+        );
     }
 }

@@ -65,7 +65,9 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// 2 for bad input or environment (config, data, device, checkpoint, a busy OUT), 1 otherwise.
+    /// 2 for bad input or environment (config, data, device, checkpoint, a busy OUT, a file
+    /// that cannot be read or written: a full disk, an unwritable OUT, OUT naming a file), 1
+    /// when training did not finish (a diverged teacher, a failed worker).
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Config(_)
@@ -74,16 +76,14 @@ impl RunError {
             | RunError::Device { .. }
             | RunError::CheckpointRead { .. }
             | RunError::CheckpointLoad { .. }
-            | RunError::Busy { .. }
-            | RunError::PlanMismatch(_) => 2,
-            RunError::Io { .. }
+            | RunError::Io { .. }
             | RunError::Torch { .. }
             | RunError::Report(_)
-            | RunError::Teacher(_)
-            | RunError::TeacherDiverged(_)
             | RunError::WorkerSpawn { .. }
-            | RunError::Worker(_)
-            | RunError::Slurm(_) => 1,
+            | RunError::Slurm(_)
+            | RunError::Busy { .. }
+            | RunError::PlanMismatch(_) => 2,
+            RunError::Teacher(_) | RunError::TeacherDiverged(_) | RunError::Worker(_) => 1,
         }
     }
 }

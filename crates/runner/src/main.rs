@@ -1,5 +1,6 @@
-//! `kd`: the kd-sweep command line. Exit codes: 0 ok, 1 some trials failed (or another runtime
-//! failure), 2 bad input or environment. Every command returns a [`Done`] or an error; `main`
+//! `kd`: the kd-sweep command line. Exit codes: 0 ok, 1 some trials did not finish (diverged or
+//! failed), 2 bad input or environment (a file that cannot be read or written included), 3
+//! stopped on request with trials left. Every command returns a [`Done`] or an error; `main`
 //! prints and exits in one place.
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ struct Cli {
 enum Cmd {
     /// Train the teacher, the KD student(s) and the hard-target baseline(s) of a config.
     Sweep {
+        /// The experiment's YAML config (e.g. experiments/temp.yaml).
         config: PathBuf,
         /// Output folder (default results/<name>/).
         #[arg(long)]
@@ -47,10 +49,15 @@ enum Cmd {
         /// `kd report OUT` merges them. A pack never splits across shards.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<Shard>,
+        /// Replace the plan OUT holds though it is another config's (or, for a shard, an edited
+        /// one); rows of trials no longer planned are kept in OUT/unplanned/, never deleted.
+        #[arg(long)]
+        replan: bool,
     },
     /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
     /// report job that runs after it; `--submit` submits both with sbatch.
     Slurm {
+        /// The experiment's YAML config, as for `kd sweep`.
         config: PathBuf,
         /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
         #[arg(long)]
@@ -58,11 +65,15 @@ enum Cmd {
         /// Override a config key, as for `kd sweep` (passed on to every task). Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// The Slurm partition of every task (give one partition of like nodes: the ids carry
+        /// the hardware class).
         #[arg(long)]
         partition: Option<String>,
-        #[arg(long)]
+        /// GPUs per task (`#SBATCH --gpus-per-task`); with `device: all` a task uses each.
+        #[arg(long, value_name = "G")]
         gpus_per_task: Option<u32>,
-        #[arg(long)]
+        /// CPU cores per task (`#SBATCH --cpus-per-task`).
+        #[arg(long, value_name = "C")]
         cpus_per_task: Option<u32>,
         /// Each task's time limit, as Slurm reads it (4:00:00, 1-00:00:00).
         #[arg(long)]
@@ -83,8 +94,18 @@ enum Cmd {
     },
     /// Report libtorch, CUDA, the CPU's kernel class, threads and datasets.
     Doctor,
-    /// Regenerate OUT/report.md from OUT/trials.parquet and OUT/epochs.parquet alone.
-    Report { out: PathBuf },
+    /// Regenerate OUT/report.md and its figures from OUT's results: its trial files
+    /// (OUT/records/, merged into the frames first) and its Parquet frames (a row whose file is
+    /// missing or unreadable is kept). Trains nothing.
+    Report {
+        /// The output folder of a sweep (e.g. results/temp).
+        out: PathBuf,
+    },
+    /// Print a shell completion script: `kd completions bash > ~/.local/share/bash-completion/completions/kd`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Internal: train the planned trials a parent `kd sweep` hands out on stdin (workers > 1).
     #[command(hide = true)]
     Worker,
@@ -98,6 +119,7 @@ enum Cmd {
         /// Runs of each mode; the report gives medians.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Output folder of the timings and their report.
         #[arg(long, default_value = "results/bench")]
         out: PathBuf,
         /// The Python with torch that runs the PyTorch scripts.
@@ -175,9 +197,16 @@ fn execute(cmd: Cmd) -> Result<Done, Failure> {
             sets,
             fresh,
             shard,
+            replan,
             ..
         } => {
-            let summary = run_sweep(&config, &sets, &RunOptions { out, fresh, shard })?;
+            let opts = RunOptions {
+                out,
+                fresh,
+                shard,
+                replan,
+            };
+            let summary = run_sweep(&config, &sets, &opts)?;
             let claims = if summary.verdicts.is_empty() {
                 String::new()
             } else {
@@ -280,6 +309,12 @@ results: {}
                 out.display()
             )))
         }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kd", &mut script);
+            Ok(Done::ok(String::from_utf8_lossy(&script).into_owned()))
+        }
         Cmd::Worker => {
             kd_runner::pool::worker_main()?;
             Ok(Done::ok(String::new()))
@@ -299,6 +334,23 @@ results: {}
             let done =
                 kd_report::regenerate(&out, &name).map_err(|e| Failure::Input(e.to_string()))?;
             let mut notes: Vec<String> = done.notes;
+            if !done.from_frames.is_empty() {
+                notes.push(format!(
+                    "{} trial(s) have no readable file in {}: their rows are kept from the \
+                     frames (trials.parquet, epochs.parquet, confusion.parquet)",
+                    done.from_frames.len(),
+                    kd_report::store::records_dir(&out).display()
+                ));
+            }
+            if done.unplanned > 0 {
+                notes.push(format!(
+                    "{} trial(s) are not in the plan of {} (an earlier grid or config): their rows \
+                     are kept in {}, out of the report",
+                    done.unplanned,
+                    out.join("plan.json").display(),
+                    kd_report::store::unplanned_dir(&out).display()
+                ));
+            }
             if !done.missing.is_empty() {
                 notes.push(format!(
                     "{} planned trial(s) have no result yet (shards still running, or stopped): \

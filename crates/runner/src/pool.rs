@@ -263,11 +263,25 @@ fn give(
     }
 }
 
+/// End this worker within a second of its parent sweep ending, however it ended (SIGTERM,
+/// SIGINT, SIGKILL, a crash): an orphan would train on, unseen, beside the next sweep. Its unit
+/// has no record, so it runs again on resume.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(1);
+        }
+    });
+}
+
 /// `kd worker`: read the [`Setup`], then train the units of the plan the parent hands out on stdin
 /// (a JSON list of planned trials per line: one trial, or a pack), one unit at a time.
 pub fn worker_main() -> Result<(), RunError> {
     // A stop is the parent's to act on: a worker finishes its unit (SIGUSR1 must not kill it).
     crate::stop::install();
+    exit_with_parent();
     let mut lines = std::io::stdin().lock().lines();
     let mut next = || -> Result<Option<String>, RunError> {
         lines
@@ -292,9 +306,10 @@ pub fn worker_main() -> Result<(), RunError> {
     let files = &setup.teacher;
     let logits = files
         .read_logits(data.plan.train as i64, data.plan.test as i64)
-        .ok_or_else(|| {
+        .map_err(|why| {
             RunError::Worker(format!(
-                "{}: not the logits of {} (the cache changed under the sweep; run it again)",
+                "{}: not the logits of {}: {why} (the cache changed under the sweep; run it \
+                 again)",
                 files.logits.display(),
                 files.logits_name
             ))

@@ -1,5 +1,7 @@
 //! Progress on stderr: indicatif bars on a terminal (the sweep, and an epoch bar per worker),
-//! plain one-line-per-trial logs when stderr is not a terminal or `CI` is set.
+//! plain lines when stderr is not a terminal or `CI` is set (a Slurm log, CI): one per finished
+//! trial, and for a running trial one per minute at most (epoch, loss, validation accuracy,
+//! elapsed, ETA), so a 15-minute teacher shows life.
 
 use std::io::IsTerminal;
 
@@ -12,16 +14,63 @@ pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar)>,
     /// The running trial's epoch bar, per worker slot.
     epoch_bars: Vec<Option<ProgressBar>>,
+    /// In plain mode, the running trial per worker slot.
+    running: Vec<Option<Running>>,
+    /// In plain mode, the least time between two epoch lines of one trial.
+    every: std::time::Duration,
+}
+
+/// A trial running in plain mode: what its epoch lines say and when the last one was printed.
+#[derive(Debug, Clone)]
+struct Running {
+    label: String,
+    epochs: u64,
+    started: std::time::Instant,
+    printed: std::time::Instant,
+}
+
+/// `1h02m`, `4m10s`, `12s`.
+fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The plain-mode line of epoch `log` of a running trial, `elapsed` after it started.
+fn epoch_line(label: &str, epochs: u64, log: &EpochRecord, elapsed: std::time::Duration) -> String {
+    let val = log
+        .val_acc
+        .map_or(String::new(), |v| format!(" val {:.2}%", 100.0 * v));
+    let done = u64::from(log.epoch).max(1);
+    let eta = elapsed.mul_f64(epochs.saturating_sub(done) as f64 / done as f64);
+    format!(
+        "  {label}: epoch {}/{epochs} loss {:.4}{val} elapsed {} eta {}",
+        log.epoch,
+        log.train_loss,
+        duration(elapsed),
+        duration(eta)
+    )
 }
 
 impl Progress {
     /// Bars when stderr is a terminal and `CI` is unset; plain lines otherwise.
     pub fn new(total_trials: u64) -> Self {
         let plain = std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal();
+        let every = std::time::Duration::from_secs(
+            std::env::var("KD_PROGRESS_EVERY_S")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60),
+        );
         if plain {
             return Progress {
                 bars: None,
                 epoch_bars: vec![],
+                running: vec![],
+                every,
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -36,6 +85,8 @@ impl Progress {
         Progress {
             bars: Some((multi, sweep)),
             epoch_bars: vec![],
+            running: vec![],
+            every,
         }
     }
 
@@ -49,6 +100,16 @@ impl Progress {
     /// A trial starts on worker `slot` (0 when trials run in this process).
     pub fn start_trial(&mut self, slot: usize, label: &str, epochs: u64) {
         let Some((multi, _)) = &self.bars else {
+            if self.running.len() <= slot {
+                self.running.resize(slot + 1, None);
+            }
+            let now = std::time::Instant::now();
+            self.running[slot] = Some(Running {
+                label: label.to_string(),
+                epochs,
+                started: now,
+                printed: now,
+            });
             return;
         };
         let bar = multi.add(ProgressBar::new(epochs));
@@ -64,6 +125,20 @@ impl Progress {
     }
 
     pub fn epoch(&mut self, slot: usize, log: &EpochRecord) {
+        if self.bars.is_none() {
+            let every = self.every;
+            if let Some(Some(r)) = self.running.get_mut(slot) {
+                let now = std::time::Instant::now();
+                if now.duration_since(r.printed) >= every {
+                    r.printed = now;
+                    eprintln!(
+                        "{}",
+                        epoch_line(&r.label, r.epochs, log, now.duration_since(r.started))
+                    );
+                }
+            }
+            return;
+        }
         if let Some(bar) = self.slot(slot) {
             bar.set_position(log.epoch as u64);
             let val = log
@@ -79,6 +154,9 @@ impl Progress {
 
     /// One line per finished trial, printed in both modes.
     pub fn finish_trial(&mut self, slot: usize, line: &str) {
+        if let Some(r) = self.running.get_mut(slot) {
+            *r = None;
+        }
         if let Some(bar) = self.slot(slot).take() {
             bar.finish_and_clear();
         }
@@ -135,4 +213,32 @@ pub fn trial_line(r: &TrialRecord) -> String {
         pct(r.val_acc),
         r.wall_s
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_epoch_lines_say_epoch_loss_accuracy_elapsed_and_eta() {
+        let log = EpochRecord {
+            trial_id: "teacher-x".into(),
+            epoch: 25,
+            train_loss: 0.123456,
+            soft_loss: None,
+            hard_loss: 0.123456,
+            train_acc: 0.9,
+            val_acc: Some(0.9812),
+            test_acc: None,
+            lr: 0.1,
+            seconds: 10.0,
+        };
+        let line = epoch_line("teacher", 100, &log, std::time::Duration::from_secs(250));
+        assert_eq!(
+            line,
+            "  teacher: epoch 25/100 loss 0.1235 val 98.12% elapsed 4m10s eta 12m30s"
+        );
+        assert_eq!(duration(std::time::Duration::from_secs(3720)), "1h02m");
+        assert_eq!(duration(std::time::Duration::from_secs(7)), "7s");
+    }
 }

@@ -112,46 +112,16 @@ pub struct Done {
     pub stored: Option<kd_report::TrialRecord>,
 }
 
-/// The finished trials of an earlier run of `out`, by id: the rows of its frames, and over
-/// them its trial files (every trial a shard or sweep finished, also after the last frame was
+/// The finished trials of an earlier run of `out`, by id: the rows of its frames (and of
+/// `OUT/unplanned/`), and over them its trial files (every trial a shard or sweep finished, also after the last frame was
 /// written). Notes say what could not be read (then it is not reused).
 pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
     let mut notes = Vec::new();
     let mut files: HashMap<String, TrialFile> = HashMap::new();
-    if out.join("trials.parquet").exists() {
-        match kd_report::read_frames(out) {
-            Ok((rows, epochs)) => {
-                // Confusion matrices came later: a folder without them keeps its trials without.
-                let confusion = kd_report::read_extras(out)
-                    .map(|e| e.confusion)
-                    .unwrap_or_default();
-                for r in rows {
-                    files.insert(
-                        r.trial_id.clone(),
-                        TrialFile {
-                            record: r,
-                            epochs: vec![],
-                            confusion: vec![],
-                            shifted_confusion: vec![],
-                        },
-                    );
-                }
-                for e in epochs {
-                    if let Some(f) = files.get_mut(&e.trial_id) {
-                        f.epochs.push(e);
-                    }
-                }
-                for c in confusion {
-                    if let Some(f) = files.get_mut(&c.trial_id) {
-                        if c.shifted {
-                            &mut f.shifted_confusion
-                        } else {
-                            &mut f.confusion
-                        }
-                        .push(c.count);
-                    }
-                }
-            }
+    // The unplanned rows too: a grid changed back finds its trials again.
+    for dir in [store::unplanned_dir(out), out.to_path_buf()] {
+        match store::read_frame_files(&dir) {
+            Ok(rows) => files.extend(rows),
             Err(e) => notes.push(format!("{e}; none of its trials are reused")),
         }
     }

@@ -4,7 +4,7 @@
 //! before (in this process or on the worker pool), writing each one's record file and
 //! reassembling the frames after each, then the report (a whole sweep) or nothing (a shard).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use kd_report::store::{self, PlanFile, TrialFile};
@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Run only this share of the plan (`--shard I/N`), beside other shards in the same OUT.
     pub shard: Option<Shard>,
+    /// Replace the plan OUT holds even where it is another config's (`--replan`); the rows of
+    /// trials the new plan does not list are kept in `OUT/unplanned/`.
+    pub replan: bool,
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -89,6 +92,8 @@ struct Store<'a> {
     plan: &'a Plan,
     out: &'a Path,
     index: PlanFile,
+    /// Trials re-run on request (`--fresh`): their earlier rows must not stand in the frames.
+    stale: HashSet<String>,
 }
 
 impl Store<'_> {
@@ -127,13 +132,34 @@ impl Store<'_> {
             .plan
             .trial_record(&self.plan.trials[index], &outcome, ran_on);
         progress.finish_trial(slot, &trial_line(&record));
+        if let Some(w) = chance_warning(&record, self.plan.data.classes) {
+            progress.note(&w);
+        }
         self.save(record, outcome)?;
         self.merge().map(|_| ())
     }
 
     fn merge(&self) -> Result<store::Merged, RunError> {
-        Ok(store::merge_and_write(self.out, &self.index)?)
+        Ok(store::merge_and_write(self.out, &self.index, &self.stale)?)
     }
+}
+
+/// A warning for a trial that finished (its loss finite) at or below chance accuracy on the
+/// test set: it learned nothing, which its `ok` status would hide (T = 1e9, a learning rate far
+/// too small or too large).
+fn chance_warning(r: &TrialRecord, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(1) as f64;
+    let acc = r.test_acc?;
+    (r.status == Status::Ok && acc <= chance).then(|| {
+        format!(
+            "warning: {} finished at {:.2}% test accuracy, at or below chance ({:.2}%, {classes} \
+             classes), though its loss stayed finite: it learned nothing; check its settings \
+             (temperature, alpha/beta, learning rate)",
+            r.trial_id,
+            100.0 * acc,
+            100.0 * chance
+        )
+    })
 }
 
 /// The slot a kept trial recorded: its device and threads, in its planned class.
@@ -145,15 +171,17 @@ fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
     }
 }
 
-/// `OUT/plan.json` for `plan`. Shards of one sweep must plan the same trials: a shard whose
-/// plan differs from the one in OUT for the same config (other hardware, threads or libtorch)
-/// is refused.
+/// `OUT/plan.json` for `plan`, and a note when it replaces another. One OUT holds one config:
+/// a sweep of another config (another `name:`) is refused, and so is a shard of an edited
+/// config or one that plans other ids for the same config (other hardware, threads or
+/// libtorch), unless `replan`. A whole sweep of an edited config replans OUT (it holds OUT
+/// alone); the rows of trials it no longer plans are kept in `OUT/unplanned/`.
 fn plan_file(
     cfg: &Resolved,
     plan: &Plan,
     out: &Path,
-    shard: Option<Shard>,
-) -> Result<PlanFile, RunError> {
+    opts: &RunOptions,
+) -> Result<(PlanFile, Option<String>), RunError> {
     let planned_on: Vec<String> = plan.classes.iter().map(|c| c.describe()).collect();
     let index = PlanFile {
         name: plan.name.clone(),
@@ -163,23 +191,81 @@ fn plan_file(
             .chain(plan.trials.iter().map(|t| t.id.clone()))
             .collect(),
     };
-    if let (Some(shard), Ok(Some(earlier))) = (shard, store::read_plan(out)) {
-        if earlier.config_digest == index.config_digest && earlier.ids != index.ids {
-            return Err(RunError::PlanMismatch(format!(
-                "{}: shard {shard} plans other trial ids than the shards before it in this \
-                 folder (they planned on {}, this one on {}). The shards of one sweep must run \
-                 on like machines (CPU class or GPU model, threads, libtorch): give the Slurm \
-                 job one partition of like nodes. To start this folder over on these \
-                 machines, remove {}",
-                out.join("plan.json").display(),
-                earlier.planned_on,
-                index.planned_on,
-                out.join("plan.json").display()
+    let path = out.join("plan.json");
+    let earlier = match store::read_plan(out) {
+        Ok(Some(earlier)) if earlier != index => earlier,
+        _ => {
+            store::write_plan(out, &index)?;
+            return Ok((index, None));
+        }
+    };
+    let what = match opts.shard {
+        Some(s) => format!("shard {s}"),
+        None => "this sweep".into(),
+    };
+    let refuse = |why: String| {
+        RunError::PlanMismatch(format!(
+            "{}: {why}. Give this config its own folder (--out), or pass --replan to replace \
+             the plan (the rows of trials it no longer plans are kept in {}, never deleted)",
+            path.display(),
+            store::unplanned_dir(out).display()
+        ))
+    };
+    if !opts.replan {
+        if earlier.name != index.name {
+            return Err(refuse(format!(
+                "this folder holds the plan of config `{}` (digest {}); {what} is config `{}` \
+                 (digest {})",
+                earlier.name,
+                short(&earlier.config_digest),
+                index.name,
+                short(&index.config_digest)
             )));
         }
+        if let Some(shard) = opts.shard {
+            if earlier.config_digest != index.config_digest {
+                return Err(refuse(format!(
+                    "shard {shard} is of an edited config (digest {}), not the one the plan in \
+                     this folder was made from (digest {}); shards of one sweep must share one \
+                     config (and --set values)",
+                    short(&index.config_digest),
+                    short(&earlier.config_digest)
+                )));
+            }
+            if earlier.ids != index.ids {
+                return Err(refuse(format!(
+                    "shard {shard} plans other trial ids than the shards before it in this \
+                     folder (they planned on {}, this one on {}). The shards of one sweep must \
+                     run on like machines (CPU class or GPU model, threads, libtorch): give the \
+                     Slurm job one partition of like nodes",
+                    earlier.planned_on, index.planned_on
+                )));
+            }
+        }
     }
+    let note = (earlier.ids != index.ids).then(|| {
+        let gone = earlier
+            .ids
+            .iter()
+            .filter(|id| !index.ids.contains(id))
+            .count();
+        format!(
+            "{} replaces the plan in {} (config digest {} -> {}): {gone} trial(s) it planned \
+             are not in this plan; their rows are kept in {}",
+            what,
+            path.display(),
+            short(&earlier.config_digest),
+            short(&index.config_digest),
+            store::unplanned_dir(out).display()
+        )
+    });
     store::write_plan(out, &index)?;
-    Ok(index)
+    Ok((index, note))
+}
+
+/// The first 12 hex digits of a digest, as ids show them.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 /// Run an already resolved config: every trial of its plan, or with `opts.shard` one share of
@@ -197,7 +283,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let _lock = OutLock::acquire(&out, opts.shard)?;
     crate::stop::install();
-    let index = plan_file(cfg, &plan, &out, opts.shard)?;
+    let (index, replanned) = plan_file(cfg, &plan, &out, opts)?;
     // The trials this process runs: all of them, or its shard's.
     let mine: Vec<usize> = match opts.shard {
         None => (0..plan.trials.len()).collect(),
@@ -230,7 +316,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     )?;
     kd_report::write_claims(&out, &cfg.expect)?;
     let mut progress = Progress::new(mine.len() as u64 + 1);
-    for note in notes {
+    for note in replanned.into_iter().chain(notes) {
         progress.note(&note);
     }
     let d = &plan.data;
@@ -275,6 +361,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         plan: &plan,
         out: &out,
         index,
+        stale: if opts.fresh {
+            mine.iter().map(|&i| plan.trials[i].id.clone()).collect()
+        } else {
+            HashSet::new()
+        },
     };
     // Trials finished in an earlier run of this OUT with the same id are kept; their records are
     // re-derived from the plan (pairing, swept keys), their outcomes kept, and written to their
@@ -419,6 +510,18 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
     let merged = store.merge()?;
+    if !merged.unplanned.rows.is_empty() {
+        progress.note(&format!(
+            "{} trial(s) in {} are not in this plan (an earlier grid or config planned them): \
+             their rows are kept in {}, out of the report",
+            merged.unplanned.rows.len(),
+            out.display(),
+            store::unplanned_dir(&out).display()
+        ));
+    }
+    for note in &merged.notes {
+        progress.note(note);
+    }
     if stopped > 0 {
         progress.note(&format!(
             "stopped on request (SIGUSR1) with {stopped} trial(s) not run; the same command \
@@ -429,15 +532,17 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     let mut verdicts = vec![];
     if opts.shard.is_none() {
         let extras = kd_report::Extras {
-            confusion: merged.confusion.clone(),
+            confusion: merged.planned.confusion.clone(),
             claims: cfg.expect.clone(),
+            unplanned: merged.unplanned.rows.clone(),
         };
-        verdicts =
-            kd_report::write_report(&out, &cfg.name, &merged.rows, &merged.epochs, &extras)?.1;
+        let p = &merged.planned;
+        verdicts = kd_report::write_report(&out, &cfg.name, &p.rows, &p.epochs, &extras)?.1;
     }
     let mine_ids: std::collections::HashSet<&str> =
         mine.iter().map(|&i| plan.trials[i].id.as_str()).collect();
     let unfinished = merged
+        .planned
         .rows
         .iter()
         .filter(|r| r.kind == kd_report::Kind::Teacher || mine_ids.contains(r.trial_id.as_str()))
@@ -445,7 +550,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .count();
     Ok(Summary {
         out,
-        trials: merged.rows,
+        trials: merged.planned.rows,
         unfinished,
         verdicts,
         stopped,

@@ -4,9 +4,11 @@
 //! Cache files, under `$KD_CACHE_DIR/teachers/`, named by the teacher id's hash:
 //! `<hash>.ot` (weights), `<hash>.json` (its training record) and `<hash>.logits.pt`, whose one
 //! tensor is named after the teacher id and the SHA-256 of the weights it came from, so logits
-//! are only ever used with the teacher that produced them. Every file is written through a
-//! temporary file of this process's own and a rename, so sweeps sharing the cache never clobber
-//! each other.
+//! are only ever used with the teacher that produced them. Each of them has a `<file>.sha256`
+//! beside it, the SHA-256 of its content written with it and checked on every load: weights
+//! that do not match are trained again, logits computed again, a log left out, each with a
+//! message naming the file. Every file is written through a temporary file of this process's
+//! own and a rename, so sweeps sharing the cache never clobber each other.
 
 use std::path::{Path, PathBuf};
 
@@ -65,9 +67,9 @@ pub struct TeacherFiles {
 }
 
 impl TeacherFiles {
-    /// The logits, when the file holds those of these weights for `train_rows` and
-    /// `test_rows` images.
-    pub fn read_logits(&self, train_rows: i64, test_rows: i64) -> Option<Logits> {
+    /// The logits, when the file matches its digest and holds those of these weights for
+    /// `train_rows` and `test_rows` images; else why not.
+    pub fn read_logits(&self, train_rows: i64, test_rows: i64) -> Result<Logits, String> {
         read_logits(&self.logits, &self.logits_name, train_rows, test_rows)
     }
 
@@ -92,7 +94,15 @@ fn teachers_dir() -> PathBuf {
     cache_root().join("teachers")
 }
 
-/// Save a tensor store through a temporary file and a rename.
+/// Where the SHA-256 of cache file `file` is kept: `<file>.sha256`.
+fn digest_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// Save a tensor store through a temporary file and a rename, its digest beside it (written
+/// first, from the temporary file, so the pair is never older than the data).
 fn save_atomic(
     file: &Path,
     save: impl FnOnce(&Path) -> Result<(), tch::TchError>,
@@ -100,11 +110,48 @@ fn save_atomic(
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = kd_report::temp_path(file);
-    save(&tmp).map_err(torch_err(&tmp))?;
-    std::fs::rename(&tmp, file).map_err(|e| {
+    let done = save(&tmp)
+        .map_err(torch_err(&tmp))
+        .and_then(|()| file_digest(&tmp))
+        .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?))
+        .and_then(|()| std::fs::rename(&tmp, file).map_err(io_err(file)));
+    if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        io_err(file)(e)
-    })
+    }
+    done
+}
+
+/// Write `bytes` to cache file `file` atomically, with its digest beside it.
+fn write_verified(file: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(bytes));
+    kd_report::write_atomic(&digest_path(file), digest.as_bytes())?;
+    Ok(kd_report::write_atomic(file, bytes)?)
+}
+
+/// Why cache file `file` cannot be trusted, if it cannot: its digest file is missing (an older
+/// kd-sweep's cache) or unreadable, or its content does not hash to it.
+pub fn unverified(file: &Path) -> Option<String> {
+    let sidecar = digest_path(file);
+    let want = match std::fs::read_to_string(&sidecar) {
+        Ok(d) => d.trim().to_string(),
+        Err(e) => {
+            return Some(format!(
+                "its digest {} cannot be read ({e})",
+                sidecar.display()
+            ))
+        }
+    };
+    match file_digest(file) {
+        Ok(got) if got == want => None,
+        Ok(got) => Some(format!(
+            "its content hashes to {} but {} says {}: the file was changed or damaged",
+            &got[..16],
+            sidecar.display(),
+            want.get(..16).unwrap_or(&want)
+        )),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// Hold the teacher's lock in the cache (`<hash>.lock`, `flock`), waiting while another sweep
@@ -136,28 +183,53 @@ pub fn is_cached(plan: &Plan) -> bool {
     dir.join(format!("{h}.ot")).exists() && dir.join(format!("{h}.logits.pt")).exists()
 }
 
-/// Read the logits in `file` if they were produced by the weights named `name` (training
-/// logits under `name`, test logits under `name.test`) for these numbers of rows. A file of an
-/// older kd-sweep (training logits only) reads as none, and is rewritten.
-pub fn read_logits(file: &Path, name: &str, train_rows: i64, test_rows: i64) -> Option<Logits> {
-    let named = Tensor::load_multi(file).ok()?;
+/// Read the logits in `file` if it matches its digest and they were produced by the weights
+/// named `name` (training logits under `name`, test logits under `name.test`) for these numbers
+/// of rows; else say why not. A file of an older kd-sweep (no digest, or training logits only)
+/// does not read, and is rewritten.
+pub fn read_logits(
+    file: &Path,
+    name: &str,
+    train_rows: i64,
+    test_rows: i64,
+) -> Result<Logits, String> {
+    if !file.exists() {
+        return Err("not computed yet".into());
+    }
+    if let Some(why) = unverified(file) {
+        return Err(why);
+    }
+    let named = Tensor::load_multi(file).map_err(|e| format!("unreadable ({e})"))?;
     let find = |want: &str, rows: i64| {
         named
             .iter()
             .find(|(n, t)| n == want && t.size().len() == 2 && t.size()[0] == rows)
             .map(|(_, t)| t.shallow_clone())
+            .ok_or_else(|| format!("holds no logits `{want}` of {rows} images"))
     };
-    Some(Logits {
+    Ok(Logits {
         train: find(name, train_rows)?,
         test: find(&format!("{name}.test"), test_rows)?,
     })
 }
 
 /// The teacher's logits on the training and test splits: from the cache when they were made by
-/// these very weights (`name`), else computed now and cached.
-fn logits(net: &Net, data: &Tensors, file: &Path, name: &str) -> Result<Logits, RunError> {
-    if let Some(l) = read_logits(file, name, data.train.len(), data.test.len()) {
-        return Ok(l);
+/// these very weights (`name`) and match their digest, else computed now (saying why when a
+/// file was there) and cached.
+fn logits(
+    net: &Net,
+    data: &Tensors,
+    file: &Path,
+    name: &str,
+    progress: &mut Progress,
+) -> Result<Logits, RunError> {
+    match read_logits(file, name, data.train.len(), data.test.len()) {
+        Ok(l) => return Ok(l),
+        Err(why) if file.exists() => progress.note(&format!(
+            "teacher: cached logits {} not used: {why}; computing them again",
+            file.display()
+        )),
+        Err(_) => {}
     }
     let l = Logits {
         train: train::predict(net, &data.train.x, 1000).to_device(Device::Cpu),
@@ -168,6 +240,73 @@ fn logits(net: &Net, data: &Tensors, file: &Path, name: &str) -> Result<Logits, 
         Tensor::save_multi(&[(name, &l.train), (test_name.as_str(), &l.test)], tmp)
     })?;
     Ok(l)
+}
+
+/// Load the cached weights `file` into `vs` when they match their digest; else say why (a
+/// file of an older kd-sweep without one is loaded, and its digest recorded now).
+fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Progress) -> Option<()> {
+    if !file.is_file() {
+        return None;
+    }
+    let retrain = |progress: &mut Progress, why: String| {
+        progress.note(&format!(
+            "teacher: cached weights {} not used: {why}; training the teacher again",
+            file.display()
+        ));
+        None
+    };
+    let legacy = !digest_path(file).exists();
+    if let (false, Some(why)) = (legacy, unverified(file)) {
+        return retrain(progress, why);
+    }
+    if let Err(e) = vs.load(file) {
+        return retrain(progress, format!("it does not load ({e})"));
+    }
+    if legacy {
+        // Written before cache files carried digests: it loaded into this very model, so it is
+        // taken, and its digest recorded for every later load.
+        let recorded = file_digest(file)
+            .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?));
+        if recorded.is_ok() {
+            progress.note(&format!(
+                "teacher: {} had no digest (an older kd-sweep's cache); recorded it now",
+                file.display()
+            ));
+        }
+    }
+    Some(())
+}
+
+/// The cached training log `file`, when it reads and matches its digest (else none, saying why
+/// when it is there: the teacher is reported without its epochs).
+fn read_log(file: &Path, progress: &mut Progress) -> Option<TeacherLog> {
+    if !file.exists() {
+        return None;
+    }
+    let legacy = !digest_path(file).exists();
+    let read = match (legacy, unverified(file)) {
+        (false, Some(why)) => Err(why),
+        _ => std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<TeacherLog>(&b).map_err(|e| e.to_string())),
+    };
+    match read {
+        Ok(log) => {
+            if legacy {
+                let _ = file_digest(file)
+                    .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?));
+            }
+            Some(log)
+        }
+        Err(why) => {
+            progress.note(&format!(
+                "teacher: its training log {} not used ({why}); the teacher is reported without \
+                 its epochs",
+                file.display()
+            ));
+            None
+        }
+    }
 }
 
 /// Get the teacher of `plan`: from `teacher.checkpoint`, from the cache, or by training it.
@@ -221,7 +360,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
         })?;
         progress.note(&format!("teacher: loaded {}", ckpt.display()));
         (None, ckpt.clone())
-    } else if cached.is_file() && vs.load(&cached).is_ok() {
+    } else if let Some(()) = cached_weights(&mut vs, &cached, progress) {
         progress.note(&format!("teacher: reused cached {}", cached.display()));
         (None, cached.clone())
     } else {
@@ -254,20 +393,22 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
             best_epoch: outcome.best_epoch,
             wall_s: outcome.wall_s,
         };
-        kd_report::write_atomic(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
+        write_verified(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
         (Some(outcome), cached.clone())
     };
     let digest = file_digest(&weights_file)?;
     let logits_name = format!("{}-{}", t.id, &digest[..16]);
-    let logits = logits(&net, data, &logits_file, &logits_name)?;
+    let logits = logits(&net, data, &logits_file, &logits_name, progress)?;
     let trained = outcome.is_some();
     let outcome = match outcome {
         Some(o) => o,
         None => {
-            let log = std::fs::read(&log_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<TeacherLog>(&b).ok())
-                .filter(|_| t.cfg.checkpoint.is_none());
+            let log = t
+                .cfg
+                .checkpoint
+                .is_none()
+                .then(|| read_log(&log_file, progress))
+                .flatten();
             eval_only(&net, &logits, log)?
         }
     };

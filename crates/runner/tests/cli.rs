@@ -1,70 +1,12 @@
 //! The `kd` binary as a user meets it: exit codes and messages for bad input, `doctor`, `report`.
 //! Tests that train use a small slice of the real Fashion-MNIST (installed by `.ci/run`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn kd(args: &[&str], cache: &Path) -> Output {
-    kd_env(args, cache, &[])
-}
+use std::path::Path;
+use std::process::Command;
 
-/// `kd ARGS` with its cache in `cache`, plain progress lines, and `env` set.
-fn kd_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args(args)
-        .env("KD_CACHE_DIR", cache)
-        .env("CI", "1")
-        .envs(env.iter().copied())
-        .output()
-        .expect("kd runs")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A config that trains tiny models on a tiny slice, with `extra` appended.
-fn tiny(extra: &str) -> String {
-    format!(
-        "name: tiny\ndataset: {{val_size: 500, train_limit: 1000}}\ndevice: cpu\nthreads: 1\n\
-         teacher: {{model: {{arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n\
-         student: {{model: {{arch: mlp, hidden: [32]}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n{extra}"
-    )
-}
-
-/// `kd sweep DIR/c.yaml --out DIR/out EXTRA...` with its cache in `DIR/cache`.
-fn sweep(dir: &Path, config: &str, extra: &[&str]) -> (Output, PathBuf) {
-    sweep_env(dir, config, extra, &[])
-}
-
-/// [`sweep`] with `env` set.
-fn sweep_env(dir: &Path, config: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, PathBuf) {
-    let cfg = write(dir, "c.yaml", config);
-    let out = dir.join("out");
-    let args = [
-        &[
-            "sweep",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ][..],
-        extra,
-    ]
-    .concat();
-    (kd_env(&args, &dir.join("cache"), env), out)
-}
-
-fn sweep_exit(config: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (o, _) = sweep(dir.path(), config, &[]);
-    (o.status.code().unwrap_or(-1), stderr(&o))
-}
+use common::*;
 
 #[test]
 fn unknown_key_exits_2_and_names_it() {
@@ -277,30 +219,6 @@ fn report_regenerates_from_parquet() {
     assert!(stdout.contains("report.md"), "{stdout}");
 }
 
-/// The trials of OUT (from its Parquet file), in file order.
-fn records(out: &Path) -> Vec<kd_report::TrialRecord> {
-    kd_report::read_frames(out)
-        .map(|(rows, _)| rows)
-        .unwrap_or_default()
-}
-
-/// The rows as (trial_id, test_acc, val_acc, train_acc), in file order; a missing accuracy is
-/// an empty string.
-fn accuracies(out: &Path) -> Vec<(String, String, String, String)> {
-    let text = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-    records(out)
-        .into_iter()
-        .map(|r| {
-            (
-                r.trial_id,
-                text(r.test_acc),
-                text(r.val_acc),
-                text(r.train_acc),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn two_workers_give_the_numbers_of_one() {
     let config = tiny("seeds: [0, 1]\ngrid: {temperature: [2, 4]}\n");
@@ -358,43 +276,6 @@ fn finished(out: &Path) -> Vec<(String, String)> {
         .into_iter()
         .map(|r| (r.trial_id, r.finished_at))
         .collect()
-}
-
-/// A sweep in `dir` whose students take about a second each (`extra` appended to the config):
-/// its `kd sweep` arguments, OUT and cache.
-fn slow_sweep(dir: &Path, extra: &str) -> (Vec<String>, PathBuf, PathBuf) {
-    let cfg = write(
-        dir,
-        "c.yaml",
-        &format!(
-            "name: slow\ndataset: {{val_size: 500, train_limit: 3000}}\ndevice: cpu\nthreads: 1\n\
-             teacher: {{model: {{arch: mlp, hidden: [64], dropout: 0.0, input_dropout: 0.0}}, train: {{epochs: 1, optimizer: adam, lr: 0.002}}}}\n\
-             student: {{model: {{arch: mlp, hidden: [256, 256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
-             grid: {{temperature: [2, 4, 8]}}\n{extra}"
-        ),
-    );
-    let out = dir.join("out");
-    let args = [
-        "sweep",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    (args, out, dir.join("cache"))
-}
-
-/// Start `kd ARGS` in the background, its output piped.
-fn spawn_kd(args: &[String], cache: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args(args)
-        .env("KD_CACHE_DIR", cache)
-        .env("CI", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -544,18 +425,6 @@ fn a_busy_out_refuses_a_second_sweep_and_a_busy_shard_its_twin() {
 }
 
 /// The test accuracies by id, read from the record files in OUT/records.
-fn record_files(out: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(out.join("records"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn two_shards_at_once_share_one_out_and_one_teacher_and_equal_one_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -1333,9 +1202,9 @@ fn kd_slurm_writes_the_array_and_report_scripts_and_sizes_n_from_the_plan() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("#SBATCH --array=0-1\n"));
     let o = slurm(&["--shards", "3", "--max-parallel", "2"], &[]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("#SBATCH --array=0-2%2\n"));
-    // --submit where there is no sbatch: exit 1, saying what to do.
+    // --submit where there is no sbatch: exit 2 (the environment), saying what to do.
     let o = slurm(&["--submit"], &[("PATH", "/nonexistent")]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("cannot run sbatch") && stderr(&o).contains("Without --submit"),
         "{}",
@@ -1361,8 +1230,92 @@ fn a_shard_that_plans_other_ids_than_the_shards_before_it_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("shard 1/2 plans other trial ids"), "{err}");
     assert!(err.contains("cpu other-isa"), "{err}");
-    assert!(err.contains("remove"), "{err}");
+    assert!(err.contains("--replan"), "{err}");
     // A whole sweep replans the folder.
     let (o, _) = sweep(dir.path(), &config, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// With stderr not a terminal (CI, a Slurm log), a running trial prints epoch lines (at most one
+/// a minute; here every epoch), the teacher's included.
+#[test]
+fn plain_progress_prints_the_epochs_of_a_running_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, _) = sweep_env(
+        dir.path(),
+        &tiny("baseline: false\npack: off\n"),
+        &[],
+        &[("KD_PROGRESS_EVERY_S", "0")],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("  teacher: epoch 1/1 loss "), "{err}");
+    assert!(err.contains("  kd seed 0: epoch 1/1 loss "), "{err}");
+    assert!(err.contains(" val ") && err.contains(" eta "), "{err}");
+}
+
+/// Every argument of every command has help text, and `kd completions SHELL` prints a script.
+#[test]
+fn every_argument_has_help_and_completions_print() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [
+        "sweep",
+        "slurm",
+        "report",
+        "bench",
+        "download",
+        "completions",
+    ] {
+        let o = kd(&[cmd, "--help"], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        // An argument's help is on its line, or (long help) on the more indented next line.
+        let lines: Vec<&str> = help.lines().collect();
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            let arg = t.starts_with('<') || t.starts_with("--") || t.starts_with("-h");
+            if !arg || t.contains("  ") {
+                continue;
+            }
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            let helped = indent(next) > indent(line)
+                && !next.trim().is_empty()
+                && !next.trim().starts_with('-');
+            assert!(helped, "{cmd}: `{t}` has no help text:\n{help}");
+        }
+    }
+    let o = kd(&["report", "--help"], dir.path());
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(help.contains("records/"), "{help}");
+    for shell in ["bash", "zsh", "fish"] {
+        let o = kd(&["completions", shell], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", stderr(&o));
+        let script = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            script.contains("sweep") && script.contains("--shard"),
+            "{shell}"
+        );
+    }
+}
+
+/// Issue 17: T = 1e9 reported `ok` at below-chance accuracy with no warning.
+#[test]
+fn a_trial_at_chance_with_a_finite_loss_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep(
+        dir.path(),
+        &tiny("baseline: false\nkd: {temperature: 1.0e+9}\n"),
+        &[],
+    );
+    let err = stderr(&o);
+    let rows = records(&out);
+    let acc = rows[1].test_acc.unwrap();
+    assert!(acc <= 0.1, "the premise: at chance, got {acc}");
+    assert_eq!(rows[1].status, kd_report::Status::Ok, "{err}");
+    assert!(
+        err.contains("at or below chance (10.00%, 10 classes)"),
+        "{err}"
+    );
+    assert!(err.contains(&rows[1].trial_id), "{err}");
 }

@@ -508,3 +508,77 @@ fn set_overrides_any_key() {
         "{e}"
     );
 }
+
+/// Issue 17: `--set kd.temperature=8` on a config that sweeps `temperature` was ignored.
+#[test]
+fn set_on_a_swept_key_is_refused_and_says_how_to_sweep_the_value() {
+    let raw = config::parse(
+        "name: x\ngrid: {temperature: [1, 2], student.train.lr: [0.1], hidden: [[8]]}",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    for (set, axis) in [
+        ("kd.temperature=8", "temperature"),
+        ("temperature=8", "temperature"),
+        ("student.train.lr=0.5", "student.train.lr"),
+        ("student.train={lr: 0.5}", "student.train.lr"),
+        ("student.model.hidden=[4]", "hidden"),
+    ] {
+        let e = raw.with_sets(&[set.into()]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("grid.{axis} sweeps this key")),
+            "{set}: {e}"
+        );
+        let value = set.split_once('=').unwrap().1;
+        assert!(
+            e.contains(&format!("use --set grid.{axis}=[{value}]")),
+            "{set}: {e}"
+        );
+    }
+    // The grid itself, and keys beside the swept ones, can be set.
+    let r = raw
+        .with_sets(&[
+            "grid.temperature=[8]".into(),
+            "kd.alpha=0.5".into(),
+            "student.train.epochs=2".into(),
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(r.cells.len(), 1);
+    assert_eq!(r.cells[0].kd.temperature, 8.0);
+    assert_eq!(r.cells[0].kd.alpha, 0.5);
+    // Once the grid no longer sweeps a key, setting it works.
+    let r = raw
+        .with_sets(&["grid={hidden: [[8]]}".into(), "kd.temperature=8".into()])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(r.cells[0].kd.temperature, 8.0);
+}
+
+/// Issue 17: a `name:` with a newline was accepted; an alias bomb's "repetition limit exceeded"
+/// did not say it means YAML aliases.
+#[test]
+fn a_name_on_two_lines_and_an_alias_bomb_are_refused_with_what_they_are() {
+    let e = err("name: \"two\\nlines\"");
+    assert!(
+        e.starts_with("name: \"two\\nlines\" must be a non-empty file name on one line"),
+        "{e}"
+    );
+    let e = err("name: \"tab\\there\"");
+    assert!(e.starts_with("name: "), "{e}");
+    // Anchors inside a value kd reads (a grid axis), each level ten aliases of the last.
+    let mut levels = vec![String::from("&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]")];
+    for i in 1..9u8 {
+        let (prev, me) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+        levels.push(format!(
+            "&{me} [{}]",
+            vec![format!("*{prev}"); 10].join(", ")
+        ));
+    }
+    let bomb = format!("name: x\ngrid: {{temperature: [{}]}}\n", levels.join(", "));
+    let e = err(&bomb);
+    assert!(e.contains("repetition limit exceeded"), "{e}");
+    assert!(e.contains("expands YAML aliases"), "{e}");
+}

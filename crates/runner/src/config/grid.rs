@@ -25,6 +25,19 @@ pub fn value_text(v: &serde_yaml::Value) -> String {
     }
 }
 
+/// The grid key (as written) of the config `value` that sweeps dotted `key`, a key inside it or
+/// a mapping holding it: a `--set` there would be overridden by every cell.
+fn swept_by(value: &serde_yaml::Value, key: &str) -> Option<String> {
+    let grid = value.get("grid")?.as_mapping()?;
+    grid.keys().filter_map(|k| k.as_str()).find_map(|written| {
+        let axis = grid_key(written)?;
+        let overlaps = axis == key
+            || axis.starts_with(&format!("{key}."))
+            || key.starts_with(&format!("{axis}."));
+        overlaps.then(|| written.to_string())
+    })
+}
+
 /// Set each dotted key of `overrides` in the config `value` and parse the result back.
 fn apply_overrides(
     value: &serde_yaml::Value,
@@ -191,6 +204,15 @@ impl RawConfig {
             let v: serde_yaml::Value = serde_yaml::from_str(text)
                 .map_err(|e| invalid(format!("--set {key}"), format!("bad YAML value: {e}")))?;
             let key = grid_key(key).unwrap_or_else(|| key.to_string());
+            if let Some(written) = swept_by(&value, &key) {
+                return Err(invalid(
+                    format!("--set {key}"),
+                    format!(
+                        "grid.{written} sweeps this key, so the grid's values would replace this \
+                         one; use --set grid.{written}=[{text}] to sweep that value alone"
+                    ),
+                ));
+            }
             value = serde_yaml::to_value(
                 apply_overrides(&value, &[(key.as_str(), &v)])
                     .map_err(|m| invalid(format!("--set {key}"), m))?,

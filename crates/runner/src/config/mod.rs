@@ -319,9 +319,18 @@ impl<'de> Deserialize<'de> for Pack {
 
 /// Parse YAML text. Syntax errors and unknown keys name the file, the key path and the line.
 pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-    serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: file.to_path_buf(),
-        message: e.to_string(),
+    serde_yaml::from_str(text).map_err(|e| {
+        let mut message = e.to_string();
+        if message.contains("repetition limit exceeded") {
+            message.push_str(
+                " (the file expands YAML aliases, `*name`, too many times: an alias bomb, or a \
+                 config that repeats an anchor; write the values out instead)",
+            );
+        }
+        ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message,
+        }
     })
 }
 

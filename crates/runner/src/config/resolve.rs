@@ -466,11 +466,16 @@ fn resolve_expect(raw: Option<&[serde_yaml::Value]>) -> Result<Vec<kd_report::Cl
 impl RawConfig {
     pub(super) fn resolve_base(&self) -> Result<Resolved, ConfigError> {
         let name = self.name.trim();
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        if name.is_empty()
+            || name.contains(['/', '\\'])
+            || name.starts_with('.')
+            || name.chars().any(char::is_control)
+        {
             return Err(invalid(
                 "name",
                 format!(
-                    "`{}` must be a non-empty file name (it names results/<name>/)",
+                    "{:?} must be a non-empty file name on one line, without / or control \
+                     characters (it names results/<name>/)",
                     self.name
                 ),
             ));
