@@ -44,6 +44,8 @@ pub enum SoftLoss {
 }
 
 impl SoftLoss {
+    pub const ALL: [SoftLoss; 3] = [SoftLoss::Ce, SoftLoss::Kl, SoftLoss::MseLogits];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SoftLoss::Ce => "ce",

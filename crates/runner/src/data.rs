@@ -11,7 +11,6 @@ use tch::{Device, Tensor};
 
 use crate::config::DatasetCfg;
 use crate::error::RunError;
-use crate::train::SplitTensors;
 
 /// `$KD_CACHE_DIR`, or `~/.cache/kd-sweep`.
 pub fn cache_root() -> PathBuf {
@@ -204,6 +203,23 @@ pub fn load_planned(plan: &DataPlan) -> Result<Data, RunError> {
         }));
     }
     Ok(data)
+}
+
+/// Tensors of one split on the training device.
+#[derive(Debug)]
+pub struct SplitTensors {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl SplitTensors {
+    pub fn len(&self) -> i64 {
+        self.y.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The splits as tensors on one device, with the students' transfer set and the teacher's

@@ -126,8 +126,10 @@ pub fn gpu_model(n: usize) -> String {
         .unwrap_or_else(|| "unknown GPU".into())
 }
 
-/// Turn a device name into a libtorch device, checking that it exists.
+/// Turn a device name into a libtorch device, checking that it exists (its form is checked by
+/// [`crate::config::parse_device_name`], as in the config).
 pub fn select_device(name: &str) -> Result<Device, RunError> {
+    let name = crate::config::parse_device_name("device", name)?;
     let cuda = tch::Cuda::is_available();
     let count = tch::Cuda::device_count();
     let missing = |what: String| RunError::Device {
@@ -137,7 +139,7 @@ pub fn select_device(name: &str) -> Result<Device, RunError> {
              Use `device: cpu` or `auto`, and run `kd doctor` to see what libtorch finds"
         ),
     };
-    match name {
+    match name.as_str() {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),
         "cuda" if cuda => Ok(Device::Cuda(0)),
@@ -146,10 +148,7 @@ pub fn select_device(name: &str) -> Result<Device, RunError> {
             let n: usize = other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .ok_or_else(|| RunError::Device {
-                    key: "device".into(),
-                    message: format!("`{other}` is not a device (use auto, cpu, cuda or cuda:N)"),
-                })?;
+                .ok_or_else(|| missing(format!("`{other}` was asked for")))?;
             if cuda && (n as i64) < count {
                 Ok(Device::Cuda(n))
             } else {

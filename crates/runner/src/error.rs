@@ -4,6 +4,17 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ConfigError;
 
+/// Why one training run could not proceed (before or during its epochs).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Loss(#[from] kd_loss::LossError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Spec(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -43,7 +54,7 @@ pub enum RunError {
     #[error(transparent)]
     Report(#[from] kd_report::ReportError),
     #[error("the teacher did not train: {0}")]
-    Teacher(#[from] crate::train::TrainError),
+    Teacher(#[from] TrainError),
     #[error("the teacher diverged ({0}); lower teacher.train.lr")]
     TeacherDiverged(String),
     #[error("cannot start {exe}: {source}")]

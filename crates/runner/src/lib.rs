@@ -18,29 +18,34 @@
 //! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
 //! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine.
 //!
-//! Errors are typed ([`error::RunError`], [`config::ConfigError`]); `main.rs` prints them and
-//! chooses exit codes in one place.
+//! - [`cli`]: the command line as clap parses it; [`commands`]: what each command does, and
+//!   its exit code.
+//!
+//! Errors are typed ([`error::RunError`] and [`error::TrainError`], [`config::ConfigError`]);
+//! [`commands::Failure::exit_code`] chooses exit codes in one place and `main.rs` prints them.
 
-pub mod bench;
+pub(crate) mod bench;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
-pub mod doctor;
-pub mod env;
+pub(crate) mod doctor;
+pub(crate) mod env;
 pub mod error;
-pub mod measure;
-pub mod optim;
-pub mod packed;
+pub(crate) mod measure;
+pub(crate) mod optim;
+pub(crate) mod packed;
 pub mod plan;
-pub mod pool;
-pub mod progress;
-pub mod records;
+pub(crate) mod pool;
+pub(crate) mod progress;
+pub(crate) mod records;
 pub mod resume;
-pub mod slurm;
-pub mod stop;
+pub(crate) mod slurm;
+pub(crate) mod stop;
 pub mod sweep;
-pub mod teacher;
-pub mod train;
-pub mod trial;
+pub(crate) mod teacher;
+pub(crate) mod train;
+pub(crate) mod trial;
 
 /// Unit tests that seed libtorch's global generator (`tch::manual_seed`) or depend on its
 /// draws hold this lock: the test harness runs tests on threads of one process, and a seed set

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::train::SplitTensors;
+use crate::data::SplitTensors;
 
 /// The largest shift tried, and the step: the paper's shifts were 3.5 and 7.6.
 pub const SHIFT_MAX: f64 = 30.0;

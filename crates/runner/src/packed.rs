@@ -18,9 +18,11 @@ use kd_report::{EpochRecord, Status};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::TrainCfg;
+use crate::data::SplitTensors;
 use crate::env::now_rfc3339;
+use crate::error::TrainError;
 use crate::optim::PackedOptimizer;
-use crate::train::{self, Outcome, SplitTensors, TrainData, TrainError};
+use crate::train::{self, Outcome, TrainData};
 
 /// One student of a pack.
 #[derive(Debug, Clone)]

@@ -43,8 +43,8 @@ pub enum Message {
 /// What the parent's handler sees.
 #[derive(Debug)]
 pub enum Event {
-    /// Worker `slot` (0, 1, ... in start order) took trial `index`.
-    /// A unit of the plan (one trial or a pack) went to worker `slot`.
+    /// A unit of the plan (one trial or a pack; `unit` holds plan indices) went to worker
+    /// `slot` (0, 1, ... in start order).
     Started {
         slot: usize,
         unit: Vec<usize>,

@@ -5,7 +5,7 @@
 use kd_model_zoo::ModelSpec;
 use kd_report::{Exec, Kind, TrialRecord};
 
-use crate::config::TrainCfg;
+use crate::config::{enum_name, TrainCfg};
 use crate::env::Slot;
 use crate::plan::{Plan, PlannedTrial};
 use crate::train::Outcome;
@@ -100,11 +100,11 @@ impl Plan {
             params: model.param_count(d.input, d.classes) as u64,
             epochs: train.epochs as u32,
             batch_size: train.batch_size as u32,
-            optimizer: format!("{:?}", train.optimizer).to_lowercase(),
+            optimizer: enum_name(&train.optimizer),
             lr: train.lr,
             momentum: train.momentum,
             weight_decay: train.weight_decay,
-            schedule: format!("{:?}", train.schedule).to_lowercase(),
+            schedule: enum_name(&train.schedule),
             temperature: None,
             alpha: None,
             beta: None,

@@ -183,22 +183,13 @@ exit "$rc"
     Scripts { sweep, report }
 }
 
-/// What `kd slurm` wrote (and submitted).
-#[derive(Debug)]
-pub struct Written {
-    pub sweep: PathBuf,
-    pub report: PathBuf,
-    pub shards: usize,
-    /// What to print.
-    pub text: String,
-}
-
 fn absolute(p: &Path) -> Result<PathBuf, RunError> {
     std::path::absolute(p).map_err(io_err(p))
 }
 
-/// Write `OUT/slurm/{sweep,report}.sbatch` for the config, and submit them with `--submit`.
-pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
+/// Write `OUT/slurm/{sweep,report}.sbatch` for the config, and submit them with `--submit`;
+/// returns what to print.
+pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<String, RunError> {
     if opts.packs_per_task == 0 {
         return Err(RunError::Slurm("--packs-per-task must be > 0".into()));
     }
@@ -277,12 +268,7 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
             q(&sweep),
             q(&report)
         );
-        return Ok(Written {
-            sweep,
-            report,
-            shards,
-            text,
-        });
+        return Ok(text);
     }
     let array = sbatch(&[&sweep.to_string_lossy()])?;
     let dependency = format!("--dependency=afterany:{array}");
@@ -300,12 +286,7 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<Written, RunError> {
         logs = logs.display(),
         out = out.display(),
     ));
-    Ok(Written {
-        sweep,
-        report,
-        shards,
-        text,
-    })
+    Ok(text)
 }
 
 /// `sbatch --parsable ARGS`: the job id it prints.

@@ -24,10 +24,5 @@ pub fn requested() -> bool {
     flag().load(Ordering::SeqCst)
 }
 
-/// Ask for a stop (what SIGUSR1 does).
-pub fn request() {
-    flag().store(true, Ordering::SeqCst);
-}
-
 /// The exit code of a sweep that stopped on request before its trials were done.
 pub const EXIT_STOPPED: u8 = 3;

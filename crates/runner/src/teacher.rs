@@ -112,8 +112,7 @@ fn save_atomic(
     let tmp = kd_report::temp_path(file);
     let done = save(&tmp)
         .map_err(torch_err(&tmp))
-        .and_then(|()| file_digest(&tmp))
-        .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?))
+        .and_then(|()| record_digest(&tmp, file))
         .and_then(|()| std::fs::rename(&tmp, file).map_err(io_err(file)));
     if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -129,28 +128,63 @@ fn write_verified(file: &Path, bytes: &[u8]) -> Result<(), RunError> {
     Ok(kd_report::write_atomic(file, bytes)?)
 }
 
-/// Why cache file `file` cannot be trusted, if it cannot: its digest file is missing (an older
-/// kd-sweep's cache) or unreadable, or its content does not hash to it.
-pub fn unverified(file: &Path) -> Option<String> {
+/// Record the digest of `content` (the file itself, or the temporary file about to become it)
+/// as that of cache file `file`.
+fn record_digest(content: &Path, file: &Path) -> Result<(), RunError> {
+    let digest = file_digest(content)?;
+    Ok(kd_report::write_atomic(
+        &digest_path(file),
+        digest.as_bytes(),
+    )?)
+}
+
+/// What a cache file's digest says of it.
+#[derive(Debug, PartialEq)]
+enum Check {
+    /// Its content hashes to its digest.
+    Verified,
+    /// It has no digest: an older kd-sweep's cache, before cache files carried one.
+    Legacy,
+    /// Why it cannot be trusted: its digest is unreadable, or its content does not hash to it.
+    Bad(String),
+}
+
+fn check(file: &Path) -> Check {
     let sidecar = digest_path(file);
+    if !sidecar.exists() {
+        return Check::Legacy;
+    }
     let want = match std::fs::read_to_string(&sidecar) {
         Ok(d) => d.trim().to_string(),
         Err(e) => {
-            return Some(format!(
+            return Check::Bad(format!(
                 "its digest {} cannot be read ({e})",
                 sidecar.display()
             ))
         }
     };
     match file_digest(file) {
-        Ok(got) if got == want => None,
-        Ok(got) => Some(format!(
+        Ok(got) if got == want => Check::Verified,
+        Ok(got) => Check::Bad(format!(
             "its content hashes to {} but {} says {}: the file was changed or damaged",
             &got[..16],
             sidecar.display(),
             want.get(..16).unwrap_or(&want)
         )),
-        Err(e) => Some(e.to_string()),
+        Err(e) => Check::Bad(e.to_string()),
+    }
+}
+
+/// Why cache file `file` cannot be trusted, if it cannot: its digest file is missing (an older
+/// kd-sweep's cache) or unreadable, or its content does not hash to it.
+pub fn unverified(file: &Path) -> Option<String> {
+    match check(file) {
+        Check::Verified => None,
+        Check::Legacy => Some(format!(
+            "its digest {} cannot be read (it has none)",
+            digest_path(file).display()
+        )),
+        Check::Bad(why) => Some(why),
     }
 }
 
@@ -255,19 +289,17 @@ fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Progress) -
         ));
         None
     };
-    let legacy = !digest_path(file).exists();
-    if let (false, Some(why)) = (legacy, unverified(file)) {
+    let checked = check(file);
+    if let Check::Bad(why) = checked {
         return retrain(progress, why);
     }
     if let Err(e) = vs.load(file) {
         return retrain(progress, format!("it does not load ({e})"));
     }
-    if legacy {
+    if checked == Check::Legacy {
         // Written before cache files carried digests: it loaded into this very model, so it is
         // taken, and its digest recorded for every later load.
-        let recorded = file_digest(file)
-            .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?));
-        if recorded.is_ok() {
+        if record_digest(file, file).is_ok() {
             progress.note(&format!(
                 "teacher: {} had no digest (an older kd-sweep's cache); recorded it now",
                 file.display()
@@ -283,18 +315,17 @@ fn read_log(file: &Path, progress: &mut Progress) -> Option<TeacherLog> {
     if !file.exists() {
         return None;
     }
-    let legacy = !digest_path(file).exists();
-    let read = match (legacy, unverified(file)) {
-        (false, Some(why)) => Err(why),
+    let checked = check(file);
+    let read = match &checked {
+        Check::Bad(why) => Err(why.clone()),
         _ => std::fs::read(file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<TeacherLog>(&b).map_err(|e| e.to_string())),
     };
     match read {
         Ok(log) => {
-            if legacy {
-                let _ = file_digest(file)
-                    .and_then(|d| Ok(kd_report::write_atomic(&digest_path(file), d.as_bytes())?));
+            if checked == Check::Legacy {
+                let _ = record_digest(file, file);
             }
             Some(log)
         }

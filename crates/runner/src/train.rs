@@ -11,34 +11,9 @@ use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::data::SplitTensors;
 use crate::env::now_rfc3339;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Loss(#[from] kd_loss::LossError),
-    #[error(transparent)]
-    Torch(#[from] tch::TchError),
-    #[error("{0}")]
-    Spec(String),
-}
-
-/// Tensors of one split on the training device.
-#[derive(Debug)]
-pub struct SplitTensors {
-    pub x: Tensor,
-    pub y: Tensor,
-}
-
-impl SplitTensors {
-    pub fn len(&self) -> i64 {
-        self.y.size()[0]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use crate::error::TrainError;
 
 /// What a trial trains on.
 #[derive(Debug)]

@@ -4,12 +4,12 @@
 use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
-use crate::data::{Data, Tensors};
+use crate::data::{Data, SplitTensors, Tensors};
 use crate::measure::Reference;
 use crate::packed::{self, Member};
 use crate::plan::PlannedTrial;
 use crate::teacher::{Logits, TeacherFiles};
-use crate::train::{self, Outcome, SplitTensors, TrainData};
+use crate::train::{self, Outcome, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
 /// set (`dataset.transfer_fraction` of the training split) and the teacher's logits on it.

@@ -1,6 +1,7 @@
 //! The user-facing config: raw serde structs that mirror the YAML (unknown keys are errors), and
-//! [`RawConfig::resolve`], which validates, fills every default (they live in [`resolve`] alone)
-//! and expands the grid ([`grid`]) into the [`Resolved`] config that a run writes to
+//! [`RawConfig::resolve`] (in `grid.rs`), which expands the grid into cells and resolves each
+//! through `resolve.rs` (validation, and every default: they live there alone) into the
+//! [`Resolved`] config that a run writes to
 //! `OUT/config.resolved.yaml` before training. The plan (`crate::plan`) turns it into trials.
 
 mod grid;
@@ -40,9 +41,35 @@ pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Con
     }
 }
 
+/// A unit enum's name as serde reads and writes it (`Optimizer::Adamw` -> `adamw`): the one
+/// spelling of config values, record columns and ids.
+pub fn enum_name<T: Serialize>(value: &T) -> String {
+    match serde_yaml::to_value(value) {
+        Ok(serde_yaml::Value::String(s)) => s,
+        other => unreachable!("a unit enum serialises to a string, got {other:?}"),
+    }
+}
+
+/// The unit enum named `text` (its serde spelling), one of `all`; `key` and `what` name the
+/// setting in the error, which lists the known names.
+pub(crate) fn parse_enum<T: Serialize + serde::de::DeserializeOwned>(
+    key: String,
+    what: &str,
+    text: &str,
+    all: &[T],
+) -> Result<T, ConfigError> {
+    serde_yaml::from_value(serde_yaml::Value::String(text.into())).map_err(|_| {
+        let known: Vec<String> = all.iter().map(enum_name).collect();
+        invalid(
+            key,
+            format!("unknown {what} `{text}` (known: {})", known.join(", ")),
+        )
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw: exactly the YAML's shape. Every field optional except `name`, so defaults are filled in
-// `resolve` and nowhere else.
+// `resolve.rs` and nowhere else.
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -233,12 +260,20 @@ pub enum Optimizer {
     Adamw,
 }
 
+impl Optimizer {
+    pub const ALL: [Optimizer; 3] = [Optimizer::Sgd, Optimizer::Adam, Optimizer::Adamw];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Cosine decay from `lr` to 0 over all steps.
     Cosine,
     Constant,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 2] = [Schedule::Cosine, Schedule::Constant];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

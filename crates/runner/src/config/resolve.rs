@@ -5,8 +5,8 @@ use kd_loss::{KdWeights, SoftLoss};
 use kd_model_zoo::{CnnSpec, Init, MlpSpec, ModelSpec};
 
 use super::{
-    invalid, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd, RawModel, RawTrain,
-    Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd, RawModel,
+    RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -185,26 +185,13 @@ impl RawTrain {
         if batch_size == 0 {
             return Err(invalid(format!("{key}.batch_size"), "must be > 0, got 0"));
         }
-        let optimizer = match self.optimizer.as_deref().unwrap_or("sgd") {
-            "sgd" => Optimizer::Sgd,
-            "adam" => Optimizer::Adam,
-            "adamw" => Optimizer::Adamw,
-            other => {
-                return Err(invalid(
-                    format!("{key}.optimizer"),
-                    format!("unknown optimizer `{other}` (known: sgd, adam, adamw)"),
-                ))
-            }
+        let optimizer = match self.optimizer.as_deref() {
+            None => Optimizer::Sgd,
+            Some(s) => parse_enum(format!("{key}.optimizer"), "optimizer", s, &Optimizer::ALL)?,
         };
-        let schedule = match self.schedule.as_deref().unwrap_or("cosine") {
-            "cosine" => Schedule::Cosine,
-            "constant" => Schedule::Constant,
-            other => {
-                return Err(invalid(
-                    format!("{key}.schedule"),
-                    format!("unknown schedule `{other}` (known: cosine, constant)"),
-                ))
-            }
+        let schedule = match self.schedule.as_deref() {
+            None => Schedule::Cosine,
+            Some(s) => parse_enum(format!("{key}.schedule"), "schedule", s, &Schedule::ALL)?,
         };
         let default_lr = if optimizer == Optimizer::Sgd {
             0.05
@@ -309,16 +296,9 @@ impl RawKd {
                 "alpha and beta are both 0: nothing to train on",
             ));
         }
-        let soft_loss = match self.soft_loss.as_deref().unwrap_or("ce") {
-            "ce" => SoftLoss::Ce,
-            "kl" => SoftLoss::Kl,
-            "mse_logits" => SoftLoss::MseLogits,
-            other => {
-                return Err(invalid(
-                    "kd.soft_loss",
-                    format!("unknown soft loss `{other}` (known: ce, kl, mse_logits)"),
-                ))
-            }
+        let soft_loss = match self.soft_loss.as_deref() {
+            None => SoftLoss::Ce,
+            Some(s) => parse_enum("kd.soft_loss".into(), "soft loss", s, &SoftLoss::ALL)?,
         };
         Ok(KdWeights {
             temperature,

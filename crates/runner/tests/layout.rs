@@ -1,0 +1,202 @@
+//! The house's shape, checked from the sources: no import cycle between the runner's modules,
+//! `main.rs` only parses and dispatches, and no `src/` file grows past the line limit (the
+//! files still over it are listed with their size today, and may only shrink).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_LINES: usize = 500;
+
+/// Files over [`MAX_LINES`] today (issue 18 splits them), with the most lines each may have.
+const OVER_TODAY: &[(&str, usize)] = &[
+    ("data/src/download.rs", 582),
+    ("data/src/lib.rs", 543),
+    ("model-zoo/src/lib.rs", 949),
+    ("report/src/claims.rs", 836),
+    ("report/src/figures.rs", 787),
+    ("report/src/markdown.rs", 523),
+    ("report/src/record.rs", 635),
+    ("report/src/store.rs", 537),
+    ("runner/src/bench.rs", 654),
+    ("runner/src/packed.rs", 699),
+    ("runner/src/plan.rs", 569),
+    ("runner/src/sweep.rs", 572),
+    ("runner/src/train.rs", 607),
+    ("runner/src/config/resolve.rs", 571),
+];
+
+fn crates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The source without comments and without its `#[cfg(test)]` module (tests may use anything).
+fn code_of(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The top-level modules a source names through `crate::`: `crate::a::x`, `crate::{a, b::y}`.
+fn crate_refs(code: &str) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        let before = rest[..i].chars().next_back();
+        rest = &rest[i + "crate::".len()..];
+        if before.is_some_and(is_ident) {
+            continue; // `kd_crate::` and the like
+        }
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's items at depth 1 (split at its top-level commas), each by its first name.
+            let (mut depth, mut item) = (1, String::new());
+            let mut items = Vec::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => items.push(std::mem::take(&mut item)),
+                    c if depth == 1 => item.push(c),
+                    _ => {}
+                }
+            }
+            items.push(item);
+            for item in items {
+                let name: String = item.trim().chars().take_while(|&c| is_ident(c)).collect();
+                if !name.is_empty() {
+                    refs.insert(name);
+                }
+            }
+        } else {
+            let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+            refs.insert(name);
+        }
+    }
+    refs
+}
+
+/// The runner's module graph: `a -> b` when a file of module `a` names `crate::b`.
+fn runner_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = crates_dir().join("runner/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let top = top.trim_end_matches(".rs").to_string();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        let deps = graph.entry(top.clone()).or_default();
+        deps.extend(crate_refs(&code).into_iter().filter(|d| *d != top));
+    }
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d)); // items of lib.rs (`crate::torch_lock`)
+    }
+    graph
+}
+
+/// A cycle through `start`, as the path `start -> ... -> start`, if there is one.
+fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(start.to_string(), vec![start.to_string()])];
+    let mut seen = BTreeSet::new();
+    while let Some((node, path)) = stack.pop() {
+        for next in &graph[&node] {
+            if next == start {
+                let mut cycle = path.clone();
+                cycle.push(start.to_string());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut p = path.clone();
+                p.push(next.clone());
+                stack.push((next.clone(), p));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_reference_reader_sees_groups_and_paths() {
+    let code = "use crate::{data::{self, X}, env, error::RunError};\nlet a = crate::plan::f();\n\
+                use kd_crate::nope;";
+    let refs: Vec<String> = crate_refs(code).into_iter().collect();
+    assert_eq!(refs, ["data", "env", "error", "plan"]);
+}
+
+#[test]
+fn runner_modules_have_no_import_cycle() {
+    let graph = runner_graph();
+    assert!(graph.len() > 15, "read the modules: {graph:?}");
+    // The graph is real: the driver uses the pool and the plan.
+    assert!(graph["sweep"].contains("pool") && graph["sweep"].contains("plan"));
+    let cycles: Vec<String> = graph
+        .keys()
+        .filter_map(|m| cycle_from(&graph, m))
+        .map(|c| c.join(" -> "))
+        .collect();
+    assert!(cycles.is_empty(), "import cycles: {cycles:#?}");
+}
+
+#[test]
+fn main_only_parses_and_dispatches() {
+    let main = std::fs::read_to_string(crates_dir().join("runner/src/main.rs")).unwrap();
+    let lines = main.lines().count();
+    assert!(lines < 100, "main.rs has {lines} lines");
+}
+
+#[test]
+fn no_source_file_grows_past_the_limit() {
+    let root = crates_dir();
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(&root).unwrap() {
+        let src = krate.unwrap().path().join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    assert!(files.len() > 40, "found the sources: {}", files.len());
+    let mut over = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        let limit = OVER_TODAY
+            .iter()
+            .find(|(f, _)| *f == rel)
+            .map_or(MAX_LINES, |&(_, n)| n);
+        if lines > limit {
+            over.push(format!("{rel}: {lines} lines (at most {limit})"));
+        }
+    }
+    assert!(over.is_empty(), "split these files: {over:#?}");
+}
