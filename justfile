@@ -1,6 +1,7 @@
 # kd-sweep tasks. Every recipe that builds or runs Rust code depends on `setup`, which is
 # idempotent: it creates .venv with the pinned torch (requirements-torch.txt) unless LIBTORCH
-# points at your own libtorch, and installs Fashion-MNIST when no copy is found.
+# points at your own libtorch, adds TensorBoard (requirements-tensorboard.txt), and installs
+# Fashion-MNIST when no copy is found.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -18,11 +19,17 @@ _venv:
     #!/usr/bin/env bash
     set -euo pipefail
     if [ -n "${LIBTORCH:-}" ]; then echo "setup: using LIBTORCH=$LIBTORCH (no venv)"; exit 0; fi
-    want=$(sed -n 's/^torch==//p' requirements-torch.txt)
-    if compgen -G ".venv/lib/python3*/site-packages/torch-${want}.dist-info" >/dev/null; then exit 0; fi
-    echo "setup: installing torch==${want} into .venv (about 5 GB, a few minutes)" >&2
+    have() { compgen -G ".venv/lib/python3*/site-packages/$1-$(sed -n "s/^$1==//p" "$2").dist-info" >/dev/null; }
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch.txt
+    if ! have torch requirements-torch.txt; then
+        echo "setup: installing torch==$(sed -n 's/^torch==//p' requirements-torch.txt) into .venv (about 5 GB, a few minutes)" >&2
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-torch.txt
+    fi
+    # TensorBoard, to read `kd sweep --tensorboard`'s event files back in the tests (and to view them).
+    if ! have tensorboard requirements-tensorboard.txt; then
+        echo "setup: installing tensorboard into .venv" >&2
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-tensorboard.txt
+    fi
 
 _data:
     #!/usr/bin/env bash

@@ -10,6 +10,17 @@
 //! at T = 1, and every term is a mean over the batch. The value reported as `soft` is the unscaled
 //! `L_soft` in the chosen form (`ce`: `-sum p_T log q_T`; `kl`: `sum p_T (log p_T - log q_T)`;
 //! `mse_logits`: `0.5 * mean_i (z_i - v_i)^2`, for which `T` and the scaling do not apply).
+//!
+//! # Layout
+//! One file per soft loss in `objectives/` (see its docs for adding one), written once against
+//! [`Targets`], which serves one student and K packed students alike; this file holds the
+//! weights, the hard term and their sum.
+
+mod objectives;
+mod targets;
+
+pub use objectives::{Objective, SoftLoss};
+pub use targets::Targets;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
@@ -29,30 +40,6 @@ pub enum LossError {
     Weight { name: &'static str, value: f64 },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
-}
-
-/// Which soft loss compares the student with the teacher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum SoftLoss {
-    /// Hinton's form: `-sum_i p_i^T log q_i^T`.
-    Ce,
-    /// `KL(p^T || q^T)`: the CE form minus the teacher's entropy; same gradient, lower value.
-    Kl,
-    /// Caruana's logit matching: `0.5 * mean_i (z_i - v_i)^2` per sample; ignores T.
-    MseLogits,
-}
-
-impl SoftLoss {
-    pub const ALL: [SoftLoss; 3] = [SoftLoss::Ce, SoftLoss::Kl, SoftLoss::MseLogits];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SoftLoss::Ce => "ce",
-            SoftLoss::Kl => "kl",
-            SoftLoss::MseLogits => "mse_logits",
-        }
-    }
 }
 
 /// The weights and form of one distillation objective.
@@ -81,7 +68,7 @@ impl KdWeights {
 
     /// The factor that multiplies `L_soft` inside `alpha * factor * L_soft`.
     pub fn soft_scale(&self) -> f64 {
-        if self.t2_scaling && self.soft_loss != SoftLoss::MseLogits {
+        if self.t2_scaling && self.soft_loss.objective().tempered() {
             self.temperature * self.temperature
         } else {
             1.0
@@ -90,10 +77,7 @@ impl KdWeights {
 
     /// How the soft term is reduced over classes and the batch.
     pub fn soft_reduction(&self) -> &'static str {
-        match self.soft_loss {
-            SoftLoss::Ce | SoftLoss::Kl => "sum over classes, mean over batch",
-            SoftLoss::MseLogits => "0.5 * mean over classes, mean over batch",
-        }
+        self.soft_loss.objective().reduction()
     }
 
     /// The objective with the weights written out: `0.9 * T^2(=16) * CE(p_T, q_T) + 0.1 *
@@ -103,11 +87,7 @@ impl KdWeights {
             return format!("{} * CE(y, q_1)", self.beta);
         }
         let t = self.temperature;
-        let soft = match self.soft_loss {
-            SoftLoss::Ce => format!("CE(p_T, q_T) at T = {t}"),
-            SoftLoss::Kl => format!("KL(p_T || q_T) at T = {t}"),
-            SoftLoss::MseLogits => "MSE(z, v)".into(),
-        };
+        let soft = self.soft_loss.objective().formula(t);
         let scale = self.soft_scale();
         let scale = if scale == 1.0 {
             String::new()
@@ -198,12 +178,7 @@ pub fn tempered_log_softmax(logits: &Tensor, t: f64) -> Result<Tensor, LossError
 /// # Shapes
 /// `student, teacher: [batch, classes]` -> scalar.
 pub fn soft_cross_entropy(student: &Tensor, teacher: &Tensor, t: f64) -> Result<Tensor, LossError> {
-    check_pair(student, teacher)?;
-    let log_q = tempered_log_softmax(student, t)?;
-    let p = tempered_softmax(teacher, t)?.detach();
-    Ok(-(p * log_q)
-        .f_sum_dim_intlist(-1, false, None::<Kind>)?
-        .f_mean(None::<Kind>)?)
+    soft_term(student, teacher, t, SoftLoss::Ce)
 }
 
 /// `KL(p^T || q^T) = sum_i p_i^T (log p_i^T - log q_i^T)`, averaged over the batch (PyTorch's
@@ -212,13 +187,7 @@ pub fn soft_cross_entropy(student: &Tensor, teacher: &Tensor, t: f64) -> Result<
 /// # Shapes
 /// `student, teacher: [batch, classes]` -> scalar.
 pub fn soft_kl(student: &Tensor, teacher: &Tensor, t: f64) -> Result<Tensor, LossError> {
-    check_pair(student, teacher)?;
-    let log_q = tempered_log_softmax(student, t)?;
-    let log_p = tempered_log_softmax(teacher, t)?.detach();
-    let p = log_p.exp();
-    Ok((p * (log_p - log_q))
-        .f_sum_dim_intlist(-1, false, None::<Kind>)?
-        .f_mean(None::<Kind>)?)
+    soft_term(student, teacher, t, SoftLoss::Kl)
 }
 
 /// Caruana's logit matching, `0.5 * mean_i (z_i - v_i)^2` per sample, averaged over the batch.
@@ -228,8 +197,7 @@ pub fn soft_kl(student: &Tensor, teacher: &Tensor, t: f64) -> Result<Tensor, Los
 /// # Shapes
 /// `student, teacher: [batch, classes]` -> scalar.
 pub fn logit_mse(student: &Tensor, teacher: &Tensor) -> Result<Tensor, LossError> {
-    check_pair(student, teacher)?;
-    Ok(student.f_mse_loss(&teacher.detach(), Reduction::Mean)? * 0.5)
+    soft_term(student, teacher, 1.0, SoftLoss::MseLogits)
 }
 
 /// Cross-entropy of the student at T = 1 against integer labels, averaged over the batch.
@@ -257,11 +225,9 @@ pub fn soft_term(
     t: f64,
     form: SoftLoss,
 ) -> Result<Tensor, LossError> {
-    match form {
-        SoftLoss::Ce => soft_cross_entropy(student, teacher, t),
-        SoftLoss::Kl => soft_kl(student, teacher, t),
-        SoftLoss::MseLogits => logit_mse(student, teacher),
-    }
+    check_pair(student, teacher)?;
+    check_temperature(t)?;
+    form.objective().soft(student, &Targets::single(teacher, t))
 }
 
 /// `total = alpha * soft_scale * L_soft + beta * L_hard` (see the crate docs).
@@ -344,30 +310,9 @@ pub fn packed_distillation_loss(
             .to_device(device)
     };
     let temp = column(&|w| w.temperature).view([k, 1, 1]);
-    let soft = match form {
-        SoftLoss::Ce | SoftLoss::Kl => {
-            let log_q = (student / &temp).f_log_softmax(-1, student.kind())?;
-            let log_p = (teacher / &temp)
-                .f_log_softmax(-1, teacher.kind())?
-                .detach();
-            let p = log_p.exp();
-            let per_class = if form == SoftLoss::Ce {
-                -(p * log_q)
-            } else {
-                p * (log_p - log_q)
-            };
-            per_class
-                .f_sum_dim_intlist(-1, false, None::<Kind>)?
-                .f_mean_dim(-1, false, None::<Kind>)?
-        }
-        SoftLoss::MseLogits => {
-            (student - teacher.detach()).square().f_mean_dim(
-                [1i64, 2].as_slice(),
-                false,
-                None::<Kind>,
-            )? * 0.5
-        }
-    };
+    let soft = form
+        .objective()
+        .soft(student, &Targets::packed(teacher, temp))?;
     let hard = packed_hard_cross_entropy(student, labels)?;
     let total = &soft * column(&|w| w.alpha * w.soft_scale()) + &hard * column(&|w| w.beta);
     Ok(PackedKdLoss { total, soft, hard })

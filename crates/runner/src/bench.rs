@@ -30,9 +30,9 @@ use crate::data::{self, Data, Tensors};
 use crate::env;
 use crate::error::{io_err, RunError};
 use crate::plan::{Plan, PlannedTrial};
-use crate::progress::Progress;
 use crate::sweep::load_config;
 use crate::teacher;
+use crate::track::Progress;
 use crate::trial::TrialContext;
 
 /// What `kd bench` runs.
@@ -313,7 +313,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     tch::set_num_threads(threads as i32);
     let device = env::select_device(&base.device[0])?;
     let data = data::load(&base.dataset)?;
-    let mut progress = Progress::new(0);
+    let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
     progress.note(&format!(
         "kd bench: {} epochs, {} repeats, {} threads on {}",
         opts.epochs,

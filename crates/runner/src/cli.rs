@@ -49,6 +49,10 @@ pub enum Cmd {
         /// one); rows of trials no longer planned are kept in OUT/unplanned/, never deleted.
         #[arg(long)]
         replan: bool,
+        /// Also write TensorBoard event files, one run per trial, to OUT/tensorboard/ (then
+        /// `tensorboard --logdir OUT/tensorboard`).
+        #[arg(long)]
+        tensorboard: bool,
     },
     /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
     /// report job that runs after it; `--submit` submits both with sbatch.

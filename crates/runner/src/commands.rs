@@ -60,6 +60,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             fresh,
             shard,
             replan,
+            tensorboard,
             ..
         } => {
             let opts = RunOptions {
@@ -67,6 +68,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 fresh,
                 shard,
                 replan,
+                tensorboard,
             };
             let summary = run_sweep(&config, &sets, &opts)?;
             let claims = if summary.verdicts.is_empty() {

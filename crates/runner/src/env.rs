@@ -126,6 +126,11 @@ pub fn gpu_model(n: usize) -> String {
         .unwrap_or_else(|| "unknown GPU".into())
 }
 
+/// How many CUDA devices this process's libtorch sees (what `device: all` stands for).
+pub fn visible_gpus() -> usize {
+    tch::Cuda::device_count().max(0) as usize
+}
+
 /// Turn a device name into a libtorch device, checking that it exists (its form is checked by
 /// [`crate::config::parse_device_name`], as in the config).
 pub fn select_device(name: &str) -> Result<Device, RunError> {

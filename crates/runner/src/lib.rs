@@ -15,7 +15,8 @@
 //!   SIGUSR1 that ends a sweep after the trials in flight; [`slurm`]: `kd slurm`'s scripts.
 //! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs),
 //!   with [`optim`]'s chunked update.
-//! - [`progress`], [`doctor`], [`error`]: terminal output, `kd doctor`, the error type.
+//! - [`track`]: where a sweep's events go, one file per output (the terminal's progress,
+//!   TensorBoard event files); [`doctor`], [`error`]: `kd doctor`, the error type.
 //! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine.
 //!
 //! - [`cli`]: the command line as clap parses it; [`commands`]: what each command does, and
@@ -37,13 +38,13 @@ pub(crate) mod optim;
 pub(crate) mod packed;
 pub mod plan;
 pub(crate) mod pool;
-pub(crate) mod progress;
 pub(crate) mod records;
 pub mod resume;
 pub(crate) mod slurm;
 pub(crate) mod stop;
 pub mod sweep;
 pub(crate) mod teacher;
+pub(crate) mod track;
 pub(crate) mod train;
 pub(crate) mod trial;
 

@@ -17,9 +17,9 @@ use crate::env::{self, Slot};
 use crate::error::{io_err, RunError};
 use crate::plan::{Plan, PlannedTrial, TeacherPlan};
 use crate::pool;
-use crate::progress::{trial_line, Progress};
 use crate::resume::{self, Done, OutLock, Shard};
 use crate::teacher;
+use crate::track::Outputs;
 use crate::train::Outcome;
 use crate::trial::TrialContext;
 
@@ -35,6 +35,8 @@ pub struct RunOptions {
     /// Replace the plan OUT holds even where it is another config's (`--replan`); the rows of
     /// trials the new plan does not list are kept in `OUT/unplanned/`.
     pub replan: bool,
+    /// Also write TensorBoard event files, one run per trial, to `OUT/tensorboard/`.
+    pub tensorboard: bool,
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -54,7 +56,8 @@ pub struct Summary {
 
 /// Read the config at `path`, apply `--set KEY=VALUE` overrides and resolve it.
 pub fn load_config(path: &Path, sets: &[String]) -> Result<Resolved, RunError> {
-    Ok(config::load(path)?.with_sets(sets)?.resolve()?)
+    let raw = config::load(path)?.with_sets(sets)?;
+    Ok(raw.resolve_on(&env::visible_gpus)?)
 }
 
 /// Run the sweep described by the config at `path`.
@@ -125,13 +128,13 @@ impl Store<'_> {
         index: usize,
         outcome: Outcome,
         ran_on: &Slot,
-        progress: &mut Progress,
+        progress: &mut Outputs,
         slot: usize,
     ) -> Result<(), RunError> {
         let record = self
             .plan
             .trial_record(&self.plan.trials[index], &outcome, ran_on);
-        progress.finish_trial(slot, &trial_line(&record));
+        progress.finish_trial(slot, &record, &outcome.epochs);
         if let Some(w) = chance_warning(&record, self.plan.data.classes) {
             progress.note(&w);
         }
@@ -315,7 +318,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             .as_bytes(),
     )?;
     kd_report::write_claims(&out, &cfg.expect)?;
-    let mut progress = Progress::new(mine.len() as u64 + 1);
+    let mut progress = Outputs::for_sweep(mine.len() as u64 + 1, &out, opts.tensorboard);
     for note in replanned.into_iter().chain(notes) {
         progress.note(&note);
     }
@@ -380,10 +383,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 let on = kept_on(&done, &plan.classes[t.class]);
                 let record = plan.trial_record(t, &done.outcome, &on);
                 if is_mine.contains(&t.index) {
-                    progress.finish_trial(
-                        0,
-                        &format!("{} (done before, skipped)", trial_line(&record)),
-                    );
+                    progress.kept_trial(&record, &done.outcome.epochs);
                     kept += 1;
                 }
                 store.keep(record, done)?;
@@ -401,10 +401,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         if let Some(done) = earlier_teacher {
             let on = kept_on(&done, &plan.teacher.slot.class);
             let record = plan.teacher_record(&done.outcome, &on);
-            progress.finish_trial(
-                0,
-                &format!("{} (done before, skipped)", trial_line(&record)),
-            );
+            progress.kept_trial(&record, &done.outcome.epochs);
             store.keep(record, done)?;
         }
     } else {
@@ -440,7 +437,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     let mut finished: std::collections::HashSet<usize> = std::collections::HashSet::new();
     if let Some(t) = teacher {
         let mut finish =
-            |index: usize, outcome: Outcome, on: &Slot, progress: &mut Progress, slot| {
+            |index: usize, outcome: Outcome, on: &Slot, progress: &mut Outputs, slot| {
                 finished.insert(index);
                 store.finish(index, outcome, on, progress, slot)
             };

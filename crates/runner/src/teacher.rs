@@ -21,7 +21,7 @@ use crate::data::{cache_root, file_digest, Tensors};
 use crate::env::{now_rfc3339, select_device};
 use crate::error::{io_err, model_err, torch_err, RunError};
 use crate::plan::Plan;
-use crate::progress::Progress;
+use crate::track::Outputs;
 use crate::train::{self, Outcome, TrainData};
 
 /// The teacher's training record, kept beside its cached weights so a reused teacher still
@@ -191,7 +191,7 @@ pub fn unverified(file: &Path) -> Option<String> {
 /// Hold the teacher's lock in the cache (`<hash>.lock`, `flock`), waiting while another sweep
 /// or shard holds it: that one trains (or loads) and caches the teacher, and this one then
 /// reuses it. The kernel releases the lock when its holder ends, however it ends.
-pub fn lock_cache(plan: &Plan, progress: &mut Progress) -> Result<std::fs::File, RunError> {
+pub fn lock_cache(plan: &Plan, progress: &mut Outputs) -> Result<std::fs::File, RunError> {
     let dir = teachers_dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let path = dir.join(format!("{}.lock", plan.teacher.hash()));
@@ -255,7 +255,7 @@ fn logits(
     data: &Tensors,
     file: &Path,
     name: &str,
-    progress: &mut Progress,
+    progress: &mut Outputs,
 ) -> Result<Logits, RunError> {
     match read_logits(file, name, data.train.len(), data.test.len()) {
         Ok(l) => return Ok(l),
@@ -278,11 +278,11 @@ fn logits(
 
 /// Load the cached weights `file` into `vs` when they match their digest; else say why (a
 /// file of an older kd-sweep without one is loaded, and its digest recorded now).
-fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Progress) -> Option<()> {
+fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Outputs) -> Option<()> {
     if !file.is_file() {
         return None;
     }
-    let retrain = |progress: &mut Progress, why: String| {
+    let retrain = |progress: &mut Outputs, why: String| {
         progress.note(&format!(
             "teacher: cached weights {} not used: {why}; training the teacher again",
             file.display()
@@ -311,7 +311,7 @@ fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Progress) -
 
 /// The cached training log `file`, when it reads and matches its digest (else none, saying why
 /// when it is there: the teacher is reported without its epochs).
-fn read_log(file: &Path, progress: &mut Progress) -> Option<TeacherLog> {
+fn read_log(file: &Path, progress: &mut Outputs) -> Option<TeacherLog> {
     if !file.exists() {
         return None;
     }
@@ -341,7 +341,7 @@ fn read_log(file: &Path, progress: &mut Progress) -> Option<TeacherLog> {
 }
 
 /// Get the teacher of `plan`: from `teacher.checkpoint`, from the cache, or by training it.
-pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Teacher, RunError> {
+pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Teacher, RunError> {
     let t = &plan.teacher;
     let (input, classes) = (plan.data.input, plan.data.classes);
     let device = select_device(&t.slot.device)?;
@@ -444,7 +444,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Progress) -> Result<Te
         }
     };
     let record = plan.teacher_record(&outcome, &t.slot);
-    progress.finish_trial(0, &crate::progress::trial_line(&record));
+    progress.finish_trial(0, &record, &outcome.epochs);
     Ok(Teacher {
         record,
         epochs: outcome.epochs,

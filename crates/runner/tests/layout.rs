@@ -172,6 +172,25 @@ fn main_only_parses_and_dispatches() {
 }
 
 #[test]
+fn config_resolution_asks_libtorch_nothing() {
+    let mut files = Vec::new();
+    rust_files(&crates_dir().join("runner/src/config"), &mut files);
+    assert!(
+        files.len() >= 3,
+        "found the config sources: {}",
+        files.len()
+    );
+    for file in files {
+        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            !code.contains("tch::"),
+            "{} calls libtorch; device discovery belongs in env.rs",
+            file.display()
+        );
+    }
+}
+
+#[test]
 fn no_source_file_grows_past_the_limit() {
     let root = crates_dir();
     let mut files = Vec::new();

@@ -66,9 +66,17 @@ fn apply_overrides(
 }
 
 impl RawConfig {
-    /// Validate every key (grid included), fill every default and expand the grid into cells.
+    /// [`RawConfig::resolve_on`] where no GPU is seen (`device: all` is refused): for tests and
+    /// tools that never train.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
-        let mut base = self.resolve_base()?;
+        self.resolve_on(&|| 0)
+    }
+
+    /// Validate every key (grid included), fill every default and expand the grid into cells.
+    /// `gpus` counts the GPUs `device: all` stands for (`env::visible_gpus` in the binary);
+    /// resolution itself asks libtorch nothing.
+    pub fn resolve_on(&self, gpus: &dyn Fn() -> usize) -> Result<Resolved, ConfigError> {
+        let mut base = self.resolve_base(gpus)?;
         let axes = self.grid_axes()?;
         let mut cells = vec![Cell {
             swept: vec![],
@@ -85,7 +93,7 @@ impl RawConfig {
                     let key = format!("grid.{written}[{i}]");
                     apply_overrides(&plain_value, &[(axis.key.as_str(), v)])
                         .map_err(|m| invalid(&key, m))?
-                        .resolve_base()
+                        .resolve_base(gpus)
                         .map_err(|e| match e {
                             ConfigError::Invalid { key: k, message } if k == axis.key => {
                                 invalid(&key, message)
@@ -109,7 +117,7 @@ impl RawConfig {
                     .collect::<Vec<_>>();
                 let cell = apply_overrides(&plain_value, &chosen)
                     .map_err(|m| invalid("grid", m))?
-                    .resolve_base()
+                    .resolve_base(gpus)
                     .map_err(|e| {
                         let names: Vec<String> = swept
                             .iter()

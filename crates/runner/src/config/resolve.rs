@@ -348,13 +348,17 @@ pub fn expand_all(count: usize, visible: Option<&str>) -> Result<Vec<String>, Co
     Ok((0..count).map(|i| format!("cuda:{i}")).collect())
 }
 
-/// `device:` as a list of device names (`all` expanded here).
-fn resolve_device(v: Option<&serde_yaml::Value>) -> Result<Vec<String>, ConfigError> {
+/// `device:` as a list of device names (`all` expanded here, from `gpus`: the number of GPUs the
+/// caller's libtorch sees, asked only when `all` is written).
+fn resolve_device(
+    v: Option<&serde_yaml::Value>,
+    gpus: &dyn Fn() -> usize,
+) -> Result<Vec<String>, ConfigError> {
     use serde_yaml::Value;
     match v {
         None | Some(Value::Null) => Ok(vec!["auto".into()]),
         Some(Value::String(s)) if s == "all" => expand_all(
-            tch::Cuda::device_count().max(0) as usize,
+            gpus(),
             std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
         ),
         Some(Value::String(s)) => Ok(vec![parse_device_name("device", s)?]),
@@ -444,7 +448,7 @@ fn resolve_expect(raw: Option<&[serde_yaml::Value]>) -> Result<Vec<kd_report::Cl
 }
 
 impl RawConfig {
-    pub(super) fn resolve_base(&self) -> Result<Resolved, ConfigError> {
+    pub(super) fn resolve_base(&self, gpus: &dyn Fn() -> usize) -> Result<Resolved, ConfigError> {
         let name = self.name.trim();
         if name.is_empty()
             || name.contains(['/', '\\'])
@@ -513,7 +517,7 @@ impl RawConfig {
                 "must be > 0 (or null for one worker per listed device)",
             ));
         }
-        let device = resolve_device(self.device.as_ref())?;
+        let device = resolve_device(self.device.as_ref(), gpus)?;
         let model = |raw: &Option<RawModel>, role: Role| match raw {
             Some(m) => m.resolve(&format!("{}.model", role.key()), role),
             None => Ok(ModelSpec::Mlp(role.default_mlp())),

@@ -179,13 +179,53 @@ impl Progress {
         }
     }
 
-    pub fn finish(self) {
-        for bar in self.epoch_bars.into_iter().flatten() {
+    fn close_bars(&mut self) {
+        for bar in self.epoch_bars.drain(..).flatten() {
             bar.finish_and_clear();
         }
-        if let Some((_, sweep)) = self.bars {
+        if let Some((_, sweep)) = self.bars.take() {
             sweep.finish_and_clear();
         }
+    }
+}
+
+impl super::Output for Progress {
+    fn name(&self) -> &'static str {
+        "terminal"
+    }
+
+    fn started(&mut self, slot: usize, label: &str, epochs: u64) -> Result<(), String> {
+        self.start_trial(slot, label, epochs);
+        Ok(())
+    }
+
+    fn epoch(&mut self, slot: usize, log: &EpochRecord) -> Result<(), String> {
+        Progress::epoch(self, slot, log);
+        Ok(())
+    }
+
+    fn finished(
+        &mut self,
+        slot: usize,
+        record: &TrialRecord,
+        _epochs: &[EpochRecord],
+        kept: bool,
+    ) -> Result<(), String> {
+        let line = trial_line(record);
+        if kept {
+            self.finish_trial(slot, &format!("{line} (done before, skipped)"));
+        } else {
+            self.finish_trial(slot, &line);
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, line: &str) {
+        Progress::note(self, line);
+    }
+
+    fn close(&mut self) {
+        self.close_bars();
     }
 }
 
