@@ -5,8 +5,12 @@
 //! its parameter count and FLOPs per sample. It must not train, load data, pick devices or seed RNGs:
 //! the caller passes the `nn::Path` (and so the device) and sets the seed.
 
+mod cnn;
+mod mlp;
 mod packed;
 
+pub use cnn::CnnSpec;
+pub use mlp::MlpSpec;
 pub use packed::PackedMlp;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +24,7 @@ pub enum ModelError {
     Spec { key: &'static str, message: String },
 }
 
-fn spec_err(key: &'static str, message: impl Into<String>) -> ModelError {
+pub(crate) fn spec_err(key: &'static str, message: impl Into<String>) -> ModelError {
     ModelError::Spec {
         key,
         message: message.into(),
@@ -125,33 +129,6 @@ impl Init {
     }
 }
 
-/// A multi-layer perceptron: `input dropout -> [linear -> ReLU -> dropout]* -> linear`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MlpSpec {
-    /// Widths of the hidden layers, input side first. Empty means a linear classifier.
-    pub hidden: Vec<usize>,
-    /// Dropout probability after each hidden ReLU.
-    pub dropout: f64,
-    /// Dropout probability on the (flattened) input.
-    pub input_dropout: f64,
-    pub init: Init,
-}
-
-/// A small VGG-style CNN: `[conv kxk (same padding) -> ReLU -> maxpool 2]* -> flatten -> dropout
-/// -> [linear -> ReLU -> dropout]* -> linear`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CnnSpec {
-    /// Output channels of each conv block.
-    pub channels: Vec<usize>,
-    /// Square kernel size of every conv (odd, so "same" padding exists).
-    pub kernel: usize,
-    /// Widths of the fully connected hidden layers of the head.
-    pub fc: Vec<usize>,
-    /// Dropout probability before and inside the head.
-    pub dropout: f64,
-    pub init: Init,
-}
-
 /// Any architecture of the zoo. Serialised with its `arch` tag, as in the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "snake_case")]
@@ -160,7 +137,7 @@ pub enum ModelSpec {
     Cnn(CnnSpec),
 }
 
-fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {
+pub(crate) fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {
     if (0.0..1.0).contains(&p) {
         Ok(())
     } else {
@@ -168,188 +145,73 @@ fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {
     }
 }
 
-fn check_widths(key: &'static str, widths: &[usize]) -> Result<(), ModelError> {
+pub(crate) fn check_widths(key: &'static str, widths: &[usize]) -> Result<(), ModelError> {
     match widths.iter().position(|&w| w == 0) {
         Some(i) => Err(spec_err(key, format!("[{i}] must be > 0, got 0"))),
         None => Ok(()),
     }
 }
 
-impl MlpSpec {
-    pub fn validate(&self) -> Result<(), ModelError> {
-        check_widths("hidden", &self.hidden)?;
-        check_prob("dropout", self.dropout)?;
-        check_prob("input_dropout", self.input_dropout)
-    }
-
-    fn layer_dims(&self, input: InputShape, classes: usize) -> Vec<(usize, usize)> {
-        let mut dims = Vec::with_capacity(self.hidden.len() + 1);
-        let mut prev = input.numel();
-        for &w in self.hidden.iter().chain(std::iter::once(&classes)) {
-            dims.push((prev, w));
-            prev = w;
-        }
-        dims
-    }
-
-    pub fn param_count(&self, input: InputShape, classes: usize) -> usize {
-        self.layer_dims(input, classes)
-            .iter()
-            .map(|(i, o)| i * o + o)
-            .sum()
-    }
-
-    pub fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize {
-        self.layer_dims(input, classes)
-            .iter()
-            .map(|(i, o)| 2 * i * o)
-            .sum()
-    }
-}
-
-impl CnnSpec {
-    pub fn validate(&self, input: InputShape) -> Result<(), ModelError> {
-        if self.channels.is_empty() {
-            return Err(spec_err("channels", "needs at least one conv block"));
-        }
-        check_widths("channels", &self.channels)?;
-        check_widths("fc", &self.fc)?;
-        check_prob("dropout", self.dropout)?;
-        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
-            return Err(spec_err(
-                "kernel",
-                format!("must be odd and > 0, got {}", self.kernel),
-            ));
-        }
-        let (h, w) = self.final_hw(input);
-        if h == 0 || w == 0 {
-            return Err(spec_err(
-                "channels",
-                format!(
-                    "{} pooling blocks shrink a {}x{} image to nothing; use fewer blocks",
-                    self.channels.len(),
-                    input.height,
-                    input.width
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn final_hw(&self, input: InputShape) -> (usize, usize) {
-        self.channels
-            .iter()
-            .fold((input.height, input.width), |(h, w), _| (h / 2, w / 2))
-    }
-
-    /// (in channels, out channels, output height, output width) of each conv.
-    fn conv_dims(&self, input: InputShape) -> Vec<(usize, usize, usize, usize)> {
-        let (mut c, mut h, mut w) = (input.channels, input.height, input.width);
-        let mut dims = Vec::new();
-        for &out in &self.channels {
-            dims.push((c, out, h, w));
-            c = out;
-            h /= 2;
-            w /= 2;
-        }
-        dims
-    }
-
-    fn linear_dims(&self, input: InputShape, classes: usize) -> Vec<(usize, usize)> {
-        let (h, w) = self.final_hw(input);
-        let mut prev = self.channels.last().copied().unwrap_or(input.channels) * h * w;
-        let mut dims = Vec::new();
-        for &o in self.fc.iter().chain(std::iter::once(&classes)) {
-            dims.push((prev, o));
-            prev = o;
-        }
-        dims
-    }
-
-    pub fn param_count(&self, input: InputShape, classes: usize) -> usize {
-        let k2 = self.kernel * self.kernel;
-        let conv: usize = self
-            .conv_dims(input)
-            .iter()
-            .map(|(i, o, _, _)| i * o * k2 + o)
-            .sum();
-        let lin: usize = self
-            .linear_dims(input, classes)
-            .iter()
-            .map(|(i, o)| i * o + o)
-            .sum();
-        conv + lin
-    }
-
-    pub fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize {
-        let k2 = self.kernel * self.kernel;
-        let conv: usize = self
-            .conv_dims(input)
-            .iter()
-            .map(|(i, o, h, w)| 2 * i * o * k2 * h * w)
-            .sum();
-        let lin: usize = self
-            .linear_dims(input, classes)
-            .iter()
-            .map(|(i, o)| 2 * i * o)
-            .sum();
-        conv + lin
-    }
+/// One model family, in its own file (`mlp.rs`, `cnn.rs`): its spec struct implements this. To
+/// add one: write `NAME.rs` with its spec (serde, `deny_unknown_fields` where the config reads
+/// it), a [`Net`] variant and its forward pass, then add the [`ModelSpec`] variant and its arm
+/// in [`ModelSpec::family`] (and in [`Net`]'s `forward_t`).
+pub trait Family {
+    /// Short architecture name, the config's `arch`: `mlp` or `cnn`.
+    fn arch(&self) -> &'static str;
+    fn init(&self) -> Init;
+    /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
+    fn shape_label(&self) -> String;
+    fn validate(&self, input: InputShape) -> Result<(), ModelError>;
+    fn param_count(&self, input: InputShape, classes: usize) -> usize;
+    /// FLOPs of one forward pass for one sample, counted as 2 x multiply-adds of the conv and
+    /// linear layers (activations, pooling and dropout are not counted).
+    fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize;
+    /// Whether students of this family can train packed, as one model ([`PackedMlp`]).
+    fn packs(&self) -> bool;
+    /// Create the variables under `p` (the spec validated, `classes > 0`).
+    fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net;
 }
 
 impl ModelSpec {
-    pub fn init(&self) -> Init {
+    /// The registry: the code of each family.
+    pub fn family(&self) -> &dyn Family {
         match self {
-            ModelSpec::Mlp(m) => m.init,
-            ModelSpec::Cnn(c) => c.init,
+            ModelSpec::Mlp(m) => m,
+            ModelSpec::Cnn(c) => c,
         }
+    }
+
+    pub fn init(&self) -> Init {
+        self.family().init()
     }
 
     /// Short architecture name: `mlp` or `cnn`.
     pub fn arch(&self) -> &'static str {
-        match self {
-            ModelSpec::Mlp(_) => "mlp",
-            ModelSpec::Cnn(_) => "cnn",
-        }
+        self.family().arch()
     }
 
     /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
     pub fn shape_label(&self) -> String {
-        match self {
-            ModelSpec::Mlp(m) if m.hidden.is_empty() => "linear".into(),
-            ModelSpec::Mlp(m) => join(&m.hidden, "-", ""),
-            ModelSpec::Cnn(c) => {
-                let mut s = join(&c.channels, "-", "c");
-                if !c.fc.is_empty() {
-                    s.push('-');
-                    s.push_str(&join(&c.fc, "-", "f"));
-                }
-                s
-            }
-        }
+        self.family().shape_label()
     }
 
     pub fn validate(&self, input: InputShape) -> Result<(), ModelError> {
-        match self {
-            ModelSpec::Mlp(m) => m.validate(),
-            ModelSpec::Cnn(c) => c.validate(input),
-        }
+        self.family().validate(input)
     }
 
     pub fn param_count(&self, input: InputShape, classes: usize) -> usize {
-        match self {
-            ModelSpec::Mlp(m) => m.param_count(input, classes),
-            ModelSpec::Cnn(c) => c.param_count(input, classes),
-        }
+        self.family().param_count(input, classes)
     }
 
-    /// FLOPs of one forward pass for one sample, counted as 2 x multiply-adds of the conv and
-    /// linear layers (activations, pooling and dropout are not counted).
+    /// FLOPs of one forward pass for one sample (see [`Family::flops_per_sample`]).
     pub fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize {
-        match self {
-            ModelSpec::Mlp(m) => m.flops_per_sample(input, classes),
-            ModelSpec::Cnn(c) => c.flops_per_sample(input, classes),
-        }
+        self.family().flops_per_sample(input, classes)
+    }
+
+    /// Whether students of this spec can train packed.
+    pub fn packs(&self) -> bool {
+        self.family().packs()
     }
 
     /// Create the variables under `p` and return the network. Inputs are `[batch, C, H, W]`
@@ -364,83 +226,11 @@ impl ModelSpec {
         if classes == 0 {
             return Err(spec_err("classes", "must be > 0"));
         }
-        Ok(match self {
-            ModelSpec::Mlp(m) => {
-                let layers: Vec<nn::Linear> = m
-                    .layer_dims(input, classes)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(din, dout))| {
-                        let name = if i == m.hidden.len() {
-                            "out".to_string()
-                        } else {
-                            format!("fc{}", i + 1)
-                        };
-                        nn::linear(p / name, din as i64, dout as i64, m.init.linear())
-                    })
-                    .collect();
-                if m.init == Init::Torch {
-                    for (l, (din, _)) in layers.iter().zip(m.layer_dims(input, classes)) {
-                        Init::torch_reset(&l.ws, l.bs.as_ref(), din);
-                    }
-                }
-                Net::Mlp {
-                    layers,
-                    dropout: m.dropout,
-                    input_dropout: m.input_dropout,
-                }
-            }
-            ModelSpec::Cnn(c) => {
-                let pad = (c.kernel / 2) as i64;
-                let convs: Vec<nn::Conv2D> = c
-                    .conv_dims(input)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(cin, cout, _, _))| {
-                        let cfg = c.init.conv(pad);
-                        nn::conv2d(
-                            p / format!("conv{}", i + 1),
-                            cin as i64,
-                            cout as i64,
-                            c.kernel as i64,
-                            cfg,
-                        )
-                    })
-                    .collect();
-                let linears: Vec<nn::Linear> = c
-                    .linear_dims(input, classes)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(din, dout))| {
-                        let name = if i == c.fc.len() {
-                            "out".to_string()
-                        } else {
-                            format!("fc{}", i + 1)
-                        };
-                        nn::linear(p / name, din as i64, dout as i64, c.init.linear())
-                    })
-                    .collect();
-                if c.init == Init::Torch {
-                    let k2 = c.kernel * c.kernel;
-                    for (l, (cin, ..)) in convs.iter().zip(c.conv_dims(input)) {
-                        Init::torch_reset(&l.ws, l.bs.as_ref(), cin * k2);
-                    }
-                    for (l, (din, _)) in linears.iter().zip(c.linear_dims(input, classes)) {
-                        Init::torch_reset(&l.ws, l.bs.as_ref(), din);
-                    }
-                }
-                Net::Cnn {
-                    convs,
-                    linears,
-                    dropout: c.dropout,
-                    input,
-                }
-            }
-        })
+        Ok(self.family().build(p, input, classes))
     }
 }
 
-fn join(v: &[usize], sep: &str, prefix: &str) -> String {
+pub(crate) fn join(v: &[usize], sep: &str, prefix: &str) -> String {
     v.iter()
         .map(|w| format!("{prefix}{w}"))
         .collect::<Vec<_>>()
@@ -463,7 +253,7 @@ pub enum Net {
     },
 }
 
-fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool) -> Tensor {
+pub(crate) fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool) -> Tensor {
     let last = linears.len() - 1;
     let mut xs = xs;
     for (i, layer) in linears.iter().enumerate() {
@@ -497,32 +287,8 @@ impl Net {
 impl ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
-            Net::Mlp {
-                layers,
-                dropout,
-                input_dropout,
-            } => {
-                let xs = xs.flatten(1, -1).dropout(*input_dropout, train);
-                head(xs, layers, *dropout, train)
-            }
-            Net::Cnn {
-                convs,
-                linears,
-                dropout,
-                input,
-            } => {
-                let mut xs = xs.view([
-                    -1,
-                    input.channels as i64,
-                    input.height as i64,
-                    input.width as i64,
-                ]);
-                for conv in convs {
-                    xs = xs.apply(conv).relu().max_pool2d_default(2);
-                }
-                let xs = xs.flatten(1, -1).dropout(*dropout, train);
-                head(xs, linears, *dropout, train)
-            }
+            Net::Mlp { .. } => mlp::forward(self, xs, train),
+            Net::Cnn { .. } => cnn::forward(self, xs, train),
         }
     }
 }

@@ -481,13 +481,11 @@ pub const CPU_PACK_MAX_FLOPS: usize = 250_000;
 fn exec_of(pack: Pack, student: &StudentCfg, class: &ExecClass, d: &DataPlan) -> Exec {
     // Jittered students read an online teacher per batch, and the max-norm constraint acts on
     // `nn::Linear` rows: only the single trainer does either.
-    if student.train.jitter > 0 || student.train.max_norm.is_some() {
-        return Exec::Single;
-    }
+    let alone = student.train.jitter > 0 || student.train.max_norm.is_some();
     match (pack, &student.model) {
-        (Pack::Off, _) | (_, ModelSpec::Cnn(_)) => Exec::Single,
+        _ if alone || pack == Pack::Off || !student.model.packs() => Exec::Single,
         (Pack::Max(_), _) => Exec::Packed,
-        (Pack::Auto, m) => {
+        (_, m) => {
             let small = m.flops_per_sample(d.input, d.classes) <= CPU_PACK_MAX_FLOPS;
             if class.kind == DeviceKind::Cuda || small {
                 Exec::Packed

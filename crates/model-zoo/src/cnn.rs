@@ -1,0 +1,222 @@
+//! The CNN family: `[conv kxk (same padding) -> ReLU -> maxpool 2]* -> flatten -> dropout ->
+//! [linear -> ReLU -> dropout]* -> linear`.
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::Tensor;
+
+use crate::{
+    check_prob, check_widths, head, join, spec_err, Family, Init, InputShape, ModelError, Net,
+};
+
+/// A small VGG-style CNN: `[conv kxk (same padding) -> ReLU -> maxpool 2]* -> flatten -> dropout
+/// -> [linear -> ReLU -> dropout]* -> linear`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CnnSpec {
+    /// Output channels of each conv block.
+    pub channels: Vec<usize>,
+    /// Square kernel size of every conv (odd, so "same" padding exists).
+    pub kernel: usize,
+    /// Widths of the fully connected hidden layers of the head.
+    pub fc: Vec<usize>,
+    /// Dropout probability before and inside the head.
+    pub dropout: f64,
+    pub init: Init,
+}
+
+impl CnnSpec {
+    fn check(&self, input: InputShape) -> Result<(), ModelError> {
+        if self.channels.is_empty() {
+            return Err(spec_err("channels", "needs at least one conv block"));
+        }
+        check_widths("channels", &self.channels)?;
+        check_widths("fc", &self.fc)?;
+        check_prob("dropout", self.dropout)?;
+        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
+            return Err(spec_err(
+                "kernel",
+                format!("must be odd and > 0, got {}", self.kernel),
+            ));
+        }
+        let (h, w) = self.final_hw(input);
+        if h == 0 || w == 0 {
+            return Err(spec_err(
+                "channels",
+                format!(
+                    "{} pooling blocks shrink a {}x{} image to nothing; use fewer blocks",
+                    self.channels.len(),
+                    input.height,
+                    input.width
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn final_hw(&self, input: InputShape) -> (usize, usize) {
+        self.channels
+            .iter()
+            .fold((input.height, input.width), |(h, w), _| (h / 2, w / 2))
+    }
+
+    /// (in channels, out channels, output height, output width) of each conv.
+    fn conv_dims(&self, input: InputShape) -> Vec<(usize, usize, usize, usize)> {
+        let (mut c, mut h, mut w) = (input.channels, input.height, input.width);
+        let mut dims = Vec::new();
+        for &out in &self.channels {
+            dims.push((c, out, h, w));
+            c = out;
+            h /= 2;
+            w /= 2;
+        }
+        dims
+    }
+
+    fn linear_dims(&self, input: InputShape, classes: usize) -> Vec<(usize, usize)> {
+        let (h, w) = self.final_hw(input);
+        let mut prev = self.channels.last().copied().unwrap_or(input.channels) * h * w;
+        let mut dims = Vec::new();
+        for &o in self.fc.iter().chain(std::iter::once(&classes)) {
+            dims.push((prev, o));
+            prev = o;
+        }
+        dims
+    }
+
+    fn params(&self, input: InputShape, classes: usize) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let conv: usize = self
+            .conv_dims(input)
+            .iter()
+            .map(|(i, o, _, _)| i * o * k2 + o)
+            .sum();
+        let lin: usize = self
+            .linear_dims(input, classes)
+            .iter()
+            .map(|(i, o)| i * o + o)
+            .sum();
+        conv + lin
+    }
+
+    fn flops(&self, input: InputShape, classes: usize) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let conv: usize = self
+            .conv_dims(input)
+            .iter()
+            .map(|(i, o, h, w)| 2 * i * o * k2 * h * w)
+            .sum();
+        let lin: usize = self
+            .linear_dims(input, classes)
+            .iter()
+            .map(|(i, o)| 2 * i * o)
+            .sum();
+        conv + lin
+    }
+}
+
+impl Family for CnnSpec {
+    fn arch(&self) -> &'static str {
+        "cnn"
+    }
+
+    fn init(&self) -> Init {
+        self.init
+    }
+
+    fn shape_label(&self) -> String {
+        let mut s = join(&self.channels, "-", "c");
+        if !self.fc.is_empty() {
+            s.push('-');
+            s.push_str(&join(&self.fc, "-", "f"));
+        }
+        s
+    }
+
+    fn validate(&self, input: InputShape) -> Result<(), ModelError> {
+        self.check(input)
+    }
+
+    fn param_count(&self, input: InputShape, classes: usize) -> usize {
+        self.params(input, classes)
+    }
+
+    fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize {
+        self.flops(input, classes)
+    }
+
+    fn packs(&self) -> bool {
+        false
+    }
+
+    fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
+        let c = self;
+        let pad = (c.kernel / 2) as i64;
+        let convs: Vec<nn::Conv2D> = c
+            .conv_dims(input)
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout, _, _))| {
+                let cfg = c.init.conv(pad);
+                nn::conv2d(
+                    p / format!("conv{}", i + 1),
+                    cin as i64,
+                    cout as i64,
+                    c.kernel as i64,
+                    cfg,
+                )
+            })
+            .collect();
+        let linears: Vec<nn::Linear> = c
+            .linear_dims(input, classes)
+            .iter()
+            .enumerate()
+            .map(|(i, &(din, dout))| {
+                let name = if i == c.fc.len() {
+                    "out".to_string()
+                } else {
+                    format!("fc{}", i + 1)
+                };
+                nn::linear(p / name, din as i64, dout as i64, c.init.linear())
+            })
+            .collect();
+        if c.init == Init::Torch {
+            let k2 = c.kernel * c.kernel;
+            for (l, (cin, ..)) in convs.iter().zip(c.conv_dims(input)) {
+                Init::torch_reset(&l.ws, l.bs.as_ref(), cin * k2);
+            }
+            for (l, (din, _)) in linears.iter().zip(c.linear_dims(input, classes)) {
+                Init::torch_reset(&l.ws, l.bs.as_ref(), din);
+            }
+        }
+        Net::Cnn {
+            convs,
+            linears,
+            dropout: c.dropout,
+            input,
+        }
+    }
+}
+
+/// The forward pass of a [`Net::Cnn`].
+pub(crate) fn forward(net: &Net, xs: &Tensor, train: bool) -> Tensor {
+    let Net::Cnn {
+        convs,
+        linears,
+        dropout,
+        input,
+    } = net
+    else {
+        unreachable!("cnn::forward of a {net:?}")
+    };
+    let mut xs = xs.view([
+        -1,
+        input.channels as i64,
+        input.height as i64,
+        input.width as i64,
+    ]);
+    for conv in convs {
+        xs = xs.apply(conv).relu().max_pool2d_default(2);
+    }
+    let xs = xs.flatten(1, -1).dropout(*dropout, train);
+    head(xs, linears, *dropout, train)
+}
