@@ -4,7 +4,7 @@
 
 use kd_report::record::trial_records;
 use kd_report::{EpochRecord, Kind, Status, TrialRecord};
-use kd_runner::sweep::{run_resolved, RunOptions};
+use kd_runner::run::sweep::{run_resolved, RunOptions};
 use kd_sweep::{out_dir, private_cache, read_frame, resolve, torch_lock};
 
 const SLICE: &str = r#"

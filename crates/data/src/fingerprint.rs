@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{find_file, DataError, Result, FILE_STEMS};
+use crate::{find_file, DataError, Result};
 
 /// One cached file digest: valid while the file keeps its size and modification time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,11 +103,11 @@ fn write_cache(file: &Path, cache: &Cache) {
     }
 }
 
-/// The fingerprint of the dataset in `dir`: SHA-256 over the name and digest of each of its four
-/// files (16 hex digits). `cache`, when given, is a JSON file of per-file digests keyed by
+/// The fingerprint of the dataset in `dir`: SHA-256 over the name and digest of each of its
+/// `files` (its format's [`crate::Format::files`], in that order; 16 hex digits). `cache`, when given, is a JSON file of per-file digests keyed by
 /// canonical path, size and modification time; it is read, completed and rewritten.
-pub fn fingerprint(dir: &Path, cache: Option<&Path>) -> Result<String> {
-    let files: Vec<PathBuf> = FILE_STEMS
+pub fn fingerprint(dir: &Path, files: &[&str], cache: Option<&Path>) -> Result<String> {
+    let files: Vec<PathBuf> = files
         .iter()
         .map(|stem| {
             find_file(dir, stem).ok_or_else(|| DataError::Missing {
@@ -157,6 +157,7 @@ pub fn fingerprint(dir: &Path, cache: Option<&Path>) -> Result<String> {
 mod tests {
     use super::*;
     use crate::idx::testing::write_idx_set;
+    use crate::FILE_STEMS;
 
     #[test]
     fn same_bytes_same_fingerprint_other_bytes_another() {
@@ -165,17 +166,17 @@ mod tests {
         write_idx_set(&a, 8, 8, 40, 10, true);
         write_idx_set(&b, 8, 8, 40, 10, true);
         let cache = root.path().join("fingerprints.json");
-        let fa = fingerprint(&a, Some(&cache)).unwrap();
+        let fa = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
         assert_eq!(fa.len(), 16);
         assert_eq!(
             fa,
-            fingerprint(&b, None).unwrap(),
+            fingerprint(&b, &FILE_STEMS, None).unwrap(),
             "a copy is the same data"
         );
         assert!(std::fs::read_to_string(&cache).unwrap().contains("sha256"));
         // Rewritten in place (another image count): another fingerprint, though cached.
         write_idx_set(&a, 8, 8, 41, 10, true);
-        assert_ne!(fa, fingerprint(&a, Some(&cache)).unwrap());
+        assert_ne!(fa, fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap());
     }
 
     #[test]
@@ -184,7 +185,7 @@ mod tests {
         let a = root.path().join("a");
         write_idx_set(&a, 8, 8, 40, 10, false);
         let cache = root.path().join("fp.json");
-        let first = fingerprint(&a, Some(&cache)).unwrap();
+        let first = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
         // Poison the cached digests (as kd writes them, digest and all): a hit must come from
         // the cache, not from rehashing.
         let mut c = read_cache(&cache);
@@ -193,14 +194,14 @@ mod tests {
             e.sha256 = "0".repeat(64);
         }
         write_cache(&cache, &c);
-        let poisoned = fingerprint(&a, Some(&cache)).unwrap();
+        let poisoned = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
         assert_ne!(poisoned, first, "unchanged files are read from the cache");
         // Touch one file (a new mtime): it is hashed again.
         let f = a.join(FILE_STEMS[0]);
         let t = std::fs::File::options().write(true).open(&f).unwrap();
         t.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
             .unwrap();
-        let after = fingerprint(&a, Some(&cache)).unwrap();
+        let after = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
         assert_ne!(after, poisoned);
     }
 
@@ -212,16 +213,16 @@ mod tests {
         let a = root.path().join("a");
         write_idx_set(&a, 8, 8, 40, 10, false);
         let cache = root.path().join("fp.json");
-        let first = fingerprint(&a, Some(&cache)).unwrap();
+        let first = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
         let text = std::fs::read_to_string(&cache).unwrap();
         let digest = text.split('"').find(|s| s.len() == 64).unwrap().to_string();
         let real = read_cache(&cache).values().next().unwrap().sha256.clone();
         assert_ne!(digest, real, "the file's own digest comes first");
         std::fs::write(&cache, text.replace(&real, &"0".repeat(64))).unwrap();
         assert!(read_cache(&cache).is_empty());
-        assert_eq!(fingerprint(&a, Some(&cache)).unwrap(), first);
+        assert_eq!(fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap(), first);
         std::fs::write(&cache, b"{ damaged").unwrap();
-        assert_eq!(fingerprint(&a, Some(&cache)).unwrap(), first);
+        assert_eq!(fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap(), first);
         assert_eq!(read_cache(&cache).len(), 4, "rewritten whole");
     }
 }

@@ -8,7 +8,7 @@
 
 pub mod download;
 pub mod fingerprint;
-pub mod idx;
+pub mod formats;
 mod rng;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 pub use fingerprint::fingerprint;
-pub use idx::{read_idx, IdxArray};
+pub use formats::idx::{self, read_idx, IdxArray, FILE_STEMS};
+pub use formats::{Format, Images, FORMATS};
 pub use rng::SplitMix64;
 
 /// Everything that can go wrong while finding, fetching or reading data. Every variant names the
@@ -26,8 +27,10 @@ pub use rng::SplitMix64;
 pub enum DataError {
     #[error("{file}: not found. {hint}")]
     Missing { file: PathBuf, hint: String },
-    #[error("{file}: corrupt IDX file: {reason}. {hint}")]
+    #[error("{file}: corrupt {format} file: {reason}. {hint}")]
     Corrupt {
+        /// The format's name ([`Format::name`]).
+        format: &'static str,
         file: PathBuf,
         reason: String,
         hint: String,
@@ -82,6 +85,13 @@ impl DatasetName {
         }
     }
 
+    /// The format its files are in.
+    pub fn format(self) -> &'static dyn Format {
+        match self {
+            DatasetName::FashionMnist | DatasetName::Mnist | DatasetName::Idx => &formats::idx::Idx,
+        }
+    }
+
     /// How a user gets this dataset onto the machine.
     pub fn how_to_get(self) -> String {
         match self {
@@ -97,7 +107,7 @@ impl DatasetName {
             }
             DatasetName::Idx => format!(
                 "Set dataset.dir to a folder holding {}",
-                FILE_STEMS.join(", ")
+                self.format().files().join(", ")
             ),
         }
     }
@@ -105,14 +115,6 @@ impl DatasetName {
 
 /// Where Debian's `dataset-fashion-mnist` package puts its files.
 pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
-
-/// The four standard file names (each may also end in `.gz`).
-pub const FILE_STEMS: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
 
 /// The folder named by the environment variable `var`, or `~/.cache/kd-sweep/<default>` where it
 /// is unset (the `.` folder stands in for a missing `$HOME`).
@@ -152,8 +154,8 @@ pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The folder that holds `name`: `dir` if given, else the first candidate folder with all four
-/// files. The error names the first missing file and how to get the dataset.
+/// The folder that holds `name`: `dir` if given, else the first candidate folder with all its
+/// format's files. The error names the first missing file and how to get the dataset.
 pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
     let candidates = match dir {
         Some(d) => vec![d.to_path_buf()],
@@ -165,13 +167,14 @@ pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
         }
         None => candidate_dirs(name),
     };
+    let files = name.format().files();
     for d in &candidates {
-        if FILE_STEMS.iter().all(|s| find_file(d, s).is_some()) {
+        if files.iter().all(|s| find_file(d, s).is_some()) {
             return Ok(d.clone());
         }
     }
     let first = &candidates[0];
-    let missing = FILE_STEMS
+    let missing = files
         .iter()
         .find(|s| find_file(first, s).is_none())
         .expect("some file is missing");
@@ -229,97 +232,30 @@ pub struct SplitSpec {
     pub data_seed: u64,
 }
 
-/// A loaded dataset: train / validation / test splits of single-channel images.
+/// A loaded dataset: train / validation / test splits of images of `channels` x `height` x
+/// `width` pixels.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub name: DatasetName,
     pub dir: PathBuf,
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
     pub classes: usize,
     pub train: Split,
     pub val: Split,
     pub test: Split,
-    /// Mean and standard deviation of the training pixels (scaled to [0, 1]).
-    pub mean: f64,
-    pub std: f64,
-}
-
-fn read_pair(
-    dir: &Path,
-    images: &str,
-    labels: &str,
-    name: DatasetName,
-) -> Result<(IdxArray, Split)> {
-    let hint = name.how_to_get();
-    let ipath = find_file(dir, images).ok_or_else(|| DataError::Missing {
-        file: dir.join(format!("{images}.gz")),
-        hint: hint.clone(),
-    })?;
-    let lpath = find_file(dir, labels).ok_or_else(|| DataError::Missing {
-        file: dir.join(format!("{labels}.gz")),
-        hint: hint.clone(),
-    })?;
-    let img = read_idx(&ipath, &hint)?;
-    let lab = read_idx(&lpath, &hint)?;
-    let corrupt = |file: &Path, reason: String| DataError::Corrupt {
-        file: file.to_path_buf(),
-        reason,
-        hint: hint.clone(),
-    };
-    if img.dims.len() != 3 {
-        return Err(corrupt(
-            &ipath,
-            format!(
-                "expected 3 dimensions (n, rows, cols), header has {}",
-                img.dims.len()
-            ),
-        ));
-    }
-    if lab.dims.len() != 1 {
-        return Err(corrupt(
-            &lpath,
-            format!("expected 1 dimension (n), header has {}", lab.dims.len()),
-        ));
-    }
-    if img.dims[0] != lab.dims[0] {
-        return Err(corrupt(
-            &lpath,
-            format!(
-                "{} labels for {} images in {}",
-                lab.dims[0],
-                img.dims[0],
-                ipath.display()
-            ),
-        ));
-    }
-    let split = Split {
-        images: img.data.clone(),
-        labels: lab.data,
-    };
-    Ok((img, split))
+    /// Per channel, mean and standard deviation of the training pixels (scaled to [0, 1]).
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 impl Dataset {
     /// Read the four files from `dir` and split a validation set off the training file.
     pub fn load(name: DatasetName, dir: &Path, spec: &SplitSpec) -> Result<Dataset> {
-        // The training and test files decode in parallel (gzip inflation dominates).
-        let (train, test) = rayon::join(
-            || read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], name),
-            || read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], name),
-        );
-        let ((train_img, full_train), (test_img, test)) = (train?, test?);
-        let (height, width) = (train_img.dims[1], train_img.dims[2]);
-        if (test_img.dims[1], test_img.dims[2]) != (height, width) {
-            return Err(DataError::Corrupt {
-                file: dir.join(FILE_STEMS[2]),
-                reason: format!(
-                    "test images are {}x{}, training images {height}x{width}",
-                    test_img.dims[1], test_img.dims[2]
-                ),
-                hint: name.how_to_get(),
-            });
-        }
+        let images = name.format().read(dir, &name.how_to_get())?;
+        let (channels, height, width) = (images.channels, images.height, images.width);
+        let (full_train, test) = (images.train, images.test);
         let n = full_train.len();
         if spec.val_size >= n {
             return Err(DataError::Invalid {
@@ -330,7 +266,7 @@ impl Dataset {
                 ),
             });
         }
-        let pixels = height * width;
+        let pixels = channels * height * width;
         let mut order: Vec<usize> = (0..n).collect();
         SplitMix64::new(spec.data_seed).shuffle(&mut order);
         let mut val_idx = order[..spec.val_size].to_vec();
@@ -358,10 +294,11 @@ impl Dataset {
             .map(|&l| l as usize + 1)
             .max()
             .unwrap_or(0);
-        let (mean, std) = pixel_stats(&train.images);
+        let (mean, std) = pixel_stats(&train.images, channels, height * width);
         Ok(Dataset {
             name,
             dir: dir.to_path_buf(),
+            channels,
             height,
             width,
             classes,
@@ -373,15 +310,27 @@ impl Dataset {
         })
     }
 
-    /// Images as `[n, 1, H, W]` float32, standardised with the training mean and std, and labels
-    /// as `[n]` int64, on `device`.
+    /// Images as `[n, C, H, W]` float32, each channel standardised with its training mean and
+    /// std, and labels as `[n]` int64, on `device`.
     pub fn tensors(&self, split: &Split, device: Device) -> (Tensor, Tensor) {
         let n = split.len() as i64;
+        let c = self.channels as i64;
         let x = Tensor::from_slice(&split.images)
-            .view([n, 1, self.height as i64, self.width as i64])
+            .view([n, c, self.height as i64, self.width as i64])
             .to_kind(Kind::Float)
             / 255.0;
-        let x = ((x - self.mean) / self.std).to_device(device);
+        let x = if self.channels == 1 {
+            // One channel: scalar arithmetic, as every committed result was computed.
+            (x - self.mean[0]) / self.std[0]
+        } else {
+            let per = |v: &[f64]| {
+                Tensor::from_slice(v)
+                    .to_kind(Kind::Float)
+                    .view([1, c, 1, 1])
+            };
+            (x - per(&self.mean)) / per(&self.std)
+        };
+        let x = x.to_device(device);
         let y = Tensor::from_slice(&split.labels)
             .to_kind(Kind::Int64)
             .to_device(device);
@@ -406,18 +355,26 @@ pub fn transfer_rows(n: usize, fraction: f64, data_seed: u64) -> Vec<usize> {
     rows
 }
 
-fn pixel_stats(images: &[u8]) -> (f64, f64) {
-    if images.is_empty() {
-        return (0.0, 1.0);
-    }
-    let n = images.len() as f64;
-    let mean = images.iter().map(|&p| p as f64).sum::<f64>() / n / 255.0;
-    let var = images
-        .iter()
-        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    (mean, var.sqrt().max(1e-6))
+/// Per channel, the mean and standard deviation of `images` (whole images, each `channels`
+/// planes of `plane` pixels) scaled to [0, 1]; (0, 1) for no images.
+fn pixel_stats(images: &[u8], channels: usize, plane: usize) -> (Vec<f64>, Vec<f64>) {
+    (0..channels)
+        .map(|c| {
+            let values = || {
+                images
+                    .chunks(channels * plane)
+                    .flat_map(move |img| &img[c * plane..(c + 1) * plane])
+                    .map(|&p| p as f64)
+            };
+            if images.is_empty() {
+                return (0.0, 1.0);
+            }
+            let n = (images.len() / channels) as f64;
+            let mean = values().sum::<f64>() / n / 255.0;
+            let var = values().map(|p| (p / 255.0 - mean).powi(2)).sum::<f64>() / n;
+            (mean, var.sqrt().max(1e-6))
+        })
+        .unzip()
 }
 
 #[cfg(test)]
@@ -513,6 +470,47 @@ mod tests {
         assert_eq!(y.kind(), Kind::Int64);
         assert!(x.mean(Kind::Float).double_value(&[]).abs() < 1e-4);
         assert!((x.std(false).double_value(&[]) - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn each_channel_is_standardised_with_its_own_statistics() {
+        // Two images of 2 channels x 1 x 2 pixels: channel 0 holds 0 and 255, channel 1 is 51
+        // (0.2) everywhere.
+        let images = vec![0, 255, 51, 51, 255, 0, 51, 51];
+        let (mean, std) = pixel_stats(&images, 2, 2);
+        assert_eq!(mean, [0.5, 0.2]);
+        assert_eq!(std, [0.5, 1e-6]);
+        // One channel: the statistics of every pixel, as the single-channel datasets had.
+        let (m, s) = pixel_stats(&images, 1, 4);
+        let all: Vec<f64> = images.iter().map(|&p| p as f64 / 255.0).collect();
+        let mean_all = all.iter().sum::<f64>() / 8.0;
+        assert!((m[0] - mean_all).abs() < 1e-15);
+        let var = all.iter().map(|p| (p - mean_all).powi(2)).sum::<f64>() / 8.0;
+        assert!((s[0] - var.sqrt()).abs() < 1e-15);
+        let empty = || Split {
+            images: vec![],
+            labels: vec![],
+        };
+        let d = Dataset {
+            name: DatasetName::Idx,
+            dir: PathBuf::new(),
+            channels: 2,
+            height: 1,
+            width: 2,
+            classes: 2,
+            train: Split {
+                images,
+                labels: vec![0, 1],
+            },
+            val: empty(),
+            test: empty(),
+            mean,
+            std,
+        };
+        let (x, _) = d.tensors(&d.train, Device::Cpu);
+        assert_eq!(x.size(), [2, 2, 1, 2]);
+        let v: Vec<f32> = x.flatten(0, -1).try_into().unwrap();
+        assert_eq!(v, [-1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0]);
     }
 
     #[test]

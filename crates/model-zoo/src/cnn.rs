@@ -148,6 +148,10 @@ impl Family for CnnSpec {
         false
     }
 
+    fn packed_widths(&self, _input: InputShape, _classes: usize) -> usize {
+        0
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let c = self;
         let pad = (c.kernel / 2) as i64;

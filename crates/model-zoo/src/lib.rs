@@ -169,6 +169,9 @@ pub trait Family {
     fn flops_per_sample(&self, input: InputShape, classes: usize) -> usize;
     /// Whether students of this family can train packed, as one model ([`PackedMlp`]).
     fn packs(&self) -> bool;
+    /// Values per sample a packed student keeps for its backward pass (input, hidden and output
+    /// widths), for the pack's memory estimate; 0 for a family that does not pack.
+    fn packed_widths(&self, input: InputShape, classes: usize) -> usize;
     /// Create the variables under `p` (the spec validated, `classes > 0`).
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net;
 }
@@ -212,6 +215,11 @@ impl ModelSpec {
     /// Whether students of this spec can train packed.
     pub fn packs(&self) -> bool {
         self.family().packs()
+    }
+
+    /// [`Family::packed_widths`].
+    pub fn packed_widths(&self, input: InputShape, classes: usize) -> usize {
+        self.family().packed_widths(input, classes)
     }
 
     /// Create the variables under `p` and return the network. Inputs are `[batch, C, H, W]`

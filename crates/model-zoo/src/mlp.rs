@@ -71,6 +71,10 @@ impl Family for MlpSpec {
         true
     }
 
+    fn packed_widths(&self, input: InputShape, classes: usize) -> usize {
+        self.hidden.iter().sum::<usize>() + input.numel() + classes
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let m = self;
         let layers: Vec<nn::Linear> = m

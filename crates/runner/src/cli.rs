@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::resume::Shard;
+use crate::plan::Shard;
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
     Shard::parse(s)

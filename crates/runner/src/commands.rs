@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Cmd, Source};
 use crate::error::RunError;
-use crate::sweep::{dry_run, load_config, run_sweep, RunOptions};
+use crate::run::sweep::{dry_run, load_config, run_sweep, RunOptions};
 
 /// Why a command failed, with its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                          command again to resume",
                         summary.stopped
                     )),
-                    code: crate::stop::EXIT_STOPPED,
+                    code: crate::run::stop::EXIT_STOPPED,
                 });
             }
             Ok(Done {
@@ -180,7 +180,7 @@ results: {}
             Ok(Done::ok(String::from_utf8_lossy(&script).into_owned()))
         }
         Cmd::Worker => {
-            crate::pool::worker_main()?;
+            crate::run::pool::worker_main()?;
             Ok(Done::ok(String::new()))
         }
         Cmd::Doctor => {

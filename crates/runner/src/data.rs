@@ -111,7 +111,8 @@ fn split_spec(cfg: &DatasetCfg) -> SplitSpec {
 /// Find, fingerprint, read and split the configured dataset, and draw the transfer rows.
 pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
     let dir = kd_data::locate(cfg.name, cfg.dir.as_deref())?;
-    let fingerprint = kd_data::fingerprint(&dir, Some(&fingerprint_cache()))?;
+    let fingerprint =
+        kd_data::fingerprint(&dir, cfg.name.format().files(), Some(&fingerprint_cache()))?;
     let split = split_spec(cfg);
     let dataset = Dataset::load(cfg.name, &dir, &split)?;
     let mut transfer =
@@ -161,7 +162,7 @@ pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
         test: dataset.test.len(),
         classes: dataset.classes,
         input: InputShape {
-            channels: 1,
+            channels: dataset.channels,
             height: dataset.height,
             width: dataset.width,
         },

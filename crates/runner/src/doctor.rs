@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use kd_data::{DatasetName, FILE_STEMS};
+use kd_data::DatasetName;
 
 use crate::env::{cpu_isa, cpu_model, nvidia_smi_names, LIBTORCH_LIB, LIBTORCH_VERSION};
 
@@ -77,7 +77,9 @@ pub fn report() -> (String, bool) {
     for name in [DatasetName::FashionMnist, DatasetName::Mnist] {
         match kd_data::locate(name, None) {
             Ok(dir) => {
-                let files: Vec<String> = FILE_STEMS
+                let files: Vec<String> = name
+                    .format()
+                    .files()
                     .iter()
                     .filter_map(|f| kd_data::find_file(&dir, f))
                     .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -1,24 +1,23 @@
 //! runner: the `kd` binary's library. It owns every decision about IO, devices and seeds; the
 //! losses, models, data and reports it uses are pure pieces from the other crates.
 //!
-//! Module map (no cycles; each arrow reads "is used by"):
-//! - [`config`]: raw YAML -> validated [`config::Resolved`] with the grid expanded into cells.
-//! - [`env`]: devices and the execution facts that change numbers (ISA, GPU, threads, libtorch).
+//! Module map, one folder per concern (no cycles, checked by `tests/layout.rs`):
+//! - [`config`]: raw YAML -> validated [`config::Resolved`] with the grid expanded into cells
+//!   (no libtorch calls); [`env`]: devices and the execution facts that change numbers (ISA,
+//!   GPU, threads, libtorch).
 //! - [`data`]: the dataset found, fingerprinted and split once; tensors on a device.
-//! - [`plan`]: every trial decided once (id, kind, seed, pairing, class, data) -> dry run,
-//!   sweep, resume and workers; [`records`]: a planned trial and its outcome -> a record.
-//! - [`train`]: one training loop (with `train.jitter` and an online teacher); [`trial`]: a
-//!   student trial on the shared data; [`teacher`]: the teacher, its cache and its logits;
-//!   [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift).
-//! - [`pool`]: worker processes fed planned trials; [`resume`]: the OUT locks (whole or one
-//!   shard) and earlier results; [`sweep`]: the driver that ties them together; [`stop`]: a
-//!   SIGUSR1 that ends a sweep after the trials in flight; [`slurm`]: `kd slurm`'s scripts.
-//! - [`packed`]: K MLP students of one shape trained as one model (the default for MLPs),
-//!   with [`optim`]'s chunked update.
+//! - [`plan`]: every trial decided once (id, kind, seed, pairing, class, data, unit) -> dry
+//!   run, sweep, resume and workers; `plan::records`: a planned trial and its outcome -> a
+//!   record.
+//! - [`train`]: the one epoch driver behind a `Learner` (one student alone, or K MLP students
+//!   packed as one model), optimisers, evaluation, augmentation and the finished student's
+//!   measures.
+//! - [`run`]: a sweep executed: the sweep itself, worker processes, OUT locks and resume, the
+//!   teacher and its cache, one student trial, SIGUSR1 stops.
 //! - [`track`]: where a sweep's events go, one file per output (the terminal's progress,
-//!   TensorBoard event files); [`doctor`], [`error`]: `kd doctor`, the error type.
-//! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine.
-//!
+//!   TensorBoard event files).
+//! - [`bench`]: `kd bench`, kd-sweep against PyTorch loops on the same machine; [`slurm`]:
+//!   `kd slurm`'s scripts; [`doctor`]: `kd doctor`.
 //! - [`cli`]: the command line as clap parses it; [`commands`]: what each command does, and
 //!   its exit code.
 //!
@@ -33,20 +32,11 @@ pub mod data;
 pub(crate) mod doctor;
 pub(crate) mod env;
 pub mod error;
-pub(crate) mod measure;
-pub(crate) mod optim;
-pub(crate) mod packed;
 pub mod plan;
-pub(crate) mod pool;
-pub(crate) mod records;
-pub mod resume;
+pub mod run;
 pub(crate) mod slurm;
-pub(crate) mod stop;
-pub mod sweep;
-pub(crate) mod teacher;
 pub(crate) mod track;
 pub(crate) mod train;
-pub(crate) mod trial;
 
 /// Unit tests that seed libtorch's global generator (`tch::manual_seed`) or depend on its
 /// draws hold this lock: the test harness runs tests on threads of one process, and a seed set

@@ -210,7 +210,7 @@ fn the_dry_run_lists_the_plans_ids() {
 
 #[test]
 fn shards_cover_every_trial_once_and_never_split_a_pack() {
-    use kd_runner::resume::Shard;
+    use kd_runner::plan::Shard;
     // 2 seeds x 2 students x (a baseline and 3 temperatures) = 16 trials, packs of at most 3.
     let p = plan(&yaml(&format!("pack: 3\n{GRID}")));
     let all: Vec<usize> = (0..p.trials.len()).collect();

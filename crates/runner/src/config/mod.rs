@@ -4,7 +4,9 @@
 //! [`Resolved`] config that a run writes to
 //! `OUT/config.resolved.yaml` before training. The plan (`crate::plan`) turns it into trials.
 
+mod device;
 mod grid;
+mod model;
 mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -14,10 +16,9 @@ use kd_loss::KdWeights;
 use kd_model_zoo::ModelSpec;
 use serde::{Deserialize, Serialize};
 
+pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
-pub use resolve::{
-    expand_all, parse_device_name, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE,
-};
+pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,9 @@
 
 use kd_data::DatasetName;
 use kd_loss::{KdWeights, SoftLoss};
-use kd_model_zoo::{CnnSpec, Init, MlpSpec, ModelSpec};
+use kd_model_zoo::{Init, MlpSpec, ModelSpec};
 
+use super::device::resolve_device;
 use super::{
     invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd, RawModel,
     RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
@@ -17,20 +18,20 @@ pub const DEFAULT_TEMPERATURE: f64 = 4.0;
 pub const DEFAULT_ALPHA: f64 = 0.9;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Role {
+pub(super) enum Role {
     Teacher,
     Student,
 }
 
 impl Role {
-    fn key(self) -> &'static str {
+    pub(super) fn key(self) -> &'static str {
         match self {
             Role::Teacher => "teacher",
             Role::Student => "student",
         }
     }
 
-    fn default_mlp(self) -> MlpSpec {
+    pub(super) fn default_mlp(self) -> MlpSpec {
         match self {
             Role::Teacher => MlpSpec {
                 hidden: vec![1200, 1200],
@@ -55,123 +56,13 @@ impl Role {
     }
 }
 
-fn default_cnn() -> CnnSpec {
-    CnnSpec {
-        channels: vec![32, 64],
-        kernel: 3,
-        fc: vec![256],
-        dropout: 0.5,
-        init: Init::Torch,
-    }
-}
-
-fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, ConfigError> {
+pub(super) fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, ConfigError> {
     let ok = p.is_finite() && p >= 0.0 && if closed_top { p <= 1.0 } else { p < 1.0 };
     if ok {
         Ok(p)
     } else {
         let range = if closed_top { "[0, 1]" } else { "[0, 1)" };
         Err(invalid(key, format!("must be in {range}, got {p}")))
-    }
-}
-
-fn check_widths(key: &str, widths: &[usize], allow_empty: bool) -> Result<(), ConfigError> {
-    if widths.is_empty() && !allow_empty {
-        return Err(invalid(key, "must not be empty"));
-    }
-    match widths.iter().position(|&w| w == 0) {
-        Some(i) => Err(invalid(format!("{key}[{i}]"), "must be > 0, got 0")),
-        None => Ok(()),
-    }
-}
-
-impl RawModel {
-    fn resolve(&self, key: &str, role: Role) -> Result<ModelSpec, ConfigError> {
-        let arch = self.arch.as_deref().unwrap_or("mlp");
-        let init = match self.init.as_deref() {
-            None => Init::default(),
-            Some(s) => Init::parse(s).ok_or_else(|| {
-                invalid(
-                    format!("{key}.init"),
-                    format!(
-                        "unknown initialisation `{s}` (known: torch, PyTorch's defaults; \
-                         kaiming, tch's Kaiming-uniform with the ReLU gain)"
-                    ),
-                )
-            })?,
-        };
-        let foreign = |names: &[(&str, bool)], keys: &str| -> Result<(), ConfigError> {
-            match names.iter().find(|(_, set)| *set) {
-                Some((name, _)) => Err(invalid(
-                    format!("{key}.{name}"),
-                    format!("not a key of arch `{arch}` (its keys: {keys})"),
-                )),
-                None => Ok(()),
-            }
-        };
-        match arch {
-            "mlp" => {
-                foreign(
-                    &[
-                        ("channels", self.channels.is_some()),
-                        ("kernel", self.kernel.is_some()),
-                        ("fc", self.fc.is_some()),
-                    ],
-                    "hidden, dropout, input_dropout, init",
-                )?;
-                let d = role.default_mlp();
-                let spec = MlpSpec {
-                    hidden: self.hidden.clone().unwrap_or(d.hidden),
-                    dropout: check_prob(
-                        &format!("{key}.dropout"),
-                        self.dropout.unwrap_or(d.dropout),
-                        false,
-                    )?,
-                    input_dropout: check_prob(
-                        &format!("{key}.input_dropout"),
-                        self.input_dropout.unwrap_or(d.input_dropout),
-                        false,
-                    )?,
-                    init,
-                };
-                check_widths(&format!("{key}.hidden"), &spec.hidden, true)?;
-                Ok(ModelSpec::Mlp(spec))
-            }
-            "cnn" => {
-                foreign(
-                    &[
-                        ("hidden", self.hidden.is_some()),
-                        ("input_dropout", self.input_dropout.is_some()),
-                    ],
-                    "channels, kernel, fc, dropout, init",
-                )?;
-                let d = default_cnn();
-                let spec = CnnSpec {
-                    channels: self.channels.clone().unwrap_or(d.channels),
-                    kernel: self.kernel.unwrap_or(d.kernel),
-                    fc: self.fc.clone().unwrap_or(d.fc),
-                    dropout: check_prob(
-                        &format!("{key}.dropout"),
-                        self.dropout.unwrap_or(d.dropout),
-                        false,
-                    )?,
-                    init,
-                };
-                check_widths(&format!("{key}.channels"), &spec.channels, false)?;
-                check_widths(&format!("{key}.fc"), &spec.fc, true)?;
-                if spec.kernel == 0 || spec.kernel.is_multiple_of(2) {
-                    return Err(invalid(
-                        format!("{key}.kernel"),
-                        format!("must be odd and > 0, got {}", spec.kernel),
-                    ));
-                }
-                Ok(ModelSpec::Cnn(spec))
-            }
-            other => Err(invalid(
-                format!("{key}.arch"),
-                format!("unknown architecture `{other}` (known: mlp, cnn)"),
-            )),
-        }
     }
 }
 
@@ -307,77 +198,6 @@ impl RawKd {
             soft_loss,
             t2_scaling: self.t2_scaling.unwrap_or(true),
         })
-    }
-}
-
-/// `auto | cpu | cuda | cuda:N`, checked for form only (availability is checked at run time).
-pub fn parse_device_name(key: &str, s: &str) -> Result<String, ConfigError> {
-    let ok = matches!(s, "auto" | "cpu" | "cuda")
-        || s.strip_prefix("cuda:")
-            .is_some_and(|n| n.parse::<usize>().is_ok());
-    if ok {
-        Ok(s.to_string())
-    } else if s == "all" {
-        Err(invalid(
-            key,
-            "`all` is not a device in a list: write `device: all` alone (every visible GPU)",
-        ))
-    } else {
-        Err(invalid(
-            key,
-            format!("`{s}` is not a device (use auto, cpu, cuda or cuda:N)"),
-        ))
-    }
-}
-
-/// `device: all`: every GPU this process sees, `cuda:0` .. `cuda:{count-1}` (libtorch numbers
-/// the devices `CUDA_VISIBLE_DEVICES` leaves, which is how Slurm gives a task its GPUs), so
-/// with the default `workers` one worker per GPU.
-pub fn expand_all(count: usize, visible: Option<&str>) -> Result<Vec<String>, ConfigError> {
-    if count == 0 {
-        return Err(invalid(
-            "device",
-            format!(
-                "`all` takes every visible GPU, and libtorch sees none here \
-                 (CUDA_VISIBLE_DEVICES={}); use `device: cpu` or `auto`, and `kd doctor` to see \
-                 what libtorch finds",
-                visible.unwrap_or("unset")
-            ),
-        ));
-    }
-    Ok((0..count).map(|i| format!("cuda:{i}")).collect())
-}
-
-/// `device:` as a list of device names (`all` expanded here, from `gpus`: the number of GPUs the
-/// caller's libtorch sees, asked only when `all` is written).
-fn resolve_device(
-    v: Option<&serde_yaml::Value>,
-    gpus: &dyn Fn() -> usize,
-) -> Result<Vec<String>, ConfigError> {
-    use serde_yaml::Value;
-    match v {
-        None | Some(Value::Null) => Ok(vec!["auto".into()]),
-        Some(Value::String(s)) if s == "all" => expand_all(
-            gpus(),
-            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
-        ),
-        Some(Value::String(s)) => Ok(vec![parse_device_name("device", s)?]),
-        Some(Value::Sequence(items)) if !items.is_empty() => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) => parse_device_name(&format!("device[{i}]"), s),
-                other => Err(invalid(
-                    format!("device[{i}]"),
-                    format!("expected a string, got {other:?}"),
-                )),
-            })
-            .collect(),
-        Some(Value::Sequence(_)) => Err(invalid("device", "the list is empty")),
-        Some(other) => Err(invalid(
-            "device",
-            format!("expected auto, all, cpu, cuda, cuda:N or a list of them, got {other:?}"),
-        )),
     }
 }
 

@@ -11,29 +11,29 @@
 //! noisy neighbour hits them alike; ratios are what to compare, absolute times are context.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kd_loss::KdWeights;
-use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec, Net, PackedMlp};
+use kd_model_zoo::ModelSpec;
 use kd_report::Kind;
 use serde::Serialize;
-use tch::{nn, nn::ModuleT, Device, Tensor};
+use tch::{Device, Tensor};
 
-use crate::config::{Optimizer, Schedule, TrainCfg};
-use crate::optim::PackedOptimizer;
-use crate::train;
+mod render;
+mod step;
+
+use render::render;
+use step::{kd_step, median, roof};
 
 use crate::data::{self, Data, Tensors};
 use crate::env;
 use crate::error::{io_err, RunError};
 use crate::plan::{Plan, PlannedTrial};
-use crate::sweep::load_config;
-use crate::teacher;
+use crate::run::sweep::load_config;
+use crate::run::teacher;
+use crate::run::trial::TrialContext;
 use crate::track::Progress;
-use crate::trial::TrialContext;
 
 /// What `kd bench` runs.
 #[derive(Debug, Clone)]
@@ -101,16 +101,6 @@ struct StepResult {
 /// Wall seconds and mean test accuracy of each repeat of one mode on one workload.
 type Runs = (Vec<f64>, Vec<f64>);
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
-    }
-}
-
 /// The trials of `config` at `epochs` epochs, with `pack`.
 fn plan_of(config: &Path, epochs: usize, pack: &str, data: &Data) -> Result<Plan, RunError> {
     let cfg = load_config(
@@ -171,94 +161,6 @@ fn workload_flops(trials: &[&PlannedTrial], d: &crate::data::DataPlan) -> f64 {
                 + (d.transfer_rows + d.test) as f64)
         })
         .sum()
-}
-
-/// Seconds of each of `runs` calls of `f` after `warmup` untimed ones.
-fn timings(warmup: usize, runs: usize, f: &mut dyn FnMut()) -> Vec<f64> {
-    (0..warmup + runs)
-        .filter_map(|i| {
-            let t0 = Instant::now();
-            f();
-            (i >= warmup).then(|| t0.elapsed().as_secs_f64())
-        })
-        .collect()
-}
-
-/// GFLOP/s of a 2048^3 float32 matrix product here: the best of 7 (a roof is what the machine
-/// can do; a shared machine's neighbours only ever lower a measurement).
-fn roof(device: Device) -> f64 {
-    let a = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
-    let b = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
-    let times = timings(2, 7, &mut || {
-        let _ = a.mm(&b).double_value(&[0, 0]);
-    });
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    2.0 * 2048f64.powi(3) / best / 1e9
-}
-
-/// Samples/s of one 800-800 KD step (Adam, as temp.yaml) at `batch`: alone, and 18 students
-/// packed.
-fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputShape) -> (f64, f64) {
-    let device = ctx.train.x.device();
-    let spec = ModelSpec::Mlp(MlpSpec {
-        hidden: vec![800, 800],
-        dropout: 0.0,
-        input_dropout: 0.0,
-        init: Init::Torch,
-    });
-    let cfg = TrainCfg {
-        epochs: 1,
-        batch_size: batch as usize,
-        optimizer: Optimizer::Adam,
-        lr: 1e-3,
-        momentum: 0.0,
-        weight_decay: 0.0,
-        schedule: Schedule::Constant,
-        eval_every: 1,
-        jitter: 0,
-        max_norm: None,
-    };
-    let classes = logits.size()[1] as usize;
-    let x = ctx.train.x.narrow(0, 0, batch).flatten(1, -1);
-    let y = ctx.train.y.narrow(0, 0, batch);
-    let t = logits.narrow(0, 0, batch).to_device(device);
-    let w = KdWeights {
-        temperature: 4.0,
-        alpha: 0.9,
-        beta: 0.1,
-        ..KdWeights::hard_only()
-    };
-    let build = || {
-        let vs = nn::VarStore::new(device);
-        let net = spec
-            .build(&vs.root(), input, classes)
-            .expect("a valid spec");
-        (vs, net)
-    };
-    // Alone.
-    let (vs, net) = build();
-    let mut opt = train::build_optimizer(&vs, &cfg).expect("adam builds");
-    let single = median(&timings(5, 20, &mut || {
-        let l = kd_loss::distillation_loss(&net.forward_t(&x, true), &t, &y, &w).expect("loss");
-        opt.backward_step(&l.total);
-    }));
-    // 18 packed.
-    let k = 18;
-    let nets: Vec<(nn::VarStore, Net)> = (0..k).map(|_| build()).collect();
-    let refs: Vec<&Net> = nets.iter().map(|(_, n)| n).collect();
-    let vs2 = nn::VarStore::new(device);
-    let packed = PackedMlp::stack(&vs2.root(), &refs).expect("mlps of one spec");
-    let mut opt2 = PackedOptimizer::new(vs2.trainable_variables(), &cfg);
-    let xk = x.unsqueeze(0).expand([k, batch, -1], false).contiguous();
-    let yk = y.unsqueeze(0).expand([k, batch], false).contiguous();
-    let tk = t.unsqueeze(0).expand([k, batch, -1], false).contiguous();
-    let ws = vec![w; k as usize];
-    let pack = median(&timings(5, 20, &mut || {
-        let l = kd_loss::packed_distillation_loss(&packed.forward(&xk, &[]), &tk, &yk, &ws)
-            .expect("loss");
-        opt2.backward_step(&l.total.sum(tch::Kind::Float));
-    }));
-    (batch as f64 / single, (k * batch) as f64 / pack)
 }
 
 #[derive(serde::Deserialize)]
@@ -590,65 +492,4 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     let report = render(&file);
     kd_report::write_atomic(&opts.out.join("report.md"), report.as_bytes())?;
     Ok(report)
-}
-
-fn render(b: &BenchFile) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# kd bench\n");
-    let _ = writeln!(
-        s,
-        "{} ({}), {} threads, libtorch {}, PyTorch {} for the scripts. Student phase only \
-         (teacher logits given: {}), epochs per student: {}; val and test evaluated after every \
-         epoch in every mode. Medians of {} repeats, modes interleaved. Regenerate with `just \
-         bench`.\n",
-        b.cpu, b.machine, b.threads, b.libtorch, b.python_torch, b.teacher, b.epochs, b.repeats
-    );
-    let _ = writeln!(
-        s,
-        "| workload | students | mode | median s | x eager | x vmap | x single | GFLOP/s | % of roof | mean test % |"
-    );
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for w in &b.workloads {
-        let base = |m: &str| w.modes.get(m).map_or(f64::NAN, |r| r.median_s);
-        for (mode, r) in &w.modes {
-            let _ = writeln!(
-                s,
-                "| {} ({}) | {} | {mode} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0}% | {:.2} |",
-                w.name,
-                w.hidden,
-                w.students,
-                r.median_s,
-                base("pytorch eager") / r.median_s,
-                base("pytorch vmap") / r.median_s,
-                base("kd-sweep single") / r.median_s,
-                r.gflops,
-                100.0 * r.roof_share,
-                100.0 * r.mean_test_acc
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nRoof: {:.0} GFLOP/s (the best 2048x2048x2048 float32 matmul in libtorch here, measured \
-         before every repeat). `kd-sweep auto` is what `pack: auto` runs (packed or single per \
-         student size; its times are that mode's).\n",
-        b.roof_gflops
-    );
-    let _ = writeln!(
-        s,
-        "One 800-800 KD step (forward, loss, backward, Adam), samples/s:\n\n| batch | kd-sweep alone | kd-sweep 18 packed | PyTorch eager | alone / eager | packed / eager |\n|---:|---:|---:|---:|---:|---:|"
-    );
-    for st in &b.step {
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            st.batch,
-            st.kd_single,
-            st.kd_packed_18,
-            st.pytorch_eager,
-            st.kd_single / st.pytorch_eager,
-            st.kd_packed_18 / st.pytorch_eager
-        );
-    }
-    s
 }

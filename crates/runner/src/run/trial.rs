@@ -5,11 +5,10 @@ use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
 use crate::data::{Data, SplitTensors, Tensors};
-use crate::measure::Reference;
-use crate::packed::{self, Member};
 use crate::plan::PlannedTrial;
-use crate::teacher::{Logits, TeacherFiles};
-use crate::train::{self, Outcome, TrainData};
+use crate::run::teacher::{Logits, TeacherFiles};
+use crate::train::measure::Reference;
+use crate::train::{self, Member, Outcome, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
 /// set (`dataset.transfer_fraction` of the training split) and the teacher's logits on it.
@@ -170,7 +169,7 @@ impl TrialContext {
                     online_teacher: None,
                     reference: Some(&reference),
                 };
-                packed::train_pack(
+                train::train_pack(
                     &first.student.model,
                     &members,
                     &first.student.train,

@@ -1,6 +1,6 @@
 //! Packed training: K MLP students of one shape and recipe trained as one model
 //! ([`PackedMlp`]), each with its own initial weights (built alone with its seed, then stacked),
-//! data order ([`train::epoch_order`] of its seed), temperature, alpha and beta. The optimiser is
+//! data order ([`super::epoch_order`] of its seed), temperature, alpha and beta. The optimiser is
 //! elementwise (SGD, Adam, AdamW), so one optimiser over the stacked tensors is K optimisers.
 //!
 //! A student's numbers depend on its own settings only, never on its pack mates or its position
@@ -9,31 +9,17 @@
 //! diverges is masked out (its loss stops contributing, its slice is left alone) and recorded
 //! `diverged`; the others go on.
 
-use std::time::Instant;
-
 use kd_data::SplitMix64;
 use kd_loss::KdWeights;
 use kd_model_zoo::{InputShape, ModelSpec, Net, PackedMlp};
-use kd_report::{EpochRecord, Status};
+use kd_report::EpochRecord;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::driver::{self, Batch, Learner, StepLoss};
+use super::optim::PackedOptimizer;
+use super::{Member, Outcome, TrainData};
 use crate::config::TrainCfg;
-use crate::data::SplitTensors;
-use crate::env::now_rfc3339;
 use crate::error::TrainError;
-use crate::optim::PackedOptimizer;
-use crate::train::{self, Outcome, TrainData};
-
-/// One student of a pack.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub trial_id: String,
-    pub seed: u64,
-    /// Its objective: KD weights, or hard targets only (alpha 0, beta 1) for a baseline.
-    pub weights: KdWeights,
-    /// Whether it learns from the teacher (a baseline does not, and logs no soft loss).
-    pub kd: bool,
-}
 
 /// Bytes of working memory one student of `spec` needs in a pack: weights, gradients and two
 /// optimiser moments, plus the activations of one batch (forward and backward). Evaluation
@@ -45,11 +31,7 @@ pub fn bytes_per_student(
     batch: usize,
 ) -> usize {
     let params = spec.param_count(input, classes);
-    let widths: usize = match spec {
-        ModelSpec::Mlp(m) => m.hidden.iter().sum::<usize>() + input.numel() + classes,
-        ModelSpec::Cnn(_) => 0,
-    };
-    4 * (4 * params + 4 * batch * widths)
+    4 * (4 * params + 4 * batch * spec.packed_widths(input, classes))
 }
 
 /// Evaluation rows per chunk of a pack's forward pass.
@@ -107,35 +89,128 @@ fn dropout_masks(
         .collect()
 }
 
-/// Per student: (accuracy, errors, all outputs finite) of the pack's evaluation-mode logits on
-/// `split`; none for an empty split.
-fn evaluate(net: &PackedMlp, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
-    if split.is_empty() {
-        return vec![None; net.len() as usize];
-    }
-    score(&net.forward_shared(&split.x, EVAL_CHUNK), split)
+/// A [`Learner`] of K MLP students stacked into one [`PackedMlp`].
+pub(crate) struct Packed<'a> {
+    net: PackedMlp,
+    vars: Vec<Tensor>,
+    opt: PackedOptimizer,
+    members: &'a [Member],
+    /// Each member's weights with the pack's one soft-loss form.
+    weights: Vec<KdWeights>,
+    data: &'a TrainData<'a>,
+    /// The teacher's logits, when some member learns from them.
+    soft_targets: Option<&'a Tensor>,
+    /// `[K]`: which students still train.
+    alive: Tensor,
+    zeros: Tensor,
+    // Owns the stacked variables; declared last so it drops after the views above.
+    _vs: nn::VarStore,
 }
 
-/// [`evaluate`] of the pack's logits on `split`, `[K, n, classes]`.
-fn score(logits: &Tensor, split: &SplitTensors) -> Vec<Option<(f64, u64, bool)>> {
-    let k = logits.size()[0] as usize;
-    let finite = logits.isfinite().flatten(1, -1).all_dim(1, false);
-    let correct = logits
-        .argmax(-1, false)
-        .eq_tensor(&split.y.unsqueeze(0))
-        .sum_dim_intlist(-1, false, Kind::Int64);
-    let finite = Vec::<bool>::try_from(&finite.to_device(Device::Cpu)).unwrap_or_default();
-    let correct = Vec::<i64>::try_from(&correct.to_device(Device::Cpu)).unwrap_or_default();
-    let n = split.len();
-    (0..k)
-        .map(|i| {
-            Some((
-                correct[i] as f64 / n as f64,
-                (n - correct[i]) as u64,
-                finite[i],
-            ))
+impl<'a> Packed<'a> {
+    /// Each student built alone with its seed, exactly as an unpacked trial starts, then stacked.
+    pub(crate) fn new(
+        spec: &ModelSpec,
+        members: &'a [Member],
+        cfg: &TrainCfg,
+        data: &'a TrainData<'a>,
+        input: InputShape,
+        classes: usize,
+    ) -> Result<Packed<'a>, TrainError> {
+        let k = members.len();
+        let device = data.train.x.device();
+        let singles: Vec<(nn::VarStore, Net)> = members
+            .iter()
+            .map(|m| {
+                tch::manual_seed(m.seed as i64);
+                let vs = nn::VarStore::new(device);
+                let net = spec
+                    .build(&vs.root(), input, classes)
+                    .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
+                Ok((vs, net))
+            })
+            .collect::<Result<_, TrainError>>()?;
+        let vs = nn::VarStore::new(device);
+        let nets: Vec<&Net> = singles.iter().map(|(_, n)| n).collect();
+        let net = PackedMlp::stack(&vs.root(), &nets)
+            .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
+        drop(singles);
+        let vars = vs.trainable_variables();
+        let opt = PackedOptimizer::new(vars.iter().map(Tensor::shallow_clone).collect(), cfg);
+        // One soft-loss form per pack: a baseline's (multiplied by alpha = 0) takes the KD
+        // trials'.
+        let form = members
+            .iter()
+            .find(|m| m.kd)
+            .map_or(kd_loss::SoftLoss::Ce, |m| m.weights.soft_loss);
+        let weights = members
+            .iter()
+            .map(|m| KdWeights {
+                soft_loss: form,
+                ..m.weights
+            })
+            .collect();
+        let any_kd = members.iter().any(|m| m.kd);
+        Ok(Packed {
+            net,
+            vars,
+            opt,
+            members,
+            weights,
+            data,
+            soft_targets: data.soft_targets.filter(|_| any_kd),
+            alive: Tensor::ones([k as i64], (Kind::Bool, device)),
+            zeros: Tensor::zeros([k as i64], (Kind::Float, device)),
+            _vs: vs,
         })
-        .collect()
+    }
+}
+
+impl Learner for Packed<'_> {
+    fn step(&mut self, b: &Batch) -> Result<StepLoss, TrainError> {
+        let (k, rows) = (b.idx.size()[0], b.idx.size()[1]);
+        let idx = b.idx.reshape([-1]);
+        let train = self.data.train;
+        let x = train.x.index_select(0, &idx).view([k, rows, -1]);
+        let y = train.y.index_select(0, &idx).view([k, rows]);
+        self.opt.set_lr(b.lr);
+        let masks = dropout_masks(&self.net, self.members, b.step, rows, x.device());
+        let logits = self.net.forward(&x, &masks);
+        let (total, soft, hard) = match self.soft_targets {
+            Some(teacher) => {
+                let t = teacher.index_select(0, &idx).view([k, rows, -1]);
+                let l = kd_loss::packed_distillation_loss(&logits, &t, &y, &self.weights)?;
+                (l.total, Some(l.soft), l.hard)
+            }
+            None => {
+                let h = kd_loss::packed_hard_cross_entropy(&logits, &y)?;
+                (h.shallow_clone(), None, h)
+            }
+        };
+        // A retired student's loss no longer reaches its weights.
+        let total = total.where_self(&self.alive, &self.zeros);
+        let loss = StepLoss {
+            total: total.detach(),
+            soft: soft.map(|s| s.detach()),
+            hard: hard.detach(),
+            logits: logits.detach(),
+            y,
+        };
+        self.opt.backward_step(&total.sum(Kind::Float));
+        Ok(loss)
+    }
+
+    fn weights_finite(&self) -> Vec<bool> {
+        slices_finite(&self.vars, self.members.len())
+    }
+
+    fn logits(&self, x: &Tensor) -> Tensor {
+        self.net.forward_shared(x, EVAL_CHUNK)
+    }
+
+    fn retire(&mut self, alive: &[bool]) {
+        self.alive = Tensor::from_slice(alive).to_device(self.alive.device());
+    }
 }
 
 /// Whether each student's slice of every variable is finite.
@@ -153,14 +228,9 @@ fn slices_finite(vars: &[Tensor], k: usize) -> Vec<bool> {
     })
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default()
-}
-
 /// Train the MLP students `members` (all of `spec` and `cfg`) as one pack on `data`.
 /// `on_epoch(k, record)` sees student k's epochs as they are measured. Returns one outcome per
 /// member, in order; `wall_s` and epoch seconds are each student's share (the pack's time / K).
-#[allow(clippy::too_many_arguments)]
 pub fn train_pack(
     spec: &ModelSpec,
     members: &[Member],
@@ -168,219 +238,10 @@ pub fn train_pack(
     data: &TrainData,
     input: InputShape,
     classes: usize,
-    mut on_epoch: impl FnMut(usize, &EpochRecord),
+    on_epoch: impl FnMut(usize, &EpochRecord),
 ) -> Result<Vec<Outcome>, TrainError> {
-    let start = Instant::now();
-    let k = members.len();
-    let device = data.train.x.device();
-    // Each student built alone with its seed, exactly as an unpacked trial starts.
-    let singles: Vec<(nn::VarStore, Net)> = members
-        .iter()
-        .map(|m| {
-            tch::manual_seed(m.seed as i64);
-            let vs = nn::VarStore::new(device);
-            let net = spec
-                .build(&vs.root(), input, classes)
-                .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
-            Ok((vs, net))
-        })
-        .collect::<Result<_, TrainError>>()?;
-    let vs = nn::VarStore::new(device);
-    let nets: Vec<&Net> = singles.iter().map(|(_, n)| n).collect();
-    let net = PackedMlp::stack(&vs.root(), &nets)
-        .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
-    drop(singles);
-    let vars = vs.trainable_variables();
-    let mut opt = PackedOptimizer::new(vars.iter().map(Tensor::shallow_clone).collect(), cfg);
-
-    let n = data.train.len() as usize;
-    let bs = cfg.batch_size.min(n.max(1));
-    let steps_per_epoch = n.div_ceil(bs);
-    let total_steps = steps_per_epoch * cfg.epochs;
-    // One soft-loss form per pack: a baseline's (multiplied by alpha = 0) takes the KD trials'.
-    let form = members
-        .iter()
-        .find(|m| m.kd)
-        .map_or(kd_loss::SoftLoss::Ce, |m| m.weights.soft_loss);
-    let weights: Vec<KdWeights> = members
-        .iter()
-        .map(|m| KdWeights {
-            soft_loss: form,
-            ..m.weights
-        })
-        .collect();
-    let any_kd = members.iter().any(|m| m.kd);
-    let soft_targets = data.soft_targets.filter(|_| any_kd);
-    let mut alive = vec![true; k];
-    let mut alive_t = Tensor::ones([k as i64], (Kind::Bool, device));
-    let mut message: Vec<Option<String>> = vec![None; k];
-    let mut logs: Vec<Vec<EpochRecord>> = vec![Vec::with_capacity(cfg.epochs); k];
-    let zeros = Tensor::zeros([k as i64], (Kind::Float, device));
-    let mut step = 0usize;
-    for epoch in 1..=cfg.epochs as u32 {
-        let t0 = Instant::now();
-        let order: Vec<i64> = members
-            .iter()
-            .flat_map(|m| train::epoch_order(m.seed, epoch, n))
-            .collect();
-        let order = Tensor::from_slice(&order)
-            .view([k as i64, n as i64])
-            .to_device(device);
-        let acc = || Tensor::zeros([k as i64], (Kind::Double, device));
-        let (mut sum_total, mut sum_soft, mut sum_hard) = (acc(), acc(), acc());
-        let mut correct = Tensor::zeros([k as i64], (Kind::Int64, device));
-        let mut lr = cfg.lr;
-        for b in 0..steps_per_epoch {
-            let rows = bs.min(n - b * bs) as i64;
-            let idx = order.narrow(1, (b * bs) as i64, rows).reshape([-1]);
-            let x = data
-                .train
-                .x
-                .index_select(0, &idx)
-                .view([k as i64, rows, -1]);
-            let y = data.train.y.index_select(0, &idx).view([k as i64, rows]);
-            lr = train::lr_at(cfg, step, total_steps);
-            opt.set_lr(lr);
-            let masks = dropout_masks(&net, members, step, rows, device);
-            let logits = net.forward(&x, &masks);
-            let (total, soft, hard) = match soft_targets {
-                Some(teacher) => {
-                    let t = teacher.index_select(0, &idx).view([k as i64, rows, -1]);
-                    let l = kd_loss::packed_distillation_loss(&logits, &t, &y, &weights)?;
-                    (l.total, Some(l.soft), l.hard)
-                }
-                None => {
-                    let h = kd_loss::packed_hard_cross_entropy(&logits, &y)?;
-                    (h.shallow_clone(), None, h)
-                }
-            };
-            // A diverged student's loss no longer reaches its weights.
-            let total = total.where_self(&alive_t, &zeros);
-            let r = rows as f64;
-            sum_total += total.detach().to_kind(Kind::Double) * r;
-            sum_hard += hard.detach().to_kind(Kind::Double) * r;
-            if let Some(s) = &soft {
-                sum_soft += s.detach().to_kind(Kind::Double) * r;
-            }
-            correct += logits
-                .detach()
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum_dim_intlist(-1, false, Kind::Int64);
-            opt.backward_step(&total.sum(Kind::Float));
-            step += 1;
-        }
-        let nf = n as f64;
-        let (totals, softs, hards) = (to_vec(&sum_total), to_vec(&sum_soft), to_vec(&sum_hard));
-        let correct = to_vec(&correct);
-        let finite_w = slices_finite(&vars, k);
-        let evaluated = cfg.evaluates(epoch);
-        let (val, test) = if evaluated {
-            (evaluate(&net, data.val), evaluate(&net, data.test))
-        } else {
-            (vec![None; k], vec![None; k])
-        };
-        let seconds = t0.elapsed().as_secs_f64() / k as f64;
-        for i in 0..k {
-            if !alive[i] {
-                continue;
-            }
-            let train_loss = totals[i] / nf;
-            let why = if !train_loss.is_finite() {
-                Some("the loss became NaN or infinite")
-            } else if !finite_w[i] {
-                Some("a weight became NaN or infinite")
-            } else if val[i].is_some_and(|v| !v.2) || test[i].is_some_and(|t| !t.2) {
-                Some("an output became NaN or infinite")
-            } else {
-                None
-            };
-            let diverged = why.is_some();
-            let log = EpochRecord {
-                trial_id: members[i].trial_id.clone(),
-                epoch,
-                train_loss,
-                soft_loss: members[i].kd.then(|| softs[i] / nf),
-                hard_loss: hards[i] / nf,
-                train_acc: correct[i] / nf,
-                val_acc: val[i].filter(|_| !diverged).map(|v| v.0),
-                test_acc: test[i].filter(|_| !diverged).map(|t| t.0),
-                lr,
-                seconds,
-            };
-            on_epoch(i, &log);
-            logs[i].push(log);
-            if let Some(why) = why {
-                alive[i] = false;
-                message[i] = Some(format!("{why} in epoch {epoch}"));
-            }
-        }
-        if alive.iter().all(|a| !a) {
-            break;
-        }
-        alive_t = Tensor::from_slice(&alive).to_device(device);
-    }
-    // The test logits are scored and, for the measures, kept.
-    let test = (alive.iter().any(|&a| a) && !data.test.is_empty())
-        .then(|| net.forward_shared(&data.test.x, EVAL_CHUNK));
-    let finals = if alive.iter().any(|&a| a) {
-        let test_scores = test
-            .as_ref()
-            .map_or_else(|| vec![None; k], |t| score(t, data.test));
-        (evaluate(&net, data.train), test_scores)
-    } else {
-        (vec![None; k], vec![None; k])
-    };
-    // Confusion, fidelity and bias shift, from each student's own logits.
-    let measured: Vec<Option<crate::measure::Measures>> = match (data.reference, &test) {
-        (Some(r), Some(test)) => {
-            let val = (!data.val.is_empty()).then(|| net.forward_shared(&data.val.x, EVAL_CHUNK));
-            (0..k)
-                .map(|i| {
-                    alive[i].then(|| {
-                        let v = val.as_ref().map(|v| v.get(i as i64));
-                        crate::measure::measure(
-                            &test.get(i as i64),
-                            data.test,
-                            v.as_ref(),
-                            data.val,
-                            r,
-                        )
-                    })
-                })
-                .collect()
-        }
-        _ => vec![None; k],
-    };
-    let wall_s = start.elapsed().as_secs_f64() / k as f64;
-    let finished_at = now_rfc3339();
-    Ok((0..k)
-        .map(|i| {
-            let epochs = std::mem::take(&mut logs[i]);
-            let (train, test) = (finals.0[i], finals.1[i]);
-            let mut out = Outcome {
-                wall_s,
-                finished_at: finished_at.clone(),
-                epochs,
-                ..Outcome::empty(Status::Ok)
-            };
-            if !alive[i] {
-                out.status = Status::Diverged;
-                out.message = message[i].take();
-            } else if train.is_some_and(|t| !t.2) || test.is_some_and(|t| !t.2) {
-                out.status = Status::Diverged;
-                out.message = Some("an output became NaN or infinite after training".into());
-            } else {
-                out.train_acc = train.map(|t| t.0);
-                out.test_acc = test.map(|t| t.0);
-                out.test_errors = test.map(|t| t.1);
-                out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
-                out.best_epoch = train::best_epoch(&out.epochs);
-                out.measures = measured[i].clone().unwrap_or_default();
-            }
-            out
-        })
-        .collect())
+    let mut pack = Packed::new(spec, members, cfg, data, input, classes)?;
+    driver::run(&mut pack, members, cfg, data, on_epoch)
 }
 
 #[cfg(test)]
@@ -397,7 +258,9 @@ mod tests {
 
     use super::*;
     use crate::config::{Optimizer, Schedule};
+    use crate::data::SplitTensors;
     use kd_model_zoo::{Init, MlpSpec};
+    use kd_report::Status;
 
     fn lock() -> std::sync::MutexGuard<'static, ()> {
         crate::torch_lock()
@@ -507,7 +370,7 @@ mod tests {
             soft_targets: m.kd.then_some(&task.teacher),
             ..data(task)
         };
-        train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, |_| {}).unwrap()
+        crate::train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, |_| {}).unwrap()
     }
 
     /// The numbers of an outcome, without its timings.

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use kd_report::store::{self, PlanFile, TrialFile};
+use kd_report::store;
 use kd_report::{Status, TrialRecord};
 use serde::Serialize;
 
@@ -15,13 +15,17 @@ use crate::config::{self, Resolved};
 use crate::data::{self, DataPlan, Tensors};
 use crate::env::{self, Slot};
 use crate::error::{io_err, RunError};
+use crate::plan::Shard;
 use crate::plan::{Plan, PlannedTrial, TeacherPlan};
-use crate::pool;
-use crate::resume::{self, Done, OutLock, Shard};
-use crate::teacher;
+use crate::run::pool;
+use crate::run::resume::{self, Done, OutLock};
+use crate::run::teacher;
+use crate::run::trial::TrialContext;
 use crate::track::Outputs;
 use crate::train::Outcome;
-use crate::trial::TrialContext;
+
+use super::out_store::Store;
+use super::plan_file::plan_file;
 
 /// Options that are not part of the experiment (so not part of any id).
 #[derive(Debug, Clone, Default)]
@@ -89,82 +93,6 @@ struct Execution<'a> {
     data: &'a DataPlan,
 }
 
-/// Where a sweep's results go: one file per finished trial (`OUT/records/<id>.yaml`), and the
-/// frames assembled from those files in plan order after each one.
-struct Store<'a> {
-    plan: &'a Plan,
-    out: &'a Path,
-    index: PlanFile,
-    /// Trials re-run on request (`--fresh`): their earlier rows must not stand in the frames.
-    stale: HashSet<String>,
-}
-
-impl Store<'_> {
-    fn save(&self, record: TrialRecord, outcome: Outcome) -> Result<(), RunError> {
-        let m = outcome.measures;
-        Ok(store::write_trial(
-            self.out,
-            &TrialFile {
-                record,
-                epochs: outcome.epochs,
-                confusion: m.confusion,
-                shifted_confusion: m.shifted_confusion,
-            },
-        )?)
-    }
-
-    /// Keep a trial an earlier run finished, under the `record` the plan re-derives for it: its
-    /// file is written only when it holds another record (or none: a row of older frames).
-    fn keep(&self, record: TrialRecord, done: Done) -> Result<(), RunError> {
-        if done.stored.as_ref() == Some(&record) {
-            return Ok(());
-        }
-        self.save(record, done.outcome)
-    }
-
-    /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
-    fn finish(
-        &self,
-        index: usize,
-        outcome: Outcome,
-        ran_on: &Slot,
-        progress: &mut Outputs,
-        slot: usize,
-    ) -> Result<(), RunError> {
-        let record = self
-            .plan
-            .trial_record(&self.plan.trials[index], &outcome, ran_on);
-        progress.finish_trial(slot, &record, &outcome.epochs);
-        if let Some(w) = chance_warning(&record, self.plan.data.classes) {
-            progress.note(&w);
-        }
-        self.save(record, outcome)?;
-        self.merge().map(|_| ())
-    }
-
-    fn merge(&self) -> Result<store::Merged, RunError> {
-        Ok(store::merge_and_write(self.out, &self.index, &self.stale)?)
-    }
-}
-
-/// A warning for a trial that finished (its loss finite) at or below chance accuracy on the
-/// test set: it learned nothing, which its `ok` status would hide (T = 1e9, a learning rate far
-/// too small or too large).
-fn chance_warning(r: &TrialRecord, classes: usize) -> Option<String> {
-    let chance = 1.0 / classes.max(1) as f64;
-    let acc = r.test_acc?;
-    (r.status == Status::Ok && acc <= chance).then(|| {
-        format!(
-            "warning: {} finished at {:.2}% test accuracy, at or below chance ({:.2}%, {classes} \
-             classes), though its loss stayed finite: it learned nothing; check its settings \
-             (temperature, alpha/beta, learning rate)",
-            r.trial_id,
-            100.0 * acc,
-            100.0 * chance
-        )
-    })
-}
-
 /// The slot a kept trial recorded: its device and threads, in its planned class.
 fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
     Slot {
@@ -172,103 +100,6 @@ fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
         threads: done.threads,
         class: class.clone(),
     }
-}
-
-/// `OUT/plan.json` for `plan`, and a note when it replaces another. One OUT holds one config:
-/// a sweep of another config (another `name:`) is refused, and so is a shard of an edited
-/// config or one that plans other ids for the same config (other hardware, threads or
-/// libtorch), unless `replan`. A whole sweep of an edited config replans OUT (it holds OUT
-/// alone); the rows of trials it no longer plans are kept in `OUT/unplanned/`.
-fn plan_file(
-    cfg: &Resolved,
-    plan: &Plan,
-    out: &Path,
-    opts: &RunOptions,
-) -> Result<(PlanFile, Option<String>), RunError> {
-    let planned_on: Vec<String> = plan.classes.iter().map(|c| c.describe()).collect();
-    let index = PlanFile {
-        name: plan.name.clone(),
-        config_digest: crate::plan::content_hash(cfg),
-        planned_on: planned_on.join(", "),
-        ids: std::iter::once(plan.teacher.id.clone())
-            .chain(plan.trials.iter().map(|t| t.id.clone()))
-            .collect(),
-    };
-    let path = out.join("plan.json");
-    let earlier = match store::read_plan(out) {
-        Ok(Some(earlier)) if earlier != index => earlier,
-        _ => {
-            store::write_plan(out, &index)?;
-            return Ok((index, None));
-        }
-    };
-    let what = match opts.shard {
-        Some(s) => format!("shard {s}"),
-        None => "this sweep".into(),
-    };
-    let refuse = |why: String| {
-        RunError::PlanMismatch(format!(
-            "{}: {why}. Give this config its own folder (--out), or pass --replan to replace \
-             the plan (the rows of trials it no longer plans are kept in {}, never deleted)",
-            path.display(),
-            store::unplanned_dir(out).display()
-        ))
-    };
-    if !opts.replan {
-        if earlier.name != index.name {
-            return Err(refuse(format!(
-                "this folder holds the plan of config `{}` (digest {}); {what} is config `{}` \
-                 (digest {})",
-                earlier.name,
-                short(&earlier.config_digest),
-                index.name,
-                short(&index.config_digest)
-            )));
-        }
-        if let Some(shard) = opts.shard {
-            if earlier.config_digest != index.config_digest {
-                return Err(refuse(format!(
-                    "shard {shard} is of an edited config (digest {}), not the one the plan in \
-                     this folder was made from (digest {}); shards of one sweep must share one \
-                     config (and --set values)",
-                    short(&index.config_digest),
-                    short(&earlier.config_digest)
-                )));
-            }
-            if earlier.ids != index.ids {
-                return Err(refuse(format!(
-                    "shard {shard} plans other trial ids than the shards before it in this \
-                     folder (they planned on {}, this one on {}). The shards of one sweep must \
-                     run on like machines (CPU class or GPU model, threads, libtorch): give the \
-                     Slurm job one partition of like nodes",
-                    earlier.planned_on, index.planned_on
-                )));
-            }
-        }
-    }
-    let note = (earlier.ids != index.ids).then(|| {
-        let gone = earlier
-            .ids
-            .iter()
-            .filter(|id| !index.ids.contains(id))
-            .count();
-        format!(
-            "{} replaces the plan in {} (config digest {} -> {}): {gone} trial(s) it planned \
-             are not in this plan; their rows are kept in {}",
-            what,
-            path.display(),
-            short(&earlier.config_digest),
-            short(&index.config_digest),
-            store::unplanned_dir(out).display()
-        )
-    });
-    store::write_plan(out, &index)?;
-    Ok((index, note))
-}
-
-/// The first 12 hex digits of a digest, as ids show them.
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
 }
 
 /// Run an already resolved config: every trial of its plan, or with `opts.shard` one share of
@@ -285,8 +116,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let _lock = OutLock::acquire(&out, opts.shard)?;
-    crate::stop::install();
-    let (index, replanned) = plan_file(cfg, &plan, &out, opts)?;
+    crate::run::stop::install();
+    let (index, replanned) = plan_file(cfg, &plan, &out, opts.shard, opts.replan)?;
     // The trials this process runs: all of them, or its shard's.
     let mine: Vec<usize> = match opts.shard {
         None => (0..plan.trials.len()).collect(),
@@ -451,7 +282,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             };
             let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files));
             for unit in plan.units(&pending) {
-                if crate::stop::requested() {
+                if crate::run::stop::requested() {
                     break;
                 }
                 let trials: Vec<&PlannedTrial> = unit.iter().map(|&i| &plan.trials[i]).collect();

@@ -9,10 +9,7 @@
 //! trials it is paired with always share their execution class: the plan assigns each group
 //! (one student config and seed) to one class.
 
-use std::fmt::Write as _;
-
 use kd_loss::KdWeights;
-use kd_model_zoo::ModelSpec;
 use kd_report::{Exec, Kind, TrialRecord, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,6 +18,12 @@ use crate::config::{Pack, Resolved, StudentCfg, TeacherCfg};
 use crate::data::{file_digest, Data, DataPlan};
 use crate::env::{self, DeviceKind, ExecClass, Slot};
 use crate::error::{model_err, RunError};
+
+mod describe;
+pub(crate) mod records;
+mod shard;
+
+pub use shard::Shard;
 
 /// Short content hash (SHA-256 of the canonical JSON, 12 hex digits).
 pub fn content_hash(v: &impl Serialize) -> String {
@@ -314,7 +317,7 @@ impl Plan {
     /// The trials of `shard`: the units of the whole plan (as [`Plan::units`] cuts them with
     /// nothing finished, so the share never depends on what is done), the k-th to shard
     /// k mod N. A pack never splits across shards, and every trial is in exactly one.
-    pub fn shard_trials(&self, shard: crate::resume::Shard) -> Vec<usize> {
+    pub fn shard_trials(&self, shard: Shard) -> Vec<usize> {
         let all: Vec<usize> = (0..self.trials.len()).collect();
         let mut mine: Vec<usize> = self
             .units(&all)
@@ -343,7 +346,7 @@ impl Plan {
         match self.pack {
             Pack::Max(n) => n,
             Pack::Off => 1,
-            Pack::Auto => crate::packed::auto_pack_size(
+            Pack::Auto => crate::train::auto_pack_size(
                 &t.student.model,
                 self.data.input,
                 self.data.classes,
@@ -356,115 +359,6 @@ impl Plan {
     /// Trials run in the sweep process (one slot) or in worker processes.
     pub fn in_process(&self) -> bool {
         self.slots.len() == 1
-    }
-
-    /// The plan as text, with the training FLOPs and a time estimate: what `--dry-run` prints.
-    /// Every id is the one the run will write.
-    pub fn describe(&self) -> String {
-        let d = &self.data;
-        // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
-        let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
-            3.0 * spec.flops_per_sample(d.input, d.classes) as f64 * images as f64 * epochs as f64
-        };
-        let t = &self.teacher;
-        let mut s = format!(
-            "data: {} in {} (fingerprint {}), {} train / {} val / {} test images; students \
-             learn from {}\n",
-            d.name.as_str(),
-            d.dir.display(),
-            d.fingerprint,
-            d.train,
-            d.val,
-            d.test,
-            d.transfer_rows
-        );
-        let teacher_flops = if t.cfg.checkpoint.is_some() {
-            0.0
-        } else {
-            cost(&t.cfg.model, t.cfg.train.epochs, d.train)
-        };
-        let _ = writeln!(
-            s,
-            "{} teacher {} {} seed {} on {} ({}): {:.1} TFLOP{}",
-            t.id,
-            t.cfg.model.arch(),
-            t.cfg.model.shape_label(),
-            t.cfg.seed,
-            t.slot.device,
-            t.slot.class.describe(),
-            teacher_flops / 1e12,
-            if t.cfg.checkpoint.is_some() {
-                " (checkpoint)"
-            } else {
-                " (0 if cached)"
-            }
-        );
-        let mut total = teacher_flops;
-        for tr in &self.trials {
-            let f = cost(&tr.student.model, tr.student.train.epochs, d.transfer_rows);
-            total += f;
-            let w = &tr.weights;
-            let kd = if tr.kind == Kind::Kd {
-                format!(
-                    " T={} alpha={} beta={} {}",
-                    w.temperature,
-                    w.alpha,
-                    w.beta,
-                    w.soft_loss.as_str()
-                )
-            } else {
-                String::new()
-            };
-            let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-            let _ = writeln!(
-                s,
-                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP",
-                tr.id,
-                tr.kind,
-                tr.student.model.shape_label(),
-                tr.seed,
-                swept.concat(),
-                self.classes[tr.class].describe(),
-                tr.exec,
-                f / 1e12
-            );
-        }
-        let all: Vec<usize> = (0..self.trials.len()).collect();
-        let units = self.units(&all);
-        let packs: Vec<&Vec<usize>> = units
-            .iter()
-            .filter(|u| self.trials[u[0]].exec == Exec::Packed)
-            .collect();
-        if !packs.is_empty() {
-            let sizes: Vec<String> = packs
-                .iter()
-                .map(|u| {
-                    format!(
-                        "{} x {}",
-                        u.len(),
-                        self.trials[u[0]].student.model.shape_label()
-                    )
-                })
-                .collect();
-            let _ = writeln!(
-                s,
-                "packed: {} trials in {} pack{} ({}); {} alone",
-                packs.iter().map(|u| u.len()).sum::<usize>(),
-                packs.len(),
-                if packs.len() == 1 { "" } else { "s" },
-                sizes.join(", "),
-                units.len() - packs.len()
-            );
-        }
-        let _ = writeln!(
-            s,
-            "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
-             ~100 GFLOP/s measured here",
-            self.trials.len(),
-            total / 1e12,
-            total / 100e9 / 60.0
-        );
-        s
     }
 }
 

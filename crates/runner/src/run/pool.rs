@@ -21,15 +21,15 @@ use crate::data::{self, DataPlan};
 use crate::env::{self, Slot};
 use crate::error::RunError;
 use crate::plan::{Plan, PlannedTrial};
+use crate::run::trial::TrialContext;
 use crate::train::Outcome;
-use crate::trial::TrialContext;
 
 /// What a worker needs before its first trial.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setup {
     pub data: DataPlan,
     /// The teacher's cached logits and weights.
-    pub teacher: crate::teacher::TeacherFiles,
+    pub teacher: crate::run::teacher::TeacherFiles,
     pub slot: Slot,
 }
 
@@ -210,7 +210,7 @@ pub fn run(
     }
     // Trials never handed out because every worker of their class had exited (not because a
     // stop was asked for: the sweep says so itself).
-    if !queue.is_empty() && !crate::stop::requested() {
+    if !queue.is_empty() && !crate::run::stop::requested() {
         return Err(RunError::Worker(format!(
             "every worker exited with {} trial(s) left; the finished ones are saved, run the \
              sweep again to resume",
@@ -231,7 +231,7 @@ fn give(
 ) -> Result<(), RunError> {
     let w = &mut workers[i];
     // After a stop request (SIGUSR1) no unit starts: the worker's stdin closes and it exits.
-    if crate::stop::requested() {
+    if crate::run::stop::requested() {
         w.stdin = None;
         return Ok(());
     }
@@ -280,7 +280,7 @@ fn exit_with_parent() {
 /// (a JSON list of planned trials per line: one trial, or a pack), one unit at a time.
 pub fn worker_main() -> Result<(), RunError> {
     // A stop is the parent's to act on: a worker finishes its unit (SIGUSR1 must not kill it).
-    crate::stop::install();
+    crate::run::stop::install();
     exit_with_parent();
     let mut lines = std::io::stdin().lock().lines();
     let mut next = || -> Result<Option<String>, RunError> {

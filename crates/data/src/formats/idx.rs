@@ -5,7 +5,59 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::{DataError, Result};
+use super::{Format, Images};
+use crate::{find_file, DataError, Result, Split};
+
+/// The four files of an IDX dataset (each may also end in `.gz`): training images and labels,
+/// test images and labels.
+pub const FILE_STEMS: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// The IDX format: MNIST, Fashion-MNIST and any folder of the four files.
+#[derive(Debug, Clone, Copy)]
+pub struct Idx;
+
+impl Format for Idx {
+    fn name(&self) -> &'static str {
+        "IDX"
+    }
+
+    fn files(&self) -> &'static [&'static str] {
+        &FILE_STEMS
+    }
+
+    fn read(&self, dir: &Path, hint: &str) -> Result<Images> {
+        // The training and test files decode in parallel (gzip inflation dominates).
+        let (train, test) = rayon::join(
+            || read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], hint),
+            || read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], hint),
+        );
+        let ((train_img, train), (test_img, test)) = (train?, test?);
+        let (height, width) = (train_img.dims[1], train_img.dims[2]);
+        if (test_img.dims[1], test_img.dims[2]) != (height, width) {
+            return Err(DataError::Corrupt {
+                format: self.name(),
+                file: dir.join(FILE_STEMS[2]),
+                reason: format!(
+                    "test images are {}x{}, training images {height}x{width}",
+                    test_img.dims[1], test_img.dims[2]
+                ),
+                hint: hint.to_string(),
+            });
+        }
+        Ok(Images {
+            channels: 1,
+            height,
+            width,
+            train,
+            test,
+        })
+    }
+}
 
 /// A decoded IDX file.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +80,7 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
         },
     })?;
     let corrupt = |reason: String| DataError::Corrupt {
+        format: "IDX",
         file: path.to_path_buf(),
         reason,
         hint: hint.to_string(),
@@ -42,6 +95,58 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
         raw
     };
     parse_idx(&bytes).map_err(corrupt)
+}
+
+/// The images and labels of one split, checked against each other.
+fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(IdxArray, Split)> {
+    let hint = hint.to_string();
+    let ipath = find_file(dir, images).ok_or_else(|| DataError::Missing {
+        file: dir.join(format!("{images}.gz")),
+        hint: hint.clone(),
+    })?;
+    let lpath = find_file(dir, labels).ok_or_else(|| DataError::Missing {
+        file: dir.join(format!("{labels}.gz")),
+        hint: hint.clone(),
+    })?;
+    let img = read_idx(&ipath, &hint)?;
+    let lab = read_idx(&lpath, &hint)?;
+    let corrupt = |file: &Path, reason: String| DataError::Corrupt {
+        format: "IDX",
+        file: file.to_path_buf(),
+        reason,
+        hint: hint.clone(),
+    };
+    if img.dims.len() != 3 {
+        return Err(corrupt(
+            &ipath,
+            format!(
+                "expected 3 dimensions (n, rows, cols), header has {}",
+                img.dims.len()
+            ),
+        ));
+    }
+    if lab.dims.len() != 1 {
+        return Err(corrupt(
+            &lpath,
+            format!("expected 1 dimension (n), header has {}", lab.dims.len()),
+        ));
+    }
+    if img.dims[0] != lab.dims[0] {
+        return Err(corrupt(
+            &lpath,
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                img.dims[0],
+                ipath.display()
+            ),
+        ));
+    }
+    let split = Split {
+        images: img.data.clone(),
+        labels: lab.data,
+    };
+    Ok((img, split))
 }
 
 /// Parse decoded IDX bytes.

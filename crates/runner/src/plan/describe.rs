@@ -1,0 +1,119 @@
+//! `--dry-run`'s text: the plan with its FLOPs and a time estimate.
+
+use std::fmt::Write as _;
+
+use kd_model_zoo::ModelSpec;
+use kd_report::{Exec, Kind};
+
+use super::Plan;
+
+impl Plan {
+    /// The plan as text, with the training FLOPs and a time estimate: what `--dry-run` prints.
+    /// Every id is the one the run will write.
+    pub fn describe(&self) -> String {
+        let d = &self.data;
+        // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
+        let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
+            3.0 * spec.flops_per_sample(d.input, d.classes) as f64 * images as f64 * epochs as f64
+        };
+        let t = &self.teacher;
+        let mut s = format!(
+            "data: {} in {} (fingerprint {}), {} train / {} val / {} test images; students \
+             learn from {}\n",
+            d.name.as_str(),
+            d.dir.display(),
+            d.fingerprint,
+            d.train,
+            d.val,
+            d.test,
+            d.transfer_rows
+        );
+        let teacher_flops = if t.cfg.checkpoint.is_some() {
+            0.0
+        } else {
+            cost(&t.cfg.model, t.cfg.train.epochs, d.train)
+        };
+        let _ = writeln!(
+            s,
+            "{} teacher {} {} seed {} on {} ({}): {:.1} TFLOP{}",
+            t.id,
+            t.cfg.model.arch(),
+            t.cfg.model.shape_label(),
+            t.cfg.seed,
+            t.slot.device,
+            t.slot.class.describe(),
+            teacher_flops / 1e12,
+            if t.cfg.checkpoint.is_some() {
+                " (checkpoint)"
+            } else {
+                " (0 if cached)"
+            }
+        );
+        let mut total = teacher_flops;
+        for tr in &self.trials {
+            let f = cost(&tr.student.model, tr.student.train.epochs, d.transfer_rows);
+            total += f;
+            let w = &tr.weights;
+            let kd = if tr.kind == Kind::Kd {
+                format!(
+                    " T={} alpha={} beta={} {}",
+                    w.temperature,
+                    w.alpha,
+                    w.beta,
+                    w.soft_loss.as_str()
+                )
+            } else {
+                String::new()
+            };
+            let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP",
+                tr.id,
+                tr.kind,
+                tr.student.model.shape_label(),
+                tr.seed,
+                swept.concat(),
+                self.classes[tr.class].describe(),
+                tr.exec,
+                f / 1e12
+            );
+        }
+        let all: Vec<usize> = (0..self.trials.len()).collect();
+        let units = self.units(&all);
+        let packs: Vec<&Vec<usize>> = units
+            .iter()
+            .filter(|u| self.trials[u[0]].exec == Exec::Packed)
+            .collect();
+        if !packs.is_empty() {
+            let sizes: Vec<String> = packs
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} x {}",
+                        u.len(),
+                        self.trials[u[0]].student.model.shape_label()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "packed: {} trials in {} pack{} ({}); {} alone",
+                packs.iter().map(|u| u.len()).sum::<usize>(),
+                packs.len(),
+                if packs.len() == 1 { "" } else { "s" },
+                sizes.join(", "),
+                units.len() - packs.len()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
+             ~100 GFLOP/s measured here",
+            self.trials.len(),
+            total / 1e12,
+            total / 100e9 / 60.0
+        );
+        s
+    }
+}

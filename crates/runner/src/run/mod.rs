@@ -1,0 +1,14 @@
+//! A sweep executed: [`sweep`] ties the plan, the teacher, the workers and the outputs
+//! together; [`pool`]: worker processes fed planned trials; [`resume`]: the OUT locks (whole or
+//! one shard) and earlier results; [`teacher`]: the teacher, its cache and its logits;
+//! [`trial`]: one student trial (or pack) on the shared data; [`stop`]: a SIGUSR1 that ends a
+//! sweep after the trials in flight.
+
+mod out_store;
+mod plan_file;
+pub(crate) mod pool;
+pub(crate) mod resume;
+pub(crate) mod stop;
+pub mod sweep;
+pub(crate) mod teacher;
+pub(crate) mod trial;

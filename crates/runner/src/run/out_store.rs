@@ -1,0 +1,90 @@
+//! Where a sweep's results go: one file per finished trial, the frames rewritten after each.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use kd_report::store::{self, PlanFile, TrialFile};
+use kd_report::{Status, TrialRecord};
+
+use super::resume::Done;
+use crate::env::Slot;
+use crate::error::RunError;
+use crate::plan::Plan;
+use crate::track::Outputs;
+use crate::train::Outcome;
+
+/// Where a sweep's results go: one file per finished trial (`OUT/records/<id>.yaml`), and the
+/// frames assembled from those files in plan order after each one.
+pub(super) struct Store<'a> {
+    pub plan: &'a Plan,
+    pub out: &'a Path,
+    pub index: PlanFile,
+    /// Trials re-run on request (`--fresh`): their earlier rows must not stand in the frames.
+    pub stale: HashSet<String>,
+}
+
+impl Store<'_> {
+    pub(super) fn save(&self, record: TrialRecord, outcome: Outcome) -> Result<(), RunError> {
+        let m = outcome.measures;
+        Ok(store::write_trial(
+            self.out,
+            &TrialFile {
+                record,
+                epochs: outcome.epochs,
+                confusion: m.confusion,
+                shifted_confusion: m.shifted_confusion,
+            },
+        )?)
+    }
+
+    /// Keep a trial an earlier run finished, under the `record` the plan re-derives for it: its
+    /// file is written only when it holds another record (or none: a row of older frames).
+    pub(super) fn keep(&self, record: TrialRecord, done: Done) -> Result<(), RunError> {
+        if done.stored.as_ref() == Some(&record) {
+            return Ok(());
+        }
+        self.save(record, done.outcome)
+    }
+
+    /// Record student trial `index` as `outcome` ended on `ran_on`, and rewrite the frames.
+    pub(super) fn finish(
+        &self,
+        index: usize,
+        outcome: Outcome,
+        ran_on: &Slot,
+        progress: &mut Outputs,
+        slot: usize,
+    ) -> Result<(), RunError> {
+        let record = self
+            .plan
+            .trial_record(&self.plan.trials[index], &outcome, ran_on);
+        progress.finish_trial(slot, &record, &outcome.epochs);
+        if let Some(w) = chance_warning(&record, self.plan.data.classes) {
+            progress.note(&w);
+        }
+        self.save(record, outcome)?;
+        self.merge().map(|_| ())
+    }
+
+    pub(super) fn merge(&self) -> Result<store::Merged, RunError> {
+        Ok(store::merge_and_write(self.out, &self.index, &self.stale)?)
+    }
+}
+
+/// A warning for a trial that finished (its loss finite) at or below chance accuracy on the
+/// test set: it learned nothing, which its `ok` status would hide (T = 1e9, a learning rate far
+/// too small or too large).
+fn chance_warning(r: &TrialRecord, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(1) as f64;
+    let acc = r.test_acc?;
+    (r.status == Status::Ok && acc <= chance).then(|| {
+        format!(
+            "warning: {} finished at {:.2}% test accuracy, at or below chance ({:.2}%, {classes} \
+             classes), though its loss stayed finite: it learned nothing; check its settings \
+             (temperature, alpha/beta, learning rate)",
+            r.trial_id,
+            100.0 * acc,
+            100.0 * chance
+        )
+    })
+}

@@ -1,0 +1,103 @@
+//! Evaluation at T = 1: logits in chunks, accuracy, and the finiteness checks that tell a
+//! diverged trial.
+
+use kd_model_zoo::Net;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::SplitTensors;
+
+/// NaN or infinity where a number should be: the trial diverged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite(pub String);
+
+/// Logits of `net` (evaluation mode) for every row of `x`, in chunks.
+pub fn predict(net: &Net, x: &Tensor, chunk: i64) -> Tensor {
+    tch::no_grad(|| {
+        let n = x.size()[0];
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(chunk as usize)
+            .map(|start| net.forward_t(&x.narrow(0, start, chunk.min(n - start)), false))
+            .collect();
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// (accuracy, errors) of `net` at T = 1 on a split: none for an empty split, an error when an
+/// output is NaN or infinite.
+pub fn evaluate(net: &Net, split: &SplitTensors) -> Result<Option<(f64, u64)>, NonFinite> {
+    if split.is_empty() {
+        return Ok(None);
+    }
+    let logits = predict(net, &split.x, 1000);
+    if !all_finite(&logits) {
+        return Err(NonFinite("an output became NaN or infinite".into()));
+    }
+    Ok(Some(accuracy(&logits, &split.y)))
+}
+
+/// One student's score on a split: accuracy, errors, and whether every output was finite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Score {
+    pub acc: f64,
+    pub errors: u64,
+    pub finite: bool,
+}
+
+/// Per student, the [`Score`] of `logits` (`[K, n, classes]`) against `split`'s labels.
+pub(crate) fn score(logits: &Tensor, split: &SplitTensors) -> Vec<Score> {
+    let k = logits.size()[0] as usize;
+    let finite = logits.isfinite().flatten(1, -1).all_dim(1, false);
+    let correct = logits
+        .to_device(split.y.device())
+        .argmax(-1, false)
+        .eq_tensor(&split.y.unsqueeze(0))
+        .sum_dim_intlist(-1, false, Kind::Int64);
+    let finite = Vec::<bool>::try_from(&finite.to_device(Device::Cpu)).unwrap_or_default();
+    let correct = Vec::<i64>::try_from(&correct.to_device(Device::Cpu)).unwrap_or_default();
+    let n = split.len();
+    (0..k)
+        .map(|i| Score {
+            acc: correct[i] as f64 / n as f64,
+            errors: (n - correct[i]) as u64,
+            finite: finite[i],
+        })
+        .collect()
+}
+
+pub(crate) fn all_finite(t: &Tensor) -> bool {
+    t.isfinite().all().int64_value(&[]) != 0
+}
+
+/// Whether every trainable weight of `vs` is finite.
+pub fn weights_finite(vs: &nn::VarStore) -> bool {
+    tch::no_grad(|| vs.trainable_variables().iter().all(all_finite))
+}
+
+/// (accuracy, errors) of `logits` (`[n, classes]`, on any device) against the labels `y`.
+pub fn accuracy(logits: &Tensor, y: &Tensor) -> (f64, u64) {
+    let correct = logits
+        .to_device(y.device())
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let n = y.size()[0];
+    (correct as f64 / n as f64, (n - correct) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_weights_are_not_finite() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        assert!(weights_finite(&vs));
+        tch::no_grad(|| {
+            let _ = w.narrow(0, 1, 1).fill_(f64::NAN);
+        });
+        assert!(!weights_finite(&vs));
+    }
+}

@@ -1,0 +1,114 @@
+//! One student alone, any model family: libtorch's optimiser over its variables, `train.jitter`'s
+//! shifted images, soft targets read from the cached teacher logits or computed by the teacher
+//! itself on each shifted batch (online teacher).
+
+use kd_loss::KdWeights;
+use kd_model_zoo::Net;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+use super::augment::jitter;
+use super::driver::{Batch, Learner, StepLoss};
+use super::eval::{predict, weights_finite};
+use super::optim::build_optimizer;
+use super::TrainData;
+use crate::config::TrainCfg;
+use crate::error::TrainError;
+
+/// A [`Learner`] of one student.
+pub(crate) struct Single<'a> {
+    net: &'a Net,
+    vs: &'a nn::VarStore,
+    opt: nn::Optimizer,
+    cfg: &'a TrainCfg,
+    weights: &'a KdWeights,
+    seed: u64,
+    data: &'a TrainData<'a>,
+    /// The standardised black pixel: what a shifted image's uncovered border shows.
+    fill: f64,
+}
+
+impl<'a> Single<'a> {
+    pub(crate) fn new(
+        net: &'a Net,
+        vs: &'a nn::VarStore,
+        cfg: &'a TrainCfg,
+        weights: &'a KdWeights,
+        seed: u64,
+        data: &'a TrainData<'a>,
+    ) -> Result<Single<'a>, TrainError> {
+        if cfg.jitter > 0 && data.soft_targets.is_some() && data.online_teacher.is_none() {
+            // Cached logits are the teacher's on the unshifted images: never soft targets for
+            // shifted ones.
+            return Err(TrainError::Spec(
+                "train.jitter: a KD student with shifted images needs the teacher itself \
+                 (online teacher), not its cached logits"
+                    .into(),
+            ));
+        }
+        let fill = if cfg.jitter > 0 && !data.train.is_empty() {
+            data.train.x.min().double_value(&[])
+        } else {
+            0.0
+        };
+        Ok(Single {
+            net,
+            vs,
+            opt: build_optimizer(vs, cfg)?,
+            cfg,
+            weights,
+            seed,
+            data,
+            fill,
+        })
+    }
+}
+
+impl Learner for Single<'_> {
+    fn step(&mut self, b: &Batch) -> Result<StepLoss, TrainError> {
+        let idx = b.idx.reshape([-1]);
+        let train = self.data.train;
+        let x = train.x.index_select(0, &idx);
+        let x = jitter(&x, self.cfg.jitter, self.seed, b.epoch, b.index, self.fill);
+        let y = train.y.index_select(0, &idx);
+        self.opt.set_lr(b.lr);
+        let logits = self.net.forward_t(&x, true);
+        let (total, soft, hard) = match self.data.soft_targets {
+            Some(teacher) => {
+                let t = match self.data.online_teacher {
+                    Some(t) => tch::no_grad(|| t.forward_t(&x, false)),
+                    None => teacher.index_select(0, &idx),
+                };
+                let l = kd_loss::distillation_loss(&logits, &t, &y, self.weights)?;
+                (l.total, Some(l.soft), l.hard)
+            }
+            None => {
+                let h = kd_loss::hard_cross_entropy(&logits, &y)?;
+                (h.shallow_clone(), None, h)
+            }
+        };
+        let one = |t: &Tensor| t.detach().unsqueeze(0);
+        let loss = StepLoss {
+            total: one(&total),
+            soft: soft.as_ref().map(one),
+            hard: one(&hard),
+            logits: one(&logits),
+            y: y.unsqueeze(0),
+        };
+        self.opt.backward_step(&total);
+        if let Some(c) = self.cfg.max_norm {
+            self.net.max_norm_(c);
+        }
+        Ok(loss)
+    }
+
+    fn weights_finite(&self) -> Vec<bool> {
+        vec![weights_finite(self.vs)]
+    }
+
+    fn logits(&self, x: &Tensor) -> Tensor {
+        predict(self.net, x, 1000).unsqueeze(0)
+    }
+
+    fn retire(&mut self, _alive: &[bool]) {}
+}
