@@ -25,19 +25,7 @@ pub struct CnnSpec {
 }
 
 impl CnnSpec {
-    fn check(&self, input: InputShape) -> Result<(), ModelError> {
-        if self.channels.is_empty() {
-            return Err(spec_err("channels", "needs at least one conv block"));
-        }
-        check_widths("channels", &self.channels)?;
-        check_widths("fc", &self.fc)?;
-        check_prob("dropout", self.dropout)?;
-        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
-            return Err(spec_err(
-                "kernel",
-                format!("must be odd and > 0, got {}", self.kernel),
-            ));
-        }
+    fn fits(&self, input: InputShape) -> Result<(), ModelError> {
         let (h, w) = self.final_hw(input);
         if h == 0 || w == 0 {
             return Err(spec_err(
@@ -132,8 +120,22 @@ impl Family for CnnSpec {
         s
     }
 
+    fn check(&self) -> Result<(), ModelError> {
+        check_widths("channels", &self.channels, false)?;
+        check_widths("fc", &self.fc, true)?;
+        check_prob("dropout", self.dropout)?;
+        if self.kernel == 0 || self.kernel.is_multiple_of(2) {
+            return Err(spec_err(
+                "kernel",
+                format!("must be odd and > 0, got {}", self.kernel),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self, input: InputShape) -> Result<(), ModelError> {
-        self.check(input)
+        self.check()?;
+        self.fits(input)
     }
 
     fn param_count(&self, input: InputShape, classes: usize) -> usize {

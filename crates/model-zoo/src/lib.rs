@@ -20,13 +20,14 @@ use tch::Tensor;
 /// Invalid specs, found before any variable is created.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// `key` is the spec's own key, with an index where one element is wrong (`hidden[1]`).
     #[error("{key}: {message}")]
-    Spec { key: &'static str, message: String },
+    Spec { key: String, message: String },
 }
 
-pub(crate) fn spec_err(key: &'static str, message: impl Into<String>) -> ModelError {
+pub(crate) fn spec_err(key: impl Into<String>, message: impl Into<String>) -> ModelError {
     ModelError::Spec {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -145,9 +146,17 @@ pub(crate) fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {
     }
 }
 
-pub(crate) fn check_widths(key: &'static str, widths: &[usize]) -> Result<(), ModelError> {
+/// Every width > 0, and (unless `allow_empty`) at least one.
+pub(crate) fn check_widths(
+    key: &'static str,
+    widths: &[usize],
+    allow_empty: bool,
+) -> Result<(), ModelError> {
+    if widths.is_empty() && !allow_empty {
+        return Err(spec_err(key, "must not be empty"));
+    }
     match widths.iter().position(|&w| w == 0) {
-        Some(i) => Err(spec_err(key, format!("[{i}] must be > 0, got 0"))),
+        Some(i) => Err(spec_err(format!("{key}[{i}]"), "must be > 0, got 0")),
         None => Ok(()),
     }
 }
@@ -162,6 +171,9 @@ pub trait Family {
     fn init(&self) -> Init;
     /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
     fn shape_label(&self) -> String;
+    /// The spec's own checks, which need no input shape (the config runs them as it resolves).
+    fn check(&self) -> Result<(), ModelError>;
+    /// [`Family::check`], and whatever the input shape `input` rules out.
     fn validate(&self, input: InputShape) -> Result<(), ModelError>;
     fn param_count(&self, input: InputShape, classes: usize) -> usize;
     /// FLOPs of one forward pass for one sample, counted as 2 x multiply-adds of the conv and
@@ -197,6 +209,11 @@ impl ModelSpec {
     /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
     pub fn shape_label(&self) -> String {
         self.family().shape_label()
+    }
+
+    /// [`Family::check`]: the spec's own checks, no input shape needed.
+    pub fn check(&self) -> Result<(), ModelError> {
+        self.family().check()
     }
 
     pub fn validate(&self, input: InputShape) -> Result<(), ModelError> {
@@ -506,7 +523,7 @@ mod tests {
     #[test]
     fn bad_specs_name_their_key() {
         let err = mlp(&[10, 0]).validate(MNIST).unwrap_err().to_string();
-        assert!(err.starts_with("hidden: [1] must be > 0"), "{err}");
+        assert!(err.starts_with("hidden[1]: must be > 0, got 0"), "{err}");
         let mut c = cnn();
         if let ModelSpec::Cnn(c) = &mut c {
             c.channels = vec![8, 8, 8, 8];

@@ -47,10 +47,14 @@ impl Family for MlpSpec {
         }
     }
 
-    fn validate(&self, _input: InputShape) -> Result<(), ModelError> {
-        check_widths("hidden", &self.hidden)?;
+    fn check(&self) -> Result<(), ModelError> {
+        check_widths("hidden", &self.hidden, true)?;
         check_prob("dropout", self.dropout)?;
         check_prob("input_dropout", self.input_dropout)
+    }
+
+    fn validate(&self, _input: InputShape) -> Result<(), ModelError> {
+        self.check()
     }
 
     fn param_count(&self, input: InputShape, classes: usize) -> usize {

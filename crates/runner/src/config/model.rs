@@ -2,7 +2,7 @@
 
 use kd_model_zoo::{CnnSpec, Init, MlpSpec, ModelSpec};
 
-use super::resolve::{check_prob, Role};
+use super::resolve::Role;
 use super::{invalid, ConfigError, RawModel};
 
 fn default_cnn() -> CnnSpec {
@@ -15,13 +15,14 @@ fn default_cnn() -> CnnSpec {
     }
 }
 
-fn check_widths(key: &str, widths: &[usize], allow_empty: bool) -> Result<(), ConfigError> {
-    if widths.is_empty() && !allow_empty {
-        return Err(invalid(key, "must not be empty"));
-    }
-    match widths.iter().position(|&w| w == 0) {
-        Some(i) => Err(invalid(format!("{key}[{i}]"), "must be > 0, got 0")),
-        None => Ok(()),
+/// `spec` after its family's own checks ([`ModelSpec::check`], written once in the zoo), an
+/// error naming the key under `key`.
+fn checked(key: &str, spec: ModelSpec) -> Result<ModelSpec, ConfigError> {
+    match spec.check() {
+        Ok(()) => Ok(spec),
+        Err(kd_model_zoo::ModelError::Spec { key: k, message }) => {
+            Err(invalid(format!("{key}.{k}"), message))
+        }
     }
 }
 
@@ -60,22 +61,15 @@ impl RawModel {
                     "hidden, dropout, input_dropout, init",
                 )?;
                 let d = role.default_mlp();
-                let spec = MlpSpec {
-                    hidden: self.hidden.clone().unwrap_or(d.hidden),
-                    dropout: check_prob(
-                        &format!("{key}.dropout"),
-                        self.dropout.unwrap_or(d.dropout),
-                        false,
-                    )?,
-                    input_dropout: check_prob(
-                        &format!("{key}.input_dropout"),
-                        self.input_dropout.unwrap_or(d.input_dropout),
-                        false,
-                    )?,
-                    init,
-                };
-                check_widths(&format!("{key}.hidden"), &spec.hidden, true)?;
-                Ok(ModelSpec::Mlp(spec))
+                checked(
+                    key,
+                    ModelSpec::Mlp(MlpSpec {
+                        hidden: self.hidden.clone().unwrap_or(d.hidden),
+                        dropout: self.dropout.unwrap_or(d.dropout),
+                        input_dropout: self.input_dropout.unwrap_or(d.input_dropout),
+                        init,
+                    }),
+                )
             }
             "cnn" => {
                 foreign(
@@ -86,26 +80,16 @@ impl RawModel {
                     "channels, kernel, fc, dropout, init",
                 )?;
                 let d = default_cnn();
-                let spec = CnnSpec {
-                    channels: self.channels.clone().unwrap_or(d.channels),
-                    kernel: self.kernel.unwrap_or(d.kernel),
-                    fc: self.fc.clone().unwrap_or(d.fc),
-                    dropout: check_prob(
-                        &format!("{key}.dropout"),
-                        self.dropout.unwrap_or(d.dropout),
-                        false,
-                    )?,
-                    init,
-                };
-                check_widths(&format!("{key}.channels"), &spec.channels, false)?;
-                check_widths(&format!("{key}.fc"), &spec.fc, true)?;
-                if spec.kernel == 0 || spec.kernel.is_multiple_of(2) {
-                    return Err(invalid(
-                        format!("{key}.kernel"),
-                        format!("must be odd and > 0, got {}", spec.kernel),
-                    ));
-                }
-                Ok(ModelSpec::Cnn(spec))
+                checked(
+                    key,
+                    ModelSpec::Cnn(CnnSpec {
+                        channels: self.channels.clone().unwrap_or(d.channels),
+                        kernel: self.kernel.unwrap_or(d.kernel),
+                        fc: self.fc.clone().unwrap_or(d.fc),
+                        dropout: self.dropout.unwrap_or(d.dropout),
+                        init,
+                    }),
+                )
             }
             other => Err(invalid(
                 format!("{key}.arch"),
