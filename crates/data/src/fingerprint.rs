@@ -104,8 +104,9 @@ fn write_cache(file: &Path, cache: &Cache) {
 }
 
 /// The fingerprint of the dataset in `dir`: SHA-256 over the name and digest of each of its
-/// `files` (its format's [`crate::Format::files`], in that order; 16 hex digits). `cache`, when given, is a JSON file of per-file digests keyed by
-/// canonical path, size and modification time; it is read, completed and rewritten.
+/// `files` (its format's [`crate::Format::files`], in that order; 16 hex digits). `cache`, when
+/// given, is a JSON file of per-file digests keyed by canonical path, size and modification
+/// time; it is read, completed and rewritten.
 pub fn fingerprint(dir: &Path, files: &[&str], cache: Option<&Path>) -> Result<String> {
     let files: Vec<PathBuf> = files
         .iter()

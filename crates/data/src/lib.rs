@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use fingerprint::fingerprint;
 pub use formats::idx::{self, read_idx, IdxArray, FILE_STEMS};
-pub use formats::{Format, Images, FORMATS};
+pub use formats::{Format, Images};
 pub use rng::SplitMix64;
 
 /// Everything that can go wrong while finding, fetching or reading data. Every variant names the

@@ -25,22 +25,6 @@ pub struct CnnSpec {
 }
 
 impl CnnSpec {
-    fn fits(&self, input: InputShape) -> Result<(), ModelError> {
-        let (h, w) = self.final_hw(input);
-        if h == 0 || w == 0 {
-            return Err(spec_err(
-                "channels",
-                format!(
-                    "{} pooling blocks shrink a {}x{} image to nothing; use fewer blocks",
-                    self.channels.len(),
-                    input.height,
-                    input.width
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     fn final_hw(&self, input: InputShape) -> (usize, usize) {
         self.channels
             .iter()
@@ -133,9 +117,20 @@ impl Family for CnnSpec {
         Ok(())
     }
 
-    fn validate(&self, input: InputShape) -> Result<(), ModelError> {
-        self.check()?;
-        self.fits(input)
+    fn fits(&self, input: InputShape) -> Result<(), ModelError> {
+        let (h, w) = self.final_hw(input);
+        if h == 0 || w == 0 {
+            return Err(spec_err(
+                "channels",
+                format!(
+                    "{} pooling blocks shrink a {}x{} image to nothing; use fewer blocks",
+                    self.channels.len(),
+                    input.height,
+                    input.width
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn param_count(&self, input: InputShape, classes: usize) -> usize {

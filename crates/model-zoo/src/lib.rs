@@ -173,8 +173,15 @@ pub trait Family {
     fn shape_label(&self) -> String;
     /// The spec's own checks, which need no input shape (the config runs them as it resolves).
     fn check(&self) -> Result<(), ModelError>;
-    /// [`Family::check`], and whatever the input shape `input` rules out.
-    fn validate(&self, input: InputShape) -> Result<(), ModelError>;
+    /// What the input shape `input` rules out (nothing, unless the family says otherwise).
+    fn fits(&self, _input: InputShape) -> Result<(), ModelError> {
+        Ok(())
+    }
+    /// [`Family::check`], then [`Family::fits`].
+    fn validate(&self, input: InputShape) -> Result<(), ModelError> {
+        self.check()?;
+        self.fits(input)
+    }
     fn param_count(&self, input: InputShape, classes: usize) -> usize;
     /// FLOPs of one forward pass for one sample, counted as 2 x multiply-adds of the conv and
     /// linear layers (activations, pooling and dropout are not counted).

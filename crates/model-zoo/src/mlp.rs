@@ -53,10 +53,6 @@ impl Family for MlpSpec {
         check_prob("input_dropout", self.input_dropout)
     }
 
-    fn validate(&self, _input: InputShape) -> Result<(), ModelError> {
-        self.check()
-    }
-
     fn param_count(&self, input: InputShape, classes: usize) -> usize {
         self.layer_dims(input, classes)
             .iter()

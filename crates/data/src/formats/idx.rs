@@ -17,13 +17,16 @@ pub const FILE_STEMS: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
+/// What errors call the format.
+const NAME: &str = "IDX";
+
 /// The IDX format: MNIST, Fashion-MNIST and any folder of the four files.
 #[derive(Debug, Clone, Copy)]
 pub struct Idx;
 
 impl Format for Idx {
     fn name(&self) -> &'static str {
-        "IDX"
+        NAME
     }
 
     fn files(&self) -> &'static [&'static str] {
@@ -36,15 +39,15 @@ impl Format for Idx {
             || read_pair(dir, FILE_STEMS[0], FILE_STEMS[1], hint),
             || read_pair(dir, FILE_STEMS[2], FILE_STEMS[3], hint),
         );
-        let ((train_img, train), (test_img, test)) = (train?, test?);
-        let (height, width) = (train_img.dims[1], train_img.dims[2]);
-        if (test_img.dims[1], test_img.dims[2]) != (height, width) {
+        let ((train_dims, train), (test_dims, test)) = (train?, test?);
+        let (height, width) = (train_dims[1], train_dims[2]);
+        if (test_dims[1], test_dims[2]) != (height, width) {
             return Err(DataError::Corrupt {
-                format: self.name(),
+                format: NAME,
                 file: dir.join(FILE_STEMS[2]),
                 reason: format!(
                     "test images are {}x{}, training images {height}x{width}",
-                    test_img.dims[1], test_img.dims[2]
+                    test_dims[1], test_dims[2]
                 ),
                 hint: hint.to_string(),
             });
@@ -80,7 +83,7 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
         },
     })?;
     let corrupt = |reason: String| DataError::Corrupt {
-        format: "IDX",
+        format: NAME,
         file: path.to_path_buf(),
         reason,
         hint: hint.to_string(),
@@ -97,8 +100,8 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
     parse_idx(&bytes).map_err(corrupt)
 }
 
-/// The images and labels of one split, checked against each other.
-fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(IdxArray, Split)> {
+/// The images and labels of one split, checked against each other, with the images' dims.
+fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(Vec<usize>, Split)> {
     let hint = hint.to_string();
     let ipath = find_file(dir, images).ok_or_else(|| DataError::Missing {
         file: dir.join(format!("{images}.gz")),
@@ -111,7 +114,7 @@ fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(IdxA
     let img = read_idx(&ipath, &hint)?;
     let lab = read_idx(&lpath, &hint)?;
     let corrupt = |file: &Path, reason: String| DataError::Corrupt {
-        format: "IDX",
+        format: NAME,
         file: file.to_path_buf(),
         reason,
         hint: hint.clone(),
@@ -143,10 +146,10 @@ fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(IdxA
         ));
     }
     let split = Split {
-        images: img.data.clone(),
+        images: img.data,
         labels: lab.data,
     };
-    Ok((img, split))
+    Ok((img.dims, split))
 }
 
 /// Parse decoded IDX bytes.

@@ -1,15 +1,12 @@
 //! Dataset formats, one file each: which files a folder in the format holds, and how to read
-//! them into images. A format is registered in [`FORMATS`]; `DatasetName::format` says which one
-//! a named dataset is stored in.
+//! them into images. A format is registered where a dataset uses it: the dataset's arm in
+//! `DatasetName::format`.
 
 use std::path::Path;
 
 use crate::{Result, Split};
 
 pub mod idx;
-
-/// Every format kd-sweep reads. Register a new one here.
-pub const FORMATS: &[&dyn Format] = &[&idx::Idx];
 
 /// A dataset as its files hold it: training and test images, all of one shape.
 #[derive(Debug, Clone)]

@@ -66,7 +66,7 @@ fn evaluate(learner: &dyn Learner, split: &SplitTensors, k: usize) -> Vec<Option
     if split.is_empty() {
         return vec![None; k];
     }
-    score(&learner.logits(&split.x), split)
+    score(&learner.logits(&split.x), &split.y)
         .into_iter()
         .map(Some)
         .collect()
@@ -193,7 +193,7 @@ pub(crate) fn run(
     let (train_scores, test_scores) = if any {
         let t = test.as_ref().map_or_else(
             || vec![None; k],
-            |t| score(t, data.test).into_iter().map(Some).collect(),
+            |t| score(t, &data.test.y).into_iter().map(Some).collect(),
         );
         (evaluate(learner, data.train, k), t)
     } else {

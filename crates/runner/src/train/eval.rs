@@ -29,11 +29,11 @@ pub fn evaluate(net: &Net, split: &SplitTensors) -> Result<Option<(f64, u64)>, N
     if split.is_empty() {
         return Ok(None);
     }
-    let logits = predict(net, &split.x, 1000);
-    if !all_finite(&logits) {
+    let s = score(&predict(net, &split.x, 1000).unsqueeze(0), &split.y)[0];
+    if !s.finite {
         return Err(NonFinite("an output became NaN or infinite".into()));
     }
-    Ok(Some(accuracy(&logits, &split.y)))
+    Ok(Some((s.acc, s.errors)))
 }
 
 /// One student's score on a split: accuracy, errors, and whether every output was finite.
@@ -44,18 +44,19 @@ pub(crate) struct Score {
     pub finite: bool,
 }
 
-/// Per student, the [`Score`] of `logits` (`[K, n, classes]`) against `split`'s labels.
-pub(crate) fn score(logits: &Tensor, split: &SplitTensors) -> Vec<Score> {
+/// Per student, the [`Score`] of `logits` (`[K, n, classes]`, on any device) against the labels
+/// `y` (`[n]`).
+pub(crate) fn score(logits: &Tensor, y: &Tensor) -> Vec<Score> {
     let k = logits.size()[0] as usize;
     let finite = logits.isfinite().flatten(1, -1).all_dim(1, false);
     let correct = logits
-        .to_device(split.y.device())
+        .to_device(y.device())
         .argmax(-1, false)
-        .eq_tensor(&split.y.unsqueeze(0))
+        .eq_tensor(&y.unsqueeze(0))
         .sum_dim_intlist(-1, false, Kind::Int64);
     let finite = Vec::<bool>::try_from(&finite.to_device(Device::Cpu)).unwrap_or_default();
     let correct = Vec::<i64>::try_from(&correct.to_device(Device::Cpu)).unwrap_or_default();
-    let n = split.len();
+    let n = y.size()[0];
     (0..k)
         .map(|i| Score {
             acc: correct[i] as f64 / n as f64,
@@ -76,14 +77,8 @@ pub fn weights_finite(vs: &nn::VarStore) -> bool {
 
 /// (accuracy, errors) of `logits` (`[n, classes]`, on any device) against the labels `y`.
 pub fn accuracy(logits: &Tensor, y: &Tensor) -> (f64, u64) {
-    let correct = logits
-        .to_device(y.device())
-        .argmax(-1, false)
-        .eq_tensor(y)
-        .sum(Kind::Int64)
-        .int64_value(&[]);
-    let n = y.size()[0];
-    (correct as f64 / n as f64, (n - correct) as u64)
+    let s = score(&logits.unsqueeze(0), y)[0];
+    (s.acc, s.errors)
 }
 
 #[cfg(test)]
