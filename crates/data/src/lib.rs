@@ -57,38 +57,52 @@ pub enum DataError {
 
 pub type Result<T> = std::result::Result<T, DataError>;
 
-/// The datasets kd-sweep knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "kebab-case")]
+/// The datasets kd-sweep knows: named ones, where it knows where to look and how to download
+/// them, and any folder in a registered format (`dataset.dir` required), named by the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DatasetName {
     FashionMnist,
     Mnist,
-    /// Any folder with the four standard MNIST file names; `dir` is required.
-    Idx,
+    /// Any folder in the format of this name ([`formats::FORMATS`]): `idx` is any folder with
+    /// the four standard MNIST file names.
+    Folder(&'static str),
 }
 
 impl DatasetName {
+    /// The name in configs, ids and records.
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetName::FashionMnist => "fashion-mnist",
             DatasetName::Mnist => "mnist",
-            DatasetName::Idx => "idx",
+            DatasetName::Folder(format) => format,
         }
+    }
+
+    /// Every name [`DatasetName::parse`] knows.
+    pub fn known() -> Vec<&'static str> {
+        let mut names = vec!["fashion-mnist", "mnist"];
+        names.extend(formats::FORMATS);
+        names
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "fashion-mnist" => Some(DatasetName::FashionMnist),
             "mnist" => Some(DatasetName::Mnist),
-            "idx" => Some(DatasetName::Idx),
-            _ => None,
+            _ => formats::FORMATS
+                .iter()
+                .find(|f| **f == s)
+                .map(|f| DatasetName::Folder(f)),
         }
     }
 
     /// The format its files are in.
     pub fn format(self) -> &'static dyn Format {
         match self {
-            DatasetName::FashionMnist | DatasetName::Mnist | DatasetName::Idx => &formats::idx::Idx,
+            DatasetName::FashionMnist | DatasetName::Mnist => &formats::idx::Idx,
+            DatasetName::Folder(format) => {
+                formats::by_name(format).expect("a folder's format is registered")
+            }
         }
     }
 
@@ -105,11 +119,29 @@ impl DatasetName {
                  dataset.dir to a folder with the four IDX files"
                     .to_string()
             }
-            DatasetName::Idx => format!(
+            DatasetName::Folder(_) => format!(
                 "Set dataset.dir to a folder holding {}",
                 self.format().files().join(", ")
             ),
         }
+    }
+}
+
+impl Serialize for DatasetName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        DatasetName::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown dataset `{name}` (known: {})",
+                DatasetName::known().join(", ")
+            ))
+        })
     }
 }
 
@@ -141,7 +173,7 @@ pub fn candidate_dirs(name: DatasetName) -> Vec<PathBuf> {
             PathBuf::from(DEBIAN_FASHION_DIR),
         ],
         DatasetName::Mnist => vec![data_root().join("mnist")],
-        DatasetName::Idx => vec![],
+        DatasetName::Folder(_) => vec![],
     }
 }
 
@@ -159,10 +191,10 @@ pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
 pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
     let candidates = match dir {
         Some(d) => vec![d.to_path_buf()],
-        None if name == DatasetName::Idx => {
+        None if matches!(name, DatasetName::Folder(_)) => {
             return Err(DataError::Invalid {
                 what: "dataset.dir".into(),
-                message: "required when dataset.name is idx".into(),
+                message: format!("required when dataset.name is {}", name.as_str()),
             })
         }
         None => candidate_dirs(name),
@@ -380,6 +412,8 @@ fn pixel_stats(images: &[u8], channels: usize, plane: usize) -> (Vec<f64>, Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IDX: DatasetName = DatasetName::Folder("idx");
     use crate::idx::testing::write_idx_set;
 
     fn spec(val: usize) -> SplitSpec {
@@ -394,15 +428,15 @@ mod tests {
     fn loads_8x8_images_and_splits_deterministically() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 8, 8, 50, 20, true);
-        let a = Dataset::load(DatasetName::Idx, dir.path(), &spec(10)).unwrap();
+        let a = Dataset::load(IDX, dir.path(), &spec(10)).unwrap();
         assert_eq!((a.height, a.width, a.classes), (8, 8, 10));
         assert_eq!((a.train.len(), a.val.len(), a.test.len()), (40, 10, 20));
         assert_eq!(a.train.images.len(), 40 * 64);
-        let b = Dataset::load(DatasetName::Idx, dir.path(), &spec(10)).unwrap();
+        let b = Dataset::load(IDX, dir.path(), &spec(10)).unwrap();
         assert_eq!(a.val.labels, b.val.labels);
         assert_eq!(a.val.images, b.val.images);
         let c = Dataset::load(
-            DatasetName::Idx,
+            IDX,
             dir.path(),
             &SplitSpec {
                 data_seed: 1,
@@ -420,7 +454,7 @@ mod tests {
     fn validation_and_training_are_disjoint_and_cover_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 30, 5, false);
-        let d = Dataset::load(DatasetName::Idx, dir.path(), &spec(7)).unwrap();
+        let d = Dataset::load(IDX, dir.path(), &spec(7)).unwrap();
         // write_idx_set makes every image unique: its first pixel is its index.
         let firsts = |s: &Split| s.images.chunks(16).map(|c| c[0]).collect::<Vec<_>>();
         let mut all: Vec<u8> = firsts(&d.train).into_iter().chain(firsts(&d.val)).collect();
@@ -432,9 +466,9 @@ mod tests {
     fn train_limit_keeps_the_first_images() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 30, 5, false);
-        let full = Dataset::load(DatasetName::Idx, dir.path(), &spec(5)).unwrap();
+        let full = Dataset::load(IDX, dir.path(), &spec(5)).unwrap();
         let lim = Dataset::load(
-            DatasetName::Idx,
+            IDX,
             dir.path(),
             &SplitSpec {
                 train_limit: Some(6),
@@ -464,7 +498,7 @@ mod tests {
     fn tensors_are_standardised() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 8, 8, 40, 10, true);
-        let d = Dataset::load(DatasetName::Idx, dir.path(), &spec(0)).unwrap();
+        let d = Dataset::load(IDX, dir.path(), &spec(0)).unwrap();
         let (x, y) = d.tensors(&d.train, Device::Cpu);
         assert_eq!(x.size(), [40, 1, 8, 8]);
         assert_eq!(y.kind(), Kind::Int64);
@@ -492,7 +526,7 @@ mod tests {
             labels: vec![],
         };
         let d = Dataset {
-            name: DatasetName::Idx,
+            name: IDX,
             dir: PathBuf::new(),
             channels: 2,
             height: 1,
@@ -525,7 +559,7 @@ mod tests {
 
     #[test]
     fn idx_dataset_requires_dir() {
-        let err = locate(DatasetName::Idx, None).unwrap_err().to_string();
+        let err = locate(IDX, None).unwrap_err().to_string();
         assert!(err.starts_with("dataset.dir: required"), "{err}");
     }
 
@@ -533,7 +567,7 @@ mod tests {
     fn val_size_too_large_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 10, 5, false);
-        let err = Dataset::load(DatasetName::Idx, dir.path(), &spec(10))
+        let err = Dataset::load(IDX, dir.path(), &spec(10))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("dataset.val_size"), "{err}");

@@ -66,7 +66,7 @@ fn old_packed(form: SoftLoss, z: &Tensor, v: &Tensor, temp: &Tensor) -> Tensor {
 
 #[test]
 fn single_student_forms_are_bit_identical_to_the_old_code() {
-    for form in SoftLoss::ALL {
+    for &form in SoftLoss::ALL {
         for (seed, t) in [(1, 1.0), (2, 4.0), (3, 20.0)] {
             let z = logits(seed, &[37, 10], 5.0);
             let v = logits(seed + 100, &[37, 10], 9.0);
@@ -80,7 +80,7 @@ fn single_student_forms_are_bit_identical_to_the_old_code() {
 
 #[test]
 fn packed_forms_are_bit_identical_to_the_old_code() {
-    for form in SoftLoss::ALL {
+    for &form in SoftLoss::ALL {
         let temps = [1.0, 4.0, 20.0];
         let weights: Vec<KdWeights> = temps
             .iter()
@@ -113,7 +113,7 @@ fn packed_forms_are_bit_identical_to_the_old_code() {
 #[test]
 fn the_registry_names_match_the_serde_names() {
     use serde::de::{value::StrDeserializer, IntoDeserializer};
-    for form in SoftLoss::ALL {
+    for &form in SoftLoss::ALL {
         let d: StrDeserializer<'_, serde::de::value::Error> = form.as_str().into_deserializer();
         let parsed: SoftLoss = serde::Deserialize::deserialize(d).unwrap();
         assert_eq!(parsed, form);

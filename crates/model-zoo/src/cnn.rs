@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
+use crate::keys::{Configure, Role};
 use crate::{
-    check_prob, check_widths, head, join, spec_err, Family, Init, InputShape, ModelError, Net,
+    check_prob, check_widths, head, join, spec_err, Family, Init, InputShape, Layers, ModelError,
+    Net,
 };
 
 /// A small VGG-style CNN: `[conv kxk (same padding) -> ReLU -> maxpool 2]* -> flatten -> dropout
@@ -86,11 +88,33 @@ impl CnnSpec {
     }
 }
 
-impl Family for CnnSpec {
-    fn arch(&self) -> &'static str {
-        "cnn"
-    }
+/// The config keys of `arch: cnn`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnKeys {
+    channels: Option<Vec<usize>>,
+    kernel: Option<usize>,
+    fc: Option<Vec<usize>>,
+    dropout: Option<f64>,
+    init: Option<String>,
+}
 
+impl Configure for CnnSpec {
+    type Keys = CnnKeys;
+
+    /// The same for either role: conv 32 and 64 (3x3), one hidden layer of 256, dropout 0.5.
+    fn from_keys(k: CnnKeys, _role: Role) -> Result<CnnSpec, ModelError> {
+        Ok(CnnSpec {
+            channels: k.channels.unwrap_or_else(|| vec![32, 64]),
+            kernel: k.kernel.unwrap_or(3),
+            fc: k.fc.unwrap_or_else(|| vec![256]),
+            dropout: k.dropout.unwrap_or(0.5),
+            init: Init::from_key(k.init.as_deref())?,
+        })
+    }
+}
+
+impl Family for CnnSpec {
     fn init(&self) -> Init {
         self.init
     }
@@ -189,35 +213,41 @@ impl Family for CnnSpec {
                 Init::torch_reset(&l.ws, l.bs.as_ref(), din);
             }
         }
-        Net::Cnn {
+        Net::new(CnnNet {
             convs,
             linears,
             dropout: c.dropout,
             input,
-        }
+        })
     }
 }
 
-/// The forward pass of a [`Net::Cnn`].
-pub(crate) fn forward(net: &Net, xs: &Tensor, train: bool) -> Tensor {
-    let Net::Cnn {
-        convs,
-        linears,
-        dropout,
-        input,
-    } = net
-    else {
-        unreachable!("cnn::forward of a {net:?}")
-    };
-    let mut xs = xs.view([
-        -1,
-        input.channels as i64,
-        input.height as i64,
-        input.width as i64,
-    ]);
-    for conv in convs {
-        xs = xs.apply(conv).relu().max_pool2d_default(2);
+/// A built CNN.
+#[derive(Debug)]
+pub struct CnnNet {
+    convs: Vec<nn::Conv2D>,
+    linears: Vec<nn::Linear>,
+    dropout: f64,
+    input: InputShape,
+}
+
+impl Layers for CnnNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let input = self.input;
+        let mut xs = xs.view([
+            -1,
+            input.channels as i64,
+            input.height as i64,
+            input.width as i64,
+        ]);
+        for conv in &self.convs {
+            xs = xs.apply(conv).relu().max_pool2d_default(2);
+        }
+        let xs = xs.flatten(1, -1).dropout(self.dropout, train);
+        head(xs, &self.linears, self.dropout, train)
     }
-    let xs = xs.flatten(1, -1).dropout(*dropout, train);
-    head(xs, linears, *dropout, train)
+
+    fn linears(&self) -> &[nn::Linear] {
+        &self.linears
+    }
 }

@@ -5,13 +5,13 @@
 //! its parameter count and FLOPs per sample. It must not train, load data, pick devices or seed RNGs:
 //! the caller passes the `nn::Path` (and so the device) and sets the seed.
 
-mod cnn;
-mod mlp;
+mod keys;
 mod packed;
 
-pub use cnn::CnnSpec;
-pub use mlp::MlpSpec;
+pub use keys::{check_key, model_keys, Role, DEFAULT_ARCH};
 pub use packed::PackedMlp;
+
+use keys::{Reader, ReaderOf};
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
@@ -70,11 +70,19 @@ impl Init {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    /// The config's `init` key: absent is [`Init::default`].
+    pub(crate) fn from_key(s: Option<&str>) -> Result<Self, ModelError> {
         match s {
-            "torch" => Some(Init::Torch),
-            "kaiming" => Some(Init::Kaiming),
-            _ => None,
+            None => Ok(Init::default()),
+            Some("torch") => Ok(Init::Torch),
+            Some("kaiming") => Ok(Init::Kaiming),
+            Some(s) => Err(spec_err(
+                "init",
+                format!(
+                    "unknown initialisation `{s}` (known: torch, PyTorch's defaults; kaiming, \
+                     tch's Kaiming-uniform with the ReLU gain)"
+                ),
+            )),
         }
     }
 
@@ -130,12 +138,59 @@ impl Init {
     }
 }
 
-/// Any architecture of the zoo. Serialised with its `arch` tag, as in the config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "arch", rename_all = "snake_case")]
-pub enum ModelSpec {
-    Mlp(MlpSpec),
-    Cnn(CnnSpec),
+/// The registry of model families, one line each: `"arch" => Variant(file::Spec)`. The line
+/// declares the family's file (`file.rs`, its spec, keys, checks, maths and net), the
+/// [`ModelSpec`] variant (serialised as `arch: "arch"` and its spec's fields, as in the config
+/// and the trial id) and the family's entry in every dispatch of the zoo.
+macro_rules! families {
+    ($($arch:literal => $variant:ident($file:ident::$spec:ident),)+) => {
+        $(mod $file; pub use $file::$spec;)+
+
+        /// Any architecture of the zoo. Serialised with its `arch` tag, as in the config.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "arch")]
+        pub enum ModelSpec {
+            $(#[serde(rename = $arch)] $variant($spec),)+
+        }
+
+        $(impl From<$spec> for ModelSpec {
+            fn from(spec: $spec) -> ModelSpec {
+                ModelSpec::$variant(spec)
+            }
+        })+
+
+        impl ModelSpec {
+            /// Every registered `arch`, in registry order.
+            pub const ARCHS: &'static [&'static str] = &[$($arch),+];
+
+            /// Short architecture name, the config's `arch`: `mlp` or `cnn`.
+            pub fn arch(&self) -> &'static str {
+                match self {
+                    $(ModelSpec::$variant(_) => $arch,)+
+                }
+            }
+
+            /// The code of the spec's family.
+            pub fn family(&self) -> &dyn Family {
+                match self {
+                    $(ModelSpec::$variant(spec) => spec,)+
+                }
+            }
+
+            /// How the config's keys of `arch` are read.
+            fn reader(arch: &str) -> Option<&'static dyn Reader> {
+                match arch {
+                    $($arch => Some(&ReaderOf::<$spec>::NEW),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+families! {
+    "mlp" => Mlp(mlp::MlpSpec),
+    "cnn" => Cnn(cnn::CnnSpec),
 }
 
 pub(crate) fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {
@@ -161,13 +216,10 @@ pub(crate) fn check_widths(
     }
 }
 
-/// One model family, in its own file (`mlp.rs`, `cnn.rs`): its spec struct implements this. To
-/// add one: write `NAME.rs` with its spec (serde, `deny_unknown_fields` where the config reads
-/// it), a [`Net`] variant and its forward pass, then add the [`ModelSpec`] variant and its arm
-/// in [`ModelSpec::family`] (and in [`Net`]'s `forward_t`).
+/// One model family, in its own file (`mlp.rs`, `cnn.rs`): its spec struct implements this
+/// and `keys::Configure` (its config keys and their defaults), its built network [`Layers`].
+/// To add one: write `NAME.rs` with those three, then its line in `families!` above.
 pub trait Family {
-    /// Short architecture name, the config's `arch`: `mlp` or `cnn`.
-    fn arch(&self) -> &'static str;
     fn init(&self) -> Init;
     /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
     fn shape_label(&self) -> String;
@@ -196,21 +248,8 @@ pub trait Family {
 }
 
 impl ModelSpec {
-    /// The registry: the code of each family.
-    pub fn family(&self) -> &dyn Family {
-        match self {
-            ModelSpec::Mlp(m) => m,
-            ModelSpec::Cnn(c) => c,
-        }
-    }
-
     pub fn init(&self) -> Init {
         self.family().init()
-    }
-
-    /// Short architecture name: `mlp` or `cnn`.
-    pub fn arch(&self) -> &'static str {
-        self.family().arch()
     }
 
     /// A compact description of the layer widths, e.g. `800-800` or `c32-c64-f256`.
@@ -269,20 +308,16 @@ pub(crate) fn join(v: &[usize], sep: &str, prefix: &str) -> String {
         .join(sep)
 }
 
-/// A built network. `forward_t(xs, train)`: `train` switches dropout on.
+/// A built network of any family. `forward_t(xs, train)`: `train` switches dropout on.
 #[derive(Debug)]
-pub enum Net {
-    Mlp {
-        layers: Vec<nn::Linear>,
-        dropout: f64,
-        input_dropout: f64,
-    },
-    Cnn {
-        convs: Vec<nn::Conv2D>,
-        linears: Vec<nn::Linear>,
-        dropout: f64,
-        input: InputShape,
-    },
+pub struct Net(Box<dyn Layers>);
+
+/// The layers of a built network, the family's own struct.
+pub trait Layers: std::fmt::Debug + Send + std::any::Any {
+    /// Logits `[batch, classes]` of inputs `[batch, C, H, W]`; `train` switches dropout on.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// The fully connected layers, the output layer last.
+    fn linears(&self) -> &[nn::Linear];
 }
 
 pub(crate) fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool) -> Tensor {
@@ -298,15 +333,27 @@ pub(crate) fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool
 }
 
 impl Net {
+    pub fn new(layers: impl Layers) -> Net {
+        Net(Box::new(layers))
+    }
+
+    /// The fully connected layers, the output layer last.
+    pub fn linears(&self) -> &[nn::Linear] {
+        self.0.linears()
+    }
+
+    /// The family's layers, if the net is of type `L`.
+    pub fn layers<L: Layers>(&self) -> Option<&L> {
+        let any: &dyn std::any::Any = self.0.as_ref();
+        any.downcast_ref()
+    }
+
     /// The max-norm constraint (Hinton et al. 2012; Srivastava et al. 2014): rescale each hidden
     /// unit's incoming weight vector to L2 norm at most `c`, in place, as PyTorch's
     /// `w.renorm_(2, 0, c)` does (rows under the bound are untouched). Every linear layer but
-    /// the output layer; a CNN's convolutions are left alone.
+    /// the output layer; convolutions are left alone.
     pub fn max_norm_(&self, c: f64) {
-        let linears = match self {
-            Net::Mlp { layers, .. } => layers,
-            Net::Cnn { linears, .. } => linears,
-        };
+        let linears = self.linears();
         let hidden = &linears[..linears.len().saturating_sub(1)];
         tch::no_grad(|| {
             for l in hidden {
@@ -318,10 +365,7 @@ impl Net {
 
 impl ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match self {
-            Net::Mlp { .. } => mlp::forward(self, xs, train),
-            Net::Cnn { .. } => cnn::forward(self, xs, train),
-        }
+        self.0.forward_t(xs, train)
     }
 }
 
@@ -425,9 +469,7 @@ mod tests {
         };
         let net = spec.build(&vs.root(), input, 2).unwrap();
         let rows = [3.0f32, 4.0, 0.3, 0.4, 0.0, 2.0];
-        let Net::Mlp { layers, .. } = &net else {
-            unreachable!()
-        };
+        let layers = net.linears();
         tch::no_grad(|| {
             layers[0]
                 .ws

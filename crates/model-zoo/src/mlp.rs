@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use crate::{check_prob, check_widths, head, join, Family, Init, InputShape, ModelError, Net};
+use crate::keys::{Configure, Role};
+use crate::{
+    check_prob, check_widths, head, join, Family, Init, InputShape, Layers, ModelError, Net,
+};
 
 /// A multi-layer perceptron: `input dropout -> [linear -> ReLU -> dropout]* -> linear`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,11 +33,36 @@ impl MlpSpec {
     }
 }
 
-impl Family for MlpSpec {
-    fn arch(&self) -> &'static str {
-        "mlp"
-    }
+/// The config keys of `arch: mlp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpKeys {
+    hidden: Option<Vec<usize>>,
+    dropout: Option<f64>,
+    input_dropout: Option<f64>,
+    init: Option<String>,
+}
 
+impl Configure for MlpSpec {
+    type Keys = MlpKeys;
+
+    /// Hinton et al.'s nets: the teacher 1200-1200 with dropout 0.5 (input 0.2), the student
+    /// 800-800 without dropout.
+    fn from_keys(k: MlpKeys, role: Role) -> Result<MlpSpec, ModelError> {
+        let (hidden, dropout, input_dropout) = match role {
+            Role::Teacher => (vec![1200, 1200], 0.5, 0.2),
+            Role::Student => (vec![800, 800], 0.0, 0.0),
+        };
+        Ok(MlpSpec {
+            hidden: k.hidden.unwrap_or(hidden),
+            dropout: k.dropout.unwrap_or(dropout),
+            input_dropout: k.input_dropout.unwrap_or(input_dropout),
+            init: Init::from_key(k.init.as_deref())?,
+        })
+    }
+}
+
+impl Family for MlpSpec {
     fn init(&self) -> Init {
         self.init
     }
@@ -95,24 +123,30 @@ impl Family for MlpSpec {
                 Init::torch_reset(&l.ws, l.bs.as_ref(), din);
             }
         }
-        Net::Mlp {
+        Net::new(MlpNet {
             layers,
             dropout: m.dropout,
             input_dropout: m.input_dropout,
-        }
+        })
     }
 }
 
-/// The forward pass of a [`Net::Mlp`].
-pub(crate) fn forward(net: &Net, xs: &Tensor, train: bool) -> Tensor {
-    let Net::Mlp {
-        layers,
-        dropout,
-        input_dropout,
-    } = net
-    else {
-        unreachable!("mlp::forward of a {net:?}")
-    };
-    let xs = xs.flatten(1, -1).dropout(*input_dropout, train);
-    head(xs, layers, *dropout, train)
+/// A built MLP.
+#[derive(Debug)]
+pub struct MlpNet {
+    /// Input side first, the output layer last.
+    pub layers: Vec<nn::Linear>,
+    pub dropout: f64,
+    pub input_dropout: f64,
+}
+
+impl Layers for MlpNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let xs = xs.flatten(1, -1).dropout(self.input_dropout, train);
+        head(xs, &self.layers, self.dropout, train)
+    }
+
+    fn linears(&self) -> &[nn::Linear] {
+        &self.layers
+    }
 }

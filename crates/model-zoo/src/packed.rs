@@ -5,13 +5,14 @@
 //! layout would need a transposed copy of every gradient on every step).
 //!
 //! Each student keeps its own numbers: the stacked tensors are copies of K separately built
-//! [`Net::Mlp`]s (so each starts from the weights it would have alone), student k's outputs
+//! MLP [`Net`]s (so each starts from the weights it would have alone), student k's outputs
 //! depend only on slice k of every tensor, and its gradient only on its own loss. Dropout masks
 //! come from the caller, one per student, so who draws them (and with which seed) stays with
 //! the caller.
 
 use tch::{nn, Tensor};
 
+use crate::mlp::MlpNet;
 use crate::{ModelError, Net};
 
 /// K MLPs with stacked weights.
@@ -29,21 +30,15 @@ impl PackedMlp {
     /// Stack the layers of `nets` (MLPs of one spec, built on one device) into new variables
     /// under `p` (`fc1.weight`, `fc1.bias`, ...: `[K, ...]` each).
     pub fn stack(p: &nn::Path, nets: &[&Net]) -> Result<PackedMlp, ModelError> {
-        let mut per_net: Vec<(&Vec<nn::Linear>, f64, f64)> = Vec::with_capacity(nets.len());
+        let mut per_net: Vec<(&[nn::Linear], f64, f64)> = Vec::with_capacity(nets.len());
         for net in nets {
-            match net {
-                Net::Mlp {
-                    layers,
-                    dropout,
-                    input_dropout,
-                } => per_net.push((layers, *dropout, *input_dropout)),
-                Net::Cnn { .. } => {
-                    return Err(crate::spec_err(
-                        "arch",
-                        "only MLP students pack (a CNN trains alone)",
-                    ))
-                }
-            }
+            let Some(m) = net.layers::<MlpNet>() else {
+                return Err(crate::spec_err(
+                    "arch",
+                    "only MLP students pack (a CNN trains alone)",
+                ));
+            };
+            per_net.push((&m.layers, m.dropout, m.input_dropout));
         }
         let Some(&(first, dropout, input_dropout)) = per_net.first() else {
             return Err(crate::spec_err("pack", "needs at least one student"));

@@ -9,10 +9,6 @@ use crate::{LossError, Targets};
 pub(super) struct Ce;
 
 impl Objective for Ce {
-    fn name(&self) -> &'static str {
-        "ce"
-    }
-
     fn tempered(&self) -> bool {
         true
     }

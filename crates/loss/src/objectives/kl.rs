@@ -10,10 +10,6 @@ use crate::{LossError, Targets};
 pub(super) struct Kl;
 
 impl Objective for Kl {
-    fn name(&self) -> &'static str {
-        "kl"
-    }
-
     fn tempered(&self) -> bool {
         true
     }

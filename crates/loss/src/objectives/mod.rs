@@ -1,10 +1,6 @@
 //! The soft losses, one file each. To add one: write `objectives/NAME.rs` with a unit struct
 //! implementing [`Objective`] (its maths against [`Targets`], so one student and a pack share
-//! it), add a [`SoftLoss`] variant (and to [`SoftLoss::ALL`]) and its arm in [`SoftLoss::objective`].
-
-mod ce;
-mod kl;
-mod mse_logits;
+//! it), then its line in `objectives!` below.
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -13,8 +9,6 @@ use crate::{LossError, Targets};
 
 /// One way of comparing the student with its teacher.
 pub trait Objective: Sync {
-    /// The name in configs, ids and records (`kd.soft_loss`).
-    fn name(&self) -> &'static str;
     /// Whether `T` enters the loss; only then does `t2_scaling` multiply it by `T^2`.
     fn tempered(&self) -> bool;
     /// How the term is reduced over classes and the batch, for the report.
@@ -25,31 +19,63 @@ pub trait Objective: Sync {
     fn soft(&self, student: &Tensor, targets: &Targets) -> Result<Tensor, LossError>;
 }
 
-/// Which soft loss compares the student with the teacher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum SoftLoss {
-    /// Hinton's form: `-sum_i p_i^T log q_i^T`.
-    Ce,
-    /// `KL(p^T || q^T)`: the CE form minus the teacher's entropy; same gradient, lower value.
-    Kl,
-    /// Caruana's logit matching: `0.5 * mean_i (z_i - v_i)^2` per sample; ignores T.
-    MseLogits,
+/// The registry of soft losses, one line each (its doc comment, then `"name" =>
+/// Variant(file::Unit)`): the line declares the file, the [`SoftLoss`] variant (named `name` in
+/// configs, ids and records, `kd.soft_loss`) and its entry in [`SoftLoss::ALL`] and every
+/// dispatch.
+macro_rules! objectives {
+    ($($(#[$doc:meta])* $name:literal => $variant:ident($file:ident::$unit:ident),)+) => {
+        $(mod $file;)+
+
+        /// Which soft loss compares the student with the teacher.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+        pub enum SoftLoss {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl SoftLoss {
+            /// Every soft loss, in registry order.
+            pub const ALL: &'static [SoftLoss] = &[$(SoftLoss::$variant),+];
+
+            /// The code of the form.
+            pub fn objective(self) -> &'static dyn Objective {
+                match self {
+                    $(SoftLoss::$variant => &$file::$unit,)+
+                }
+            }
+
+            /// The name in configs, ids and records.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(SoftLoss::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl SoftLoss {
-    pub const ALL: [SoftLoss; 3] = [SoftLoss::Ce, SoftLoss::Kl, SoftLoss::MseLogits];
+objectives! {
+    /// Hinton's form: `-sum_i p_i^T log q_i^T`.
+    "ce" => Ce(ce::Ce),
+    /// `KL(p^T || q^T)`: the CE form minus the teacher's entropy; same gradient, lower value.
+    "kl" => Kl(kl::Kl),
+    /// Caruana's logit matching: `0.5 * mean_i (z_i - v_i)^2` per sample; ignores T.
+    "mse_logits" => MseLogits(mse_logits::MseLogits),
+}
 
-    /// The registry: the code of each form.
-    pub fn objective(self) -> &'static dyn Objective {
-        match self {
-            SoftLoss::Ce => &ce::Ce,
-            SoftLoss::Kl => &kl::Kl,
-            SoftLoss::MseLogits => &mse_logits::MseLogits,
+#[cfg(test)]
+mod tests {
+    use super::SoftLoss;
+
+    /// Configs, ids and records name a form by its registry name, as before the registry.
+    #[test]
+    fn forms_are_named_as_they_always_were() {
+        let names: Vec<&str> = SoftLoss::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names, ["ce", "kl", "mse_logits"]);
+        for &form in SoftLoss::ALL {
+            let json = serde_json::to_string(&form).unwrap();
+            assert_eq!(json, format!("\"{}\"", form.as_str()));
+            assert_eq!(serde_json::from_str::<SoftLoss>(&json).unwrap(), form);
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.objective().name()
     }
 }

@@ -10,10 +10,6 @@ use crate::{LossError, Targets};
 pub(super) struct MseLogits;
 
 impl Objective for MseLogits {
-    fn name(&self) -> &'static str {
-        "mse_logits"
-    }
-
     fn tempered(&self) -> bool {
         false
     }

@@ -133,9 +133,10 @@ fn write_raw(dir: &Path, name: &str, t: &Tensor) -> Result<(), RunError> {
 
 /// A planned trial as the PyTorch scripts read it.
 fn script_trial(t: &PlannedTrial) -> serde_json::Value {
+    // The workloads' students are temp.yaml's MLPs; the scripts know no other family.
     let hidden = match &t.student.model {
         ModelSpec::Mlp(m) => m.hidden.clone(),
-        ModelSpec::Cnn(_) => vec![],
+        _ => vec![],
     };
     let tr = &t.student.train;
     serde_json::json!({

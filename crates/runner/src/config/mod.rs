@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
+pub use model::RawModel;
 pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
@@ -134,21 +135,6 @@ pub struct RawTeacher {
 pub struct RawStudent {
     pub model: Option<RawModel>,
     pub train: Option<RawTrain>,
-}
-
-/// One struct for every architecture; `resolve` rejects keys that do not belong to `arch`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    pub arch: Option<String>,
-    pub hidden: Option<Vec<usize>>,
-    pub dropout: Option<f64>,
-    pub input_dropout: Option<f64>,
-    pub channels: Option<Vec<usize>>,
-    pub kernel: Option<usize>,
-    pub fc: Option<Vec<usize>>,
-    /// `torch` (PyTorch's default initialisation) or `kaiming` (tch's).
-    pub init: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

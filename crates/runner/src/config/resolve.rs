@@ -1,8 +1,9 @@
-//! Defaults (the only place they are written) and the validation of every key.
+//! Defaults (the only place they are written; a model's are in its family's file in the zoo) and
+//! the validation of every key.
 
 use kd_data::DatasetName;
 use kd_loss::{KdWeights, SoftLoss};
-use kd_model_zoo::{Init, MlpSpec, ModelSpec};
+use kd_model_zoo::Role;
 
 use super::device::resolve_device;
 use super::{
@@ -17,42 +18,10 @@ pub const DEFAULT_VAL_SIZE: usize = 5000;
 pub const DEFAULT_TEMPERATURE: f64 = 4.0;
 pub const DEFAULT_ALPHA: f64 = 0.9;
 
-#[derive(Clone, Copy, PartialEq)]
-pub(super) enum Role {
-    Teacher,
-    Student,
-}
-
-impl Role {
-    pub(super) fn key(self) -> &'static str {
-        match self {
-            Role::Teacher => "teacher",
-            Role::Student => "student",
-        }
-    }
-
-    pub(super) fn default_mlp(self) -> MlpSpec {
-        match self {
-            Role::Teacher => MlpSpec {
-                hidden: vec![1200, 1200],
-                dropout: 0.5,
-                input_dropout: 0.2,
-                init: Init::Torch,
-            },
-            Role::Student => MlpSpec {
-                hidden: vec![800, 800],
-                dropout: 0.0,
-                input_dropout: 0.0,
-                init: Init::Torch,
-            },
-        }
-    }
-
-    fn default_epochs(self) -> usize {
-        match self {
-            Role::Teacher => 20,
-            Role::Student => 15,
-        }
+fn default_epochs(role: Role) -> usize {
+    match role {
+        Role::Teacher => 20,
+        Role::Student => 15,
     }
 }
 
@@ -68,7 +37,7 @@ pub(super) fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, Con
 
 impl RawTrain {
     fn resolve(&self, key: &str, role: Role) -> Result<TrainCfg, ConfigError> {
-        let epochs = self.epochs.unwrap_or(role.default_epochs());
+        let epochs = self.epochs.unwrap_or(default_epochs(role));
         if epochs == 0 {
             return Err(invalid(format!("{key}.epochs"), "must be > 0, got 0"));
         }
@@ -189,7 +158,7 @@ impl RawKd {
         }
         let soft_loss = match self.soft_loss.as_deref() {
             None => SoftLoss::Ce,
-            Some(s) => parse_enum("kd.soft_loss".into(), "soft loss", s, &SoftLoss::ALL)?,
+            Some(s) => parse_enum("kd.soft_loss".into(), "soft loss", s, SoftLoss::ALL)?,
         };
         Ok(KdWeights {
             temperature,
@@ -290,7 +259,10 @@ impl RawConfig {
             name: DatasetName::parse(ds_name).ok_or_else(|| {
                 invalid(
                     "dataset.name",
-                    format!("unknown dataset `{ds_name}` (known: fashion-mnist, mnist, idx)"),
+                    format!(
+                        "unknown dataset `{ds_name}` (known: {})",
+                        DatasetName::known().join(", ")
+                    ),
                 )
             })?,
             dir: ds.dir.clone(),
@@ -309,7 +281,7 @@ impl RawConfig {
                 format!("must be in (0, 1] (the share of the training images the students see), got {f}"),
             ));
         }
-        if dataset.name == DatasetName::Idx && dataset.dir.is_none() {
+        if matches!(dataset.name, DatasetName::Folder(_)) && dataset.dir.is_none() {
             return Err(invalid("dataset.dir", "required when dataset.name is idx"));
         }
         if dataset.train_limit == Some(0) {
@@ -338,9 +310,8 @@ impl RawConfig {
             ));
         }
         let device = resolve_device(self.device.as_ref(), gpus)?;
-        let model = |raw: &Option<RawModel>, role: Role| match raw {
-            Some(m) => m.resolve(&format!("{}.model", role.key()), role),
-            None => Ok(ModelSpec::Mlp(role.default_mlp())),
+        let model = |raw: &Option<RawModel>, role: Role| {
+            RawModel::resolve(raw.as_ref(), &format!("{}.model", role.key()), role)
         };
         let train = |raw: &Option<RawTrain>, role: Role| {
             raw.clone()

@@ -21,7 +21,7 @@ use crate::run::pool;
 use crate::run::resume::{self, Done, OutLock};
 use crate::run::teacher;
 use crate::run::trial::TrialContext;
-use crate::track::Outputs;
+use crate::track::{Opening, Outputs};
 use crate::train::Outcome;
 
 use super::out_store::Store;
@@ -149,7 +149,13 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             .as_bytes(),
     )?;
     kd_report::write_claims(&out, &cfg.expect)?;
-    let mut progress = Outputs::for_sweep(mine.len() as u64 + 1, &out, opts.tensorboard);
+    let mut progress = Outputs::for_sweep(
+        mine.len() as u64 + 1,
+        &Opening {
+            out: &out,
+            tensorboard: opts.tensorboard,
+        },
+    );
     for note in replanned.into_iter().chain(notes) {
         progress.note(&note);
     }

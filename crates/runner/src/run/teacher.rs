@@ -458,3 +458,49 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
         trained,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TeacherLog;
+
+    /// A reused teacher reports the numbers it was trained with to the last bit: serde_json
+    /// parses floats exactly (its `float_roundtrip` feature; without it 0.9122811846733093
+    /// came back as ...092, so a cached teacher's record differed from a fresh one by 1 ulp).
+    #[test]
+    fn the_cached_log_keeps_every_float() {
+        let losses = [
+            0.912_281_184_673_309_3,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            2.225e-308,
+            5e-324,
+        ];
+        let epochs = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| kd_report::EpochRecord {
+                trial_id: "teacher-x".into(),
+                epoch: i as u32 + 1,
+                train_loss: l,
+                soft_loss: None,
+                hard_loss: l / 7.0,
+                train_acc: 0.5,
+                val_acc: Some(l.sqrt()),
+                test_acc: None,
+                lr: 1e-3,
+                seconds: 0.1,
+            })
+            .collect();
+        let log = TeacherLog {
+            epochs,
+            best_epoch: Some(1),
+            wall_s: 1.5,
+        };
+        let back: TeacherLog = serde_json::from_slice(&serde_json::to_vec(&log).unwrap()).unwrap();
+        for (a, b) in log.epochs.iter().zip(&back.epochs) {
+            assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "{a:?}");
+            assert_eq!(a.hard_loss.to_bits(), b.hard_loss.to_bits(), "{a:?}");
+            assert_eq!(a.val_acc.map(f64::to_bits), b.val_acc.map(f64::to_bits));
+        }
+    }
+}

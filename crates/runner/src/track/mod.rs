@@ -2,23 +2,43 @@
 //! TensorBoard event files ([`tensorboard`]). The sweep and the teacher call [`Outputs`] once per
 //! event (a trial started, an epoch ended, a trial finished or was kept from an earlier run, a
 //! note); each output is one [`Output`] in its own file. To add one (a tracker, an event log):
-//! write `track/NAME.rs` implementing [`Output`] and add it in [`Outputs::for_sweep`] (with a
-//! flag of `kd sweep` if it is optional, as `--tensorboard` is).
+//! write `track/NAME.rs` implementing [`Output`] with a `pub(crate) fn open(&Opening) ->
+//! Option<Box<dyn Output>>`, then its line in `outputs!` below (an optional output also gets
+//! its flag of `kd sweep` and in [`Opening`], as `--tensorboard` has).
 //!
 //! The record store (`OUT/trials/`, the Parquet frames) is not an output: a result that cannot
 //! be stored ends the sweep, while an output that fails is switched off with a warning and the
 //! sweep goes on (its results are unaffected).
 
 pub(crate) mod progress;
-pub(crate) mod tensorboard;
 
 use std::path::Path;
 
 use kd_report::{EpochRecord, TrialRecord};
 
-use tensorboard::TensorBoard;
-
 pub(crate) use progress::Progress;
+
+/// The registry of outputs besides the terminal, one line each (the file's name): the line
+/// declares `track/NAME.rs` and calls its `open` for every sweep.
+macro_rules! outputs {
+    ($($file:ident,)+) => {
+        $(pub(crate) mod $file;)+
+
+        /// Each output's `open`, in registry order.
+        const OPENERS: &[fn(&Opening) -> Option<Box<dyn Output>>] = &[$($file::open),+];
+    };
+}
+
+outputs! {
+    tensorboard,
+}
+
+/// What an output is opened with: the sweep's folder and the flags of `kd sweep`.
+pub(crate) struct Opening<'a> {
+    pub(crate) out: &'a Path,
+    /// `--tensorboard`.
+    pub(crate) tensorboard: bool,
+}
 
 /// One output of a sweep's events. Every method but [`Output::name`] has a default that does
 /// nothing, so an output implements what it uses.
@@ -66,15 +86,11 @@ impl Outputs {
         Outputs { terminal, others }
     }
 
-    /// The outputs of a sweep into `out` of `trials` units: the terminal, and each output
-    /// `kd sweep` asks for (`--tensorboard`). A new output is one line here.
-    pub(crate) fn for_sweep(trials: u64, out: &Path, tensorboard: bool) -> Self {
-        let others: Vec<Option<Box<dyn Output>>> =
-            vec![tensorboard.then(|| Box::new(TensorBoard::new(out.join("tensorboard"))) as _)];
-        Outputs::new(
-            Progress::new(trials),
-            others.into_iter().flatten().collect(),
-        )
+    /// The outputs of a sweep into `out` of `trials` units: the terminal, and each registered
+    /// output that opens for these options (`--tensorboard`).
+    pub(crate) fn for_sweep(trials: u64, opening: &Opening) -> Self {
+        let others = OPENERS.iter().filter_map(|open| open(opening)).collect();
+        Outputs::new(Progress::new(trials), others)
     }
 
     /// Run `event` on each output; one that fails is dropped with a warning on the terminal.

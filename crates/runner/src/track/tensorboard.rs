@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use kd_report::{EpochRecord, Kind, Status, TrialRecord, Value as Cell};
 use prost::Message;
 
-use super::Output;
+use super::{Opening, Output};
 
 /// The protos, with only the fields kd-sweep writes.
 mod proto {
@@ -327,6 +327,12 @@ pub(crate) fn run_events(record: &TrialRecord, epochs: &[EpochRecord]) -> Vec<u8
         end_time_secs: now(),
     })));
     out
+}
+
+/// The TensorBoard output, where `kd sweep --tensorboard` asks for it.
+pub(crate) fn open(o: &Opening) -> Option<Box<dyn Output>> {
+    o.tensorboard
+        .then(|| Box::new(TensorBoard::new(o.out.join("tensorboard"))) as _)
 }
 
 /// The TensorBoard output of one sweep.

@@ -261,10 +261,10 @@ mod tests {
                 |_| {},
             );
             assert_eq!(out.unwrap().status, Status::Ok);
-            let Net::Mlp { layers, .. } = &net else {
-                unreachable!()
-            };
-            layers.iter().map(|l| row_norms(&l.ws)).collect::<Vec<_>>()
+            net.linears()
+                .iter()
+                .map(|l| row_norms(&l.ws))
+                .collect::<Vec<_>>()
         };
         let free = run(None);
         let bound = run(Some(0.4));
