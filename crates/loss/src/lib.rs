@@ -19,7 +19,7 @@
 mod objectives;
 mod targets;
 
-pub use objectives::{Objective, SoftLoss};
+pub use objectives::{DistWeights, DkdWeights, Objective, SoftLoss};
 pub use targets::Targets;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,21 @@ pub struct KdWeights {
     pub beta: f64,
     pub soft_loss: SoftLoss,
     pub t2_scaling: bool,
+    /// Logit standardisation (Sun et al. 2024): z-score student and teacher logits before the
+    /// tempered softmax of the soft term (the hard term keeps the raw logits). Left out of the
+    /// serialised form (and so of every id) when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub standardise: bool,
+    /// DKD's weights and warm-up, for `soft_loss: dkd` only (else unset, and left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkd: Option<DkdWeights>,
+    /// DIST's weights, for `soft_loss: dist` only (else unset, and left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist: Option<DistWeights>,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl KdWeights {
@@ -63,6 +78,36 @@ impl KdWeights {
             beta: 1.0,
             soft_loss: SoftLoss::Ce,
             t2_scaling: true,
+            standardise: false,
+            dkd: None,
+            dist: None,
+        }
+    }
+
+    /// Whether students with these weights can train in a pack: their objective packs and
+    /// logits are not standardised.
+    pub fn packs(&self) -> bool {
+        self.soft_loss.objective().packs() && !self.standardise
+    }
+
+    /// The warm-up epochs of the soft term (DKD's), 0 for none.
+    pub fn warmup(&self) -> u32 {
+        match self.soft_loss {
+            SoftLoss::Dkd => self.dkd.unwrap_or_default().warmup,
+            _ => 0,
+        }
+    }
+
+    /// The weights in force in 1-based `epoch`: `alpha` times `min(epoch / warmup, 1)` during a
+    /// warm-up (mdistiller's DKD), else these.
+    pub fn at_epoch(&self, epoch: u32) -> KdWeights {
+        let warmup = self.warmup();
+        if warmup == 0 || epoch >= warmup {
+            return *self;
+        }
+        KdWeights {
+            alpha: self.alpha * (epoch as f64 / warmup as f64),
+            ..*self
         }
     }
 
@@ -86,16 +131,22 @@ impl KdWeights {
         if !kd {
             return format!("{} * CE(y, q_1)", self.beta);
         }
-        let t = self.temperature;
-        let soft = self.soft_loss.objective().formula(t);
+        let mut soft = self.soft_loss.objective().formula(self);
+        if self.standardise {
+            soft.push_str(" on z-scored logits");
+        }
         let scale = self.soft_scale();
         let scale = if scale == 1.0 {
             String::new()
         } else {
             format!("T^2 (= {scale}) * ")
         };
+        let warmup = match self.warmup() {
+            0 => String::new(),
+            w => format!("min(epoch / {w}, 1) * "),
+        };
         format!(
-            "{} * {scale}{soft} + {} * CE(y, q_1)",
+            "{warmup}{} * {scale}{soft} + {} * CE(y, q_1)",
             self.alpha, self.beta
         )
     }
@@ -218,6 +269,34 @@ pub fn hard_cross_entropy(student: &Tensor, labels: &Tensor) -> Result<Tensor, L
         .f_nll_loss::<Tensor>(labels, None, Reduction::Mean, -100)?)
 }
 
+/// Cross-entropy with label smoothing `eps` (PyTorch's `cross_entropy(..., label_smoothing=eps)`):
+/// `(1 - eps) * CE(y, q_1) + eps * mean_c(-log q_1c)`, averaged over the batch; exactly
+/// [`hard_cross_entropy`] at `eps = 0`.
+///
+/// # Shapes
+/// `student: [batch, classes]`, `labels: [batch]` (int64) -> scalar.
+pub fn smoothed_cross_entropy(
+    student: &Tensor,
+    labels: &Tensor,
+    eps: f64,
+) -> Result<Tensor, LossError> {
+    let hard = hard_cross_entropy(student, labels)?;
+    if eps == 0.0 {
+        return Ok(hard);
+    }
+    if !(eps.is_finite() && (0.0..1.0).contains(&eps)) {
+        return Err(LossError::Weight {
+            name: "label_smoothing",
+            value: eps,
+        });
+    }
+    let uniform = -student
+        .f_log_softmax(-1, student.kind())?
+        .f_mean_dim(-1, false, None::<Kind>)?
+        .f_mean(None::<Kind>)?;
+    Ok(hard * (1.0 - eps) + uniform * eps)
+}
+
 /// The soft term in the chosen form, unscaled.
 pub fn soft_term(
     student: &Tensor,
@@ -225,9 +304,28 @@ pub fn soft_term(
     t: f64,
     form: SoftLoss,
 ) -> Result<Tensor, LossError> {
+    let w = KdWeights {
+        temperature: t,
+        soft_loss: form,
+        ..KdWeights::hard_only()
+    };
+    soft_term_of(student, teacher, None, &w)
+}
+
+/// The soft term of `w`'s objective, unscaled, with the labels for objectives that need them.
+fn soft_term_of(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: Option<&Tensor>,
+    w: &KdWeights,
+) -> Result<Tensor, LossError> {
     check_pair(student, teacher)?;
-    check_temperature(t)?;
-    form.objective().soft(student, &Targets::single(teacher, t))
+    check_temperature(w.temperature)?;
+    let mut targets = Targets::single(teacher, w.temperature).standardised(w.standardise);
+    if let Some(y) = labels {
+        targets = targets.with_labels(y);
+    }
+    w.soft_loss.objective().soft(student, &targets, w)
 }
 
 /// `total = alpha * soft_scale * L_soft + beta * L_hard` (see the crate docs).
@@ -240,9 +338,20 @@ pub fn distillation_loss(
     labels: &Tensor,
     w: &KdWeights,
 ) -> Result<KdLoss, LossError> {
+    distillation_loss_smoothed(student, teacher, labels, w, 0.0)
+}
+
+/// [`distillation_loss`] with the hard term label-smoothed by `eps` ([`smoothed_cross_entropy`]).
+pub fn distillation_loss_smoothed(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    w: &KdWeights,
+    eps: f64,
+) -> Result<KdLoss, LossError> {
     w.validate()?;
-    let soft = soft_term(student, teacher, w.temperature, w.soft_loss)?;
-    let hard = hard_cross_entropy(student, labels)?;
+    let hard = smoothed_cross_entropy(student, labels, eps)?;
+    let soft = soft_term_of(student, teacher, Some(labels), w)?;
     let total = &soft * (w.alpha * w.soft_scale()) + &hard * w.beta;
     Ok(KdLoss { total, soft, hard })
 }
@@ -295,6 +404,13 @@ pub fn packed_distillation_loss(
     };
     for w in weights {
         w.validate()?;
+        if !w.packs() {
+            return Err(LossError::Shape {
+                what: "packed soft_loss",
+                expected: "an objective that packs (not dkd, dist or standardised logits)".into(),
+                got: vec![],
+            });
+        }
         if w.soft_loss != form {
             return Err(LossError::Shape {
                 what: "packed soft_loss",
@@ -310,9 +426,8 @@ pub fn packed_distillation_loss(
             .to_device(device)
     };
     let temp = column(&|w| w.temperature).view([k, 1, 1]);
-    let soft = form
-        .objective()
-        .soft(student, &Targets::packed(teacher, temp))?;
+    let targets = Targets::packed(teacher, temp).with_labels(labels);
+    let soft = form.objective().soft(student, &targets, &weights[0])?;
     let hard = packed_hard_cross_entropy(student, labels)?;
     let total = &soft * column(&|w| w.alpha * w.soft_scale()) + &hard * column(&|w| w.beta);
     Ok(PackedKdLoss { total, soft, hard })

@@ -17,10 +17,14 @@ enum Temperature {
     Each(Tensor),
 }
 
-/// The teacher's logits and the temperature(s) they are softened at.
+/// The teacher's logits and the temperature(s) they are softened at, with the labels (for the
+/// objectives that split the target class from the others) and whether logits are z-scored
+/// before they are softened (logit standardisation).
 pub struct Targets<'a> {
     teacher: &'a Tensor,
     temperature: Temperature,
+    labels: Option<&'a Tensor>,
+    standardise: bool,
 }
 
 impl<'a> Targets<'a> {
@@ -30,6 +34,8 @@ impl<'a> Targets<'a> {
         Targets {
             teacher,
             temperature: Temperature::One(t),
+            labels: None,
+            standardise: false,
         }
     }
 
@@ -38,14 +44,60 @@ impl<'a> Targets<'a> {
         Targets {
             teacher,
             temperature: Temperature::Each(temperature),
+            labels: None,
+            standardise: false,
         }
     }
 
+    /// The same targets with the batch's labels (`[batch]`, or `[K, batch]` packed).
+    pub fn with_labels(mut self, labels: &'a Tensor) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// The same targets, z-scoring student and teacher logits before they are softened when
+    /// `on` (Sun et al. 2024, "Logit standardization in knowledge distillation").
+    pub fn standardised(mut self, on: bool) -> Self {
+        self.standardise = on;
+        self
+    }
+
+    /// The labels, for objectives that need them.
+    pub fn labels(&self, objective: &'static str) -> Result<&'a Tensor, LossError> {
+        self.labels.ok_or(LossError::Shape {
+            what: objective,
+            expected: "the batch's labels".into(),
+            got: vec![],
+        })
+    }
+
+    /// `(z - mean(z)) / (1e-7 + std(z))` over classes, the standard deviation unbiased, as the
+    /// paper's code (`logit.std(dim=-1, keepdims=True)`); `z` itself when standardisation is off.
+    fn prepare(&self, logits: &Tensor) -> Tensor {
+        if !self.standardise {
+            return logits.shallow_clone();
+        }
+        let mean = logits.mean_dim(-1, true, None::<Kind>);
+        let std = logits.std_dim(-1, true, true);
+        (logits - mean) / (std + 1e-7)
+    }
+
     fn soften(&self, logits: &Tensor) -> Tensor {
+        let logits = self.prepare(logits);
         match &self.temperature {
             Temperature::One(t) => logits / *t,
             Temperature::Each(t) => logits / t,
         }
+    }
+
+    /// `z / T` (z-scored first under standardisation): the student's tempered logits.
+    pub fn student_tempered(&self, student: &Tensor) -> Tensor {
+        self.soften(student)
+    }
+
+    /// `v / T` (z-scored first under standardisation): the teacher's, detached.
+    pub fn teacher_tempered(&self) -> Tensor {
+        self.soften(self.teacher).detach()
     }
 
     /// The teacher's logits, detached.
@@ -81,6 +133,14 @@ impl<'a> Targets<'a> {
     /// student, `[K]` for a pack.
     pub fn class_sum_batch_mean(&self, per_class: Tensor) -> Result<Tensor, LossError> {
         let per_sample = per_class.f_sum_dim_intlist(-1, false, None::<Kind>)?;
+        Ok(match self.temperature {
+            Temperature::One(_) => per_sample.f_mean(None::<Kind>)?,
+            Temperature::Each(_) => per_sample.f_mean_dim(-1, false, None::<Kind>)?,
+        })
+    }
+
+    /// A per-sample quantity averaged over the batch: a scalar for one student, `[K]` for a pack.
+    pub fn batch_mean(&self, per_sample: Tensor) -> Result<Tensor, LossError> {
         Ok(match self.temperature {
             Temperature::One(_) => per_sample.f_mean(None::<Kind>)?,
             Temperature::Each(_) => per_sample.f_mean_dim(-1, false, None::<Kind>)?,

@@ -12,6 +12,9 @@ fn logits(seed: i64, shape: &[i64], scale: f64) -> Tensor {
 
 /// Value and gradient with respect to the student logits of `f`, weighted by 0.9 * 16 as a KD
 /// step at T = 4 would be.
+/// The forms that existed before the refactor.
+const OLD: [SoftLoss; 3] = [SoftLoss::Ce, SoftLoss::Kl, SoftLoss::MseLogits];
+
 fn value_and_grad(z: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
     let z = z.copy().set_requires_grad(true);
     let v = f(&z);
@@ -37,6 +40,7 @@ fn old_single(form: SoftLoss, z: &Tensor, v: &Tensor, t: f64) -> Tensor {
                 .mean(None::<Kind>)
         }
         SoftLoss::MseLogits => z.mse_loss(&v.detach(), Reduction::Mean) * 0.5,
+        other => unreachable!("{other:?} came after the refactor"),
     }
 }
 
@@ -61,12 +65,13 @@ fn old_packed(form: SoftLoss, z: &Tensor, v: &Tensor, temp: &Tensor) -> Tensor {
                 .mean_dim([1i64, 2].as_slice(), false, None::<Kind>)
                 * 0.5
         }
+        other => unreachable!("{other:?} came after the refactor"),
     }
 }
 
 #[test]
 fn single_student_forms_are_bit_identical_to_the_old_code() {
-    for &form in SoftLoss::ALL {
+    for form in OLD {
         for (seed, t) in [(1, 1.0), (2, 4.0), (3, 20.0)] {
             let z = logits(seed, &[37, 10], 5.0);
             let v = logits(seed + 100, &[37, 10], 9.0);
@@ -80,7 +85,7 @@ fn single_student_forms_are_bit_identical_to_the_old_code() {
 
 #[test]
 fn packed_forms_are_bit_identical_to_the_old_code() {
-    for &form in SoftLoss::ALL {
+    for form in OLD {
         let temps = [1.0, 4.0, 20.0];
         let weights: Vec<KdWeights> = temps
             .iter()
@@ -90,6 +95,7 @@ fn packed_forms_are_bit_identical_to_the_old_code() {
                 beta: 0.1,
                 soft_loss: form,
                 t2_scaling: true,
+                ..KdWeights::hard_only()
             })
             .collect();
         let z = logits(7, &[3, 37, 10], 5.0);

@@ -153,6 +153,7 @@ fn weights(t: f64, alpha: f64, beta: f64, soft_loss: SoftLoss, t2: bool) -> KdWe
         beta,
         soft_loss,
         t2_scaling: t2,
+        ..KdWeights::hard_only()
     }
 }
 

@@ -37,6 +37,7 @@ fn rec(id: &str, kind: Kind, seed: u64, hidden: &str, acc: f64) -> TrialRecord {
         transfer_fraction: 0.1,
         transfer_classes: None,
         jitter: None,
+        augment: None,
         max_norm: None,
         train_images: 5500,
         val_images: 5000,

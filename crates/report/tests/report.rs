@@ -45,6 +45,7 @@ fn rec(id: &str, kind: Kind, seed: u64, acc: f64) -> TrialRecord {
         transfer_fraction: if kind == Kind::Teacher { 1.0 } else { 0.1 },
         transfer_classes: None,
         jitter: None,
+        augment: None,
         max_norm: None,
         train_images: if kind == Kind::Teacher { 55_000 } else { 5_500 },
         val_images: 5_000,

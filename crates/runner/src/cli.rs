@@ -129,9 +129,10 @@ pub enum Cmd {
         #[arg(long, default_value = "bench")]
         scripts: PathBuf,
     },
-    /// Download a dataset (mnist or fashion-mnist) with checksums.
+    /// Download a dataset (mnist, fashion-mnist, cifar10 or cifar100) with checksums.
     Download {
-        /// `mnist` or `fashion-mnist`.
+        /// `mnist`, `fashion-mnist`, `cifar10` or `cifar100` (CIFAR: the python version, unpacked
+        /// into the target folder).
         dataset: String,
         /// Target folder (default $KD_DATA_DIR/<dataset>).
         #[arg(long)]

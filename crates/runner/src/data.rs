@@ -110,11 +110,11 @@ fn split_spec(cfg: &DatasetCfg) -> SplitSpec {
 
 /// Find, fingerprint, read and split the configured dataset, and draw the transfer rows.
 pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
-    let dir = kd_data::locate(cfg.name, cfg.dir.as_deref())?;
-    let fingerprint =
-        kd_data::fingerprint(&dir, cfg.name.format().files(), Some(&fingerprint_cache()))?;
+    let at = kd_data::locate(cfg.name, cfg.dir.as_deref())?;
+    let fingerprint = kd_data::fingerprint(&at.dir, at.format.files(), Some(&fingerprint_cache()))?;
     let split = split_spec(cfg);
-    let dataset = Dataset::load(cfg.name, &dir, &split)?;
+    let dataset = Dataset::load(cfg.name, &at, &split)?;
+    let dir = at.dir;
     let mut transfer =
         kd_data::transfer_rows(dataset.train.len(), cfg.transfer_fraction, cfg.data_seed);
     // The class filters apply to the students' share: the same rows, less the left-out classes.

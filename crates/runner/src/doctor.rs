@@ -74,11 +74,10 @@ pub fn report() -> (String, bool) {
         crate::data::cache_root().join("teachers").display()
     );
     let _ = writeln!(s, "datasets:");
-    for name in [DatasetName::FashionMnist, DatasetName::Mnist] {
+    for name in DatasetName::NAMED {
         match kd_data::locate(name, None) {
-            Ok(dir) => {
-                let files: Vec<String> = name
-                    .format()
+            Ok(kd_data::Located { dir, format }) => {
+                let files: Vec<String> = format
                     .files()
                     .iter()
                     .filter_map(|f| kd_data::find_file(&dir, f))
@@ -86,9 +85,10 @@ pub fn report() -> (String, bool) {
                     .collect();
                 let _ = writeln!(
                     s,
-                    "  {}: found in {} ({})",
+                    "  {}: found in {} ({}: {})",
                     name.as_str(),
                     dir.display(),
+                    format.name(),
                     files.join(", ")
                 );
             }

@@ -37,8 +37,8 @@ teacher:
   train: {epochs: 20, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
 student:
   model: {arch: mlp, hidden: [800, 800], dropout: 0.0, input_dropout: 0.0}
-  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
-kd: {temperature: 4, alpha: 0.9, beta: null, soft_loss: ce, t2_scaling: true}   # soft_loss: ce | kl | mse_logits
+  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine, crop: 0, flip: false}
+kd: {temperature: 4, alpha: 0.9, beta: null, soft_loss: ce, t2_scaling: true, standardise: false}   # soft_loss: ce | kl | mse_logits | dkd | dist
 baseline: true                  # also train the student on hard targets only (alpha 0, beta 1)
 "#;
 
@@ -201,6 +201,50 @@ fn bad_values_name_their_key() {
         (
             "student: {train: {schedule: step}}",
             "student.train.schedule: unknown schedule `step`",
+        ),
+        (
+            "kd: {soft_loss: mse_logits, standardise: true}",
+            "kd.standardise: logit standardisation z-scores logits before the tempered softmax; soft_loss mse_logits has none",
+        ),
+        (
+            "kd: {soft_loss: dkd, dkd: {nckd: -8}}",
+            "kd.dkd.nckd: must be >= 0, got -8",
+        ),
+        (
+            "kd: {soft_loss: dist, dist: {inter: .nan}}",
+            "kd.dist.inter: must be >= 0, got NaN",
+        ),
+        (
+            "student: {train: {label_smoothing: 1}}",
+            "student.train.label_smoothing: must be in [0, 1) (0.1 is usual), got 1",
+        ),
+        (
+            "student: {train: {schedule: multistep}}",
+            "student.train.milestones: required with schedule: multistep",
+        ),
+        (
+            "student: {train: {epochs: 10, schedule: multistep, milestones: [5, 3]}}",
+            "student.train.milestones: must increase, got 5 then 3",
+        ),
+        (
+            "student: {train: {epochs: 10, schedule: multistep, milestones: [10]}}",
+            "student.train.milestones: 10 is not between 1 and 9 (epochs: 10)",
+        ),
+        (
+            "student: {train: {epochs: 10, schedule: multistep, milestones: [5], gamma: 2}}",
+            "student.train.gamma: must be in (0, 1], got 2",
+        ),
+        (
+            "teacher: {train: {milestones: [5]}}",
+            "teacher.train.milestones: only with schedule: multistep (the schedule is cosine)",
+        ),
+        (
+            "student: {train: {crop: 4, jitter: 2}}",
+            "student.train.crop: and train.jitter both shift the images; use one",
+        ),
+        (
+            "student: {train: {crop: 17}}",
+            "student.train.crop: must be at most 16 pixels",
         ),
         (
             "student: {model: {hidden: [800, 0]}}",

@@ -2,7 +2,6 @@
 //! u32 sizes, then the data. Only unsigned bytes (`type = 0x08`) are used by these datasets.
 //! Files may be gzip-compressed; compression is detected from the content, not the name.
 
-use std::io::Read;
 use std::path::Path;
 
 use super::{Format, Images};
@@ -23,6 +22,9 @@ const NAME: &str = "IDX";
 /// The IDX format: MNIST, Fashion-MNIST and any folder of the four files.
 #[derive(Debug, Clone, Copy)]
 pub struct Idx;
+
+/// The format's registered value.
+pub static IDX: Idx = Idx;
 
 impl Format for Idx {
     fn name(&self) -> &'static str {
@@ -72,30 +74,12 @@ pub struct IdxArray {
 /// Read an IDX file of unsigned bytes, `.gz` or raw. `hint` (how to get a good copy) goes into
 /// every error about the file's content.
 pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => DataError::Missing {
-            file: path.to_path_buf(),
-            hint: hint.to_string(),
-        },
-        _ => DataError::Io {
-            file: path.to_path_buf(),
-            source: e,
-        },
-    })?;
+    let bytes = super::read_bytes(path, NAME, hint)?;
     let corrupt = |reason: String| DataError::Corrupt {
         format: NAME,
         file: path.to_path_buf(),
         reason,
         hint: hint.to_string(),
-    };
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(format!("gzip stream is damaged ({e})")))?;
-        out
-    } else {
-        raw
     };
     parse_idx(&bytes).map_err(corrupt)
 }

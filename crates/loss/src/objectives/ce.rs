@@ -4,7 +4,7 @@
 use tch::Tensor;
 
 use super::Objective;
-use crate::{LossError, Targets};
+use crate::{KdWeights, LossError, Targets};
 
 pub(super) struct Ce;
 
@@ -17,11 +17,12 @@ impl Objective for Ce {
         "sum over classes, mean over batch"
     }
 
-    fn formula(&self, t: f64) -> String {
+    fn formula(&self, w: &KdWeights) -> String {
+        let t = w.temperature;
         format!("CE(p_T, q_T) at T = {t}")
     }
 
-    fn soft(&self, student: &Tensor, targets: &Targets) -> Result<Tensor, LossError> {
+    fn soft(&self, student: &Tensor, targets: &Targets, _w: &KdWeights) -> Result<Tensor, LossError> {
         let log_q = targets.student_log_probs(student)?;
         let p = targets.probs()?;
         targets.class_sum_batch_mean(-(p * log_q))

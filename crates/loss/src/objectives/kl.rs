@@ -5,7 +5,7 @@
 use tch::Tensor;
 
 use super::Objective;
-use crate::{LossError, Targets};
+use crate::{KdWeights, LossError, Targets};
 
 pub(super) struct Kl;
 
@@ -18,11 +18,12 @@ impl Objective for Kl {
         "sum over classes, mean over batch"
     }
 
-    fn formula(&self, t: f64) -> String {
+    fn formula(&self, w: &KdWeights) -> String {
+        let t = w.temperature;
         format!("KL(p_T || q_T) at T = {t}")
     }
 
-    fn soft(&self, student: &Tensor, targets: &Targets) -> Result<Tensor, LossError> {
+    fn soft(&self, student: &Tensor, targets: &Targets, _w: &KdWeights) -> Result<Tensor, LossError> {
         let log_q = targets.student_log_probs(student)?;
         let log_p = targets.log_probs()?;
         let p = log_p.exp();

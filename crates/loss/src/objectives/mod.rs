@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::{LossError, Targets};
+use crate::{KdWeights, LossError, Targets};
+
+pub use dist::DistWeights;
+pub use dkd::DkdWeights;
 
 /// One way of comparing the student with its teacher.
 pub trait Objective: Sync {
@@ -13,10 +16,17 @@ pub trait Objective: Sync {
     fn tempered(&self) -> bool;
     /// How the term is reduced over classes and the batch, for the report.
     fn reduction(&self) -> &'static str;
-    /// The term written out, e.g. `CE(p_T, q_T) at T = 4`.
-    fn formula(&self, t: f64) -> String;
-    /// The unscaled soft term: a scalar for one student, `[K]` for K packed students.
-    fn soft(&self, student: &Tensor, targets: &Targets) -> Result<Tensor, LossError>;
+    /// The term written out with its own parameters (`w`'s), e.g. `CE(p_T, q_T) at T = 4`.
+    fn formula(&self, w: &KdWeights) -> String;
+    /// The unscaled soft term: a scalar for one student, `[K]` for K packed students; `w` holds
+    /// the objective's own parameters (the first student's, for a pack).
+    fn soft(&self, student: &Tensor, targets: &Targets, w: &KdWeights)
+        -> Result<Tensor, LossError>;
+    /// Whether K students with this objective can train as one pack (per-student parameters
+    /// of its own would need a column each; objectives that have them train alone).
+    fn packs(&self) -> bool {
+        true
+    }
 }
 
 /// The registry of soft losses, one line each (its doc comment, then `"name" =>
@@ -61,6 +71,11 @@ objectives! {
     "kl" => Kl(kl::Kl),
     /// Caruana's logit matching: `0.5 * mean_i (z_i - v_i)^2` per sample; ignores T.
     "mse_logits" => MseLogits(mse_logits::MseLogits),
+    /// Decoupled KD (Zhao et al. 2022): `tckd * TCKD + nckd * NCKD`, with a warm-up.
+    "dkd" => Dkd(dkd::Dkd),
+    /// DIST (Huang et al. 2022): `inter * (1 - mean row Pearson) + intra * (1 - mean column
+    /// Pearson)` of the tempered softmaxes.
+    "dist" => Dist(dist::Dist),
 }
 
 #[cfg(test)]
@@ -71,7 +86,7 @@ mod tests {
     #[test]
     fn forms_are_named_as_they_always_were() {
         let names: Vec<&str> = SoftLoss::ALL.iter().map(|f| f.as_str()).collect();
-        assert_eq!(names, ["ce", "kl", "mse_logits"]);
+        assert_eq!(names, ["ce", "kl", "mse_logits", "dkd", "dist"]);
         for &form in SoftLoss::ALL {
             let json = serde_json::to_string(&form).unwrap();
             assert_eq!(json, format!("\"{}\"", form.as_str()));

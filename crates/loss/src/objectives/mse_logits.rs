@@ -5,7 +5,7 @@
 use tch::Tensor;
 
 use super::Objective;
-use crate::{LossError, Targets};
+use crate::{KdWeights, LossError, Targets};
 
 pub(super) struct MseLogits;
 
@@ -18,11 +18,11 @@ impl Objective for MseLogits {
         "0.5 * mean over classes, mean over batch"
     }
 
-    fn formula(&self, _t: f64) -> String {
+    fn formula(&self, _w: &KdWeights) -> String {
         "MSE(z, v)".into()
     }
 
-    fn soft(&self, student: &Tensor, targets: &Targets) -> Result<Tensor, LossError> {
+    fn soft(&self, student: &Tensor, targets: &Targets, _w: &KdWeights) -> Result<Tensor, LossError> {
         Ok(targets.mean_squared_error(student)? * 0.5)
     }
 }

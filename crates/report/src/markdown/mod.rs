@@ -207,6 +207,19 @@ fn data_sizes(rows: &[TrialRecord]) -> String {
             }
         );
     }
+    let augmented: Vec<&TrialRecord> = rows.iter().filter(|r| r.augment.is_some()).collect();
+    if let Some(r) = augmented.first() {
+        let _ = write!(
+            s,
+            " Training images of {} trial(s) were augmented on the device ({}: `train.crop` pads \
+             by that many black pixels and cuts a random window, `train.flip` mirrors half the \
+             images), drawn from the seed, epoch and batch so a KD trial and its baseline see \
+             the same images; KD students took the teacher's logits on each augmented batch \
+             (online teacher).",
+            augmented.len(),
+            r.augment.as_deref().unwrap_or("")
+        );
+    }
     s
 }
 

@@ -152,6 +152,7 @@ pub const ADDED_LATER: &[&str] = &[
     "teacher_mode",
     "transfer_classes",
     "jitter",
+    "augment",
     "max_norm",
     "best_test_acc",
     "teacher_agreement",
@@ -389,6 +390,8 @@ record! {
         pub transfer_classes: Option<String>,
         /// Random shifts of the training images, up to this many pixels (`train.jitter`).
         pub jitter: Option<u32>,
+        /// `train.crop` / `train.flip` as `crop4+flip` (null: neither).
+        pub augment: Option<String>,
         /// The max-norm constraint on each hidden unit's incoming weights (`train.max_norm`).
         pub max_norm: Option<f64>,
         pub train_images: u64,

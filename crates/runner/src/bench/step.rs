@@ -69,6 +69,11 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
         eval_every: 1,
         jitter: 0,
         max_norm: None,
+        milestones: vec![],
+        gamma: None,
+        crop: 0,
+        flip: false,
+        label_smoothing: 0.0,
     };
     let classes = logits.size()[1] as usize;
     let teacher = logits.to_device(device);

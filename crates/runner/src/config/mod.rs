@@ -150,6 +150,11 @@ pub struct RawTrain {
     pub eval_every: Option<usize>,
     pub jitter: Option<usize>,
     pub max_norm: Option<f64>,
+    pub milestones: Option<Vec<usize>>,
+    pub gamma: Option<f64>,
+    pub crop: Option<usize>,
+    pub flip: Option<bool>,
+    pub label_smoothing: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -160,6 +165,26 @@ pub struct RawKd {
     pub beta: Option<f64>,
     pub soft_loss: Option<String>,
     pub t2_scaling: Option<bool>,
+    pub standardise: Option<bool>,
+    pub dkd: Option<RawDkd>,
+    pub dist: Option<RawDist>,
+}
+
+/// `kd.dkd`: DKD's weights and warm-up, used where `kd.soft_loss` is `dkd`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkd {
+    pub tckd: Option<f64>,
+    pub nckd: Option<f64>,
+    pub warmup: Option<u32>,
+}
+
+/// `kd.dist`: DIST's weights, used where `kd.soft_loss` is `dist`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDist {
+    pub inter: Option<f64>,
+    pub intra: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,10 +282,13 @@ pub enum Schedule {
     /// Cosine decay from `lr` to 0 over all steps.
     Cosine,
     Constant,
+    /// `lr` times `gamma` for each of `train.milestones` passed: from 0-based epoch `m` on
+    /// (PyTorch's `MultiStepLR` stepped once per epoch; RepDistiller's `adjust_learning_rate`).
+    Multistep,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 2] = [Schedule::Cosine, Schedule::Constant];
+    pub const ALL: [Schedule; 3] = [Schedule::Cosine, Schedule::Constant, Schedule::Multistep];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,6 +314,35 @@ pub struct TrainCfg {
     /// linear layer but the output). Left out of the serialised form (and so of every id) unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_norm: Option<f64>,
+    /// `schedule: multistep`'s epochs (0-based epoch numbers, increasing) after which the rate
+    /// is multiplied by `gamma`. Left out of the serialised form when empty (other schedules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<usize>,
+    /// `schedule: multistep`'s factor (0.1 by default); unset for other schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Random crop with zero padding (torchvision's `RandomCrop(H, padding=crop)`): each image is
+    /// padded by this many black pixels on every side and an `H x W` window cut at a random
+    /// offset. 0: none; left out of the serialised form at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop: usize,
+    /// Random horizontal flip of half the images (`RandomHorizontalFlip()`); left out of the
+    /// serialised form when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flip: bool,
+    /// Label smoothing of the hard term (PyTorch's `cross_entropy(label_smoothing=eps)`), for
+    /// this role's every trial: KD students and baselines alike. Left out of the serialised
+    /// form at 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -301,6 +358,42 @@ fn is_one(v: &usize) -> bool {
 }
 
 impl TrainCfg {
+    /// Whether training images are augmented (`jitter`, `crop` or `flip`): a KD student then
+    /// needs the teacher online, on each augmented batch.
+    pub fn augments(&self) -> bool {
+        self.jitter > 0 || self.crop > 0 || self.flip
+    }
+
+    /// The augmentation as records and reports name it (`crop4+flip`), `None` without one.
+    pub fn augment_label(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.jitter > 0).then(|| format!("jitter{}", self.jitter)),
+            (self.crop > 0).then(|| format!("crop{}", self.crop)),
+            self.flip.then(|| "flip".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join("+"))
+    }
+
+    /// The schedule as records name it: `cosine`, `constant`, `multistep 150,180,210 x0.1`.
+    pub fn schedule_label(&self) -> String {
+        let name = enum_name(&self.schedule);
+        match self.schedule {
+            Schedule::Multistep => format!(
+                "{name} {} x{}",
+                self.milestones
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                self.gamma.map_or("?".to_string(), |g| g.to_string())
+            ),
+            _ => name,
+        }
+    }
+
     /// Whether `epoch` (1-based) of this training is evaluated on the val and test splits.
     pub fn evaluates(&self, epoch: u32) -> bool {
         epoch as usize == self.epochs || (epoch as usize).is_multiple_of(self.eval_every.max(1))

@@ -7,8 +7,8 @@ use kd_model_zoo::Role;
 
 use super::device::resolve_device;
 use super::{
-    invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd, RawModel,
-    RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd,
+    RawModel, RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -16,6 +16,9 @@ use super::{
 
 pub const DEFAULT_VAL_SIZE: usize = 5000;
 pub const DEFAULT_TEMPERATURE: f64 = 4.0;
+/// `schedule: multistep`'s factor when `train.gamma` is unset (RepDistiller's and
+/// torchvision's 0.1).
+pub const DEFAULT_GAMMA: f64 = 0.1;
 pub const DEFAULT_ALPHA: f64 = 0.9;
 
 fn default_epochs(role: Role) -> usize {
@@ -119,7 +122,84 @@ impl RawTrain {
                 ));
             }
         }
+        let multistep = schedule == Schedule::Multistep;
+        let milestones = self.milestones.clone().unwrap_or_default();
+        if multistep {
+            if milestones.is_empty() {
+                return Err(invalid(
+                    format!("{key}.milestones"),
+                    "required with schedule: multistep (the 0-based epochs after which lr is \
+                     multiplied by gamma, e.g. [150, 180, 210] for 240 epochs)",
+                ));
+            }
+            if let Some(w) = milestones.windows(2).find(|w| w[0] >= w[1]) {
+                return Err(invalid(
+                    format!("{key}.milestones"),
+                    format!("must increase, got {} then {}", w[0], w[1]),
+                ));
+            }
+            if let Some(m) = milestones.iter().find(|&&m| m == 0 || m >= epochs) {
+                return Err(invalid(
+                    format!("{key}.milestones"),
+                    format!(
+                        "{m} is not between 1 and {} (epochs: {epochs}): it would never decay, \
+                         or decay from the start",
+                        epochs - 1
+                    ),
+                ));
+            }
+        } else {
+            for (name, given) in [
+                ("milestones", self.milestones.is_some()),
+                ("gamma", self.gamma.is_some()),
+            ] {
+                if given {
+                    return Err(invalid(
+                        format!("{key}.{name}"),
+                        format!(
+                            "only with schedule: multistep (the schedule is {})",
+                            enum_name(&schedule)
+                        ),
+                    ));
+                }
+            }
+        }
+        let gamma = match self.gamma {
+            Some(g) if !(g.is_finite() && g > 0.0 && g <= 1.0) => {
+                return Err(invalid(
+                    format!("{key}.gamma"),
+                    format!("must be in (0, 1], got {g}"),
+                ))
+            }
+            Some(g) => Some(g),
+            None => multistep.then_some(DEFAULT_GAMMA),
+        };
+        let crop = self.crop.unwrap_or(0);
+        if crop > 16 {
+            return Err(invalid(
+                format!("{key}.crop"),
+                format!("must be at most 16 pixels of padding (CIFAR recipes use 4), got {crop}"),
+            ));
+        }
+        if crop > 0 && jitter > 0 {
+            return Err(invalid(
+                format!("{key}.crop"),
+                "and train.jitter both shift the images; use one",
+            ));
+        }
+        let label_smoothing = self.label_smoothing.unwrap_or(0.0);
+        if !(label_smoothing.is_finite() && (0.0..1.0).contains(&label_smoothing)) {
+            return Err(invalid(
+                format!("{key}.label_smoothing"),
+                format!("must be in [0, 1) (0.1 is usual), got {label_smoothing}"),
+            ));
+        }
         Ok(TrainCfg {
+            label_smoothing,
+            milestones,
+            gamma,
+            crop,
+            flip: self.flip.unwrap_or(false),
             max_norm,
             jitter,
             eval_every,
@@ -160,12 +240,57 @@ impl RawKd {
             None => SoftLoss::Ce,
             Some(s) => parse_enum("kd.soft_loss".into(), "soft loss", s, SoftLoss::ALL)?,
         };
+        let standardise = self.standardise.unwrap_or(false);
+        if standardise && !soft_loss.objective().tempered() {
+            return Err(invalid(
+                "kd.standardise",
+                format!(
+                    "logit standardisation z-scores logits before the tempered softmax; \
+                     soft_loss {} has none (use ce, kl, dkd or dist)",
+                    soft_loss.as_str()
+                ),
+            ));
+        }
+        let weight = |key: &str, v: Option<f64>, default: f64| match v {
+            Some(w) if !(w.is_finite() && w >= 0.0) => {
+                Err(invalid(key, format!("must be >= 0, got {w}")))
+            }
+            w => Ok(w.unwrap_or(default)),
+        };
+        // Each objective's own keys apply to its cells only, so a grid over soft_loss may set
+        // them once; other forms leave them out of their weights (and ids).
+        let dkd = match (soft_loss, &self.dkd) {
+            (SoftLoss::Dkd, raw) => {
+                let raw = raw.clone().unwrap_or_default();
+                let d = kd_loss::DkdWeights::default();
+                Some(kd_loss::DkdWeights {
+                    tckd: weight("kd.dkd.tckd", raw.tckd, d.tckd)?,
+                    nckd: weight("kd.dkd.nckd", raw.nckd, d.nckd)?,
+                    warmup: raw.warmup.unwrap_or(d.warmup),
+                })
+            }
+            _ => None,
+        };
+        let dist = match (soft_loss, &self.dist) {
+            (SoftLoss::Dist, raw) => {
+                let raw = raw.clone().unwrap_or_default();
+                let d = kd_loss::DistWeights::default();
+                Some(kd_loss::DistWeights {
+                    inter: weight("kd.dist.inter", raw.inter, d.inter)?,
+                    intra: weight("kd.dist.intra", raw.intra, d.intra)?,
+                })
+            }
+            _ => None,
+        };
         Ok(KdWeights {
             temperature,
             alpha,
             beta,
             soft_loss,
             t2_scaling: self.t2_scaling.unwrap_or(true),
+            standardise,
+            dkd,
+            dist,
         })
     }
 }

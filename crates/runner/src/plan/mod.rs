@@ -229,7 +229,7 @@ impl Plan {
         let group_class = assign_groups(groups.len(), &slot_class);
         for (t, &g) in trials.iter_mut().zip(&group_of) {
             t.class = group_class[g];
-            t.exec = exec_of(cfg.pack, &t.student, &classes[t.class], d);
+            t.exec = exec_of(cfg.pack, t, &classes[t.class], d);
             t.id = trial_id(t, d, &classes[t.class]);
         }
         // Pairing: the baseline of the same group (same student, seed and so class).
@@ -372,10 +372,15 @@ pub const CPU_PACK_MAX_FLOPS: usize = 250_000;
 /// Whether a student of `student` trains packed under `pack` on `class`: never a CNN or with
 /// `pack: off`; always with `pack: N`; with `pack: auto` on a GPU always, on a CPU when the
 /// student is small enough for packing to pay ([`CPU_PACK_MAX_FLOPS`]).
-fn exec_of(pack: Pack, student: &StudentCfg, class: &ExecClass, d: &DataPlan) -> Exec {
-    // Jittered students read an online teacher per batch, and the max-norm constraint acts on
-    // `nn::Linear` rows: only the single trainer does either.
-    let alone = student.train.jitter > 0 || student.train.max_norm.is_some();
+fn exec_of(pack: Pack, t: &PlannedTrial, class: &ExecClass, d: &DataPlan) -> Exec {
+    let student = &t.student;
+    // Augmented students read an online teacher per batch, the max-norm constraint acts on
+    // `nn::Linear` rows, label smoothing has no packed hard term, and some objectives (DKD, DIST, standardised logits) have no packed
+    // form: only the single trainer does these.
+    let alone = student.train.augments()
+        || student.train.max_norm.is_some()
+        || student.train.label_smoothing > 0.0
+        || (t.kind == Kind::Kd && !t.weights.packs());
     match (pack, &student.model) {
         _ if alone || pack == Pack::Off || !student.model.packs() => Exec::Single,
         (Pack::Max(_), _) => Exec::Packed,

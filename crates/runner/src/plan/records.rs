@@ -47,7 +47,7 @@ impl Plan {
             r.t2_scaling = Some(w.t2_scaling);
             r.soft_reduction = Some(w.soft_reduction().into());
             r.teacher_mode = Some(
-                if t.student.train.jitter > 0 {
+                if t.student.train.augments() {
                     "online"
                 } else {
                     "cached"
@@ -55,7 +55,13 @@ impl Plan {
                 .into(),
             );
         }
-        r.loss = Some(t.weights.describe(t.kind == Kind::Kd));
+        let mut loss = t.weights.describe(t.kind == Kind::Kd);
+        let eps = t.student.train.label_smoothing;
+        if eps > 0.0 {
+            // The hard term is label-smoothed (`train.label_smoothing`).
+            loss = loss.replace("CE(y, q_1)", &format!("CE(y smoothed by {eps}, q_1)"));
+        }
+        r.loss = Some(loss);
         let d = &self.data;
         if !d.omit_classes.is_empty() || !d.keep_classes.is_empty() {
             let present: Vec<String> = (0..d.classes)
@@ -104,7 +110,7 @@ impl Plan {
             lr: train.lr,
             momentum: train.momentum,
             weight_decay: train.weight_decay,
-            schedule: enum_name(&train.schedule),
+            schedule: train.schedule_label(),
             temperature: None,
             alpha: None,
             beta: None,
@@ -120,6 +126,9 @@ impl Plan {
             transfer_fraction: d.transfer_fraction,
             transfer_classes: None,
             jitter: Some(train.jitter as u32).filter(|&j| j > 0),
+            augment: train
+                .augment_label()
+                .filter(|_| train.crop > 0 || train.flip),
             max_norm: train.max_norm,
             train_images: d.transfer_rows as u64,
             val_images: d.val as u64,

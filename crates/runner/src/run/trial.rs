@@ -23,7 +23,7 @@ pub struct TrialContext {
     teacher_test: Tensor,
     /// Classes with no image in the transfer set (the bias shift raises their logits).
     missing: Vec<usize>,
-    /// Where the teacher's weights are, for students with `train.jitter` (online teacher).
+    /// Where the teacher's weights are, for students with augmented images (online teacher).
     teacher: Option<TeacherFiles>,
     online: std::cell::OnceCell<Result<(nn::VarStore, kd_model_zoo::Net), String>>,
     input: kd_model_zoo::InputShape,
@@ -75,7 +75,7 @@ impl TrialContext {
         }
     }
 
-    /// The teacher's network on this device, loaded once, for students with `train.jitter`.
+    /// The teacher's network on this device, loaded once, for students with augmented images.
     fn online_teacher(&self) -> Result<&kd_model_zoo::Net, String> {
         self.online
             .get_or_init(|| match &self.teacher {
@@ -104,7 +104,7 @@ impl TrialContext {
             Err(e) => return Outcome::failed(format!("student.model.{e}")),
         };
         let kd = trial.kind == Kind::Kd;
-        let online = if kd && trial.student.train.jitter > 0 {
+        let online = if kd && trial.student.train.augments() {
             match self.online_teacher() {
                 Ok(net) => Some(net),
                 Err(e) => return Outcome::failed(e),

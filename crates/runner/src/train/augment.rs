@@ -1,4 +1,7 @@
-//! Data augmentation of a training batch: `train.jitter`'s pixel shifts.
+//! Data augmentation of a training batch: `train.jitter`'s pixel shifts, and `train.crop` /
+//! `train.flip` (the CIFAR recipe: `RandomCrop(32, padding=4)` and `RandomHorizontalFlip()`).
+//! Every draw is a function of (seed, epoch, batch) alone, so a KD trial and its baseline see
+//! the same images; each is one `gather` on the batch's device.
 
 use kd_data::SplitMix64;
 use tch::Tensor;
@@ -44,6 +47,59 @@ pub fn jitter(x: &Tensor, n: usize, seed: u64, epoch: u32, batch: usize, fill: f
         .view([b, c, h, w])
 }
 
+/// `x` (`[B, C, H, W]`) padded by `pad` pixels of `fill` (`[1, C, 1, 1]`: each channel's
+/// standardised black) on every side, an `H x W` window cut at a random offset in
+/// `0..=2 * pad` each way, and with `flip` each image mirrored left-right with probability
+/// 1/2. As torchvision's `RandomCrop(H, padding=pad)` then `RandomHorizontalFlip()` on the
+/// unnormalised image, since normalising maps black to `fill`.
+pub fn crop_flip(
+    x: &Tensor,
+    pad: usize,
+    flip: bool,
+    fill: &Tensor,
+    seed: u64,
+    epoch: u32,
+    batch: usize,
+) -> Tensor {
+    if pad == 0 && !flip {
+        return x.shallow_clone();
+    }
+    let size = x.size();
+    let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
+    let p = pad as i64;
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let padded = if p > 0 {
+        ((x - fill).constant_pad_nd([p, p, p, p]) + fill).view([b, c, hp * wp])
+    } else {
+        x.view([b, c, hp * wp])
+    };
+    // A stream of its own ("cropflip"), apart from jitter's.
+    let mut rng = SplitMix64::new(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ ((epoch as u64) << 40)
+            ^ (batch as u64)
+            ^ 0x6372_6f70_666c_6970,
+    );
+    let mut idx = Vec::with_capacity((b * h * w) as usize);
+    for _ in 0..b {
+        let dy = rng.below(2 * p as u64 + 1) as i64;
+        let dx = rng.below(2 * p as u64 + 1) as i64;
+        let mirror = flip && rng.below(2) == 1;
+        for i in 0..h {
+            for j in 0..w {
+                let col = if mirror { w - 1 - j } else { j };
+                idx.push((i + dy) * wp + col + dx);
+            }
+        }
+    }
+    let idx = Tensor::from_slice(&idx)
+        .to_device(x.device())
+        .view([b, 1, h * w]);
+    padded
+        .gather(2, &idx.expand([b, c, h * w], false), false)
+        .view([b, c, h, w])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +133,61 @@ mod tests {
         let edge = Tensor::full([16, 1, 5, 5], 3.0, (Kind::Float, tch::Device::Cpu));
         let e = jitter(&edge, 1, 0, 1, 0, -9.0);
         assert!(e.eq(-9.0).sum(Kind::Int64).int64_value(&[]) > 0);
+    }
+
+    #[test]
+    fn crop_and_flip_are_windows_of_the_padded_image_as_torchvision_cuts_them() {
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        // 64 two-channel 4x5 images with distinct pixels; channel 1 is black at -2.
+        let x = Tensor::arange(64 * 2 * 20, cpu).view([64, 2, 4, 5]);
+        let fill = Tensor::from_slice(&[-1.0f32, -2.0]).view([1, 2, 1, 1]);
+        assert!(crop_flip(&x, 0, false, &fill, 1, 1, 0).equal(&x));
+        let out = crop_flip(&x, 2, true, &fill, 7, 3, 5);
+        assert_eq!(out.size(), [64, 2, 4, 5]);
+        assert!(
+            out.equal(&crop_flip(&x, 2, true, &fill, 7, 3, 5)),
+            "a function of its draws"
+        );
+        assert!(
+            !out.equal(&crop_flip(&x, 2, true, &fill, 7, 3, 6)),
+            "another batch, other draws"
+        );
+        // Every output image is one of the (2p+1)^2 windows of the padded image, mirrored or
+        // not, the same window for both channels: torchvision's
+        //   F.pad(img, 2, fill=black)[:, dy:dy+4, dx:dx+5], then .flip(-1) or not.
+        let (mut flipped, mut shifted) = (0, 0);
+        for i in 0..64 {
+            let img = x.get(i);
+            let pad = Tensor::cat(
+                &[
+                    (img.narrow(0, 0, 1) + 1.0).constant_pad_nd([2, 2, 2, 2]) - 1.0,
+                    (img.narrow(0, 1, 1) + 2.0).constant_pad_nd([2, 2, 2, 2]) - 2.0,
+                ],
+                0,
+            );
+            let got = out.get(i);
+            let mut found = None;
+            for dy in 0..5 {
+                for dx in 0..5 {
+                    let win = pad.narrow(1, dy, 4).narrow(2, dx, 5);
+                    for m in [false, true] {
+                        let w = if m {
+                            win.flip([2])
+                        } else {
+                            win.shallow_clone()
+                        };
+                        if w.equal(&got) {
+                            found = Some((dy, dx, m));
+                        }
+                    }
+                }
+            }
+            let (dy, dx, m) = found.unwrap_or_else(|| panic!("image {i} is no window"));
+            flipped += i32::from(m);
+            shifted += i32::from((dy, dx) != (2, 2));
+        }
+        // Half the images flip, most move (1/25 of them stay put): loose bounds on 64 draws.
+        assert!((16..=48).contains(&flipped), "{flipped} of 64 flipped");
+        assert!(shifted >= 48, "{shifted} of 64 moved");
     }
 }

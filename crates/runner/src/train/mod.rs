@@ -3,7 +3,7 @@
 //!
 //! - [`driver`]: the one epoch protocol (order, schedule, sums, divergence, records, outcome);
 //! - [`single`]: one student alone, any family; [`packed`]: K MLP students as one model;
-//! - [`optim`]: the optimisers; [`eval`]: scoring at T = 1; [`augment`]: `train.jitter`;
+//! - [`optim`]: the optimisers; [`eval`]: scoring at T = 1; [`augment`]: `train.jitter`, `crop`, `flip`;
 //! - [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift).
 
 use kd_data::SplitMix64;
@@ -38,7 +38,7 @@ pub struct TrainData<'a> {
     /// Teacher logits for every training image (the transfer set), `[n_train, classes]`.
     pub soft_targets: Option<&'a Tensor>,
     /// The teacher itself, run on each (augmented) batch instead of reading `soft_targets`:
-    /// used when `train.jitter` shifts the student's images (online teacher).
+    /// used when `train.jitter`/`crop`/`flip` augment the student's images (online teacher).
     pub online_teacher: Option<&'a Net>,
     /// What the finished student is measured against (fidelity, bias shift); none for the
     /// teacher.
@@ -94,10 +94,16 @@ impl Outcome {
     }
 }
 
-/// Learning rate at `step` of `total` steps.
+/// Learning rate at `step` of `total` steps (`cfg.epochs` epochs of equal length).
 pub fn lr_at(cfg: &TrainCfg, step: usize, total: usize) -> f64 {
     match cfg.schedule {
         Schedule::Constant => cfg.lr,
+        Schedule::Multistep => {
+            // The 0-based epoch of this step; the rate is decayed from each milestone epoch on.
+            let epoch = step * cfg.epochs / total.max(1);
+            let passed = cfg.milestones.iter().filter(|&&m| m <= epoch).count();
+            cfg.lr * cfg.gamma.unwrap_or(1.0).powi(passed as i32)
+        }
         Schedule::Cosine => {
             let frac = step as f64 / total.max(1) as f64;
             0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * frac).cos())
@@ -182,6 +188,11 @@ mod tests {
             eval_every: 1,
             jitter: 0,
             max_norm: None,
+            milestones: vec![],
+            gamma: None,
+            crop: 0,
+            flip: false,
+            label_smoothing: 0.0,
         }
     }
 
@@ -192,6 +203,25 @@ mod tests {
         assert!((lr_at(&c, 50, 100) - 0.05).abs() < 1e-12);
         assert!(lr_at(&c, 100, 100).abs() < 1e-12);
         assert_eq!(lr_at(&cfg(Schedule::Constant), 77, 100), 0.1);
+    }
+
+    #[test]
+    fn multistep_decays_from_each_milestone_epoch_on_as_pytorch_does() {
+        // PyTorch, stepped once per epoch after training it:
+        //   opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+        //   s = torch.optim.lr_scheduler.MultiStepLR(opt, [3, 5], 0.1)
+        //   for e in range(7): print(e, opt.param_groups[0]["lr"]); s.step()
+        // -> 0.05 0.05 0.05 0.005 0.005 0.0005 0.0005 (to float rounding)
+        let mut c = cfg(Schedule::Multistep);
+        (c.epochs, c.lr, c.milestones, c.gamma) = (7, 0.05, vec![3, 5], Some(0.1));
+        let steps = 4; // per epoch
+        let want = [0.05, 0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005];
+        for (e, w) in want.iter().enumerate() {
+            for s in 0..steps {
+                let lr = lr_at(&c, e * steps + s, 7 * steps);
+                assert!((lr - w).abs() < 1e-15, "epoch {e} step {s}: {lr}");
+            }
+        }
     }
 
     #[test]

@@ -325,6 +325,11 @@ mod tests {
             eval_every: 1,
             jitter: 0,
             max_norm: None,
+            milestones: vec![],
+            gamma: None,
+            crop: 0,
+            flip: false,
+            label_smoothing: 0.0,
         }
     }
 

@@ -1,13 +1,13 @@
-//! One student alone, any model family: libtorch's optimiser over its variables, `train.jitter`'s
-//! shifted images, soft targets read from the cached teacher logits or computed by the teacher
-//! itself on each shifted batch (online teacher).
+//! One student alone, any model family: libtorch's optimiser over its variables, the
+//! augmentations (`train.jitter`, `crop`, `flip`), soft targets read from the cached teacher
+//! logits or computed by the teacher itself on each augmented batch (online teacher).
 
 use kd_loss::KdWeights;
 use kd_model_zoo::Net;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::augment::jitter;
+use super::augment::{crop_flip, jitter};
 use super::driver::{Batch, Learner, StepLoss};
 use super::eval::{predict, weights_finite};
 use super::optim::build_optimizer;
@@ -26,6 +26,8 @@ pub(crate) struct Single<'a> {
     data: &'a TrainData<'a>,
     /// The standardised black pixel: what a shifted image's uncovered border shows.
     fill: f64,
+    /// Per channel (`[1, C, 1, 1]`), the standardised black pixel of `train.crop`'s padding.
+    black: Tensor,
 }
 
 impl<'a> Single<'a> {
@@ -37,12 +39,12 @@ impl<'a> Single<'a> {
         seed: u64,
         data: &'a TrainData<'a>,
     ) -> Result<Single<'a>, TrainError> {
-        if cfg.jitter > 0 && data.soft_targets.is_some() && data.online_teacher.is_none() {
-            // Cached logits are the teacher's on the unshifted images: never soft targets for
-            // shifted ones.
+        if cfg.augments() && data.soft_targets.is_some() && data.online_teacher.is_none() {
+            // Cached logits are the teacher's on the unaugmented images: never soft targets for
+            // augmented ones.
             return Err(TrainError::Spec(
-                "train.jitter: a KD student with shifted images needs the teacher itself \
-                 (online teacher), not its cached logits"
+                "train.jitter/crop/flip: a KD student with augmented images needs the teacher \
+                 itself (online teacher), not its cached logits"
                     .into(),
             ));
         }
@@ -51,7 +53,15 @@ impl<'a> Single<'a> {
         } else {
             0.0
         };
+        // Each channel's standardised black pixel (the darkest training value of the channel),
+        // what a cropped image's padding shows.
+        let black = if cfg.crop > 0 && !data.train.is_empty() {
+            data.train.x.amin([0, 2, 3], true)
+        } else {
+            Tensor::zeros([1], (tch::Kind::Float, data.train.x.device()))
+        };
         Ok(Single {
+            black,
             net,
             vs,
             opt: build_optimizer(vs, cfg)?,
@@ -70,6 +80,8 @@ impl Learner for Single<'_> {
         let train = self.data.train;
         let x = train.x.index_select(0, &idx);
         let x = jitter(&x, self.cfg.jitter, self.seed, b.epoch, b.index, self.fill);
+        let (crop, flip) = (self.cfg.crop, self.cfg.flip);
+        let x = crop_flip(&x, crop, flip, &self.black, self.seed, b.epoch, b.index);
         let y = train.y.index_select(0, &idx);
         self.opt.set_lr(b.lr);
         let logits = self.net.forward_t(&x, true);
@@ -79,11 +91,13 @@ impl Learner for Single<'_> {
                     Some(t) => tch::no_grad(|| t.forward_t(&x, false)),
                     None => teacher.index_select(0, &idx),
                 };
-                let l = kd_loss::distillation_loss(&logits, &t, &y, self.weights)?;
+                let w = self.weights.at_epoch(b.epoch);
+                let eps = self.cfg.label_smoothing;
+                let l = kd_loss::distillation_loss_smoothed(&logits, &t, &y, &w, eps)?;
                 (l.total, Some(l.soft), l.hard)
             }
             None => {
-                let h = kd_loss::hard_cross_entropy(&logits, &y)?;
+                let h = kd_loss::smoothed_cross_entropy(&logits, &y, self.cfg.label_smoothing)?;
                 (h.shallow_clone(), None, h)
             }
         };
