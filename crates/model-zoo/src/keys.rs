@@ -224,7 +224,11 @@ mod tests {
                 "init",
                 "channels",
                 "kernel",
-                "fc"
+                "fc",
+                "depth",
+                "widths",
+                "widen",
+                "layers"
             ]
         );
     }
@@ -271,7 +275,7 @@ mod tests {
         );
         assert_eq!(
             err("{arch: vit}"),
-            "arch: unknown architecture `vit` (known: mlp, cnn)"
+            "arch: unknown architecture `vit` (known: mlp, cnn, resnet, wrn, vgg)"
         );
         assert_eq!(
             err("{kernel: 3}"),

@@ -8,8 +8,12 @@
 mod keys;
 mod packed;
 
+mod cifar;
+mod weights;
+
 pub use keys::{check_key, model_keys, Role, DEFAULT_ARCH};
 pub use packed::PackedMlp;
+pub use weights::load_weights;
 
 use keys::{Reader, ReaderOf};
 
@@ -191,6 +195,9 @@ macro_rules! families {
 families! {
     "mlp" => Mlp(mlp::MlpSpec),
     "cnn" => Cnn(cnn::CnnSpec),
+    "resnet" => ResNet(resnet::ResNetSpec),
+    "wrn" => Wrn(wrn::WrnSpec),
+    "vgg" => Vgg(vgg::VggSpec),
 }
 
 pub(crate) fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {

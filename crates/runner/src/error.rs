@@ -31,13 +31,13 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: cannot load the teacher checkpoint: {source}. It must be a tch VarStore saved for {expected}")]
+    #[error("{file}: cannot load the teacher checkpoint: {reason}. It must hold the weights of {expected}: a tch VarStore (.ot) or a PyTorch state_dict as safetensors (tools/pth_to_safetensors.py converts a .pth)")]
     CheckpointLoad {
         file: PathBuf,
         /// What the config says the teacher is.
         expected: String,
-        #[source]
-        source: tch::TchError,
+        /// What is wrong, naming the tensor where one is.
+        reason: String,
     },
     #[error("{file}: {source}")]
     Io {

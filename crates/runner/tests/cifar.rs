@@ -96,3 +96,100 @@ fn the_binary_layout_reads_the_same_images_and_a_missing_folder_says_how_to_get_
     assert!(err.contains("none/data_batch_1: not found"), "{err}");
     assert!(err.contains("kd download cifar10"), "{err}");
 }
+
+#[test]
+fn a_resnet_teacher_and_student_train_on_cifar_with_batchnorm() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-100-binary");
+    cifar_bin::testing::write_bin_set(&cifar_bin::CIFAR100, &bin, 300, 100);
+    let config = format!(
+        "name: resnet-smoke\ndataset: {{name: cifar100, dir: {}, val_size: 100}}\ndevice: cpu\n\
+         threads: 1\nseeds: [0]\n\
+         teacher: {{model: {{arch: resnet, depth: 8, widths: [8, 8, 16, 32]}}, \
+                    train: {{epochs: 1, batch_size: 64, lr: 0.05, weight_decay: 5e-4}}}}\n\
+         student: {{model: {{arch: resnet, depth: 8}}, \
+                    train: {{epochs: 1, batch_size: 64, lr: 0.05, weight_decay: 5e-4, crop: 4, flip: true}}}}\n\
+         kd: {{soft_loss: dkd, alpha: 1, beta: 1, dkd: {{warmup: 1}}}}\nbaseline: true\n",
+        dir.path().display()
+    );
+    let (o, out) = sweep(dir.path(), &config, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = records(&out);
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(
+            r.status,
+            kd_report::Status::Ok,
+            "{}: {:?}",
+            r.trial_id,
+            r.message
+        );
+        assert_eq!(r.arch, "resnet");
+        assert!(r.test_acc.is_some());
+    }
+    let kd = rows.iter().find(|r| r.kind == kd_report::Kind::Kd).unwrap();
+    assert_eq!((kd.hidden.as_str(), kd.params), ("resnet8", 83_892));
+    let teacher = rows
+        .iter()
+        .find(|r| r.kind == kd_report::Kind::Teacher)
+        .unwrap();
+    assert_eq!(teacher.hidden, "resnet8-8-8-16-32");
+}
+
+#[test]
+fn a_pytorch_teacher_checkpoint_is_used_and_a_wrong_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-100-binary");
+    cifar_bin::testing::write_bin_set(&cifar_bin::CIFAR100, &bin, 200, 50);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let pth = dir.path().join("teacher.pth");
+    let script = format!(
+        "import sys, torch\nsys.path.insert(0, {:?})\nimport cifar_zoo\ntorch.manual_seed(0)\n\
+         m = cifar_zoo.ResNet(8, [8, 8, 16, 32], num_classes=100)\n\
+         torch.save({{'model': m.state_dict(), 'epoch': 240}}, {:?})",
+        root.join("crates/model-zoo/tests/reference")
+            .display()
+            .to_string(),
+        pth.display().to_string()
+    );
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let safe = dir.path().join("teacher.safetensors");
+    let o = std::process::Command::new(python())
+        .arg(root.join("tools/pth_to_safetensors.py"))
+        .args([&pth, &safe])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = |widths: &str| {
+        format!(
+            "name: ckpt\ndataset: {{name: cifar100, dir: {}, val_size: 50}}\ndevice: cpu\n\
+             threads: 1\nseeds: [0]\nbaseline: false\n\
+             teacher: {{checkpoint: {}, model: {{arch: resnet, depth: 8, widths: {widths}}}}}\n\
+             student: {{model: {{arch: mlp, hidden: [16]}}, train: {{epochs: 1}}}}\n",
+            bin.display(),
+            safe.display()
+        )
+    };
+    let (o, out) = sweep(dir.path(), &config("[8, 8, 16, 32]"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("teacher: loaded"), "{}", stderr(&o));
+    let rows = records(&out);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.status == kd_report::Status::Ok));
+
+    let (o, _) = sweep(dir.path(), &config("[8, 8, 16, 64]"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("teacher.safetensors: cannot load the teacher checkpoint: tensor `"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`fc.weight` has shape [100, 32], the model's is [100, 64]"),
+        "{err}"
+    );
+}

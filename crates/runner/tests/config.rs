@@ -150,9 +150,9 @@ fn unknown_top_level_key_names_key_and_line() {
 
 #[test]
 fn unknown_nested_key_names_its_path() {
-    let e = err("name: x\nteacher:\n  model:\n    arch: mlp\n    widths: [3]\n");
+    let e = err("name: x\nteacher:\n  model:\n    arch: mlp\n    widthz: [3]\n");
     assert!(e.contains("teacher.model"), "{e}");
-    assert!(e.contains("unknown field `widths`"), "{e}");
+    assert!(e.contains("unknown field `widthz`"), "{e}");
     assert!(e.contains("line 5"), "{e}");
 }
 
@@ -271,8 +271,8 @@ fn bad_values_name_their_key() {
             "teacher.model.channels: must not be empty",
         ),
         (
-            "teacher: {model: {arch: resnet}}",
-            "teacher.model.arch: unknown architecture `resnet`",
+            "teacher: {model: {arch: vit}}",
+            "teacher.model.arch: unknown architecture `vit`",
         ),
         (
             "dataset: {name: cifar}",

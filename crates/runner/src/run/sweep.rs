@@ -166,7 +166,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         .map(|s| format!("{} ({})", s.device, s.class.describe()))
         .collect();
     progress.note(&format!(
-        "{}: {} in {} ({} train / {} val / {} test images, {}x{}, fingerprint {}), libtorch {}, \
+        "{}: {} in {} ({} train / {} val / {} test images, {}{}x{}, fingerprint {}), libtorch {}, \
          teacher on {} ({}), students on {}",
         plan.name,
         d.name.as_str(),
@@ -174,6 +174,12 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         d.train,
         d.val,
         d.test,
+        // Colour images say their channels (3x32x32); grey ones read as before (28x28).
+        if d.input.channels > 1 {
+            format!("{}x", d.input.channels)
+        } else {
+            String::new()
+        },
         d.input.height,
         d.input.width,
         d.fingerprint,

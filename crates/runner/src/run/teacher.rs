@@ -378,7 +378,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
             })
         };
     let (outcome, weights_file) = if let Some(ckpt) = &t.cfg.checkpoint {
-        vs.load(ckpt).map_err(|source| RunError::CheckpointLoad {
+        kd_model_zoo::load_weights(&mut vs, ckpt).map_err(|reason| RunError::CheckpointLoad {
             file: ckpt.clone(),
             expected: format!(
                 "teacher.model = {} {} on {}x{} inputs",
@@ -387,7 +387,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
                 input.height,
                 input.width
             ),
-            source,
+            reason,
         })?;
         progress.note(&format!("teacher: loaded {}", ckpt.display()));
         (None, ckpt.clone())
