@@ -88,24 +88,30 @@ pub fn download(remote: &Remote, dir: &Path) -> Result<Vec<PathBuf>> {
             out.push(dest);
             continue;
         }
-        let mut last_err = None;
-        for mirror in &remote.mirrors {
-            let url = format!("{}{name}", mirror);
-            match fetch_checked(&url, &dest, md5) {
-                Ok(()) => {
-                    last_err = None;
-                    break;
-                }
-                Err(e @ DataError::Checksum { .. }) => return Err(e),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        if let Some(e) = last_err {
-            return Err(e);
-        }
+        fetch_from_mirrors(&remote.mirrors, name, &dest, md5)?;
         out.push(dest);
     }
     Ok(out)
+}
+
+/// Fetch `name` from the first of `mirrors` that serves it into `dest`, MD5-checked. A checksum
+/// mismatch stops at once (the file is wrong, not the mirror); otherwise the last mirror's error.
+fn fetch_from_mirrors(mirrors: &[String], name: &str, dest: &Path, md5: &str) -> Result<()> {
+    let mut last_err = None;
+    for mirror in mirrors {
+        match fetch_checked(&format!("{mirror}{name}"), dest, md5) {
+            Ok(()) => return Ok(()),
+            Err(e @ DataError::Checksum { .. }) => return Err(e),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Err(DataError::Download {
+            url: name.to_string(),
+            reason: "no mirror to fetch it from".into(),
+        }),
+    }
 }
 
 fn fetch_checked(url: &str, dest: &Path, md5: &str) -> Result<()> {

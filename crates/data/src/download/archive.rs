@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::fetch_checked;
+use super::fetch_from_mirrors;
 use crate::{DataError, DatasetName, Result};
 
 /// One published archive: mirrors tried in order, its file name and MD5, and the folder it
@@ -58,20 +58,7 @@ pub fn download_archive(archive: &Archive, dir: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tarball = dir.join(&archive.file);
-    let mut last_err = None;
-    for mirror in &archive.mirrors {
-        match fetch_checked(&format!("{mirror}{}", archive.file), &tarball, &archive.md5) {
-            Ok(()) => {
-                last_err = None;
-                break;
-            }
-            Err(e @ DataError::Checksum { .. }) => return Err(e),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    if let Some(e) = last_err {
-        return Err(e);
-    }
+    fetch_from_mirrors(&archive.mirrors, &archive.file, &tarball, &archive.md5)?;
     let unpacked = unpack(&tarball, dir, &archive.folder);
     let _ = std::fs::remove_file(&tarball);
     unpacked?;

@@ -67,26 +67,39 @@ impl Format for CifarBin {
     }
 
     fn read(&self, dir: &Path, hint: &str) -> Result<Images> {
-        let read = read_all(dir, self.files, self.name, hint)?;
-        let mut splits = [Split::default(), Split::default()];
-        for (i, (path, bytes)) in read.iter().enumerate() {
-            let split = &mut splits[usize::from(i >= self.train_files)];
-            self.parse(bytes, split).map_err(|reason| DataError::Corrupt {
-                format: self.name,
-                file: path.clone(),
-                reason,
-                hint: hint.to_string(),
-            })?;
-        }
-        let [train, test] = splits;
-        Ok(Images {
-            channels: 3,
-            height: 32,
-            width: 32,
-            train,
-            test,
-        })
+        let files = (self.name, self.files, self.train_files);
+        read_cifar(dir, files, hint, |bytes, split| self.parse(bytes, split))
     }
+}
+
+/// Read a CIFAR folder of either layout: `files` is (the format's name, its training then test
+/// files, how many are training files); `parse` appends one file's images and labels to a split.
+/// Errors name the file.
+pub(super) fn read_cifar(
+    dir: &Path,
+    (name, files, train_files): (&'static str, &[&str], usize),
+    hint: &str,
+    parse: impl Fn(&[u8], &mut Split) -> std::result::Result<(), String>,
+) -> Result<Images> {
+    let read = read_all(dir, files, name, hint)?;
+    let mut splits = [Split::default(), Split::default()];
+    for (i, (path, bytes)) in read.iter().enumerate() {
+        let split = &mut splits[usize::from(i >= train_files)];
+        parse(bytes, split).map_err(|reason| DataError::Corrupt {
+            format: name,
+            file: path.clone(),
+            reason,
+            hint: hint.to_string(),
+        })?;
+    }
+    let [train, test] = splits;
+    Ok(Images {
+        channels: 3,
+        height: 32,
+        width: 32,
+        train,
+        test,
+    })
 }
 
 impl CifarBin {

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use serde_pickle::{HashableValue, Value};
 
-use super::cifar_bin::PIXELS;
-use super::{read_all, Format, Images};
-use crate::{DataError, Result, Split};
+use super::cifar_bin::{read_cifar, PIXELS};
+use super::{Format, Images};
+use crate::{Result, Split};
 
 /// One python-layout CIFAR distribution.
 #[derive(Debug)]
@@ -69,25 +69,8 @@ impl Format for CifarPy {
     }
 
     fn read(&self, dir: &Path, hint: &str) -> Result<Images> {
-        let read = read_all(dir, self.files, self.name, hint)?;
-        let mut splits = [Split::default(), Split::default()];
-        for (i, (path, bytes)) in read.iter().enumerate() {
-            let split = &mut splits[usize::from(i >= self.train_files)];
-            self.parse(bytes, split).map_err(|reason| DataError::Corrupt {
-                format: self.name,
-                file: path.clone(),
-                reason,
-                hint: hint.to_string(),
-            })?;
-        }
-        let [train, test] = splits;
-        Ok(Images {
-            channels: 3,
-            height: 32,
-            width: 32,
-            train,
-            test,
-        })
+        let files = (self.name, self.files, self.train_files);
+        read_cifar(dir, files, hint, |bytes, split| self.parse(bytes, split))
     }
 }
 
