@@ -228,7 +228,12 @@ mod tests {
                 "depth",
                 "widths",
                 "widen",
-                "layers"
+                "layers",
+                "expand",
+                "width",
+                "blocks",
+                "groups",
+                "size"
             ]
         );
     }
@@ -275,7 +280,8 @@ mod tests {
         );
         assert_eq!(
             err("{arch: vit}"),
-            "arch: unknown architecture `vit` (known: mlp, cnn, resnet, wrn, vgg)"
+            "arch: unknown architecture `vit` (known: mlp, cnn, resnet, wrn, vgg, mobilenetv2, shufflev1, \
+             shufflev2)"
         );
         assert_eq!(
             err("{kernel: 3}"),

@@ -9,10 +9,12 @@ mod keys;
 mod packed;
 
 mod cifar;
+mod scripted;
 mod weights;
 
 pub use keys::{check_key, model_keys, Role, DEFAULT_ARCH};
 pub use packed::PackedMlp;
+pub use scripted::Scripted;
 pub use weights::load_weights;
 
 use keys::{Reader, ReaderOf};
@@ -198,6 +200,9 @@ families! {
     "resnet" => ResNet(resnet::ResNetSpec),
     "wrn" => Wrn(wrn::WrnSpec),
     "vgg" => Vgg(vgg::VggSpec),
+    "mobilenetv2" => MobileNetV2(mobilenetv2::MobileNetV2Spec),
+    "shufflev1" => ShuffleV1(shufflev1::ShuffleV1Spec),
+    "shufflev2" => ShuffleV2(shufflev2::ShuffleV2Spec),
 }
 
 pub(crate) fn check_prob(key: &'static str, p: f64) -> Result<(), ModelError> {

@@ -1,5 +1,6 @@
-//! The CIFAR zoo (ResNets, wide ResNets, VGGs with BN) against our PyTorch transcription of
-//! RepDistiller's `models/resnet.py`, `wrn.py` and `vgg.py`
+//! The CIFAR zoo (ResNets, wide ResNets, VGGs with BN, MobileNetV2, ShuffleNet V1 and V2) against
+//! our PyTorch transcription of RepDistiller's `models/resnet.py`, `wrn.py`, `vgg.py`,
+//! `mobilenetv2.py`, `ShuffleNetv1.py` and `ShuffleNetv2.py`
 //! (`tests/reference/cifar_zoo.py`, run with the venv's torch): parameter counts for CIFAR-100
 //! heads, and eval-mode logits for the same weights (BN running statistics included) to 1e-5
 //! (relative to the logits' largest magnitude, at least 1).
@@ -17,7 +18,7 @@ const CIFAR: InputShape = InputShape {
 };
 
 /// `python cifar_zoo.py counts`: the reference's `sum(p.numel() for p in model.parameters())`.
-const COUNTS: [(&str, usize); 18] = [
+const COUNTS: [(&str, usize); 23] = [
     ("resnet8", 83_892),
     ("resnet14", 181_108),
     ("resnet20", 278_324),
@@ -36,6 +37,11 @@ const COUNTS: [(&str, usize); 18] = [
     ("vgg13", 9_462_180),
     ("vgg16", 14_774_436),
     ("vgg19", 20_086_692),
+    ("MobileNetV2", 812_836),
+    ("mobilenetv2_T6_w1", 2_353_060),
+    ("ShuffleV1", 949_258),
+    ("ShuffleV2", 1_355_528),
+    ("ShuffleV2_0.5", 443_716),
 ];
 
 /// The zoo's spec of a reference model, through the config keys a user writes.
@@ -51,11 +57,17 @@ fn spec(name: &str) -> ModelSpec {
     } else if let Some(rest) = name.strip_prefix("wrn_") {
         let (d, k) = rest.split_once('_').unwrap();
         format!("{{arch: wrn, depth: {d}, widen: {k}}}")
+    } else if let Some(depth) = name.strip_prefix("vgg") {
+        format!("{{arch: vgg, depth: {depth}}}")
     } else {
-        format!(
-            "{{arch: vgg, depth: {}}}",
-            name.strip_prefix("vgg").unwrap()
-        )
+        match name {
+            "MobileNetV2" => "{arch: mobilenetv2}".into(),
+            "mobilenetv2_T6_w1" => "{arch: mobilenetv2, expand: 6, width: 1.0}".into(),
+            "ShuffleV1" => "{arch: shufflev1}".into(),
+            "ShuffleV2" => "{arch: shufflev2}".into(),
+            "ShuffleV2_0.5" => "{arch: shufflev2, size: 0.5}".into(),
+            _ => panic!("no spec for {name}"),
+        }
     };
     let map: serde_yaml::Mapping = serde_yaml::from_str(&yaml).unwrap();
     ModelSpec::from_config(&map, Role::Student).unwrap()
@@ -94,6 +106,9 @@ fn the_same_weights_give_the_transcriptions_logits() {
         "wrn_40_2",
         "vgg8",
         "vgg13",
+        "MobileNetV2",
+        "ShuffleV1",
+        "ShuffleV2",
     ] {
         tch::manual_seed(3);
         let m = spec(name);
@@ -179,6 +194,67 @@ fn bad_depths_and_widths_name_the_key() {
     });
     let e = m.validate(CIFAR).unwrap_err().to_string();
     assert!(e.contains("widths") && e.contains("4 widths"), "{e}");
+
+    let read = |yaml: &str| {
+        let map: serde_yaml::Mapping = serde_yaml::from_str(yaml).unwrap();
+        ModelSpec::from_config(&map, Role::Student)
+    };
+    let e = read("{arch: shufflev2, size: 0.7}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("size: must be 0.2, 0.3, 0.5, 1, 1.5 or 2"),
+        "{e}"
+    );
+    let e = read("{arch: shufflev2, widths: [116, 233, 464, 1024], blocks: [3, 7, 3]}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("widths[1]: must be even"), "{e}");
+    let e = read("{arch: shufflev2, widths: [116, 232, 464, 1024]}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("blocks: give widths and blocks together"),
+        "{e}"
+    );
+    let e = read("{arch: shufflev1, widths: [240, 482, 960]}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("widths: a block from") && e.contains("3 groups"),
+        "{e}"
+    );
+    let e = read("{arch: mobilenetv2, width: 0.01}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("width: must leave every stage a channel"),
+        "{e}"
+    );
+    let mnist = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let e = read("{arch: mobilenetv2}")
+        .unwrap()
+        .validate(mnist)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiple of 32") && e.contains("28x28"), "{e}");
+    // 28 pixels end in a 4x4 map as 32 do: the ShuffleNets take Fashion-MNIST.
+    read("{arch: shufflev2}").unwrap().validate(mnist).unwrap();
+    let tiny = InputShape {
+        channels: 3,
+        height: 16,
+        width: 16,
+    };
+    let e = read("{arch: shufflev1}")
+        .unwrap()
+        .validate(tiny)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("avg_pool2d(4)") && e.contains("16x16"), "{e}");
 }
 
 #[test]
@@ -226,6 +302,61 @@ fn initialisation_is_the_references() {
                 .double_value(&[]);
             assert!((w / 0.01 - 1.0).abs() < 0.05, "vgg classifier std {w}");
         }
+    }
+}
+
+/// MobileNetV2 as the reference initialises it (`normal_(0, sqrt(2 / (k * k * out)))` for every
+/// conv, depthwise included; classifier `normal_(0, 0.01)`, zero bias); the ShuffleNets with
+/// PyTorch's defaults, which the reference leaves alone (`|w| <= 1 / sqrt(in / groups * k * k)`,
+/// filled to the bound; `nn.Linear`'s default classifier with a non-zero bias).
+#[test]
+fn the_mobile_nets_start_as_the_references() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = spec("MobileNetV2").build(&vs.root(), CIFAR, 100).unwrap();
+    let vars = vs.variables();
+    let mut checked = 0;
+    for (var, t) in &vars {
+        let size = t.size();
+        if size.len() == 4 && t.numel() >= 4096 {
+            let want = (2.0 / (size[0] * size[2] * size[3]) as f64).sqrt();
+            let got = t.std(true).double_value(&[]);
+            assert!(
+                (got / want - 1.0).abs() < 0.06,
+                "{var}: std {got}, want {want}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} convs checked");
+    let w = vars["classifier.0.weight"].std(true).double_value(&[]);
+    assert!((w / 0.01 - 1.0).abs() < 0.05, "classifier std {w}");
+    assert_eq!(vars["classifier.0.bias"].abs().max().double_value(&[]), 0.0);
+
+    for name in ["ShuffleV1", "ShuffleV2"] {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = spec(name).build(&vs.root(), CIFAR, 100).unwrap();
+        let mut checked = 0;
+        for (var, t) in vs.variables() {
+            let size = t.size();
+            if size.len() == 4 {
+                let fan_in = (size[1] * size[2] * size[3]) as f64;
+                let bound = 1.0 / fan_in.sqrt();
+                let max = t.abs().max().double_value(&[]);
+                assert!(max <= bound, "{name} {var}: |w| {max} > {bound}");
+                if t.numel() >= 2000 {
+                    assert!(max > 0.98 * bound, "{name} {var}: |w| {max} << {bound}");
+                    checked += 1;
+                }
+            }
+            if var.contains("bn") && var.ends_with(".weight") {
+                assert_eq!(t.eq(1.0).all().int64_value(&[]), 1, "{name} {var}");
+            }
+        }
+        assert!(checked > 10, "{name}: {checked} convs checked");
+        let b = vs.variables()["linear.bias"].abs().max().double_value(&[]);
+        assert!(b > 0.0, "{name}: nn.Linear's default bias is not zero");
     }
 }
 
@@ -305,5 +436,94 @@ fn a_repdistiller_checkpoint_converts_loads_and_gives_its_logits() {
     assert_eq!(
         err,
         "tensor `bn1.bias` has shape [32], the model's is [16] (another model's weights?)"
+    );
+}
+
+/// Any PyTorch teacher: the transcription's resnet8x4 exported with `torch.jit.trace` (BN
+/// statistics moved, so eval mode matters) gives its logits through `Scripted`, with the
+/// reference's parameter count; a `torch.jit.script` export loads too; a module with the wrong
+/// number of classes, or a file that is not TorchScript, is refused saying why.
+#[test]
+fn a_torchscript_teacher_gives_the_transcriptions_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let traced = dir.path().join("resnet8x4.pt");
+    let scripted = dir.path().join("small.pt");
+    let script = format!(
+        "import json, sys, torch\n\
+         sys.path.insert(0, {reference:?})\n\
+         import cifar_zoo\n\
+         torch.manual_seed(6)\n\
+         m = cifar_zoo.MODELS['resnet8x4']()\n\
+         for _ in range(3): m(torch.randn(8, 3, 32, 32) * 2 + 0.5)\n\
+         m.eval()\n\
+         torch.jit.trace(m, torch.randn(2, 3, 32, 32)).save({traced:?})\n\
+         s = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))\n\
+         torch.jit.script(s).save({scripted:?})\n\
+         x = torch.randn(4, 3, 32, 32)\n\
+         with torch.no_grad(): y = m(x)\n\
+         print(json.dumps({{'x': x.flatten().tolist(), 'y': y.flatten().tolist()}}))",
+        reference = here.join("tests/reference").display().to_string(),
+        traced = traced.display().to_string(),
+        scripted = scripted.display().to_string(),
+    );
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let floats = |k: &str| -> Vec<f32> {
+        out[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let teacher = kd_model_zoo::Scripted::load(&traced, Device::Cpu, CIFAR, 100).unwrap();
+    // resnet8x4's count from `cifar_zoo.py counts` (the test above checks ours against it).
+    assert_eq!(teacher.params(), 1_233_540);
+    let net = teacher.into_net();
+    let x = Tensor::from_slice(&floats("x")).view([4, 3, 32, 32]);
+    let ours: Vec<f32> = tch::no_grad(|| net.forward_t(&x, true))
+        .flatten(0, -1)
+        .try_into()
+        .unwrap();
+    let theirs = floats("y");
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-5,
+        "logits differ by {worst} (eval mode even when asked to train)"
+    );
+
+    let small = kd_model_zoo::Scripted::load(&scripted, Device::Cpu, CIFAR, 10).unwrap();
+    assert_eq!(small.params(), 3 * 32 * 32 * 10 + 10);
+    let err = kd_model_zoo::Scripted::load(&scripted, Device::Cpu, CIFAR, 100).unwrap_err();
+    assert_eq!(
+        err,
+        "it gives a tensor of shape [2, 10] for a batch of 2 3x32x32 images; the dataset needs \
+         [2, 100] logits"
+    );
+    let gray = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let err = kd_model_zoo::Scripted::load(&scripted, Device::Cpu, gray, 10).unwrap_err();
+    assert!(
+        err.starts_with("its forward fails on a [2, 1x28x28] float32 batch ("),
+        "{err}"
+    );
+    let not = dir.path().join("weights.pt");
+    std::fs::write(&not, b"not a zip").unwrap();
+    let err = kd_model_zoo::Scripted::load(&not, Device::Cpu, CIFAR, 10).unwrap_err();
+    assert!(
+        err.starts_with("not a TorchScript module torch.jit.load can read ("),
+        "{err}"
     );
 }

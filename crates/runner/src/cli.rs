@@ -128,6 +128,13 @@ pub enum Cmd {
         /// The folder of the PyTorch scripts.
         #[arg(long, default_value = "bench")]
         scripts: PathBuf,
+        /// Run one part only: `mlp` (the students of temp.yaml and student_size.yaml) or
+        /// `cifar` (a resnet8x4 step of RepDistiller's recipe, alone and from a resnet32x4).
+        #[arg(long, value_enum)]
+        only: Option<crate::bench::BenchPart>,
+        /// Timed steps of each CIFAR row (after 2 untimed ones).
+        #[arg(long, default_value_t = 10)]
+        cifar_steps: usize,
     },
     /// Download a dataset (mnist, fashion-mnist, cifar10 or cifar100) with checksums.
     Download {

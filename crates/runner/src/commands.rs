@@ -153,9 +153,13 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             out,
             python,
             scripts,
+            only,
+            cifar_steps,
         } => {
-            if epochs == 0 || repeats == 0 {
-                return Err(Failure::Input("--epochs and --repeats must be > 0".into()));
+            if epochs == 0 || repeats == 0 || cifar_steps == 0 {
+                return Err(Failure::Input(
+                    "--epochs, --repeats and --cifar-steps must be > 0".into(),
+                ));
             }
             let table = crate::bench::run(&crate::bench::BenchOptions {
                 epochs,
@@ -165,6 +169,8 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 scripts,
                 temp_config: "experiments/temp.yaml".into(),
                 size_config: "experiments/student_size.yaml".into(),
+                only,
+                cifar_steps,
             })?;
             Ok(Done::ok(format!(
                 "{table}

@@ -39,6 +39,8 @@ pub enum RunError {
         /// What is wrong, naming the tensor where one is.
         reason: String,
     },
+    #[error("{file}: cannot use the TorchScript teacher: {reason}. teacher.torchscript must be a torch.jit.trace or torch.jit.script export (torch.jit.save) that takes a float32 [batch, C, H, W] batch of standardised images and gives [batch, classes] logits")]
+    TorchScript { file: PathBuf, reason: String },
     #[error("{file}: {source}")]
     Io {
         file: PathBuf,
@@ -87,6 +89,7 @@ impl RunError {
             | RunError::Device { .. }
             | RunError::CheckpointRead { .. }
             | RunError::CheckpointLoad { .. }
+            | RunError::TorchScript { .. }
             | RunError::Io { .. }
             | RunError::Torch { .. }
             | RunError::Report(_)

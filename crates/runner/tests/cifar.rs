@@ -193,3 +193,197 @@ fn a_pytorch_teacher_checkpoint_is_used_and_a_wrong_one_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_torchscript_teacher_teaches_cached_and_online_and_its_file_is_in_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-100-binary");
+    cifar_bin::testing::write_bin_set(&cifar_bin::CIFAR100, &bin, 200, 50);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let export = |file: &Path, seed: u32| {
+        let script = format!(
+            "import sys, torch\nsys.path.insert(0, {:?})\nimport cifar_zoo\ntorch.manual_seed({seed})\n\
+             m = cifar_zoo.ResNet(8, [8, 8, 16, 32], num_classes=100).eval()\n\
+             torch.jit.trace(m, torch.randn(2, 3, 32, 32)).save({:?})",
+            root.join("crates/model-zoo/tests/reference")
+                .display()
+                .to_string(),
+            file.display().to_string()
+        );
+        let o = std::process::Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let pt = dir.path().join("teacher.pt");
+    export(&pt, 0);
+    let config = |teacher: &str| {
+        format!(
+            "name: scripted\ndataset: {{name: cifar100, dir: {}, val_size: 50}}\ndevice: cpu\n\
+             threads: 1\nseeds: [0]\nbaseline: false\nteacher: {teacher}\n\
+             student: {{model: {{arch: mlp, hidden: [16]}}, train: {{epochs: 1}}}}\n\
+             grid: {{student.train.flip: [false, true]}}\n",
+            bin.display(),
+        )
+    };
+    let good = config(&format!("{{torchscript: {}}}", pt.display()));
+    let (o, out) = sweep(dir.path(), &good, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("teacher: loaded TorchScript"),
+        "{}",
+        stderr(&o)
+    );
+    let rows = records(&out);
+    assert_eq!(rows.len(), 3, "teacher and two KD students");
+    assert!(rows.iter().all(|r| r.status == kd_report::Status::Ok));
+    let teacher = rows
+        .iter()
+        .find(|r| r.kind == kd_report::Kind::Teacher)
+        .unwrap();
+    assert_eq!(
+        (
+            teacher.arch.as_str(),
+            teacher.hidden.as_str(),
+            teacher.epochs
+        ),
+        ("torchscript", "teacher.pt", 0)
+    );
+    // resnet8 with widths 8, 8, 16, 32 for 100 classes (`cifar_zoo.py`'s count).
+    assert_eq!(teacher.params, 22_924);
+    let modes: Vec<_> = rows
+        .iter()
+        .filter_map(|r| r.teacher_mode.as_deref())
+        .collect();
+    assert!(
+        modes.contains(&"online") && modes.contains(&"cached"),
+        "{modes:?}"
+    );
+
+    // Other weights in the same file name: another teacher id, and the students' ids with it.
+    let (o, _) = sweep(dir.path(), &good, &["--dry-run"]);
+    let before = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(before.contains(&teacher.trial_id), "{before}");
+    export(&pt, 1);
+    let (o, _) = sweep(dir.path(), &good, &["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!after.contains(&teacher.trial_id), "{after}");
+    assert!(after.contains("torchscript"), "{after}");
+
+    // With a model of its own, or a file that is not TorchScript: exit 2, naming what.
+    let both = config(&format!(
+        "{{torchscript: {}, model: {{arch: cnn}}}}",
+        pt.display()
+    ));
+    let (o, _) = sweep(dir.path(), &both, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("teacher.model: not used with teacher.torchscript"),
+        "{}",
+        stderr(&o)
+    );
+    let bad = dir.path().join("bad.pt");
+    std::fs::write(&bad, b"PK not really").unwrap();
+    let (o, _) = sweep(
+        dir.path(),
+        &config(&format!("{{torchscript: {}}}", bad.display())),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.pt: cannot use the TorchScript teacher: not a TorchScript module"),
+        "{err}"
+    );
+}
+
+/// `experiments/cifar100/smoke.yaml` as shipped, on a small CIFAR-100 folder: a resnet teacher,
+/// the four objectives of the CIFAR benchmark configs (KD, DKD, KD + logit standardisation,
+/// DIST) at their papers' weights in one `kd` grid axis, and one paired baseline. Every row
+/// finishes, says its objective, and the report compares the objectives in one table against
+/// the same baseline.
+#[test]
+fn the_shipped_cifar_smoke_config_compares_the_objectives_with_one_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-100-binary");
+    cifar_bin::testing::write_bin_set(&cifar_bin::CIFAR100, &bin, 300, 100);
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/cifar100/smoke.yaml");
+    let out = dir.path().join("out");
+    let set = format!("dataset.dir={}", bin.display());
+    let o = common::kd(
+        &[
+            "sweep",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            &set,
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = records(&out);
+    assert_eq!(rows.len(), 6, "teacher, baseline and four KD students");
+    for r in &rows {
+        assert_eq!(
+            r.status,
+            kd_report::Status::Ok,
+            "{}: {:?}",
+            r.trial_id,
+            r.message
+        );
+        assert!(r.test_acc.is_some());
+    }
+    let baseline = rows
+        .iter()
+        .find(|r| r.kind == kd_report::Kind::Baseline)
+        .unwrap();
+    let kd: Vec<_> = rows
+        .iter()
+        .filter(|r| r.kind == kd_report::Kind::Kd)
+        .collect();
+    assert!(kd
+        .iter()
+        .all(|r| r.baseline_id.as_deref() == Some(baseline.trial_id.as_str())));
+    assert!(kd
+        .iter()
+        .all(|r| r.teacher_mode.as_deref() == Some("online")));
+    let losses: Vec<&str> = kd.iter().map(|r| r.loss.as_deref().unwrap()).collect();
+    let want = [
+        "0.9 * T^2 (= 16) * KL(p_T || q_T) at T = 4 + 0.1 * CE(y, q_1)",
+        "min(epoch / 20, 1) * 1 * T^2 (= 16) * (1 * TCKD + 8 * NCKD) at T = 4 + 1 * CE(y, q_1)",
+        "9 * T^2 (= 4) * KL(p_T || q_T) at T = 2 on z-scored logits + 0.1 * CE(y, q_1)",
+        "1 * T^2 (= 16) * (2 * inter + 2 * intra)(y_s, y_t) at T = 4 + 1 * CE(y, q_1)",
+    ];
+    assert_eq!(losses, want);
+    // The swept objective is a column of its own, written out.
+    let swept: Vec<String> = kd
+        .iter()
+        .map(|r| {
+            r.swept
+                .iter()
+                .find(|(k, _)| k == "kd")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(swept, ["KD", "DKD", "KD+LS", "DIST"]);
+    // One table of gains, each objective against the same baseline, labelled by its name.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let gains = report
+        .split("## Distillation against the hard-target-only baseline")
+        .nth(1)
+        .unwrap();
+    for name in ["KD", "DKD", "KD+LS", "DIST"] {
+        assert!(
+            gains.contains(&format!("kd={name} |")),
+            "{name} in the gains table:\n{report}"
+        );
+    }
+    // The claims find their cells by those names.
+    let claims = report.split("## Claims").nth(1).unwrap();
+    assert_eq!(claims.matches("PASS").count(), 2, "{claims}");
+}

@@ -28,7 +28,7 @@ fn alpha_outside_unit_interval_exits_2() {
     let (code, err) = sweep_exit(&tiny("kd: {alpha: 1.2}\n"));
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("kd.alpha: must be in [0, 1], got 1.2"),
+        err.contains("kd.alpha: must be in [0, 1] while kd.beta is unset"),
         "{err}"
     );
 }

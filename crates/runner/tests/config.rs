@@ -171,8 +171,16 @@ fn bad_values_name_their_key() {
             "kd: {temperature: -1}",
             "kd.temperature: must be > 0, got -1",
         ),
-        ("kd: {alpha: 1.5}", "kd.alpha: must be in [0, 1], got 1.5"),
-        ("kd: {alpha: -0.1}", "kd.alpha: must be in [0, 1], got -0.1"),
+        (
+            "kd: {alpha: 1.5}",
+            "kd.alpha: must be in [0, 1] while kd.beta is unset (beta defaults to 1 - alpha); \
+             got 1.5: set kd.beta too for a free weight",
+        ),
+        (
+            "kd: {alpha: -0.1}",
+            "kd.alpha: must be in [0, 1] while kd.beta is unset",
+        ),
+        ("kd: {alpha: -1, beta: 1}", "kd.alpha: must be >= 0, got -1"),
         ("kd: {beta: -1}", "kd.beta: must be >= 0, got -1"),
         (
             "kd: {alpha: 0, beta: 0}",
@@ -369,6 +377,77 @@ fn every_shipped_experiment_resolves() {
     }
 }
 
+/// The CIFAR-100 benchmark configs (they need a GPU and the data, so only resolution is tested
+/// here): each resolves, compares the four objectives with a paired baseline in one grid at its
+/// paper's weights, and states the published numbers as claims, listed here.
+#[test]
+fn every_cifar100_experiment_resolves_and_lists_its_claims() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/cifar100");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    files.sort();
+    let mut pairs = 0;
+    for path in &files {
+        let cfg = config::load(path)
+            .and_then(|raw| raw.resolve())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let what = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(cfg.dataset.name.as_str(), "cifar100", "{what}");
+        let objectives: Vec<String> = cfg
+            .cells
+            .iter()
+            .map(|c| {
+                let k = &c.kd;
+                format!(
+                    "{:?} T={} a={} b={}{}",
+                    k.soft_loss,
+                    k.temperature,
+                    k.alpha,
+                    k.beta,
+                    if k.standardise { " +LS" } else { "" }
+                )
+            })
+            .collect();
+        assert_eq!(
+            objectives,
+            [
+                "Kl T=4 a=0.9 b=0.1",
+                "Dkd T=4 a=1 b=1",
+                "Kl T=2 a=9 b=0.1 +LS",
+                "Dist T=4 a=1 b=1"
+            ],
+            "{what}"
+        );
+        assert!(cfg.baseline, "{what}");
+        if what == "smoke.yaml" {
+            continue;
+        }
+        pairs += 1;
+        let train = &cfg.student.train;
+        assert_eq!(
+            (
+                train.epochs,
+                train.batch_size,
+                train.milestones.clone(),
+                train.crop,
+                train.flip
+            ),
+            (240, 64, vec![150, 180, 210], 4, true),
+            "{what}: RepDistiller's recipe"
+        );
+        assert!(
+            cfg.teacher.checkpoint.is_some(),
+            "{what}: a published teacher"
+        );
+        assert!(cfg.expect.len() >= 5, "{what}: {} claims", cfg.expect.len());
+        eprintln!("{what}:");
+        for c in &cfg.expect {
+            eprintln!("  {}", serde_json::to_string(c).unwrap());
+        }
+    }
+    assert_eq!(pairs, 10, "the RepDistiller pairs");
+}
+
 #[test]
 fn class_filters_jitter_and_claims_are_validated() {
     assert!(
@@ -461,7 +540,7 @@ fn grid_errors_name_the_axis_and_index() {
         ),
         (
             "grid: {alpha: [0.5, 1.5]}",
-            "grid.alpha[1]: must be in [0, 1], got 1.5",
+            "grid.alpha[1]: must be in [0, 1] while kd.beta is unset",
         ),
         (
             "grid: {temperature: []}",
@@ -521,6 +600,77 @@ fn init_defaults_to_pytorchs_and_can_be_kaiming() {
     );
     let r = resolve("name: x\ngrid: {student.model.init: [torch, kaiming]}").unwrap();
     assert_eq!(r.cells[1].student.model.init(), Init::Kaiming);
+}
+
+/// The `kd` axis: each value a mapping of kd keys set together over the `kd:` block (whole
+/// objectives at their own weights), named by `name`, which sets nothing.
+#[test]
+fn the_kd_axis_sets_several_keys_per_cell() {
+    let yaml = "name: x\nkd: {temperature: 4, soft_loss: ce}\ngrid:\n  kd:\n    \
+                - {name: KD, soft_loss: kl, alpha: 0.9, beta: 0.1}\n    \
+                - {name: DKD, soft_loss: dkd, alpha: 1, beta: 1, dkd: {nckd: 6}}\n    \
+                - {soft_loss: kl, standardise: true, temperature: 2, alpha: 9, beta: 0.1}\n";
+    let r = resolve(yaml).unwrap();
+    assert_eq!(r.cells.len(), 3);
+    let kd: Vec<_> = r.cells.iter().map(|c| c.kd).collect();
+    assert_eq!(
+        (kd[0].soft_loss, kd[0].alpha, kd[0].beta),
+        (SoftLoss::Kl, 0.9, 0.1)
+    );
+    assert_eq!(kd[0].temperature, 4.0, "the kd: block's temperature stays");
+    assert_eq!(kd[1].soft_loss, SoftLoss::Dkd);
+    let dkd = kd[1].dkd.unwrap();
+    assert_eq!(
+        (dkd.tckd, dkd.nckd, dkd.warmup),
+        (1.0, 6.0, 20),
+        "defaults fill the rest"
+    );
+    assert!(kd[2].standardise && kd[2].temperature == 2.0 && kd[2].alpha == 9.0);
+    let names: Vec<String> = r.cells.iter().map(|c| value_text(&c.swept[0].1)).collect();
+    assert_eq!(
+        names,
+        [
+            "KD",
+            "DKD",
+            "soft_loss=kl standardise=true temperature=2 alpha=9 beta=0.1"
+        ]
+    );
+    // `--set` of a key no value sets applies to every cell; of one a value sets, refused.
+    let raw = config::parse(yaml, Path::new("t.yaml")).unwrap();
+    let r = raw
+        .with_sets(&["kd.t2_scaling=false".into()])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert!(r.cells.iter().all(|c| !c.kd.t2_scaling));
+    let e = raw
+        .with_sets(&["kd.alpha=0.5".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--set kd.alpha: grid.kd sweeps this key"),
+        "{e}"
+    );
+
+    let cases = [
+        (
+            "grid: {kd: [1]}",
+            "grid.kd[0]: a value of the kd axis must be a mapping of kd keys",
+        ),
+        (
+            "grid: {kd: [{alpha: 2}]}",
+            "grid.kd[0]: kd.alpha: must be in [0, 1] while kd.beta is unset",
+        ),
+        ("grid: {kd: [{temperatur: 2}]}", "grid.kd[0]: "),
+        (
+            "grid: {kd: [{soft_loss: kl, temperature: 2}], temperature: [1, 4]}",
+            "grid.kd[0]: sets kd.temperature, which grid.temperature sweeps",
+        ),
+    ];
+    for (g, want) in cases {
+        let e = err(&format!("name: x\n{g}\n"));
+        assert!(e.starts_with(want), "{g}\n  got:  {e}\n  want: {want}");
+    }
 }
 
 #[test]

@@ -133,8 +133,11 @@ const PERCENT: &[&str] = &[
 
 fn check_select(select: &Select) -> Result<(), String> {
     for key in select.keys() {
-        let known =
-            key == "student" || key.contains('.') || TrialRecord::COLUMNS.contains(&key.as_str());
+        // Swept keys are dotted, or `kd` (the grid axis of whole objectives, by their names).
+        let known = key == "student"
+            || key == "kd"
+            || key.contains('.')
+            || TrialRecord::COLUMNS.contains(&key.as_str());
         if !known {
             return Err(format!(
                 "select: unknown column `{key}` (use a trials.parquet column, `student`, or a \

@@ -6,6 +6,8 @@ pub fn grid_key(written: &str) -> Option<String> {
     Some(match written {
         "temperature" | "alpha" | "beta" | "soft_loss" | "t2_scaling" => format!("kd.{written}"),
         "hidden" => "student.model.hidden".into(),
+        // Several kd keys per value (an objective with its own weights): see `kd_axis_sets`.
+        "kd" => "kd".into(),
         k if (k.starts_with("student.") || k.starts_with("kd.")) && !k.ends_with('.') => k.into(),
         _ => return None,
     })
@@ -19,6 +21,18 @@ pub fn value_text(v: &serde_yaml::Value) -> String {
             let parts: Vec<String> = items.iter().map(value_text).collect();
             parts.join("-")
         }
+        // A kd-axis value's `name` (`DKD`), else its keys: `soft_loss=dkd alpha=1 dkd={nckd=8}`.
+        serde_yaml::Value::Mapping(m) if m.get("name").is_some_and(|n| n.is_string()) => {
+            value_text(&m["name"])
+        }
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                serde_yaml::Value::Mapping(_) => format!("{}={{{}}}", value_text(k), value_text(v)),
+                _ => format!("{}={}", value_text(k), value_text(v)),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
         other => serde_yaml::to_string(other)
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
@@ -29,13 +43,55 @@ pub fn value_text(v: &serde_yaml::Value) -> String {
 /// a mapping holding it: a `--set` there would be overridden by every cell.
 fn swept_by(value: &serde_yaml::Value, key: &str) -> Option<String> {
     let grid = value.get("grid")?.as_mapping()?;
-    grid.keys().filter_map(|k| k.as_str()).find_map(|written| {
+    grid.iter().find_map(|(k, values)| {
+        let written = k.as_str()?;
         let axis = grid_key(written)?;
-        let overlaps = axis == key
-            || axis.starts_with(&format!("{key}."))
-            || key.starts_with(&format!("{axis}."));
-        overlaps.then(|| written.to_string())
+        let overlaps = |axis: &str| {
+            axis == key
+                || axis.starts_with(&format!("{key}."))
+                || key.starts_with(&format!("{axis}."))
+        };
+        let hit = if axis == "kd" {
+            // Only the keys its values set.
+            let values = values.as_sequence()?;
+            values
+                .iter()
+                .filter_map(|v| v.as_mapping())
+                .flat_map(|m| m.keys().filter_map(|k| k.as_str()))
+                .any(|k| overlaps(&format!("kd.{k}")))
+        } else {
+            overlaps(&axis)
+        };
+        hit.then(|| written.to_string())
     })
+}
+
+/// The dotted overrides one value of the grid axis `key` stands for: the value itself, except on
+/// the `kd` axis, whose values are mappings of kd keys (`{name: DKD, soft_loss: dkd, alpha: 1,
+/// beta: 1}`), each key set over the config's `kd:` block, so objectives whose recipes differ
+/// in several keys are compared in one grid. `name` (optional) is what the cell's `kd` column
+/// says; it sets nothing.
+fn axis_sets(
+    key: &str,
+    value: &serde_yaml::Value,
+) -> Result<Vec<(String, serde_yaml::Value)>, String> {
+    if key != "kd" {
+        return Ok(vec![(key.to_string(), value.clone())]);
+    }
+    let Some(map) = value.as_mapping().filter(|m| !m.is_empty()) else {
+        return Err(format!(
+            "a value of the kd axis must be a mapping of kd keys, e.g. {{soft_loss: dkd, \
+             alpha: 1, beta: 1}}; got `{}`",
+            value_text(value)
+        ));
+    };
+    map.iter()
+        .filter(|(k, _)| k.as_str() != Some("name"))
+        .map(|(k, v)| match k.as_str() {
+            Some(k) => Ok((format!("kd.{k}"), v.clone())),
+            None => Err(format!("kd keys must be strings, got `{}`", value_text(k))),
+        })
+        .collect()
 }
 
 /// Set each dotted key of `overrides` in the config `value` and parse the result back.
@@ -91,12 +147,20 @@ impl RawConfig {
             for (written, axis) in &axes {
                 for (i, v) in axis.values.iter().enumerate() {
                     let key = format!("grid.{written}[{i}]");
-                    apply_overrides(&plain_value, &[(axis.key.as_str(), v)])
+                    let sets = axis_sets(&axis.key, v).map_err(|m| invalid(&key, m))?;
+                    let sets: Vec<(&str, &serde_yaml::Value)> =
+                        sets.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                    apply_overrides(&plain_value, &sets)
                         .map_err(|m| invalid(&key, m))?
                         .resolve_base(gpus)
                         .map_err(|e| match e {
                             ConfigError::Invalid { key: k, message } if k == axis.key => {
                                 invalid(&key, message)
+                            }
+                            ConfigError::Invalid { key: k, message }
+                                if sets.iter().any(|(s, _)| *s == k) =>
+                            {
+                                invalid(&key, format!("{k}: {message}"))
                             }
                             other => invalid(&key, other.to_string()),
                         })?;
@@ -105,11 +169,17 @@ impl RawConfig {
             cells.clear();
             let mut idx = vec![0usize; axes.len()];
             loop {
-                let chosen: Vec<(&str, &serde_yaml::Value)> = axes
+                let sets: Vec<(String, serde_yaml::Value)> = axes
                     .iter()
                     .zip(&idx)
-                    .map(|((_, a), &i)| (a.key.as_str(), &a.values[i]))
+                    .map(|((_, a), &i)| axis_sets(&a.key, &a.values[i]))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| invalid("grid", m))?
+                    .into_iter()
+                    .flatten()
                     .collect();
+                let chosen: Vec<(&str, &serde_yaml::Value)> =
+                    sets.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 let swept = axes
                     .iter()
                     .zip(&idx)
@@ -172,8 +242,9 @@ impl RawConfig {
             let key = grid_key(&written).ok_or_else(|| {
                 invalid(
                     format!("grid.{written}"),
-                    "not a grid key (use temperature, alpha, beta, soft_loss, hidden, or a dotted \
-                     key under student. or kd., e.g. student.train.lr)",
+                    "not a grid key (use temperature, alpha, beta, soft_loss, hidden, kd (values: \
+                     mappings of kd keys), or a dotted key under student. or kd., e.g. \
+                     student.train.lr)",
                 )
             })?;
             if axes.iter().any(|(_, a)| a.key == key) {
@@ -195,6 +266,25 @@ impl RawConfig {
                 }
             };
             axes.push((written, GridAxis { key, values }));
+        }
+        // A key the kd axis sets and another axis sweeps would be set twice per cell.
+        if let Some((_, kd)) = axes.iter().find(|(_, a)| a.key == "kd") {
+            for (i, v) in kd.values.iter().enumerate() {
+                for k in v.as_mapping().into_iter().flat_map(|m| m.keys()) {
+                    let dotted = format!("kd.{}", value_text(k));
+                    if let Some((other, _)) = axes
+                        .iter()
+                        .find(|(_, a)| a.key == dotted || a.key.starts_with(&format!("{dotted}.")))
+                    {
+                        return Err(invalid(
+                            format!("grid.kd[{i}]"),
+                            format!(
+                                "sets {dotted}, which grid.{other} sweeps; set it in one place"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         Ok(axes)
     }

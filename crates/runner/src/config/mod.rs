@@ -6,6 +6,7 @@
 
 mod device;
 mod grid;
+mod kd;
 mod model;
 mod resolve;
 
@@ -126,6 +127,8 @@ pub struct RawDataset {
 pub struct RawTeacher {
     pub seed: Option<u64>,
     pub checkpoint: Option<PathBuf>,
+    /// A PyTorch teacher of any architecture, exported with `torch.jit.trace`/`script`.
+    pub torchscript: Option<PathBuf>,
     pub model: Option<RawModel>,
     pub train: Option<RawTrain>,
 }
@@ -254,6 +257,10 @@ pub struct DatasetCfg {
 pub struct TeacherCfg {
     pub seed: u64,
     pub checkpoint: Option<PathBuf>,
+    /// A TorchScript teacher (`kd_model_zoo::Scripted`): it stands for `model` and is not
+    /// trained here. Left out of the serialised form when unset (ids made before it stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript: Option<PathBuf>,
     pub model: ModelSpec,
     pub train: TrainCfg,
 }

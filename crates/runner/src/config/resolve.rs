@@ -2,13 +2,12 @@
 //! the validation of every key.
 
 use kd_data::DatasetName;
-use kd_loss::{KdWeights, SoftLoss};
 use kd_model_zoo::Role;
 
 use super::device::resolve_device;
 use super::{
-    enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawKd,
-    RawModel, RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawModel,
+    RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -214,87 +213,6 @@ impl RawTrain {
     }
 }
 
-impl RawKd {
-    fn resolve(&self) -> Result<KdWeights, ConfigError> {
-        let temperature = self.temperature.unwrap_or(DEFAULT_TEMPERATURE);
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(invalid(
-                "kd.temperature",
-                format!("must be > 0, got {temperature}"),
-            ));
-        }
-        let alpha = check_prob("kd.alpha", self.alpha.unwrap_or(DEFAULT_ALPHA), true)?;
-        let beta = match self.beta {
-            Some(b) if b.is_finite() && b >= 0.0 => b,
-            Some(b) => return Err(invalid("kd.beta", format!("must be >= 0, got {b}"))),
-            // Rounded so that 1 - 0.9 reads as 0.1 in the resolved config and the frames.
-            None => ((1.0 - alpha) * 1e12).round() / 1e12,
-        };
-        if alpha == 0.0 && beta == 0.0 {
-            return Err(invalid(
-                "kd.beta",
-                "alpha and beta are both 0: nothing to train on",
-            ));
-        }
-        let soft_loss = match self.soft_loss.as_deref() {
-            None => SoftLoss::Ce,
-            Some(s) => parse_enum("kd.soft_loss".into(), "soft loss", s, SoftLoss::ALL)?,
-        };
-        let standardise = self.standardise.unwrap_or(false);
-        if standardise && !soft_loss.objective().tempered() {
-            return Err(invalid(
-                "kd.standardise",
-                format!(
-                    "logit standardisation z-scores logits before the tempered softmax; \
-                     soft_loss {} has none (use ce, kl, dkd or dist)",
-                    soft_loss.as_str()
-                ),
-            ));
-        }
-        let weight = |key: &str, v: Option<f64>, default: f64| match v {
-            Some(w) if !(w.is_finite() && w >= 0.0) => {
-                Err(invalid(key, format!("must be >= 0, got {w}")))
-            }
-            w => Ok(w.unwrap_or(default)),
-        };
-        // Each objective's own keys apply to its cells only, so a grid over soft_loss may set
-        // them once; other forms leave them out of their weights (and ids).
-        let dkd = match (soft_loss, &self.dkd) {
-            (SoftLoss::Dkd, raw) => {
-                let raw = raw.clone().unwrap_or_default();
-                let d = kd_loss::DkdWeights::default();
-                Some(kd_loss::DkdWeights {
-                    tckd: weight("kd.dkd.tckd", raw.tckd, d.tckd)?,
-                    nckd: weight("kd.dkd.nckd", raw.nckd, d.nckd)?,
-                    warmup: raw.warmup.unwrap_or(d.warmup),
-                })
-            }
-            _ => None,
-        };
-        let dist = match (soft_loss, &self.dist) {
-            (SoftLoss::Dist, raw) => {
-                let raw = raw.clone().unwrap_or_default();
-                let d = kd_loss::DistWeights::default();
-                Some(kd_loss::DistWeights {
-                    inter: weight("kd.dist.inter", raw.inter, d.inter)?,
-                    intra: weight("kd.dist.intra", raw.intra, d.intra)?,
-                })
-            }
-            _ => None,
-        };
-        Ok(KdWeights {
-            temperature,
-            alpha,
-            beta,
-            soft_loss,
-            t2_scaling: self.t2_scaling.unwrap_or(true),
-            standardise,
-            dkd,
-            dist,
-        })
-    }
-}
-
 /// `pack: auto | off | N` (N > 0).
 pub(crate) fn parse_pack(v: Option<&serde_yaml::Value>) -> Result<Pack, ConfigError> {
     let bad = |got: String| {
@@ -435,6 +353,20 @@ impl RawConfig {
             ));
         }
         let device = resolve_device(self.device.as_ref(), gpus)?;
+        if self.teacher.torchscript.is_some() {
+            let alone = [
+                ("teacher.checkpoint", self.teacher.checkpoint.is_some()),
+                ("teacher.model", self.teacher.model.is_some()),
+                ("teacher.train", self.teacher.train.is_some()),
+            ];
+            if let Some((key, _)) = alone.iter().find(|(_, given)| *given) {
+                return Err(invalid(
+                    *key,
+                    "not used with teacher.torchscript (the TorchScript module is the whole \
+                     teacher, trained elsewhere); remove one of them",
+                ));
+            }
+        }
         let model = |raw: &Option<RawModel>, role: Role| {
             RawModel::resolve(raw.as_ref(), &format!("{}.model", role.key()), role)
         };
@@ -454,6 +386,7 @@ impl RawConfig {
             teacher: TeacherCfg {
                 seed: self.teacher.seed.unwrap_or(0),
                 checkpoint: self.teacher.checkpoint.clone(),
+                torchscript: self.teacher.torchscript.clone(),
                 model: model(&self.teacher.model, Role::Teacher)?,
                 train: train(&self.teacher.train, Role::Teacher)?,
             },

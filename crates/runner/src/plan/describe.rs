@@ -28,22 +28,27 @@ impl Plan {
             d.test,
             d.transfer_rows
         );
-        let teacher_flops = if t.cfg.checkpoint.is_some() {
+        let loaded = t.cfg.checkpoint.is_some() || t.torchscript.is_some();
+        let teacher_flops = if loaded {
             0.0
         } else {
             cost(&t.cfg.model, t.cfg.train.epochs, d.train)
         };
+        let (arch, shape) = match &t.torchscript {
+            Some(s) => ("torchscript".to_string(), s.file.display().to_string()),
+            None => (t.cfg.model.arch().to_string(), t.cfg.model.shape_label()),
+        };
         let _ = writeln!(
             s,
-            "{} teacher {} {} seed {} on {} ({}): {:.1} TFLOP{}",
+            "{} teacher {arch} {shape} seed {} on {} ({}): {:.1} TFLOP{}",
             t.id,
-            t.cfg.model.arch(),
-            t.cfg.model.shape_label(),
             t.cfg.seed,
             t.slot.device,
             t.slot.class.describe(),
             teacher_flops / 1e12,
-            if t.cfg.checkpoint.is_some() {
+            if t.torchscript.is_some() {
+                " (torchscript, not trained here)"
+            } else if loaded {
                 " (checkpoint)"
             } else {
                 " (0 if cached)"

@@ -40,6 +40,43 @@ pub struct TeacherPlan {
     pub slot: Slot,
     /// SHA-256 of `teacher.checkpoint`, which stands in its id for the training keys.
     pub checkpoint_digest: Option<String>,
+    /// A `teacher.torchscript` teacher, as loaded once at plan time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript: Option<ScriptedTeacher>,
+}
+
+/// A TorchScript teacher: its file, the file's SHA-256 (in the teacher id, standing for the
+/// model and training keys) and its parameter count, read when the plan is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptedTeacher {
+    pub file: std::path::PathBuf,
+    pub digest: String,
+    pub params: u64,
+}
+
+impl ScriptedTeacher {
+    /// Load `file` on the CPU and check it gives `classes` logits for `input` images.
+    fn read(
+        file: &std::path::Path,
+        input: kd_model_zoo::InputShape,
+        classes: usize,
+    ) -> Result<ScriptedTeacher, RunError> {
+        let digest = file_digest(file).map_err(|e| match e {
+            RunError::Io { file, source } => RunError::CheckpointRead { file, source },
+            other => other,
+        })?;
+        let module = kd_model_zoo::Scripted::load(file, tch::Device::Cpu, input, classes).map_err(
+            |reason| RunError::TorchScript {
+                file: file.to_path_buf(),
+                reason,
+            },
+        )?;
+        Ok(ScriptedTeacher {
+            file: file.to_path_buf(),
+            digest,
+            params: module.params() as u64,
+        })
+    }
 }
 
 impl TeacherPlan {
@@ -156,6 +193,16 @@ impl Plan {
             })?),
             None => None,
         };
+        let torchscript = match &cfg.teacher.torchscript {
+            Some(file) => Some(ScriptedTeacher::read(file, d.input, d.classes)?),
+            None => None,
+        };
+        // The module's digest stands where a checkpoint's would (one slot in the id: a config
+        // has one or the other), marked so that the same bytes as a checkpoint differ.
+        let weights_digest = match &torchscript {
+            Some(s) => Some(format!("torchscript:{}", s.digest)),
+            None => checkpoint_digest.clone(),
+        };
         let t = &cfg.teacher;
         let teacher_id = format!(
             "teacher-{}",
@@ -165,7 +212,7 @@ impl Plan {
                 &t.train,
                 t.seed,
                 d.teacher_view(),
-                &checkpoint_digest,
+                &weights_digest,
                 &teacher_slot.class,
             ))
         );
@@ -259,6 +306,7 @@ impl Plan {
                 cfg: cfg.teacher.clone(),
                 slot: teacher_slot,
                 checkpoint_digest,
+                torchscript,
             },
             trials,
             slots,

@@ -24,6 +24,18 @@ impl Plan {
         if t.cfg.checkpoint.is_some() {
             r.epochs = 0;
         }
+        // A TorchScript teacher is its file: no model spec or recipe of ours describes it.
+        if let Some(s) = &t.torchscript {
+            r.epochs = 0;
+            r.arch = "torchscript".into();
+            r.hidden = s
+                .file
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            r.model = serde_json::json!({"torchscript": s.file, "sha256": s.digest}).to_string();
+            r.init = "loaded".into();
+            r.params = s.params;
+        }
         r.transfer_fraction = 1.0;
         r.train_images = self.data.train as u64;
         r

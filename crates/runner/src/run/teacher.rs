@@ -64,6 +64,9 @@ pub struct TeacherFiles {
     pub logits_name: String,
     pub weights: PathBuf,
     pub model: kd_model_zoo::ModelSpec,
+    /// `weights` is a TorchScript module (`teacher.torchscript`), not weights for `model`.
+    #[serde(default)]
+    pub torchscript: bool,
 }
 
 impl TeacherFiles {
@@ -81,6 +84,10 @@ impl TeacherFiles {
         device: Device,
     ) -> Result<(nn::VarStore, Net), RunError> {
         let mut vs = nn::VarStore::new(device);
+        if self.torchscript {
+            let net = scripted(&self.weights, device, input, classes)?;
+            return Ok((vs, net));
+        }
         let net = self
             .model
             .build(&vs.root(), input, classes)
@@ -88,6 +95,21 @@ impl TeacherFiles {
         vs.load(&self.weights).map_err(torch_err(&self.weights))?;
         Ok((vs, net))
     }
+}
+
+/// The TorchScript teacher in `file`, loaded on `device` in eval mode.
+fn scripted(
+    file: &Path,
+    device: Device,
+    input: kd_model_zoo::InputShape,
+    classes: usize,
+) -> Result<Net, RunError> {
+    kd_model_zoo::Scripted::load(file, device, input, classes)
+        .map(kd_model_zoo::Scripted::into_net)
+        .map_err(|reason| RunError::TorchScript {
+            file: file.to_path_buf(),
+            reason,
+        })
 }
 
 fn teachers_dir() -> PathBuf {
@@ -340,18 +362,22 @@ fn read_log(file: &Path, progress: &mut Outputs) -> Option<TeacherLog> {
     }
 }
 
-/// Get the teacher of `plan`: from `teacher.checkpoint`, from the cache, or by training it.
+/// Get the teacher of `plan`: from `teacher.torchscript` or `teacher.checkpoint`, from the
+/// cache, or by training it.
 pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Teacher, RunError> {
     let t = &plan.teacher;
     let (input, classes) = (plan.data.input, plan.data.classes);
     let device = select_device(&t.slot.device)?;
     let mut vs = nn::VarStore::new(device);
     tch::manual_seed(t.cfg.seed as i64);
-    let net = t
-        .cfg
-        .model
-        .build(&vs.root(), input, classes)
-        .map_err(model_err("teacher.model"))?;
+    let net = match &t.torchscript {
+        Some(s) => scripted(&s.file, device, input, classes)?,
+        None => t
+            .cfg
+            .model
+            .build(&vs.root(), input, classes)
+            .map_err(model_err("teacher.model"))?,
+    };
     let dir = teachers_dir();
     let cached = dir.join(format!("{}.ot", t.hash()));
     let log_file = dir.join(format!("{}.json", t.hash()));
@@ -377,7 +403,14 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
                 measures: Default::default(),
             })
         };
-    let (outcome, weights_file) = if let Some(ckpt) = &t.cfg.checkpoint {
+    let (outcome, weights_file) = if let Some(s) = &t.torchscript {
+        progress.note(&format!(
+            "teacher: loaded TorchScript {} ({} parameters), run in eval mode",
+            s.file.display(),
+            s.params
+        ));
+        (None, s.file.clone())
+    } else if let Some(ckpt) = &t.cfg.checkpoint {
         kd_model_zoo::load_weights(&mut vs, ckpt).map_err(|reason| RunError::CheckpointLoad {
             file: ckpt.clone(),
             expected: format!(
@@ -434,10 +467,8 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
     let outcome = match outcome {
         Some(o) => o,
         None => {
-            let log = t
-                .cfg
-                .checkpoint
-                .is_none()
+            let trained_here = t.cfg.checkpoint.is_none() && t.torchscript.is_none();
+            let log = trained_here
                 .then(|| read_log(&log_file, progress))
                 .flatten();
             eval_only(&net, &logits, log)?
@@ -454,6 +485,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
             logits_name,
             weights: weights_file,
             model: t.cfg.model.clone(),
+            torchscript: t.torchscript.is_some(),
         },
         trained,
     })

@@ -1,0 +1,93 @@
+//! A teacher exported from PyTorch as TorchScript (`torch.jit.trace` or `torch.jit.script`,
+//! then `torch.jit.save`): any architecture at all, run forward-only through tch's `CModule`, in
+//! eval mode (BatchNorm on its running statistics, dropout off), on the device it is loaded on.
+//!
+//! The module receives what every kd-sweep net receives: a float32 `[batch, C, H, W]` batch of
+//! images standardised with the training split's per-channel mean and std (for CIFAR-100 these
+//! are the statistics RepDistiller's transforms use), and must return `[batch, classes]` logits.
+
+use std::path::Path;
+
+use tch::{nn, CModule, Device, Kind, Tensor};
+
+use crate::{InputShape, Layers, Net};
+
+/// A loaded TorchScript module, checked to give one row of `classes` logits per image.
+#[derive(Debug)]
+pub struct Scripted {
+    module: CModule,
+    params: usize,
+}
+
+impl Scripted {
+    /// Load `file` onto `device` in eval mode and check it on a batch of two blank images of
+    /// `input`: it must give `[2, classes]` finite logits. The error says what went wrong.
+    pub fn load(
+        file: &Path,
+        device: Device,
+        input: InputShape,
+        classes: usize,
+    ) -> Result<Scripted, String> {
+        let mut module = CModule::load_on_device(file, device)
+            .map_err(|e| format!("not a TorchScript module torch.jit.load can read ({e})"))?;
+        module.set_eval();
+        let params = module
+            .named_parameters()
+            .map_err(|e| format!("its parameters cannot be listed ({e})"))?
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum();
+        let probe = Tensor::zeros(
+            [
+                2,
+                input.channels as i64,
+                input.height as i64,
+                input.width as i64,
+            ],
+            (Kind::Float, device),
+        );
+        let shape = format!("{}x{}x{}", input.channels, input.height, input.width);
+        let out = tch::no_grad(|| module.forward_ts(&[&probe])).map_err(|e| {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or_default().to_string();
+            format!("its forward fails on a [2, {shape}] float32 batch ({first})")
+        })?;
+        if out.size() != [2, classes as i64] {
+            return Err(format!(
+                "it gives a tensor of shape {:?} for a batch of 2 {shape} images; the dataset \
+                 needs [2, {classes}] logits",
+                out.size()
+            ));
+        }
+        if out.kind() != Kind::Float {
+            return Err(format!(
+                "it gives {:?} logits; kd-sweep needs float32",
+                out.kind()
+            ));
+        }
+        Ok(Scripted { module, params })
+    }
+
+    /// Its parameter count (buffers such as BatchNorm's running statistics not included, as
+    /// `sum(p.numel() for p in model.parameters())` counts).
+    pub fn params(&self) -> usize {
+        self.params
+    }
+
+    pub fn into_net(self) -> Net {
+        Net::new(self)
+    }
+}
+
+impl Layers for Scripted {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        // Checked on a batch at load time; a failure here is libtorch's own (out of memory).
+        self.module
+            .forward_ts(&[xs])
+            .unwrap_or_else(|e| panic!("the TorchScript teacher's forward failed: {e}"))
+    }
+
+    fn linears(&self) -> &[nn::Linear] {
+        &[]
+    }
+}
