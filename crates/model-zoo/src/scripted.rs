@@ -20,8 +20,9 @@ pub struct Scripted {
 }
 
 impl Scripted {
-    /// Load `file` onto `device` in eval mode and check it on a batch of two blank images of
-    /// `input`: it must give `[2, classes]` finite logits. The error says what went wrong.
+    /// Load `file` onto `device` in eval mode and check it on batches of two and three blank
+    /// images of `input`: it must give `[n, classes]` float32 logits. The error says what went
+    /// wrong.
     pub fn load(
         file: &Path,
         device: Device,
@@ -37,33 +38,41 @@ impl Scripted {
             .iter()
             .map(|(_, t)| t.numel())
             .sum();
-        let probe = Tensor::zeros(
-            [
-                2,
-                input.channels as i64,
-                input.height as i64,
-                input.width as i64,
-            ],
-            (Kind::Float, device),
-        );
         let shape = format!("{}x{}x{}", input.channels, input.height, input.width);
-        let out = tch::no_grad(|| module.forward_ts(&[&probe])).map_err(|e| {
-            let first = e.to_string();
-            let first = first.lines().next().unwrap_or_default().to_string();
-            format!("its forward fails on a [2, {shape}] float32 batch ({first})")
-        })?;
-        if out.size() != [2, classes as i64] {
-            return Err(format!(
-                "it gives a tensor of shape {:?} for a batch of 2 {shape} images; the dataset \
-                 needs [2, {classes}] logits",
-                out.size()
-            ));
-        }
-        if out.kind() != Kind::Float {
-            return Err(format!(
-                "it gives {:?} logits; kd-sweep needs float32",
-                out.kind()
-            ));
+        // Two batch sizes: a trace that fixed its batch size (a `view(2, -1)`) fails the second.
+        for n in [2i64, 3] {
+            let probe = Tensor::zeros(
+                [
+                    n,
+                    input.channels as i64,
+                    input.height as i64,
+                    input.width as i64,
+                ],
+                (Kind::Float, device),
+            );
+            let fixed = if n == 2 {
+                ""
+            } else {
+                "; it ran on a batch of 2: was it traced with a fixed batch size?"
+            };
+            let out = tch::no_grad(|| module.forward_ts(&[&probe])).map_err(|e| {
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default().to_string();
+                format!("its forward fails on a [{n}, {shape}] float32 batch ({first}){fixed}")
+            })?;
+            if out.size() != [n, classes as i64] {
+                return Err(format!(
+                    "it gives a tensor of shape {:?} for a batch of {n} {shape} images; the \
+                     dataset needs [{n}, {classes}] logits{fixed}",
+                    out.size()
+                ));
+            }
+            if out.kind() != Kind::Float {
+                return Err(format!(
+                    "it gives {:?} logits; kd-sweep needs float32",
+                    out.kind()
+                ));
+            }
         }
         Ok(Scripted { module, params })
     }

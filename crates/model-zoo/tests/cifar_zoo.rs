@@ -449,6 +449,7 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let traced = dir.path().join("resnet8x4.pt");
     let scripted = dir.path().join("small.pt");
+    let fixed = dir.path().join("fixed.pt");
     let script = format!(
         "import json, sys, torch\n\
          sys.path.insert(0, {reference:?})\n\
@@ -460,12 +461,18 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
          torch.jit.trace(m, torch.randn(2, 3, 32, 32)).save({traced:?})\n\
          s = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))\n\
          torch.jit.script(s).save({scripted:?})\n\
+         class Fixed(torch.nn.Module):\n\
+         \x20   def __init__(self):\n\
+         \x20       super().__init__(); self.l = torch.nn.Linear(3 * 32 * 32, 10)\n\
+         \x20   def forward(self, x): return self.l(x.view(2, -1))\n\
+         torch.jit.trace(Fixed(), torch.randn(2, 3, 32, 32)).save({fixed:?})\n\
          x = torch.randn(4, 3, 32, 32)\n\
          with torch.no_grad(): y = m(x)\n\
          print(json.dumps({{'x': x.flatten().tolist(), 'y': y.flatten().tolist()}}))",
         reference = here.join("tests/reference").display().to_string(),
         traced = traced.display().to_string(),
         scripted = scripted.display().to_string(),
+        fixed = fixed.display().to_string(),
     );
     let o = std::process::Command::new(python())
         .args(["-c", &script])
@@ -517,6 +524,13 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
     let err = kd_model_zoo::Scripted::load(&scripted, Device::Cpu, gray, 10).unwrap_err();
     assert!(
         err.starts_with("its forward fails on a [2, 1x28x28] float32 batch ("),
+        "{err}"
+    );
+    // A trace that fixed its batch size runs on a batch of 2 and fails on 3: refused up front.
+    let err = kd_model_zoo::Scripted::load(&fixed, Device::Cpu, CIFAR, 10).unwrap_err();
+    assert!(
+        err.starts_with("its forward fails on a [3, 3x32x32] float32 batch (")
+            && err.ends_with("was it traced with a fixed batch size?"),
         "{err}"
     );
     let not = dir.path().join("weights.pt");

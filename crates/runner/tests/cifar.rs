@@ -383,6 +383,24 @@ fn the_shipped_cifar_smoke_config_compares_the_objectives_with_one_baseline() {
             "{name} in the gains table:\n{report}"
         );
     }
+    // The dry run counts the online teacher's forward passes in each KD student's cost.
+    let o = common::kd(
+        &[
+            "sweep",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            &set,
+            "--dry-run",
+        ],
+        &dir.path().join("cache"),
+    );
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    let online = plan
+        .lines()
+        .filter(|l| l.ends_with("(with the online teacher)"));
+    assert_eq!(online.count(), 4, "{plan}");
     // The claims find their cells by those names.
     let claims = report.split("## Claims").nth(1).unwrap();
     assert_eq!(claims.matches("PASS").count(), 2, "{claims}");

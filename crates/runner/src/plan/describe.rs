@@ -55,8 +55,20 @@ impl Plan {
             }
         );
         let mut total = teacher_flops;
+        // A KD student with augmented images runs the teacher forward on each batch (online):
+        // its forward FLOPs per image and epoch (unknown for a TorchScript teacher, counted 0).
+        let teacher_forward = match &t.torchscript {
+            Some(_) => 0.0,
+            None => t.cfg.model.flops_per_sample(d.input, d.classes) as f64,
+        };
         for tr in &self.trials {
-            let f = cost(&tr.student.model, tr.student.train.epochs, d.transfer_rows);
+            let online = tr.kind == Kind::Kd && tr.student.train.augments();
+            let f = cost(&tr.student.model, tr.student.train.epochs, d.transfer_rows)
+                + if online {
+                    teacher_forward * d.transfer_rows as f64 * tr.student.train.epochs as f64
+                } else {
+                    0.0
+                };
             total += f;
             let w = &tr.weights;
             let kd = if tr.kind == Kind::Kd {
@@ -73,7 +85,7 @@ impl Plan {
             let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             let _ = writeln!(
                 s,
-                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP",
+                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP{}",
                 tr.id,
                 tr.kind,
                 tr.student.model.shape_label(),
@@ -81,7 +93,12 @@ impl Plan {
                 swept.concat(),
                 self.classes[tr.class].describe(),
                 tr.exec,
-                f / 1e12
+                f / 1e12,
+                if online {
+                    " (with the online teacher)"
+                } else {
+                    ""
+                }
             );
         }
         let all: Vec<usize> = (0..self.trials.len()).collect();
