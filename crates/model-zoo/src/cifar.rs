@@ -133,3 +133,20 @@ pub(crate) fn strided(side: usize, stride: usize) -> usize {
 pub(crate) fn avg_pool(x: &tch::Tensor, k: i64) -> tch::Tensor {
     x.avg_pool2d([k, k], [k, k], [0, 0], false, true, None)
 }
+
+/// What the ShuffleNets' head needs: three stride-2 stages leave a map of side 4 to 7, which
+/// the reference's `avg_pool2d(4)` pools to 1x1 (a square input of side 25 to 56, CIFAR's 32).
+pub(crate) fn fits_pool4(arch: &str, input: crate::InputShape) -> Result<(), crate::ModelError> {
+    let f = (0..3).fold(input.height.max(input.width), |s, _| strided(s, 2));
+    if !(4..8).contains(&f) || input.height != input.width {
+        return Err(crate::spec_err(
+            "arch",
+            format!(
+                "{arch} pools its last map with avg_pool2d(4) into a 1x1 map, which needs \
+                 square images of side 25 to 56 (CIFAR's 32); got {}x{}",
+                input.height, input.width
+            ),
+        ));
+    }
+    Ok(())
+}

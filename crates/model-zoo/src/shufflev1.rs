@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use crate::cifar::{avg_pool, batch_norm, conv_flops, grouped, shuffle, strided, ConvBn, ConvInit};
+use crate::cifar::{
+    avg_pool, batch_norm, conv_flops, fits_pool4, grouped, shuffle, strided, ConvBn, ConvInit,
+};
 use crate::keys::{Configure, Role};
 use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
@@ -50,12 +52,6 @@ impl ShuffleV1Spec {
             stages.push(stage);
         }
         stages
-    }
-
-    /// The side of the last stage's maps.
-    fn final_side(&self, input: InputShape) -> usize {
-        let side = input.height.max(input.width);
-        (0..3).fold(side, |s, _| strided(s, 2))
     }
 }
 
@@ -151,18 +147,7 @@ impl Family for ShuffleV1Spec {
 
     /// The reference pools the last 4x4 map with `avg_pool2d(4)` into one value per channel.
     fn fits(&self, input: InputShape) -> Result<(), ModelError> {
-        let f = self.final_side(input);
-        if !(4..8).contains(&f) || input.height != input.width {
-            return Err(spec_err(
-                "arch",
-                format!(
-                    "shufflev1 pools its last map with avg_pool2d(4) into a 1x1 map, which \
-                     needs square images of side 25 to 56 (CIFAR's 32); got {}x{}",
-                    input.height, input.width
-                ),
-            ));
-        }
-        Ok(())
+        fits_pool4("shufflev1", input)
     }
 
     fn param_count(&self, input: InputShape, classes: usize) -> usize {

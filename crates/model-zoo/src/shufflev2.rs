@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use crate::cifar::{avg_pool, batch_norm, conv_flops, grouped, shuffle, strided, ConvBn, ConvInit};
+use crate::cifar::{
+    avg_pool, batch_norm, conv_flops, fits_pool4, grouped, shuffle, strided, ConvBn, ConvInit,
+};
 use crate::keys::{Configure, Role};
 use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
@@ -155,18 +157,7 @@ impl Family for ShuffleV2Spec {
 
     /// The reference pools the last 4x4 map with `avg_pool2d(4)` into one value per channel.
     fn fits(&self, input: InputShape) -> Result<(), ModelError> {
-        let f = (0..3).fold(input.height.max(input.width), |s, _| strided(s, 2));
-        if !(4..8).contains(&f) || input.height != input.width {
-            return Err(spec_err(
-                "arch",
-                format!(
-                    "shufflev2 pools its last map with avg_pool2d(4) into a 1x1 map, which \
-                     needs square images of side 25 to 56 (CIFAR's 32); got {}x{}",
-                    input.height, input.width
-                ),
-            ));
-        }
-        Ok(())
+        fits_pool4("shufflev2", input)
     }
 
     fn param_count(&self, input: InputShape, classes: usize) -> usize {

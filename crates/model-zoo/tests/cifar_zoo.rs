@@ -95,6 +95,35 @@ fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
 }
 
+/// Run `script` with the venv's python; its stdout is one JSON value.
+fn python_json(script: &str) -> serde_json::Value {
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The list of numbers at `key` of `out`, as float32.
+fn floats(out: &serde_json::Value, key: &str) -> Vec<f32> {
+    out[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The largest absolute difference between `a` and `b`.
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 #[test]
 fn the_same_weights_give_the_transcriptions_logits() {
     for name in [
@@ -384,20 +413,8 @@ fn a_repdistiller_checkpoint_converts_loads_and_gives_its_logits() {
         reference = here.join("tests/reference").display().to_string(),
         pth = pth.display().to_string(),
     );
-    let o = std::process::Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let floats = |k: &str| -> Vec<f32> {
-        out[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
+    let out = python_json(&script);
+    let floats = |k: &str| floats(&out, k);
     let safe = dir.path().join("resnet8x4.safetensors");
     let o = std::process::Command::new(python())
         .arg(here.join("../../tools/pth_to_safetensors.py"))
@@ -415,11 +432,7 @@ fn a_repdistiller_checkpoint_converts_loads_and_gives_its_logits() {
         .try_into()
         .unwrap();
     let theirs = floats("y");
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst(&ours, &theirs);
     assert!(worst < 1e-5, "logits differ by {worst}");
 
     // The wrong model for the file: a missing tensor and a wrong shape name the tensor.
@@ -474,20 +487,8 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
         scripted = scripted.display().to_string(),
         fixed = fixed.display().to_string(),
     );
-    let o = std::process::Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let floats = |k: &str| -> Vec<f32> {
-        out[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
+    let out = python_json(&script);
+    let floats = |k: &str| floats(&out, k);
     let teacher = kd_model_zoo::Scripted::load(&traced, Device::Cpu, CIFAR, 100).unwrap();
     // resnet8x4's count from `cifar_zoo.py counts` (the test above checks ours against it).
     assert_eq!(teacher.params(), 1_233_540);
@@ -498,11 +499,7 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
         .try_into()
         .unwrap();
     let theirs = floats("y");
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst(&ours, &theirs);
     assert!(
         worst < 1e-5,
         "logits differ by {worst} (eval mode even when asked to train)"
