@@ -37,7 +37,7 @@ teacher:
   train: {epochs: 20, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
 student:
   model: {arch: mlp, hidden: [800, 800], dropout: 0.0, input_dropout: 0.0}
-  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine, crop: 0, flip: false}
+  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine, test_every: best, crop: 0, flip: false}
 kd: {temperature: 4, alpha: 0.9, beta: null, soft_loss: ce, t2_scaling: true, standardise: false}   # soft_loss: ce | kl | mse_logits | dkd | dist
 baseline: true                  # also train the student on hard targets only (alpha 0, beta 1)
 "#;
@@ -181,6 +181,14 @@ fn bad_values_name_their_key() {
             "kd.alpha: must be in [0, 1] while kd.beta is unset",
         ),
         ("kd: {alpha: -1, beta: 1}", "kd.alpha: must be >= 0, got -1"),
+        (
+            "student: {train: {test_every: 0}}",
+            "student.train.test_every: must be `best` (the test split after each new best",
+        ),
+        (
+            "teacher: {train: {test_every: worst}}",
+            "teacher.train.test_every: must be `best`",
+        ),
         ("kd: {beta: -1}", "kd.beta: must be >= 0, got -1"),
         (
             "kd: {alpha: 0, beta: 0}",
@@ -600,6 +608,26 @@ fn init_defaults_to_pytorchs_and_can_be_kaiming() {
     );
     let r = resolve("name: x\ngrid: {student.model.init: [torch, kaiming]}").unwrap();
     assert_eq!(r.cells[1].student.model.init(), Init::Kaiming);
+}
+
+/// `train.test_every`: `best` by default and then absent from the serialised recipe (so from
+/// every id: the reported numbers are the same), or a number of epochs.
+#[test]
+fn test_every_is_best_by_default_and_out_of_the_ids() {
+    let r = resolve("name: x").unwrap();
+    assert_eq!(r.student.train.test_every, config::TestEvery::Best);
+    assert!(!serde_yaml::to_string(&r.student.train)
+        .unwrap()
+        .contains("test_every"));
+    let r =
+        resolve("name: x\nstudent: {train: {test_every: 3}}\nteacher: {train: {test_every: best}}")
+            .unwrap();
+    assert_eq!(r.student.train.test_every, config::TestEvery::Every(3));
+    assert_eq!(r.teacher.train.test_every, config::TestEvery::Best);
+    let yaml = serde_yaml::to_string(&r.student.train).unwrap();
+    assert!(yaml.contains("test_every: 3"), "{yaml}");
+    let back: config::TrainCfg = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(back, r.student.train);
 }
 
 /// The `kd` axis: each value a mapping of kd keys set together over the `kd:` block (whole

@@ -251,9 +251,14 @@ fn compression_curve(best: &[&Cell]) -> Figure {
     }
 }
 
-/// Test error per epoch of the best KD cell (by validation) against its paired baselines.
+/// One accuracy of an epoch row (validation or test).
+type Accuracy = fn(&EpochRecord) -> Option<f64>;
+
+/// Validation error per epoch of the best KD cell (by validation) against its paired
+/// baselines, and their test error at the epochs where it was measured (`train.test_every`:
+/// each new best validation epoch and the last, or every N).
 fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
-    let curve = |ids: Vec<&str>| -> Vec<(f64, f64, f64)> {
+    let curve = |ids: &[&str], acc: Accuracy| -> Vec<(f64, f64, f64)> {
         let mine: Vec<&EpochRecord> = epochs
             .iter()
             .filter(|e| ids.contains(&e.trial_id.as_str()))
@@ -264,7 +269,7 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
                 let e: Vec<f64> = mine
                     .iter()
                     .filter(|e| e.epoch == ep)
-                    .filter_map(|e| e.test_acc)
+                    .filter_map(|e| acc(e))
                     .map(|a| 100.0 * (1.0 - a))
                     .collect();
                 (!e.is_empty()).then(|| {
@@ -274,37 +279,65 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
             })
             .collect()
     };
-    let kd = curve(cell.kd.iter().map(|r| r.trial_id.as_str()).collect());
-    if kd.is_empty() {
+    let kd_ids: Vec<&str> = cell.kd.iter().map(|r| r.trial_id.as_str()).collect();
+    let base_ids: Vec<&str> = cell
+        .baselines()
+        .iter()
+        .map(|r| r.trial_id.as_str())
+        .collect();
+    let val: Accuracy = |e| e.val_acc;
+    let test: Accuracy = |e| e.test_acc;
+    let series = [
+        (
+            format!("KD {}, validation", cell.label),
+            &kd_ids,
+            val,
+            false,
+            0,
+        ),
+        (
+            "its paired baselines, validation".to_string(),
+            &base_ids,
+            val,
+            true,
+            1,
+        ),
+        (
+            format!("KD {}, test where measured", cell.label),
+            &kd_ids,
+            test,
+            true,
+            2,
+        ),
+        (
+            "its paired baselines, test where measured".to_string(),
+            &base_ids,
+            test,
+            true,
+            3,
+        ),
+    ];
+    let series: Vec<Series> = series
+        .into_iter()
+        .map(|(name, ids, acc, dashed, color)| Series {
+            name,
+            points: curve(ids, acc),
+            dashed,
+            color,
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if series.is_empty() {
         return None;
     }
-    let base = curve(
-        cell.baselines()
-            .iter()
-            .map(|r| r.trial_id.as_str())
-            .collect(),
-    );
     Some(Figure::Line {
         stem: "learning_curves".into(),
         plot: LinePlot {
             title: format!("Learning curves: best KD cell ({}) vs baseline", cell.label),
             x_label: "epoch".into(),
-            y_label: "test error (%)".into(),
+            y_label: "error (%)".into(),
             log_x: false,
-            series: vec![
-                Series {
-                    name: format!("KD {}", cell.label),
-                    points: kd,
-                    dashed: false,
-                    color: 0,
-                },
-                Series {
-                    name: "its paired baselines".into(),
-                    points: base,
-                    dashed: true,
-                    color: 1,
-                },
-            ],
+            series,
             bands: vec![],
         },
     })

@@ -273,43 +273,70 @@ fn execution(rows: &[TrialRecord]) -> String {
     s
 }
 
-/// " Students were evaluated ...": which epochs of the student trials have validation and test
-/// accuracies (`train.eval_every`), from the epoch rows.
+/// " Students were evaluated ...": which epochs of the student trials have validation
+/// accuracies (`train.eval_every`) and which test accuracies (`train.test_every`), from the
+/// epoch rows.
 fn evaluation(rows: &[TrialRecord], epochs: &[EpochRecord]) -> String {
+    // Per student trial: the epochs with a validation (or, without one, test) accuracy, the
+    // number with a test accuracy, and its epoch count.
     let mut patterns: Vec<(Vec<u32>, u32)> = Vec::new();
+    let mut tests: Vec<(usize, usize)> = Vec::new();
+    let mut same = true;
     for r in rows
         .iter()
         .filter(|r| r.kind != Kind::Teacher && r.status == Status::Ok)
     {
         let mine: Vec<&EpochRecord> = epochs.iter().filter(|e| e.trial_id == r.trial_id).collect();
-        let evaluated: Vec<u32> = mine
-            .iter()
-            .filter(|e| e.test_acc.is_some())
-            .map(|e| e.epoch)
-            .collect();
+        let with = |f: &dyn Fn(&EpochRecord) -> bool| -> Vec<u32> {
+            mine.iter().filter(|e| f(e)).map(|e| e.epoch).collect()
+        };
+        let tested = with(&|e| e.test_acc.is_some());
+        let validated = with(&|e| e.val_acc.is_some());
+        let evaluated = if validated.is_empty() {
+            tested.clone()
+        } else {
+            validated
+        };
+        same &= evaluated == tested;
+        tests.push((tested.len(), evaluated.len()));
         let p = (evaluated, mine.len() as u32);
         if !patterns.contains(&p) {
             patterns.push(p);
         }
     }
     let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-    match patterns.as_slice() {
-        [] => String::new(),
-        [(ev, n)] if ev.len() as u32 == *n => {
-            " Students were evaluated on validation and test after every epoch.".into()
-        }
+    let when = match patterns.as_slice() {
+        [] => return String::new(),
+        [(ev, n)] if ev.len() as u32 == *n => "after every epoch".to_string(),
         _ => {
             let parts: Vec<String> = patterns
                 .iter()
                 .map(|(ev, n)| format!("after epochs {} of {n}", list(ev)))
                 .collect();
-            format!(
-                " Students were evaluated on validation and test {} (`train.eval_every`); \
-                 the best epoch is chosen among those.",
-                parts.join("; ")
-            )
+            format!("{} (`train.eval_every`)", parts.join("; "))
         }
+    };
+    if same {
+        let best = if when == "after every epoch" {
+            ""
+        } else {
+            "; the best epoch is chosen among those"
+        };
+        return format!(" Students were evaluated on validation and test {when}{best}.");
     }
+    let (lo, hi) = tests
+        .iter()
+        .fold((usize::MAX, 0), |(l, h), (t, _)| (l.min(*t), h.max(*t)));
+    let mean = tests.iter().map(|(t, _)| *t as f64).sum::<f64>() / tests.len() as f64;
+    let of = tests.iter().map(|(_, e)| *e).max().unwrap_or(0);
+    format!(
+        " Students were evaluated on validation {when}, and on the test set only after each \
+         epoch with a new best validation accuracy and after the last (`train.test_every: \
+         best`, or also every N epochs): {lo} to {hi} test evaluations per student (mean \
+         {mean:.1}) of up to {of} evaluated epochs, which give every test number reported \
+         (after the last epoch, and after the best validation epoch); the test set chooses \
+         nothing."
+    )
 }
 
 /// " N student trials trained packed ...", when any did.

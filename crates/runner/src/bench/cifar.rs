@@ -71,6 +71,7 @@ fn kd_sweep(device: Device, steps: usize, teacher: bool) -> f64 {
         weight_decay: 5e-4,
         schedule: Schedule::Constant,
         eval_every: 1,
+        test_every: Default::default(),
         jitter: 0,
         max_norm: None,
         milestones: vec![],

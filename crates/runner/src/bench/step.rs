@@ -67,6 +67,7 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
         weight_decay: 0.0,
         schedule: Schedule::Constant,
         eval_every: 1,
+        test_every: Default::default(),
         jitter: 0,
         max_norm: None,
         milestones: vec![],

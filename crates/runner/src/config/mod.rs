@@ -9,6 +9,7 @@ mod grid;
 mod kd;
 mod model;
 mod resolve;
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
 pub use model::RawModel;
 pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
+pub use train::{Optimizer, Schedule, TestEvery, TrainCfg};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,8 @@ pub struct RawTrain {
     pub weight_decay: Option<f64>,
     pub schedule: Option<String>,
     pub eval_every: Option<usize>,
+    /// `best` or a number of epochs (see [`TestEvery`]).
+    pub test_every: Option<serde_yaml::Value>,
     pub jitter: Option<usize>,
     pub max_norm: Option<f64>,
     pub milestones: Option<Vec<usize>>,
@@ -269,142 +273,6 @@ pub struct TeacherCfg {
 pub struct StudentCfg {
     pub model: ModelSpec,
     pub train: TrainCfg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-impl Optimizer {
-    pub const ALL: [Optimizer; 3] = [Optimizer::Sgd, Optimizer::Adam, Optimizer::Adamw];
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// Cosine decay from `lr` to 0 over all steps.
-    Cosine,
-    Constant,
-    /// `lr` times `gamma` for each of `train.milestones` passed: from 0-based epoch `m` on
-    /// (PyTorch's `MultiStepLR` stepped once per epoch; RepDistiller's `adjust_learning_rate`).
-    Multistep,
-}
-
-impl Schedule {
-    pub const ALL: [Schedule; 3] = [Schedule::Cosine, Schedule::Constant, Schedule::Multistep];
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainCfg {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub optimizer: Optimizer,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub schedule: Schedule,
-    /// Validation and test accuracy are measured every this many epochs and after the last.
-    /// Left out of the serialised form (and so of every id) at its default, 1.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub eval_every: usize,
-    /// Training images are shifted by up to this many pixels in each direction (0: none). A KD
-    /// student with jitter learns from the teacher's logits on the shifted batch (online
-    /// teacher). Left out of the serialised form (and so of every id) at 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub jitter: usize,
-    /// Max-norm constraint (Hinton et al. 2012): after every step, each hidden unit's incoming
-    /// weight vector is rescaled to L2 norm at most this (`torch.renorm(w, 2, 0, c)` on every
-    /// linear layer but the output). Left out of the serialised form (and so of every id) unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_norm: Option<f64>,
-    /// `schedule: multistep`'s epochs (0-based epoch numbers, increasing) after which the rate
-    /// is multiplied by `gamma`. Left out of the serialised form when empty (other schedules).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub milestones: Vec<usize>,
-    /// `schedule: multistep`'s factor (0.1 by default); unset for other schedules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gamma: Option<f64>,
-    /// Random crop with zero padding (torchvision's `RandomCrop(H, padding=crop)`): each image is
-    /// padded by this many black pixels on every side and an `H x W` window cut at a random
-    /// offset. 0: none; left out of the serialised form at 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub crop: usize,
-    /// Random horizontal flip of half the images (`RandomHorizontalFlip()`); left out of the
-    /// serialised form when off.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub flip: bool,
-    /// Label smoothing of the hard term (PyTorch's `cross_entropy(label_smoothing=eps)`), for
-    /// this role's every trial: KD students and baselines alike. Left out of the serialised
-    /// form at 0.
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
-    pub label_smoothing: f64,
-}
-
-fn is_zero_f64(v: &f64) -> bool {
-    *v == 0.0
-}
-
-fn is_false(v: &bool) -> bool {
-    !*v
-}
-
-fn is_zero(v: &usize) -> bool {
-    *v == 0
-}
-
-fn one() -> usize {
-    1
-}
-
-fn is_one(v: &usize) -> bool {
-    *v == 1
-}
-
-impl TrainCfg {
-    /// Whether training images are augmented (`jitter`, `crop` or `flip`): a KD student then
-    /// needs the teacher online, on each augmented batch.
-    pub fn augments(&self) -> bool {
-        self.jitter > 0 || self.crop > 0 || self.flip
-    }
-
-    /// The augmentation as records and reports name it (`crop4+flip`), `None` without one.
-    pub fn augment_label(&self) -> Option<String> {
-        let parts: Vec<String> = [
-            (self.jitter > 0).then(|| format!("jitter{}", self.jitter)),
-            (self.crop > 0).then(|| format!("crop{}", self.crop)),
-            self.flip.then(|| "flip".to_string()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        (!parts.is_empty()).then(|| parts.join("+"))
-    }
-
-    /// The schedule as records name it: `cosine`, `constant`, `multistep 150,180,210 x0.1`.
-    pub fn schedule_label(&self) -> String {
-        let name = enum_name(&self.schedule);
-        match self.schedule {
-            Schedule::Multistep => format!(
-                "{name} {} x{}",
-                self.milestones
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                self.gamma.map_or("?".to_string(), |g| g.to_string())
-            ),
-            _ => name,
-        }
-    }
-
-    /// Whether `epoch` (1-based) of this training is evaluated on the val and test splits.
-    pub fn evaluates(&self, epoch: u32) -> bool {
-        epoch as usize == self.epochs || (epoch as usize).is_multiple_of(self.eval_every.max(1))
-    }
 }
 
 /// `pack`: students of one MLP shape and training recipe train as one model with their weights

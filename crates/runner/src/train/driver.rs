@@ -63,13 +63,21 @@ fn to_vec(t: &Tensor) -> Vec<f64> {
 
 /// Per student, the scores of `learner` on `split`; none for an empty split.
 fn evaluate(learner: &dyn Learner, split: &SplitTensors, k: usize) -> Vec<Option<Score>> {
+    evaluate_keep(learner, split, k).0
+}
+
+/// [`evaluate`], and the logits it scored (`[K, n, classes]`), none for an empty split.
+fn evaluate_keep(
+    learner: &dyn Learner,
+    split: &SplitTensors,
+    k: usize,
+) -> (Vec<Option<Score>>, Option<Tensor>) {
     if split.is_empty() {
-        return vec![None; k];
+        return (vec![None; k], None);
     }
-    score(&learner.logits(&split.x), &split.y)
-        .into_iter()
-        .map(Some)
-        .collect()
+    let logits = learner.logits(&split.x);
+    let scores = score(&logits, &split.y).into_iter().map(Some).collect();
+    (scores, Some(logits))
 }
 
 /// Train `members` (one per student of `learner`, in order) for `cfg.epochs` epochs on
@@ -94,6 +102,11 @@ pub(crate) fn run(
     let mut alive = vec![true; k];
     let mut message: Vec<Option<String>> = vec![None; k];
     let mut logs: Vec<Vec<EpochRecord>> = vec![Vec::with_capacity(cfg.epochs); k];
+    // Per student, its best validation accuracy so far: the test split is measured after each
+    // epoch that beats it (`train.test_every`), so `best_test_acc` is always measured.
+    let mut best_val = vec![f64::NEG_INFINITY; k];
+    // The last epoch's test logits, which are also the final ones (the weights do not change).
+    let mut last_test: Option<Tensor> = None;
     let mut step = 0usize;
     for epoch in 1..=cfg.epochs as u32 {
         let t0 = Instant::now();
@@ -139,13 +152,34 @@ pub(crate) fn run(
         let finite_w = learner.weights_finite();
         // Evaluated only when some student is still healthy after the epoch's loss and weights.
         let healthy = (0..k).any(|i| alive[i] && totals[i].is_finite() && finite_w[i]);
-        let (val, test) = if cfg.evaluates(epoch) && healthy {
-            (
-                evaluate(learner, data.val, k),
-                evaluate(learner, data.test, k),
-            )
+        let val = if cfg.evaluates(epoch) && healthy {
+            evaluate(learner, data.val, k)
         } else {
-            (vec![None; k], vec![None; k])
+            vec![None; k]
+        };
+        let tested: Vec<bool> = (0..k)
+            .map(|i| {
+                let new_best = val[i].is_some_and(|v| v.finite && v.acc > best_val[i]);
+                if new_best {
+                    best_val[i] = val[i].map_or(best_val[i], |v| v.acc);
+                }
+                alive[i] && cfg.tests(epoch, new_best)
+            })
+            .collect();
+        let test = if healthy && tested.iter().any(|&t| t) {
+            let (scores, logits) = evaluate_keep(learner, data.test, k);
+            if epoch as usize == cfg.epochs {
+                last_test = logits;
+            }
+            // Recorded for the students that asked for it only, so a pack's epochs are a lone
+            // student's.
+            scores
+                .into_iter()
+                .zip(&tested)
+                .map(|(s, &t)| s.filter(|_| t))
+                .collect()
+        } else {
+            vec![None; k]
         };
         let seconds = t0.elapsed().as_secs_f64() / k as f64;
         for i in 0..k {
@@ -189,7 +223,8 @@ pub(crate) fn run(
     }
     // The test logits are scored and, for the measures, kept.
     let any = alive.iter().any(|&a| a);
-    let test = (any && !data.test.is_empty()).then(|| learner.logits(&data.test.x));
+    let test = (any && !data.test.is_empty())
+        .then(|| last_test.unwrap_or_else(|| learner.logits(&data.test.x)));
     let (train_scores, test_scores) = if any {
         let t = test.as_ref().map_or_else(
             || vec![None; k],

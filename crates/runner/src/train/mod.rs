@@ -186,6 +186,7 @@ mod tests {
             weight_decay: 0.0,
             schedule,
             eval_every: 1,
+            test_every: Default::default(),
             jitter: 0,
             max_norm: None,
             milestones: vec![],

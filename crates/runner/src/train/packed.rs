@@ -323,6 +323,7 @@ mod tests {
             weight_decay: 0.0,
             schedule: Schedule::Cosine,
             eval_every: 1,
+            test_every: Default::default(),
             jitter: 0,
             max_norm: None,
             milestones: vec![],
@@ -444,9 +445,13 @@ mod tests {
                     }
                     assert!((pe.train_acc - ae.train_acc).abs() <= 0.01, "{what}");
                     assert!(
-                        (pe.test_acc.unwrap() - ae.test_acc.unwrap()).abs() <= 0.01,
+                        (pe.val_acc.unwrap() - ae.val_acc.unwrap()).abs() <= 0.01,
                         "{what}"
                     );
+                    // Tested after new best validation epochs, which rounding may shift.
+                    if let (Some(x), Some(y)) = (pe.test_acc, ae.test_acc) {
+                        assert!((x - y).abs() <= 0.01, "{what}");
+                    }
                     assert_eq!(pe.lr, ae.lr);
                 }
                 assert!((p.test_acc.unwrap() - a.test_acc.unwrap()).abs() <= 0.01);
@@ -538,6 +543,89 @@ mod tests {
         let single = alone(&spec(0.0), &m[0], &sparse, &task);
         let evaluated: Vec<bool> = single.epochs.iter().map(|e| e.val_acc.is_some()).collect();
         assert_eq!(evaluated, [false, true, true]);
+    }
+
+    /// `train.test_every: best` (the default) measures the test split after each new best
+    /// validation epoch and the last only, and reports exactly what dense testing reports:
+    /// `test_acc`, the best epoch, its test accuracy (`best_test_acc`), every validation and
+    /// training number; packed and alone alike.
+    #[test]
+    fn testing_at_new_bests_reports_what_testing_every_epoch_does() {
+        let _l = lock();
+        let task = task();
+        let best = cfg(Optimizer::Adam, 16);
+        let dense = TrainCfg {
+            test_every: crate::config::TestEvery::Every(1),
+            ..best.clone()
+        };
+        let m = [
+            member(1, 4.0, 0.9),
+            member(2, 2.0, 0.5),
+            member(1, 1.0, 0.0),
+            member(3, 8.0, 0.9),
+        ];
+        let best_test = |o: &Outcome| {
+            o.best_epoch
+                .and_then(|b| o.epochs[b as usize - 1].test_acc)
+                .expect("the best epoch was tested")
+        };
+        let mut sparse_epochs = 0;
+        let runs = [
+            (
+                pack(&spec(0.0), &m, &best, &task),
+                pack(&spec(0.0), &m, &dense, &task),
+            ),
+            (
+                m.iter()
+                    .map(|x| alone(&spec(0.0), x, &best, &task))
+                    .collect(),
+                m.iter()
+                    .map(|x| alone(&spec(0.0), x, &dense, &task))
+                    .collect(),
+            ),
+        ];
+        for (b, d) in &runs {
+            for (b, d) in b.iter().zip(d) {
+                assert_eq!(
+                    (b.test_acc, b.train_acc, b.test_errors),
+                    (d.test_acc, d.train_acc, d.test_errors)
+                );
+                assert_eq!(b.best_epoch, d.best_epoch);
+                assert_eq!(best_test(b), best_test(d));
+                assert!(
+                    d.epochs.iter().all(|e| e.test_acc.is_some()),
+                    "dense: every epoch"
+                );
+                // Tested: exactly the new bests of validation, and the last epoch.
+                let mut top = f64::NEG_INFINITY;
+                for (eb, ed) in b.epochs.iter().zip(&d.epochs) {
+                    assert_eq!((eb.val_acc, eb.train_loss), (ed.val_acc, ed.train_loss));
+                    let v = eb.val_acc.unwrap();
+                    let want = v > top || eb.epoch == 16;
+                    top = top.max(v);
+                    assert_eq!(eb.test_acc.is_some(), want, "epoch {}", eb.epoch);
+                    if want {
+                        assert_eq!(eb.test_acc, ed.test_acc);
+                    } else {
+                        sparse_epochs += 1;
+                    }
+                }
+            }
+        }
+        // The packed and the lone students agree too, epoch by epoch.
+        for (p, a) in runs[0].0.iter().zip(&runs[1].0) {
+            let tested = |o: &Outcome| {
+                o.epochs
+                    .iter()
+                    .map(|e| e.test_acc.is_some())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(tested(p), tested(a));
+        }
+        assert!(
+            sparse_epochs > 0,
+            "some epoch was no new best: the test would prove nothing"
+        );
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! The resolved training recipe of a role (`teacher.train`, `student.train`): optimiser,
+//! schedule, evaluation and augmentation, as the ids and records see them.
+
+use serde::{Deserialize, Serialize};
+
+use super::enum_name;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+impl Optimizer {
+    pub const ALL: [Optimizer; 3] = [Optimizer::Sgd, Optimizer::Adam, Optimizer::Adamw];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 over all steps.
+    Cosine,
+    Constant,
+    /// `lr` times `gamma` for each of `train.milestones` passed: from 0-based epoch `m` on
+    /// (PyTorch's `MultiStepLR` stepped once per epoch; RepDistiller's `adjust_learning_rate`).
+    Multistep,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 3] = [Schedule::Cosine, Schedule::Constant, Schedule::Multistep];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCfg {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Validation and test accuracy are measured every this many epochs and after the last.
+    /// Left out of the serialised form (and so of every id) at its default, 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub eval_every: usize,
+    /// Which of those epochs also evaluate the test split. Reported numbers (`test_acc` after
+    /// the last epoch, `best_test_acc` after the best validation epoch) are the same either way,
+    /// so it is left out of the serialised form (and so of every id) at its default, `best`.
+    #[serde(default, skip_serializing_if = "TestEvery::is_best")]
+    pub test_every: TestEvery,
+    /// Training images are shifted by up to this many pixels in each direction (0: none). A KD
+    /// student with jitter learns from the teacher's logits on the shifted batch (online
+    /// teacher). Left out of the serialised form (and so of every id) at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter: usize,
+    /// Max-norm constraint (Hinton et al. 2012): after every step, each hidden unit's incoming
+    /// weight vector is rescaled to L2 norm at most this (`torch.renorm(w, 2, 0, c)` on every
+    /// linear layer but the output). Left out of the serialised form (and so of every id) unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
+    /// `schedule: multistep`'s epochs (0-based epoch numbers, increasing) after which the rate
+    /// is multiplied by `gamma`. Left out of the serialised form when empty (other schedules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<usize>,
+    /// `schedule: multistep`'s factor (0.1 by default); unset for other schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Random crop with zero padding (torchvision's `RandomCrop(H, padding=crop)`): each image is
+    /// padded by this many black pixels on every side and an `H x W` window cut at a random
+    /// offset. 0: none; left out of the serialised form at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop: usize,
+    /// Random horizontal flip of half the images (`RandomHorizontalFlip()`); left out of the
+    /// serialised form when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flip: bool,
+    /// Label smoothing of the hard term (PyTorch's `cross_entropy(label_smoothing=eps)`), for
+    /// this role's every trial: KD students and baselines alike. Left out of the serialised
+    /// form at 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+/// `train.test_every`: which evaluated epochs (`train.eval_every`) also measure the test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestEvery {
+    /// After each epoch whose validation accuracy is a new best, and after the last: every
+    /// test number a record reports, and no other (the test set chooses nothing).
+    #[default]
+    Best,
+    /// Those, and every evaluated epoch that is a multiple of N: dense test curves.
+    #[serde(untagged)]
+    Every(usize),
+}
+
+impl TestEvery {
+    pub fn is_best(&self) -> bool {
+        *self == TestEvery::Best
+    }
+}
+
+impl TrainCfg {
+    /// Whether training images are augmented (`jitter`, `crop` or `flip`): a KD student then
+    /// needs the teacher online, on each augmented batch.
+    pub fn augments(&self) -> bool {
+        self.jitter > 0 || self.crop > 0 || self.flip
+    }
+
+    /// The augmentation as records and reports name it (`crop4+flip`), `None` without one.
+    pub fn augment_label(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.jitter > 0).then(|| format!("jitter{}", self.jitter)),
+            (self.crop > 0).then(|| format!("crop{}", self.crop)),
+            self.flip.then(|| "flip".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join("+"))
+    }
+
+    /// The schedule as records name it: `cosine`, `constant`, `multistep 150,180,210 x0.1`.
+    pub fn schedule_label(&self) -> String {
+        let name = enum_name(&self.schedule);
+        match self.schedule {
+            Schedule::Multistep => format!(
+                "{name} {} x{}",
+                self.milestones
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                self.gamma.map_or("?".to_string(), |g| g.to_string())
+            ),
+            _ => name,
+        }
+    }
+
+    /// Whether `epoch` (1-based) of this training is evaluated on the validation split.
+    pub fn evaluates(&self, epoch: u32) -> bool {
+        epoch as usize == self.epochs || (epoch as usize).is_multiple_of(self.eval_every.max(1))
+    }
+
+    /// Whether an evaluated `epoch` also measures the test split, for a student whose
+    /// validation accuracy is a new best there (`new_best`): after the last epoch, at a new
+    /// best, and with `test_every: N` at the multiples of N.
+    pub fn tests(&self, epoch: u32, new_best: bool) -> bool {
+        self.evaluates(epoch)
+            && (epoch as usize == self.epochs
+                || new_best
+                || matches!(self.test_every, TestEvery::Every(n) if (epoch as usize).is_multiple_of(n.max(1))))
+    }
+}
