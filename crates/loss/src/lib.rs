@@ -23,7 +23,7 @@ pub use objectives::{DistWeights, DkdWeights, Objective, SoftLoss};
 pub use targets::Targets;
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 /// Everything that can go wrong before any maths is done.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +366,65 @@ pub struct PackedKdLoss {
     pub hard: Tensor,
 }
 
+/// The per-student weights of a pack, checked and put on the device once (a pack's weights do
+/// not change between steps, and on a GPU an upload inside a step waits for the device):
+/// temperatures `[K, 1, 1]`, soft-term factors `alpha * soft_scale` and hard-term factors `beta`
+/// `[K]`, in the kind of the students' logits.
+#[derive(Debug)]
+pub struct PackedWeights {
+    k: i64,
+    form: SoftLoss,
+    first: KdWeights,
+    temperature: Tensor,
+    soft: Tensor,
+    hard: Tensor,
+}
+
+impl PackedWeights {
+    /// Check `weights` (one soft-loss form that packs) and upload them to `device` as `kind`.
+    pub fn new(weights: &[KdWeights], kind: Kind, device: Device) -> Result<Self, LossError> {
+        let Some(first) = weights.first().copied() else {
+            return Err(LossError::Shape {
+                what: "packed weights",
+                expected: "at least one student".into(),
+                got: vec![0],
+            });
+        };
+        for w in weights {
+            w.validate()?;
+            if !w.packs() {
+                return Err(LossError::Shape {
+                    what: "packed soft_loss",
+                    expected: "an objective that packs (not dkd, dist or standardised logits)"
+                        .into(),
+                    got: vec![],
+                });
+            }
+            if w.soft_loss != first.soft_loss {
+                return Err(LossError::Shape {
+                    what: "packed soft_loss",
+                    expected: format!("one form per pack ({})", first.soft_loss.as_str()),
+                    got: vec![],
+                });
+            }
+        }
+        let column = |f: &dyn Fn(&KdWeights) -> f64| {
+            Tensor::from_slice(&weights.iter().map(f).collect::<Vec<f64>>())
+                .to_kind(kind)
+                .to_device(device)
+        };
+        let k = weights.len() as i64;
+        Ok(PackedWeights {
+            k,
+            form: first.soft_loss,
+            first,
+            temperature: column(&|w| w.temperature).view([k, 1, 1]),
+            soft: column(&|w| w.alpha * w.soft_scale()),
+            hard: column(&|w| w.beta),
+        })
+    }
+}
+
 /// The objective of K students trained as one pack, each with its own temperature and weights
 /// (one soft-loss form per pack). Baselines in the pack have `alpha = 0, beta = 1`: their soft
 /// term is computed and multiplied by 0, which adds exactly nothing to their gradient.
@@ -379,8 +438,20 @@ pub fn packed_distillation_loss(
     labels: &Tensor,
     weights: &[KdWeights],
 ) -> Result<PackedKdLoss, LossError> {
+    let w = PackedWeights::new(weights, student.kind(), student.device())?;
+    packed_distillation_loss_with(student, teacher, labels, &w)
+}
+
+/// [`packed_distillation_loss`] with the weights already on the device: no transfer between
+/// host and device.
+pub fn packed_distillation_loss_with(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    weights: &PackedWeights,
+) -> Result<PackedKdLoss, LossError> {
     let shape = student.size();
-    let k = weights.len() as i64;
+    let k = weights.k;
     if shape.len() != 3 || shape[0] != k || teacher.size() != shape {
         return Err(LossError::Shape {
             what: "packed logits",
@@ -395,41 +466,13 @@ pub fn packed_distillation_loss(
             got: labels.size(),
         });
     }
-    let Some(form) = weights.first().map(|w| w.soft_loss) else {
-        return Err(LossError::Shape {
-            what: "packed weights",
-            expected: "at least one student".into(),
-            got: vec![0],
-        });
-    };
-    for w in weights {
-        w.validate()?;
-        if !w.packs() {
-            return Err(LossError::Shape {
-                what: "packed soft_loss",
-                expected: "an objective that packs (not dkd, dist or standardised logits)".into(),
-                got: vec![],
-            });
-        }
-        if w.soft_loss != form {
-            return Err(LossError::Shape {
-                what: "packed soft_loss",
-                expected: format!("one form per pack ({})", form.as_str()),
-                got: vec![],
-            });
-        }
-    }
-    let device = student.device();
-    let column = |f: &dyn Fn(&KdWeights) -> f64| {
-        Tensor::from_slice(&weights.iter().map(f).collect::<Vec<f64>>())
-            .to_kind(student.kind())
-            .to_device(device)
-    };
-    let temp = column(&|w| w.temperature).view([k, 1, 1]);
-    let targets = Targets::packed(teacher, temp).with_labels(labels);
-    let soft = form.objective().soft(student, &targets, &weights[0])?;
+    let targets = Targets::packed(teacher, weights.temperature.shallow_clone()).with_labels(labels);
+    let soft = weights
+        .form
+        .objective()
+        .soft(student, &targets, &weights.first)?;
     let hard = packed_hard_cross_entropy(student, labels)?;
-    let total = &soft * column(&|w| w.alpha * w.soft_scale()) + &hard * column(&|w| w.beta);
+    let total = &soft * &weights.soft + &hard * &weights.hard;
     Ok(PackedKdLoss { total, soft, hard })
 }
 

@@ -109,21 +109,37 @@ pub fn nvidia_smi_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The model of CUDA device `n` as libtorch numbers it (after `$CUDA_VISIBLE_DEVICES`).
+/// GPU `n` (as this process numbers them) and the software stack its numbers depend on: its
+/// model and driver (from `nvidia-smi`), and the CUDA runtime and cuDNN libtorch runs on, e.g.
+/// `NVIDIA H200 driver 575.57.08 cudart 13000 cudnn 91002` (no commas: it is a CSV field). All of
+/// it goes into the execution class, so into every CUDA trial's id.
 pub fn gpu_model(n: usize) -> String {
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let physical = match visible.as_deref().map(|v| v.split(',').nth(n)) {
         Some(Some(id)) => id.trim().to_string(),
         _ => n.to_string(),
     };
-    std::process::Command::new("nvidia-smi")
-        .args(["-i", &physical, "--query-gpu=name", "--format=csv,noheader"])
+    let smi = std::process::Command::new("nvidia-smi")
+        .args([
+            "-i",
+            &physical,
+            "--query-gpu=name,driver_version",
+            "--format=csv,noheader",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown GPU".into())
+        .filter(|s| !s.is_empty());
+    let (model, driver) = match smi.as_deref().and_then(|s| s.rsplit_once(',')) {
+        Some((m, d)) => (m.trim().to_string(), d.trim().to_string()),
+        None => ("unknown GPU".to_string(), "unknown".to_string()),
+    };
+    format!(
+        "{model} driver {driver} cudart {} cudnn {}",
+        tch::utils::version_cudart(),
+        tch::utils::version_cudnn()
+    )
 }
 
 /// How many CUDA devices this process's libtorch sees (what `device: all` stands for).

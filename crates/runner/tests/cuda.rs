@@ -65,8 +65,13 @@ fn device_all_runs_a_worker_per_visible_gpu_and_honours_cuda_visible_devices() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     let slots: Vec<String> = (0..n).map(|i| format!("cuda:{i}")).collect();
+    // The sweep starts min(slots, trials) workers.
     if n > 1 {
-        assert!(err.contains(&format!("6 trials on {n} workers")), "{err}");
+        let workers = n.min(6);
+        assert!(
+            err.contains(&format!("6 trials on {workers} workers")),
+            "{err}"
+        );
     }
     for s in &slots {
         assert!(err.contains(s.as_str()), "{s} unused: {err}");
@@ -152,12 +157,29 @@ fn a_mixed_device_list_keeps_every_pair_on_one_kind_of_device() {
     assert_eq!(kinds.len(), 2, "both devices trained some pairs: {csv}");
 }
 
-/// The rows of `out` as (id, exec, test accuracy), students only.
+/// The rows of `out` as (id, exec, test accuracy), students only; every row finished on a
+/// CUDA device with an accuracy well above chance.
 fn students(out: &Path) -> Vec<(String, String, f64)> {
     let (rows, _) = kd_report::read_frames(out).unwrap();
     rows.into_iter()
         .filter(|r| r.kind != kd_report::Kind::Teacher)
-        .map(|r| (r.trial_id, r.exec.to_string(), r.test_acc.unwrap()))
+        .map(|r| {
+            assert!(
+                r.device.starts_with("cuda:"),
+                "{}: device {}",
+                r.trial_id,
+                r.device
+            );
+            assert!(
+                r.hardware.contains(" cudart "),
+                "{}: {}",
+                r.trial_id,
+                r.hardware
+            );
+            let acc = r.test_acc.unwrap();
+            assert!(acc > 0.5, "{}: test accuracy {acc}", r.trial_id);
+            (r.trial_id, r.exec.to_string(), acc)
+        })
         .collect()
 }
 
@@ -188,9 +210,20 @@ fn packed_students_on_cuda_match_students_alone_and_ignore_their_pack_mates() {
     let (off, _c) = run("off");
     assert!(auto.iter().all(|r| r.1 == "packed"), "{auto:?}");
     assert!(off.iter().all(|r| r.1 == "single"), "{off:?}");
-    // Same ids and numbers whatever the pack size.
-    assert_eq!(auto, two);
-    for (p, s) in auto.iter().zip(&off) {
-        assert!((p.2 - s.2).abs() <= 0.01, "packed {p:?} vs alone {s:?}");
-    }
+    // Same ids whatever the pack size. cuBLAS does not promise the same bits for a batched
+    // product of another batch count (it may pick another kernel), so the numbers are held to
+    // a tolerance, not bit for bit: 0.5 points of test accuracy between pack sizes, 1 point
+    // against the students alone. The largest differences are printed, to be recorded.
+    let ids = |v: &[(String, String, f64)]| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&auto), ids(&two));
+    let worst = |a: &[(String, String, f64)], b: &[(String, String, f64)]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.2 - y.2).abs())
+            .fold(0.0, f64::max)
+    };
+    let (sizes, alone) = (worst(&auto, &two), worst(&auto, &off));
+    println!("test accuracy: pack sizes differ by at most {sizes}, packed and alone by {alone}");
+    assert!(sizes <= 0.005, "pack sizes: {auto:?} vs {two:?}");
+    assert!(alone <= 0.01, "packed {auto:?} vs alone {off:?}");
 }

@@ -14,8 +14,10 @@ use crate::train::{self, Member, Outcome, TrainData};
 /// set (`dataset.transfer_fraction` of the training split) and the teacher's logits on it.
 #[derive(Debug)]
 pub struct TrialContext {
-    splits: Tensors,
-    /// The students' training images.
+    val: SplitTensors,
+    test: SplitTensors,
+    /// The students' training images: on the device, the only rows of the training split
+    /// there.
     transfer: SplitTensors,
     /// Teacher logits for every image the students train on.
     soft_targets: Tensor,
@@ -34,28 +36,59 @@ pub struct TrialContext {
 impl TrialContext {
     /// The context on `device`: `data` with its planned transfer rows, `logits` (the
     /// teacher's, on the whole training and test splits) and where the teacher's weights are
-    /// (for an online teacher).
+    /// (for an online teacher). The transfer rows and their logits are picked on the host and
+    /// only they go to the device (a worker's students never see the other training images),
+    /// with the validation and test splits.
     pub fn new(
         data: &Data,
         logits: &Logits,
         teacher: Option<&TeacherFiles>,
         device: Device,
     ) -> TrialContext {
-        TrialContext::with_splits(Tensors::new(data, device), data, logits, teacher)
+        let host = Tensors::new(data, Device::Cpu);
+        let (transfer, soft) = host.transfer(&data.transfer, Some(&logits.train));
+        let to = |s: &SplitTensors| SplitTensors {
+            x: s.x.to_device(device),
+            y: s.y.to_device(device),
+        };
+        let splits = Tensors {
+            train: to(&transfer),
+            val: to(&host.val),
+            test: to(&host.test),
+        };
+        let soft = soft.map(|t| t.to_device(device));
+        TrialContext::assemble(splits, soft, data, logits, teacher)
     }
 
-    /// [`TrialContext::new`] with the splits already on the device (the teacher's).
+    /// [`TrialContext::new`] with the splits already on the device (the teacher's, in the
+    /// sweep's own process); the rest of the training split is let go.
     pub fn with_splits(
         splits: Tensors,
         data: &Data,
         logits: &Logits,
         teacher: Option<&TeacherFiles>,
     ) -> TrialContext {
-        let device = splits.train.x.device();
         let (transfer, soft) = splits.transfer(&data.transfer, Some(&logits.train));
+        let splits = Tensors {
+            train: transfer,
+            ..splits
+        };
+        TrialContext::assemble(splits, soft, data, logits, teacher)
+    }
+
+    /// The context of the transfer set (`splits.train`) and its teacher logits.
+    fn assemble(
+        splits: Tensors,
+        soft: Option<Tensor>,
+        data: &Data,
+        logits: &Logits,
+        teacher: Option<&TeacherFiles>,
+    ) -> TrialContext {
+        let device = splits.train.x.device();
         TrialContext {
-            splits,
-            transfer,
+            val: splits.val,
+            test: splits.test,
+            transfer: splits.train,
             soft_targets: soft.expect("logits were given"),
             teacher_test: logits.test.to_device(device),
             missing: data.plan.missing_classes.clone(),
@@ -121,8 +154,8 @@ impl TrialContext {
             trial.seed,
             &TrainData {
                 train: &self.transfer,
-                val: &self.splits.val,
-                test: &self.splits.test,
+                val: &self.val,
+                test: &self.test,
                 soft_targets: kd.then_some(&self.soft_targets),
                 online_teacher: online,
                 reference: Some(&reference),
@@ -163,8 +196,8 @@ impl TrialContext {
                 let reference = self.reference();
                 let data = TrainData {
                     train: &self.transfer,
-                    val: &self.splits.val,
-                    test: &self.splits.test,
+                    val: &self.val,
+                    test: &self.test,
                     soft_targets: Some(&self.soft_targets),
                     online_teacher: None,
                     reference: Some(&reference),

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use kd_report::{EpochRecord, Status};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::eval::{score, Score};
 use super::{best_epoch, epoch_order, lr_at, Member, Outcome, TrainData};
@@ -55,10 +55,6 @@ pub(crate) trait Learner {
     /// Stop training the students whose `alive` is false (their loss no longer reaches their
     /// weights).
     fn retire(&mut self, alive: &[bool]);
-}
-
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default()
 }
 
 /// Per student, the scores of `learner` on `split`; none for an empty split.
@@ -115,9 +111,7 @@ pub(crate) fn run(
             .iter()
             .flat_map(|m| epoch_order(m.seed, epoch, n))
             .collect();
-        let order = Tensor::from_slice(&order)
-            .view([k as i64, n as i64])
-            .to_device(device);
+        let order = super::host::upload(&order, device).view([k as i64, n as i64]);
         let acc = || Tensor::zeros([k as i64], (Kind::Double, device));
         let (mut sum_total, mut sum_soft, mut sum_hard) = (acc(), acc(), acc());
         let mut correct = Tensor::zeros([k as i64], (Kind::Int64, device));
@@ -147,8 +141,13 @@ pub(crate) fn run(
             step += 1;
         }
         let nf = n as f64;
-        let (totals, softs, hards) = (to_vec(&sum_total), to_vec(&sum_soft), to_vec(&sum_hard));
-        let correct = to_vec(&correct);
+        // One read for the epoch's sums: total, soft, hard, correct, per student.
+        let sums = super::host::f64s(&Tensor::cat(
+            &[sum_total, sum_soft, sum_hard, correct.to_kind(Kind::Double)],
+            0,
+        ));
+        let column = |c: usize| sums[c * k..(c + 1) * k].to_vec();
+        let (totals, softs, hards, correct) = (column(0), column(1), column(2), column(3));
         let finite_w = learner.weights_finite();
         // Evaluated only when some student is still healthy after the epoch's loss and weights.
         let healthy = (0..k).any(|i| alive[i] && totals[i].is_finite() && finite_w[i]);

@@ -3,7 +3,7 @@
 
 use kd_model_zoo::Net;
 use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::data::SplitTensors;
 
@@ -54,8 +54,18 @@ pub(crate) fn score(logits: &Tensor, y: &Tensor) -> Vec<Score> {
         .argmax(-1, false)
         .eq_tensor(&y.unsqueeze(0))
         .sum_dim_intlist(-1, false, Kind::Int64);
-    let finite = Vec::<bool>::try_from(&finite.to_device(Device::Cpu)).unwrap_or_default();
-    let correct = Vec::<i64>::try_from(&correct.to_device(Device::Cpu)).unwrap_or_default();
+    // One read: the correct counts, then the finite flags.
+    let both = super::host::i64s(&Tensor::cat(
+        &[
+            correct.to_device(finite.device()),
+            finite.to_kind(Kind::Int64),
+        ],
+        0,
+    ));
+    let (correct, finite): (Vec<i64>, Vec<bool>) = (
+        both[..k].to_vec(),
+        both[k..].iter().map(|&f| f != 0).collect(),
+    );
     let n = y.size()[0];
     (0..k)
         .map(|i| Score {
@@ -66,13 +76,16 @@ pub(crate) fn score(logits: &Tensor, y: &Tensor) -> Vec<Score> {
         .collect()
 }
 
-pub(crate) fn all_finite(t: &Tensor) -> bool {
-    t.isfinite().all().int64_value(&[]) != 0
-}
-
-/// Whether every trainable weight of `vs` is finite.
+/// Whether every trainable weight of `vs` is finite (one read).
 pub fn weights_finite(vs: &nn::VarStore) -> bool {
-    tch::no_grad(|| vs.trainable_variables().iter().all(all_finite))
+    tch::no_grad(|| {
+        let each: Vec<Tensor> = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.isfinite().all())
+            .collect();
+        each.is_empty() || super::host::bools(&Tensor::stack(&each, 0).all()) == [true]
+    })
 }
 
 /// (accuracy, errors) of `logits` (`[n, classes]`, on any device) against the labels `y`.

@@ -4,7 +4,7 @@
 //! 2015, section 3), fitted on the validation split alone.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::data::SplitTensors;
 
@@ -36,11 +36,7 @@ pub struct Measures {
 }
 
 fn to_u64(t: &Tensor) -> Vec<u64> {
-    Vec::<i64>::try_from(&t.to_device(Device::Cpu).to_kind(Kind::Int64))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v as u64)
-        .collect()
+    super::host::i64s(t).into_iter().map(|v| v as u64).collect()
 }
 
 /// Row-major `[label][predicted]` counts of `logits` against `y`.
@@ -53,22 +49,22 @@ pub fn confusion(logits: &Tensor, y: &Tensor, classes: usize) -> Vec<u64> {
 
 /// Top-1 agreement of `student` with `teacher` (logits of the same rows).
 pub fn agreement(student: &Tensor, teacher: &Tensor) -> f64 {
-    student
+    let agree = student
         .argmax(-1, false)
         .eq_tensor(&teacher.argmax(-1, false))
         .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[])
+        .mean(Kind::Double);
+    super::host::f64_of(&agree)
 }
 
 /// KL(p_teacher || q_student) at T = 1, summed over classes and averaged over rows, in nats.
 pub fn kl_teacher_student(student: &Tensor, teacher: &Tensor) -> f64 {
     let lp = teacher.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
     let lq = student.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
-    (lp.exp() * (&lp - lq))
+    let kl = (lp.exp() * (&lp - lq))
         .sum_dim_intlist(-1, false, Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[])
+        .mean(Kind::Double);
+    super::host::f64_of(&kl)
 }
 
 /// `[classes]` with 1 at the columns `missing`, on the device of `logits`.
@@ -77,7 +73,7 @@ fn missing_mask(logits: &Tensor, missing: &[usize]) -> Tensor {
     for &m in missing {
         mask[m] = 1.0;
     }
-    Tensor::from_slice(&mask).to_device(logits.device())
+    super::host::upload(&mask, logits.device())
 }
 
 /// `logits` with `shift` added to the columns `missing`.
@@ -91,16 +87,20 @@ pub fn shifted(logits: &Tensor, missing: &[usize], shift: f64) -> Tensor {
 pub fn fit_shift(val_logits: &Tensor, val_y: &Tensor, missing: &[usize]) -> f64 {
     let steps = (SHIFT_MAX / SHIFT_STEP).round() as i64;
     let mask = missing_mask(val_logits, missing);
+    // Every shift's errors, read at once.
+    let errors: Vec<Tensor> = (0..=steps)
+        .map(|i| {
+            (val_logits + &mask * (i as f64 * SHIFT_STEP))
+                .argmax(-1, false)
+                .ne_tensor(val_y)
+                .sum(Kind::Int64)
+        })
+        .collect();
+    let errors = super::host::i64s(&Tensor::stack(&errors, 0));
     let mut best = (i64::MAX, 0.0);
-    for i in 0..=steps {
-        let s = i as f64 * SHIFT_STEP;
-        let errors = (val_logits + &mask * s)
-            .argmax(-1, false)
-            .ne_tensor(val_y)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
-        if errors < best.0 {
-            best = (errors, s);
+    for (i, e) in errors.into_iter().enumerate() {
+        if e < best.0 {
+            best = (e, i as f64 * SHIFT_STEP);
         }
     }
     best.1
@@ -214,11 +214,11 @@ mod tests {
         assert!((s - 1.1).abs() < 1e-9, "{s}");
         // Test labels that would want another shift do not move it: `measure` fits on val only.
         let test = SplitTensors {
-            x: Tensor::zeros([2, 1], (Kind::Float, Device::Cpu)),
+            x: Tensor::zeros([2, 1], (Kind::Float, tch::Device::Cpu)),
             y: Tensor::from_slice(&[2i64, 2]),
         };
         let valsplit = SplitTensors {
-            x: Tensor::zeros([4, 1], (Kind::Float, Device::Cpu)),
+            x: Tensor::zeros([4, 1], (Kind::Float, tch::Device::Cpu)),
             y: val_y.shallow_clone(),
         };
         let test_logits = t2(&[[0.0, 0.0, -5.0], [0.0, 0.0, -0.5]]);

@@ -95,8 +95,9 @@ pub(crate) struct Packed<'a> {
     vars: Vec<Tensor>,
     opt: PackedOptimizer,
     members: &'a [Member],
-    /// Each member's weights with the pack's one soft-loss form.
-    weights: Vec<KdWeights>,
+    /// Each member's weights with the pack's one soft-loss form, on the device (when some
+    /// member learns from the teacher).
+    weights: Option<kd_loss::PackedWeights>,
     data: &'a TrainData<'a>,
     /// The teacher's logits, when some member learns from them.
     soft_targets: Option<&'a Tensor>,
@@ -143,7 +144,7 @@ impl<'a> Packed<'a> {
             .iter()
             .find(|m| m.kd)
             .map_or(kd_loss::SoftLoss::Ce, |m| m.weights.soft_loss);
-        let weights = members
+        let weights: Vec<KdWeights> = members
             .iter()
             .map(|m| KdWeights {
                 soft_loss: form,
@@ -151,6 +152,9 @@ impl<'a> Packed<'a> {
             })
             .collect();
         let any_kd = members.iter().any(|m| m.kd);
+        let weights = any_kd
+            .then(|| kd_loss::PackedWeights::new(&weights, Kind::Float, device))
+            .transpose()?;
         Ok(Packed {
             net,
             vars,
@@ -176,13 +180,13 @@ impl Learner for Packed<'_> {
         self.opt.set_lr(b.lr);
         let masks = dropout_masks(&self.net, self.members, b.step, rows, x.device());
         let logits = self.net.forward(&x, &masks);
-        let (total, soft, hard) = match self.soft_targets {
-            Some(teacher) => {
+        let (total, soft, hard) = match (self.soft_targets, &self.weights) {
+            (Some(teacher), Some(w)) => {
                 let t = teacher.index_select(0, &idx).view([k, rows, -1]);
-                let l = kd_loss::packed_distillation_loss(&logits, &t, &y, &self.weights)?;
+                let l = kd_loss::packed_distillation_loss_with(&logits, &t, &y, w)?;
                 (l.total, Some(l.soft), l.hard)
             }
-            None => {
+            _ => {
                 let h = kd_loss::packed_hard_cross_entropy(&logits, &y)?;
                 (h.shallow_clone(), None, h)
             }
@@ -209,22 +213,21 @@ impl Learner for Packed<'_> {
     }
 
     fn retire(&mut self, alive: &[bool]) {
-        self.alive = Tensor::from_slice(alive).to_device(self.alive.device());
+        self.alive = super::host::upload(alive, self.alive.device());
     }
 }
 
-/// Whether each student's slice of every variable is finite.
+/// Whether each student's slice of every variable is finite (one read).
 fn slices_finite(vars: &[Tensor], k: usize) -> Vec<bool> {
     tch::no_grad(|| {
-        let mut ok = vec![true; k];
-        for v in vars {
-            let f = v.isfinite().flatten(1, -1).all_dim(1, false);
-            let f = Vec::<bool>::try_from(&f.to_device(Device::Cpu)).unwrap_or_default();
-            for (o, x) in ok.iter_mut().zip(f) {
-                *o &= x;
-            }
+        let each: Vec<Tensor> = vars
+            .iter()
+            .map(|v| v.isfinite().flatten(1, -1).all_dim(1, false))
+            .collect();
+        if each.is_empty() {
+            return vec![true; k];
         }
-        ok
+        super::host::bools(&Tensor::stack(&each, 0).all_dim(0, false))
     })
 }
 
@@ -331,6 +334,16 @@ mod tests {
             crop: 0,
             flip: false,
             label_smoothing: 0.0,
+        }
+    }
+
+    trait WithBatch {
+        fn with_batch(self, batch: usize) -> Self;
+    }
+
+    impl WithBatch for TrainCfg {
+        fn with_batch(self, batch_size: usize) -> TrainCfg {
+            TrainCfg { batch_size, ..self }
         }
     }
 
@@ -626,6 +639,72 @@ mod tests {
             sparse_epochs > 0,
             "some epoch was no new best: the test would prove nothing"
         );
+    }
+
+    /// No transfer between host and device inside a training step (on a GPU each would wait for
+    /// the device): a pack of KD students and baselines, and a lone KD student with jitter,
+    /// crop and flip learning from an online teacher, make as many transfers in an epoch of 4x
+    /// the steps as in one of a quarter of them. Their per-step inputs (the pack's temperatures
+    /// and weights, the augmentation draws) are uploaded once per pack or per epoch.
+    #[test]
+    fn the_transfers_of_an_epoch_do_not_grow_with_its_steps() {
+        let _l = lock();
+        let task = task();
+        let count = |f: &dyn Fn()| {
+            let before = crate::train::host::transfers();
+            f();
+            crate::train::host::transfers() - before
+        };
+        let members = [
+            member(1, 4.0, 0.9),
+            member(2, 2.0, 0.5),
+            member(3, 1.0, 0.0),
+        ];
+        let teacher_vs = nn::VarStore::new(Device::Cpu);
+        let teacher = spec(0.0).build(&teacher_vs.root(), INPUT, 10).unwrap();
+        let augmented = |batch: usize| TrainCfg {
+            batch_size: batch,
+            jitter: 1,
+            crop: 1,
+            flip: true,
+            ..cfg(Optimizer::Sgd, 2)
+        };
+        let online = |c: &TrainCfg| {
+            let m = &members[0];
+            tch::manual_seed(m.seed as i64);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = spec(0.0).build(&vs.root(), INPUT, 10).unwrap();
+            let d = TrainData {
+                soft_targets: Some(&task.teacher),
+                online_teacher: Some(&teacher),
+                ..data(&task)
+            };
+            crate::train::train(&net, &vs, c, &m.weights, m.seed, &d, "t", |_| {}).unwrap();
+        };
+        for (what, run) in [
+            (
+                "pack",
+                &(|b: usize| {
+                    let _ = pack(
+                        &spec(0.0),
+                        &members,
+                        &cfg(Optimizer::Adam, 2).with_batch(b),
+                        &task,
+                    );
+                }) as &dyn Fn(usize),
+            ),
+            ("alone, augmented, online teacher", &|b: usize| {
+                online(&augmented(b))
+            }),
+        ] {
+            let few = count(&|| run(120));
+            let many = count(&|| run(30));
+            assert_eq!(
+                few, many,
+                "{what}: transfers with 5 and with 20 steps an epoch"
+            );
+            assert!(few > 0, "{what}: the counter counts");
+        }
     }
 
     #[test]

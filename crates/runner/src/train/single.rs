@@ -7,7 +7,7 @@ use kd_model_zoo::Net;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::augment::{crop_flip, jitter};
+use super::augment::{crop_flip, crop_flip_with, jitter, jitter_with, EpochDraws};
 use super::driver::{Batch, Learner, StepLoss};
 use super::eval::{predict, weights_finite};
 use super::optim::build_optimizer;
@@ -28,6 +28,8 @@ pub(crate) struct Single<'a> {
     fill: f64,
     /// Per channel (`[1, C, 1, 1]`), the standardised black pixel of `train.crop`'s padding.
     black: Tensor,
+    /// The current epoch's augmentation draws, uploaded once per epoch.
+    draws: Option<EpochDraws>,
 }
 
 impl<'a> Single<'a> {
@@ -49,7 +51,7 @@ impl<'a> Single<'a> {
             ));
         }
         let fill = if cfg.jitter > 0 && !data.train.is_empty() {
-            data.train.x.min().double_value(&[])
+            super::host::f64_of(&data.train.x.min())
         } else {
             0.0
         };
@@ -62,6 +64,7 @@ impl<'a> Single<'a> {
         };
         Ok(Single {
             black,
+            draws: None,
             net,
             vs,
             opt: build_optimizer(vs, cfg)?,
@@ -79,9 +82,26 @@ impl Learner for Single<'_> {
         let idx = b.idx.reshape([-1]);
         let train = self.data.train;
         let x = train.x.index_select(0, &idx);
-        let x = jitter(&x, self.cfg.jitter, self.seed, b.epoch, b.index, self.fill);
         let (crop, flip) = (self.cfg.crop, self.cfg.flip);
-        let x = crop_flip(&x, crop, flip, &self.black, self.seed, b.epoch, b.index);
+        if self.cfg.augments() && self.draws.as_ref().is_none_or(|d| d.epoch != b.epoch) {
+            let n = train.len() as usize;
+            let bs = self.cfg.batch_size.min(n.max(1));
+            let what = (self.cfg.jitter, crop, flip);
+            self.draws = Some(EpochDraws::new(what, self.seed, b.epoch, n, bs, x.device()));
+        }
+        // The epoch's draws on the device; a batch outside the epoch's plan draws its own.
+        let rows = x.size()[0];
+        let planned = |f: fn(&EpochDraws, usize, i64) -> Option<Tensor>| {
+            self.draws.as_ref().and_then(|d| f(d, b.index, rows))
+        };
+        let x = match planned(EpochDraws::jitter) {
+            Some(d) => jitter_with(&x, self.cfg.jitter, &d, self.fill),
+            None => jitter(&x, self.cfg.jitter, self.seed, b.epoch, b.index, self.fill),
+        };
+        let x = match planned(EpochDraws::crop) {
+            Some(d) => crop_flip_with(&x, crop, flip, &self.black, &d),
+            None => crop_flip(&x, crop, flip, &self.black, self.seed, b.epoch, b.index),
+        };
         let y = train.y.index_select(0, &idx);
         self.opt.set_lr(b.lr);
         let logits = self.net.forward_t(&x, true);
