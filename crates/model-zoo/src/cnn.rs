@@ -24,6 +24,12 @@ pub struct CnnSpec {
     /// Dropout probability before and inside the head.
     pub dropout: f64,
     pub init: Init,
+    /// Conv weights in channels_last memory format, so libtorch runs the convolutions (and
+    /// keeps their outputs) channels_last: the same maths, in another order of float
+    /// operations (the last bits differ), so it is part of the spec and of every id. Left out of
+    /// the serialised form when off (ids made before it stay).
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 impl CnnSpec {
@@ -97,6 +103,7 @@ pub struct CnnKeys {
     fc: Option<Vec<usize>>,
     dropout: Option<f64>,
     init: Option<String>,
+    channels_last: Option<bool>,
 }
 
 impl Configure for CnnSpec {
@@ -110,6 +117,7 @@ impl Configure for CnnSpec {
             fc: k.fc.unwrap_or_else(|| vec![256]),
             dropout: k.dropout.unwrap_or(0.5),
             init: Init::from_key(k.init.as_deref())?,
+            channels_last: k.channels_last.unwrap_or(false),
         })
     }
 }
@@ -211,6 +219,11 @@ impl Family for CnnSpec {
             }
             for (l, (din, _)) in linears.iter().zip(c.linear_dims(input, classes)) {
                 Init::torch_reset(&l.ws, l.bs.as_ref(), din);
+            }
+        }
+        if c.channels_last {
+            for conv in &convs {
+                crate::channels_last_(&conv.ws);
             }
         }
         Net::new(CnnNet {

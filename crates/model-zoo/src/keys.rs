@@ -212,7 +212,14 @@ mod tests {
         );
         assert_eq!(
             field_names::<crate::cnn::CnnKeys>(),
-            ["channels", "kernel", "fc", "dropout", "init"]
+            [
+                "channels",
+                "kernel",
+                "fc",
+                "dropout",
+                "init",
+                "channels_last"
+            ]
         );
         assert_eq!(
             model_keys(),
@@ -225,6 +232,7 @@ mod tests {
                 "channels",
                 "kernel",
                 "fc",
+                "channels_last",
                 "depth",
                 "widths",
                 "widen",
@@ -263,6 +271,7 @@ mod tests {
             fc: vec![256],
             dropout: 0.5,
             init: Init::Kaiming,
+            channels_last: false,
         };
         assert_eq!(cnn.unwrap(), ModelSpec::Cnn(want));
     }
@@ -276,7 +285,8 @@ mod tests {
         };
         assert_eq!(
             err("{arch: cnn, hidden: [3]}"),
-            "hidden: not a key of arch `cnn` (its keys: channels, kernel, fc, dropout, init)"
+            "hidden: not a key of arch `cnn` (its keys: channels, kernel, fc, dropout, init, \
+             channels_last)"
         );
         assert_eq!(
             err("{arch: vit}"),

@@ -313,6 +313,26 @@ impl ModelSpec {
     }
 }
 
+pub(crate) fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// Restride the conv weight `w` (`[out, in, k, k]`) to channels_last in place, its values kept
+/// (the strides are written out: a permute round trip leaves a one-channel weight's ambiguous
+/// NCHW strides, and libtorch would run that convolution NCHW).
+pub fn channels_last_(w: &Tensor) {
+    let [_, c, h, k] = w.size()[..] else {
+        return;
+    };
+    tch::no_grad(|| {
+        let cl = Tensor::empty_strided(w.size(), [h * k * c, 1, k * c, c], (w.kind(), w.device()));
+        let mut dst = cl.shallow_clone();
+        dst.copy_(w);
+        let mut w = w.shallow_clone();
+        w.set_data(&cl);
+    });
+}
+
 pub(crate) fn join(v: &[usize], sep: &str, prefix: &str) -> String {
     v.iter()
         .map(|w| format!("{prefix}{w}"))
@@ -415,6 +435,7 @@ mod tests {
             fc: vec![256],
             dropout: 0.5,
             init: Init::Torch,
+            channels_last: false,
         })
     }
 
@@ -750,6 +771,7 @@ mod tests {
             fc: vec![],
             dropout: 0.0,
             init: Init::Torch,
+            channels_last: false,
         })
         .build(&vs.root(), MNIST, 10)
         .unwrap();
@@ -791,6 +813,59 @@ mod tests {
         for (name, want) in cnn_golden {
             assert_eq!(first(&v, name, want.len() as i64), want, "{name}");
         }
+    }
+
+    /// `channels_last: true` restrides the conv weights (the one-channel first conv too) and
+    /// keeps their values: the same logits to float rounding, the same parameters; the key is in
+    /// the serialised spec (so the ids) only when on.
+    #[test]
+    fn a_channels_last_cnn_computes_the_same_logits_from_restrided_weights() {
+        let _rng = rng();
+        let spec = |cl: bool| {
+            ModelSpec::Cnn(CnnSpec {
+                channels_last: cl,
+                ..match cnn() {
+                    ModelSpec::Cnn(c) => c,
+                    _ => unreachable!(),
+                }
+            })
+        };
+        let build = |cl: bool| {
+            tch::manual_seed(4);
+            let vs = VarStore::new(Device::Cpu);
+            let net = spec(cl).build(&vs.root(), MNIST, 10).unwrap();
+            (vs, net)
+        };
+        let ((a_vs, a), (b_vs, b)) = (build(false), build(true));
+        let (va, vb) = (a_vs.variables(), b_vs.variables());
+        for (name, t) in &vb {
+            assert!(t.equal(&va[name]), "{name}: the same values");
+            if t.dim() == 4 {
+                let [_, c, h, w] = t.size()[..] else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    t.stride(),
+                    [h * w * c, 1, w * c, c],
+                    "{name}: channels_last"
+                );
+            }
+        }
+        let x = Tensor::randn([6, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let (ya, yb) = (a.forward_t(&x, false), b.forward_t(&x, false));
+        let worst = (ya - yb).abs().max().double_value(&[]);
+        assert!(worst < 1e-5, "logits differ by {worst}");
+        assert_eq!(
+            spec(true).param_count(MNIST, 10),
+            spec(false).param_count(MNIST, 10)
+        );
+        let json = |cl| serde_json::to_string(&spec(cl)).unwrap();
+        assert!(!json(false).contains("channels_last"), "{}", json(false));
+        assert!(
+            json(true).contains("\"channels_last\":true"),
+            "{}",
+            json(true)
+        );
     }
 
     #[test]

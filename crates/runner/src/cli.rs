@@ -129,10 +129,11 @@ pub enum Cmd {
         #[arg(long, default_value = "bench")]
         scripts: PathBuf,
         /// Run one part only: `mlp` (the students of temp.yaml and student_size.yaml) or
-        /// `cifar` (a resnet8x4 step of RepDistiller's recipe, alone and from a resnet32x4).
+        /// `conv` (a resnet8x4 step of RepDistiller's CIFAR recipe, alone and from a resnet32x4,
+        /// and temp.yaml's CNN teacher's step and evaluation pass).
         #[arg(long, value_enum)]
         only: Option<crate::bench::BenchPart>,
-        /// Timed steps of each CIFAR row (after 2 untimed ones).
+        /// Timed steps of each CIFAR row (after 2 untimed ones; the teacher rows time 4x as many).
         #[arg(long, default_value_t = 10)]
         cifar_steps: usize,
     },

@@ -93,6 +93,7 @@ fn cnn_keys_and_defaults() {
             fc: vec![256],
             dropout: 0.5,
             init: Init::Torch,
+            channels_last: false,
         })
     );
     assert_eq!(r.teacher.train.lr, 1e-3, "adam's default lr");

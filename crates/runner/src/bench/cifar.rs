@@ -4,7 +4,7 @@
 //! 5e-4), alone on hard labels (a baseline) and distilled from an online resnet32x4 teacher in
 //! eval mode (`0.9 * T^2 * KL + 0.1 * CE` at T = 4, RepDistiller's `-r 0.1 -a 0.9`). kd-sweep's
 //! step is the training driver's own ([`Learner::step`] of [`Single`]); PyTorch's is
-//! `bench/pytorch_cifar.py` on our transcription of the same models, in NCHW and channels_last.
+//! `bench/pytorch_conv.py` on our transcription of the same models, in NCHW and channels_last.
 //! Random standardised 3x32x32 images and 100 classes: only time is measured. Images per second
 //! are medians of `steps` timed steps after 2 untimed ones; the epoch column is 50,000 images
 //! (CIFAR's training set) at that rate.
@@ -41,6 +41,9 @@ pub(super) struct CifarRow {
     pub batch: i64,
     pub steps: usize,
     pub kd_sweep: f64,
+    /// kd-sweep with the conv weights channels_last (a bench experiment: the CIFAR zoo has no
+    /// `channels_last` key yet).
+    pub kd_sweep_channels_last: f64,
     pub pytorch_nchw: f64,
     pub pytorch_channels_last: f64,
 }
@@ -50,83 +53,121 @@ fn model(yaml: &str) -> ModelSpec {
     ModelSpec::from_config(&map, Role::Student).expect("a zoo model")
 }
 
-/// Images per second of kd-sweep's step: `teacher` distils into resnet8x4 when given.
-fn kd_sweep(device: Device, steps: usize, teacher: bool) -> f64 {
+/// One timed step: a student (config keys), optionally distilled from an online teacher, on
+/// random standardised images of `input` with `classes` labels, trained with `cfg`.
+pub(super) struct StepWork<'a> {
+    pub student: &'a str,
+    pub teacher: Option<&'a str>,
+    pub input: InputShape,
+    pub classes: i64,
+    pub cfg: TrainCfg,
+    /// Conv weights in channels_last memory format.
+    pub channels_last: bool,
+}
+
+/// Images per second of kd-sweep's training step ([`Learner::step`] of [`Single`]) on `w`, the
+/// median of `steps` steps after 2, over 4 batches of the epoch's plan (so augmentation draws
+/// come from the epoch, as in a sweep).
+pub(super) fn kd_sweep_step(device: Device, steps: usize, w: &StepWork) -> f64 {
     tch::manual_seed(0);
-    let n = 4 * BATCH;
+    let batch = w.cfg.batch_size as i64;
+    let n = 4 * batch;
+    let (c, h, wd) = (
+        w.input.channels as i64,
+        w.input.height as i64,
+        w.input.width as i64,
+    );
     let split = SplitTensors {
-        x: Tensor::randn([n, 3, 32, 32], (Kind::Float, device)),
-        y: Tensor::randint(100, [n], (Kind::Int64, device)),
+        x: Tensor::randn([n, c, h, wd], (Kind::Float, device)),
+        y: Tensor::randint(w.classes, [n], (Kind::Int64, device)),
     };
     let empty = SplitTensors {
-        x: Tensor::zeros([0, 3, 32, 32], (Kind::Float, device)),
+        x: Tensor::zeros([0, c, h, wd], (Kind::Float, device)),
         y: Tensor::zeros([0], (Kind::Int64, device)),
     };
-    let cfg = TrainCfg {
-        epochs: 1,
-        batch_size: BATCH as usize,
-        optimizer: Optimizer::Sgd,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        schedule: Schedule::Constant,
-        eval_every: 1,
-        test_every: Default::default(),
-        jitter: 0,
-        max_norm: None,
-        milestones: vec![],
-        gamma: None,
-        crop: 4,
-        flip: true,
-        label_smoothing: 0.0,
-    };
+    let classes = w.classes as usize;
     let vs = nn::VarStore::new(device);
-    let student = model("{arch: resnet, depth: 8, widths: [32, 64, 128, 256]}")
-        .build(&vs.root(), CIFAR, 100)
-        .expect("resnet8x4 builds");
+    let student = model(w.student)
+        .build(&vs.root(), w.input, classes)
+        .expect("the student builds");
     let tvs = nn::VarStore::new(device);
-    let teacher_net = model("{arch: resnet, depth: 32, widths: [32, 64, 128, 256]}")
-        .build(&tvs.root(), CIFAR, 100)
-        .expect("resnet32x4 builds");
+    let teacher_net = w.teacher.map(|t| {
+        model(t)
+            .build(&tvs.root(), w.input, classes)
+            .expect("the teacher builds")
+    });
+    if w.channels_last {
+        super::step::to_channels_last(&vs);
+        super::step::to_channels_last(&tvs);
+    }
     // Never read with an online teacher; it says "distil" to the learner.
-    let placeholder = Tensor::zeros([n, 100], (Kind::Float, device));
+    let placeholder = Tensor::zeros([n, w.classes], (Kind::Float, device));
     let data = TrainData {
         train: &split,
         val: &empty,
         test: &empty,
-        soft_targets: teacher.then_some(&placeholder),
-        online_teacher: teacher.then_some(&teacher_net),
+        soft_targets: teacher_net.as_ref().map(|_| &placeholder),
+        online_teacher: teacher_net.as_ref(),
         reference: None,
     };
-    let weights = if teacher {
-        KdWeights {
+    let weights = match teacher_net {
+        Some(_) => KdWeights {
             temperature: 4.0,
             alpha: 0.9,
             beta: 0.1,
             soft_loss: SoftLoss::Kl,
             ..KdWeights::hard_only()
-        }
-    } else {
-        KdWeights::hard_only()
+        },
+        None => KdWeights::hard_only(),
     };
-    let mut learner = Single::new(&student, &vs, &cfg, &weights, 0, &data).expect("sgd builds");
+    let mut learner =
+        Single::new(&student, &vs, &w.cfg, &weights, 0, &data).expect("the optimiser builds");
     let mut step = 0usize;
     let times = timings(2, steps, &mut || {
-        let start = (step as i64 % 4) * BATCH;
-        let idx = Tensor::arange_start(start, start + BATCH, (Kind::Int64, device)).unsqueeze(0);
+        let start = (step as i64 % 4) * batch;
+        let idx = Tensor::arange_start(start, start + batch, (Kind::Int64, device)).unsqueeze(0);
         let b = Batch {
             idx: &idx,
-            epoch: 1,
-            index: step,
+            epoch: step as u32 / 4 + 1,
+            index: step % 4,
             step,
-            lr: cfg.lr,
+            lr: w.cfg.lr,
         };
-        let l = learner.step(&b).expect("a resnet8x4 step");
+        let l = learner.step(&b).expect("a training step");
         // Wait for the device, as a host would once per step.
         let _ = l.total.double_value(&[0]);
         step += 1;
     });
-    BATCH as f64 / median(&times)
+    batch as f64 / median(&times)
+}
+
+/// RepDistiller's CIFAR recipe for resnet8x4, alone or from an online resnet32x4.
+fn cifar_work(teacher: bool, channels_last: bool) -> StepWork<'static> {
+    StepWork {
+        student: "{arch: resnet, depth: 8, widths: [32, 64, 128, 256]}",
+        teacher: teacher.then_some("{arch: resnet, depth: 32, widths: [32, 64, 128, 256]}"),
+        input: CIFAR,
+        classes: 100,
+        cfg: TrainCfg {
+            epochs: 1,
+            batch_size: BATCH as usize,
+            optimizer: Optimizer::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: Schedule::Constant,
+            eval_every: 1,
+            test_every: Default::default(),
+            jitter: 0,
+            max_norm: None,
+            milestones: vec![],
+            gamma: None,
+            crop: 4,
+            flip: true,
+            label_smoothing: 0.0,
+        },
+        channels_last,
+    }
 }
 
 /// The CIFAR rows, kd-sweep and PyTorch interleaved.
@@ -141,11 +182,12 @@ pub(super) fn rows(
         ("resnet8x4 alone (hard labels)", false),
         ("resnet8x4 from an online resnet32x4", true),
     ] {
-        let ours = kd_sweep(device, steps, teacher);
+        let ours = kd_sweep_step(device, steps, &cifar_work(teacher, false));
+        let ours_cl = kd_sweep_step(device, steps, &cifar_work(teacher, true));
         let mut theirs = [0.0; 2];
         for (i, format) in ["nchw", "channels_last"].into_iter().enumerate() {
             let mut args = vec![
-                "pytorch_cifar.py".to_string(),
+                "pytorch_conv.py".to_string(),
                 "--steps".into(),
                 steps.to_string(),
                 "--format".into(),
@@ -166,6 +208,7 @@ pub(super) fn rows(
             batch: BATCH,
             steps,
             kd_sweep: ours,
+            kd_sweep_channels_last: ours_cl,
             pytorch_nchw: theirs[0],
             pytorch_channels_last: theirs[1],
         });
@@ -183,20 +226,23 @@ pub(super) fn render(rows: &[CifarRow], s: &mut String) {
         s,
         "\nCIFAR-100 step of RepDistiller's recipe (batch {BATCH}, crop 4 + flip, SGD 0.05, \
          momentum 0.9, weight decay 5e-4), images/s, median of {} steps; the epoch is {} images \
-         at that rate:\n\n| step | kd-sweep | PyTorch NCHW | PyTorch channels_last | kd-sweep / \
-         best PyTorch | kd-sweep epoch s | PyTorch best epoch s |\n|---|---:|---:|---:|---:|---:|---:|",
+         at that rate:\n\n| step | kd-sweep | kd-sweep channels_last | PyTorch NCHW | PyTorch \
+         channels_last | kd-sweep / best PyTorch | channels_last / best PyTorch | kd-sweep epoch \
+         s | PyTorch best epoch s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         rows[0].steps, EPOCH_IMAGES
     );
     for r in rows {
         let best = r.pytorch_nchw.max(r.pytorch_channels_last);
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} |",
             r.what,
             r.kd_sweep,
+            r.kd_sweep_channels_last,
             r.pytorch_nchw,
             r.pytorch_channels_last,
             r.kd_sweep / best,
+            r.kd_sweep_channels_last / best,
             EPOCH_IMAGES / r.kd_sweep,
             EPOCH_IMAGES / best
         );
@@ -210,7 +256,7 @@ pub(super) fn check_scripts(scripts: &Path) -> Result<(), RunError> {
         Ok(())
     } else {
         Err(RunError::Worker(format!(
-            "{}: missing; bench/pytorch_cifar.py times the zoo's PyTorch transcription and runs \
+            "{}: missing; bench/pytorch_conv.py times the zoo's PyTorch transcription and runs \
              from a checkout of kd-sweep",
             zoo.display()
         )))

@@ -349,6 +349,9 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
             pytorch_eager: eager,
         });
     }
+    progress.note("temp.yaml's seed-0 students at full epochs: test_every 1 vs best");
+    let test_every =
+        super::evaluation::compare(&opts.temp_config, &data, &ctx, 1, &mut |s| progress.note(s))?;
     let python_torch = python_torch(opts);
     let file = BenchFile {
         machine: env::class_of(device, threads).describe(),
@@ -362,6 +365,7 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
         roof_gflops,
         workloads: results,
         step,
+        test_every,
     };
     let _ = std::fs::remove_dir_all(&export);
     let json = serde_json::to_string_pretty(&file).expect("bench results serialise");

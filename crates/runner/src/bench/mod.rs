@@ -7,8 +7,9 @@
 //! after every epoch, train and test at the end). Also: samples/s of one KD step, and the FLOP/s
 //! roof of a large matrix product, which each mode's achieved FLOP/s is a share of.
 //!
-//! `--only cifar` runs the CIFAR rows alone ([`cifar`]: a resnet8x4 step of RepDistiller's
-//! recipe against PyTorch eager, NCHW and channels_last), `--only mlp` the rest.
+//! `--only conv` runs the convolutional rows alone ([`cifar`]: a resnet8x4 step of
+//! RepDistiller's recipe; [`teacher`]: temp.yaml's CNN teacher's step and evaluation pass; both
+//! against PyTorch eager, NCHW and channels_last), `--only mlp` the rest.
 //!
 //! Every number is a median of `--repeats` runs, the modes interleaved within each repeat so a
 //! noisy neighbour hits them alike; ratios are what to compare, absolute times are context.
@@ -20,9 +21,11 @@ use std::process::Command;
 use serde::Serialize;
 
 mod cifar;
+mod evaluation;
 mod mlp;
 mod render;
 mod step;
+mod teacher;
 
 use crate::env;
 use crate::error::{io_err, RunError};
@@ -53,13 +56,14 @@ pub struct BenchOptions {
 pub enum BenchPart {
     /// The temp.yaml and student_size students (MLPs) against PyTorch eager and vmap.
     Mlp,
-    /// One resnet8x4 step of RepDistiller's CIFAR recipe against PyTorch eager.
-    Cifar,
+    /// The convolutional rows: a resnet8x4 step of RepDistiller's CIFAR recipe and temp.yaml's
+    /// CNN teacher, against PyTorch eager.
+    Conv,
 }
 
-/// The CIFAR rows' file (`OUT/cifar.json`).
+/// The convolutional rows' file (`OUT/conv.json`).
 #[derive(Debug, Serialize)]
-struct CifarFile {
+struct ConvFile {
     machine: String,
     cpu: String,
     threads: usize,
@@ -67,6 +71,7 @@ struct CifarFile {
     python_torch: String,
     device: String,
     rows: Vec<cifar::CifarRow>,
+    teacher: Vec<teacher::TeacherRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +112,8 @@ struct BenchFile {
     workloads: Vec<Workload>,
     /// Samples per second of one 800-800 KD training step (forward, loss, backward, Adam).
     step: Vec<StepResult>,
+    /// The temp.yaml students at full epochs, testing after every epoch or at new bests.
+    test_every: evaluation::TestEveryResult,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,14 +159,14 @@ fn run_script(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<Scri
     })
 }
 
-/// Run the benchmark; returns the tables it wrote into `OUT/report.md` and `OUT/cifar.md`.
+/// Run the benchmark; returns the tables it wrote into `OUT/report.md` and `OUT/conv.md`.
 pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     let mut report = String::new();
-    if opts.only != Some(BenchPart::Cifar) {
+    if opts.only != Some(BenchPart::Conv) {
         report += &mlp::run_mlp(opts)?;
     }
     if opts.only != Some(BenchPart::Mlp) {
-        report += &run_cifar(opts)?;
+        report += &run_conv(opts)?;
     }
     Ok(report)
 }
@@ -188,8 +195,8 @@ fn python_torch(opts: &BenchOptions) -> String {
         .unwrap_or_default()
 }
 
-/// The CIFAR rows, into `OUT/cifar.json` and `OUT/cifar.md`.
-fn run_cifar(opts: &BenchOptions) -> Result<String, RunError> {
+/// The convolutional rows, into `OUT/conv.json` and `OUT/conv.md`.
+fn run_conv(opts: &BenchOptions) -> Result<String, RunError> {
     let opts = &absolute(opts)?;
     cifar::check_scripts(&opts.scripts)?;
     let base = load_config(&opts.temp_config, &[])?;
@@ -203,7 +210,10 @@ fn run_cifar(opts: &BenchOptions) -> Result<String, RunError> {
         env::device_label(device)
     ));
     let rows = cifar::rows(opts, device, threads, opts.cifar_steps)?;
-    let file = CifarFile {
+    progress.note("kd bench: temp.yaml's CNN teacher, step and evaluation");
+    let teacher = teacher::rows(opts, device, threads, 4 * opts.cifar_steps)?;
+    let file = ConvFile {
+        teacher,
         machine: env::class_of(device, threads).describe(),
         cpu: env::cpu_model(),
         threads,
@@ -214,13 +224,14 @@ fn run_cifar(opts: &BenchOptions) -> Result<String, RunError> {
     };
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let json = serde_json::to_string_pretty(&file).expect("bench results serialise");
-    kd_report::write_atomic(&opts.out.join("cifar.json"), json.as_bytes())?;
+    kd_report::write_atomic(&opts.out.join("conv.json"), json.as_bytes())?;
     let mut md = format!(
-        "# kd bench: CIFAR\n\n{} ({}), {} threads on {}, libtorch {}, PyTorch {} for the \
-         script. Regenerate with `just bench --only cifar`.\n",
+        "# kd bench: convolutional nets\n\n{} ({}), {} threads on {}, libtorch {}, PyTorch {} for the \
+         script. Regenerate with `just bench --only conv`.\n",
         file.cpu, file.machine, file.threads, file.device, file.libtorch, file.python_torch
     );
     cifar::render(&file.rows, &mut md);
-    kd_report::write_atomic(&opts.out.join("cifar.md"), md.as_bytes())?;
+    teacher::render(&file.teacher, &mut md);
+    kd_report::write_atomic(&opts.out.join("conv.md"), md.as_bytes())?;
     Ok(md)
 }

@@ -130,3 +130,14 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
     let packed = time(&mut pack, k as i64);
     (batch as f64 / alone, (k as i64 * batch) as f64 / packed)
 }
+
+/// The 4-d variables of `vs` (conv weights) in channels_last memory format, in place
+/// ([`kd_model_zoo::channels_last_`]): libtorch's convolutions then run channels_last and keep
+/// their outputs so.
+pub(super) fn to_channels_last(vs: &nn::VarStore) {
+    for (_, v) in vs.variables() {
+        if v.dim() == 4 {
+            kd_model_zoo::channels_last_(&v);
+        }
+    }
+}

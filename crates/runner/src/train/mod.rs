@@ -20,7 +20,7 @@ use crate::error::TrainError;
 
 mod augment;
 pub(crate) mod driver;
-mod eval;
+pub(crate) mod eval;
 pub(crate) mod host;
 pub(crate) mod measure;
 pub(crate) mod optim;

@@ -40,8 +40,68 @@ def crop_flip(x, black, pad=4):
     return padded.gather(2, idx).reshape(b, c, h, w)
 
 
+class Cnn(torch.nn.Module):
+    """kd-sweep's `{arch: cnn, channels: [32, 64], kernel: 3, fc: [256], dropout: 0.5}`."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = torch.nn.Linear(64 * 7 * 7, 256)
+        self.out = torch.nn.Linear(256, classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.dropout(x.flatten(1), 0.5, self.training)
+        x = F.dropout(F.relu(self.fc1(x)), 0.5, self.training)
+        return self.out(x)
+
+
+def median(times):
+    times = sorted(times)
+    m = len(times)
+    return times[m // 2] if m % 2 else 0.5 * (times[m // 2 - 1] + times[m // 2])
+
+
+def cnn(a, dev, fmt):
+    """temp.yaml's CNN teacher: a training step (batch 128, Adam) or the evaluation pass."""
+    torch.manual_seed(0)
+    net = Cnn().to(dev, memory_format=fmt)
+    if a.eval:
+        net.eval()
+        x = torch.randn(5000, 1, 28, 28, device=dev).contiguous(memory_format=fmt)
+        times = []
+        for k in range(1 + a.steps // 2):
+            t0 = now()
+            with torch.no_grad():
+                out = torch.cat([net(x[i:i + 1000]) for i in range(0, 5000, 1000)])
+            out[0, 0].item()
+            if k >= 1:
+                times.append(now() - t0)
+        return 5000 / median(times)
+    batch = 128
+    xs = torch.randn(4 * batch, 1, 28, 28, device=dev)
+    ys = torch.randint(0, 10, (4 * batch,), device=dev)
+    opt = torch.optim.Adam(net.parameters(), lr=0.001)
+    times = []
+    for k in range(2 + a.steps):
+        t0 = now()
+        x = xs[(k % 4) * batch:(k % 4 + 1) * batch].contiguous(memory_format=fmt)
+        loss = F.cross_entropy(net(x), ys[(k % 4) * batch:(k % 4 + 1) * batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        if k >= 2:
+            times.append(now() - t0)
+    return batch / median(times)
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--model", choices=["resnet8x4", "cnn"], default="resnet8x4")
+    p.add_argument("--eval", action="store_true")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--teacher", action="store_true")
     p.add_argument("--format", choices=["nchw", "channels_last"], default="nchw")
@@ -51,6 +111,9 @@ def main():
     torch.manual_seed(0)
     dev = torch.device(a.device)
     fmt = torch.channels_last if a.format == "channels_last" else torch.contiguous_format
+    if a.model == "cnn":
+        emit({"samples_per_s": cnn(a, dev, fmt)})
+        return
     n = 4 * BATCH
     xs = torch.randn(n, 3, 32, 32, device=dev)
     ys = torch.randint(0, 100, (n,), device=dev)
