@@ -102,24 +102,8 @@ impl RawTrain {
                 "must be > 0 (1 evaluates after every epoch), got 0",
             ));
         }
-        let test_every = match &self.test_every {
-            None => super::TestEvery::Best,
-            Some(serde_yaml::Value::String(b)) if b == "best" => super::TestEvery::Best,
-            Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
-                super::TestEvery::Every(n.as_u64().unwrap_or(1) as usize)
-            }
-            Some(other) => {
-                return Err(invalid(
-                    format!("{key}.test_every"),
-                    format!(
-                        "must be `best` (the test split after each new best validation epoch \
-                         and the last: what the records report) or a number of epochs > 0 \
-                         (dense test curves; 1 = every evaluated epoch), got {}",
-                        super::value_text(other)
-                    ),
-                ))
-            }
-        };
+        let test_every = super::TestEvery::parse(self.test_every.as_ref())
+            .map_err(|m| invalid(format!("{key}.test_every"), m))?;
         let jitter = self.jitter.unwrap_or(0);
         if jitter > 8 {
             return Err(invalid(

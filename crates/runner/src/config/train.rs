@@ -104,21 +104,53 @@ fn is_one(v: &usize) -> bool {
 }
 
 /// `train.test_every`: which evaluated epochs (`train.eval_every`) also measure the test split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Written `best` or a number, in the config and in the resolved recipe alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TestEvery {
     /// After each epoch whose validation accuracy is a new best, and after the last: every
     /// test number a record reports, and no other (the test set chooses nothing).
     #[default]
     Best,
     /// Those, and every evaluated epoch that is a multiple of N: dense test curves.
-    #[serde(untagged)]
     Every(usize),
 }
 
 impl TestEvery {
     pub fn is_best(&self) -> bool {
         *self == TestEvery::Best
+    }
+
+    /// The config's value: `best` or a number of epochs > 0 (absent is `best`).
+    pub fn parse(v: Option<&serde_yaml::Value>) -> Result<TestEvery, String> {
+        match v {
+            None => Ok(TestEvery::Best),
+            Some(serde_yaml::Value::String(b)) if b == "best" => Ok(TestEvery::Best),
+            Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+                Ok(TestEvery::Every(n.as_u64().unwrap_or(1) as usize))
+            }
+            Some(other) => Err(format!(
+                "must be `best` (the test split after each new best validation epoch and the \
+                 last: what the records report) or a number of epochs > 0 (dense test curves; \
+                 1 = every evaluated epoch), got {}",
+                super::value_text(other)
+            )),
+        }
+    }
+}
+
+impl Serialize for TestEvery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TestEvery::Best => s.serialize_str("best"),
+            TestEvery::Every(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TestEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        TestEvery::parse(Some(&v)).map_err(serde::de::Error::custom)
     }
 }
 
