@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::step::{median, timings};
 use super::{run_script, BenchOptions};
-use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::config::{Optimizer, TrainCfg};
 use crate::data::SplitTensors;
 use crate::error::RunError;
 use crate::train::driver::{Batch, Learner};
@@ -149,22 +149,10 @@ fn cifar_work(teacher: bool, channels_last: bool) -> StepWork<'static> {
         input: CIFAR,
         classes: 100,
         cfg: TrainCfg {
-            epochs: 1,
-            batch_size: BATCH as usize,
-            optimizer: Optimizer::Sgd,
-            lr: 0.05,
-            momentum: 0.9,
             weight_decay: 5e-4,
-            schedule: Schedule::Constant,
-            eval_every: 1,
-            test_every: Default::default(),
-            jitter: 0,
-            max_norm: None,
-            milestones: vec![],
-            gamma: None,
             crop: 4,
             flip: true,
-            label_smoothing: 0.0,
+            ..TrainCfg::plain(Optimizer::Sgd, 0.05, BATCH as usize)
         },
         channels_last,
     }

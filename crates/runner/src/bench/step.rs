@@ -6,7 +6,7 @@ use kd_loss::KdWeights;
 use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec};
 use tch::{nn, Device, Tensor};
 
-use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::config::{Optimizer, TrainCfg};
 use crate::data::Tensors;
 use crate::train::driver::{Batch, Learner};
 use crate::train::packed::Packed;
@@ -59,22 +59,8 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
         init: Init::Torch,
     });
     let cfg = TrainCfg {
-        epochs: 1,
-        batch_size: batch as usize,
-        optimizer: Optimizer::Adam,
-        lr: 1e-3,
         momentum: 0.0,
-        weight_decay: 0.0,
-        schedule: Schedule::Constant,
-        eval_every: 1,
-        test_every: Default::default(),
-        jitter: 0,
-        max_norm: None,
-        milestones: vec![],
-        gamma: None,
-        crop: 0,
-        flip: false,
-        label_smoothing: 0.0,
+        ..TrainCfg::plain(Optimizer::Adam, 1e-3, batch as usize)
     };
     let classes = logits.size()[1] as usize;
     let teacher = logits.to_device(device);

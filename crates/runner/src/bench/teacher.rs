@@ -14,7 +14,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::cifar::{kd_sweep_step, StepWork};
 use super::step::{median, timings, to_channels_last};
 use super::{run_script, BenchOptions};
-use crate::config::{Optimizer, Schedule, TrainCfg};
+use crate::config::{Optimizer, TrainCfg};
 use crate::error::RunError;
 
 const MNIST: kd_model_zoo::InputShape = kd_model_zoo::InputShape {
@@ -45,24 +45,7 @@ impl TeacherRow {
 }
 
 fn cfg() -> TrainCfg {
-    TrainCfg {
-        epochs: 1,
-        batch_size: 128,
-        optimizer: Optimizer::Adam,
-        lr: 0.001,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        schedule: Schedule::Constant,
-        eval_every: 1,
-        test_every: Default::default(),
-        jitter: 0,
-        max_norm: None,
-        milestones: vec![],
-        gamma: None,
-        crop: 0,
-        flip: false,
-        label_smoothing: 0.0,
-    }
+    TrainCfg::plain(Optimizer::Adam, 0.001, 128)
 }
 
 /// Images per second of kd-sweep's evaluation forward pass of the CNN over 5,000 images.

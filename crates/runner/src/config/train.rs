@@ -155,6 +155,30 @@ impl<'de> Deserialize<'de> for TestEvery {
 }
 
 impl TrainCfg {
+    /// One epoch of `optimizer` at a constant `lr` in batches of `batch_size`, momentum 0.9 (for
+    /// SGD), no weight decay, no augmentation, evaluated after the epoch: a recipe to build on
+    /// with `..` (the bench's steps).
+    pub fn plain(optimizer: Optimizer, lr: f64, batch_size: usize) -> TrainCfg {
+        TrainCfg {
+            epochs: 1,
+            batch_size,
+            optimizer,
+            lr,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            eval_every: 1,
+            test_every: TestEvery::Best,
+            jitter: 0,
+            max_norm: None,
+            milestones: vec![],
+            gamma: None,
+            crop: 0,
+            flip: false,
+            label_smoothing: 0.0,
+        }
+    }
+
     /// Whether training images are augmented (`jitter`, `crop` or `flip`): a KD student then
     /// needs the teacher online, on each augmented batch.
     pub fn augments(&self) -> bool {
