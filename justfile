@@ -91,6 +91,11 @@ lint: setup
     cargo fmt --all -- --check
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings
 
+# Every CUDA check with one summary (needs a GPU): doctor, the cuda tests, temp.yaml's wall time,
+# kd bench on the GPU (tools/gpu-check.sh; on a lent machine run it from a tools/gpu-bundle.sh bundle).
+gpu-check: build
+    {{torch_env}} bash tools/gpu-check.sh
+
 # CUDA checks (needs a GPU): doctor, then the cuda-tests feature.
 test-cuda: build
     ./target/debug/kd doctor

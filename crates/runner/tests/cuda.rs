@@ -1,15 +1,22 @@
-//! CUDA checks, compiled only with `--features cuda-tests` (`just test-cuda`) on a GPU machine.
+//! CUDA checks, compiled only with `--features cuda-tests` (`just test-cuda`) on a GPU machine,
+//! or shipped prebuilt in a GPU bundle (`tools/gpu-bundle.sh`), where `$KD_BIN` names the `kd`
+//! binary to run (the one this binary was built beside is on another machine).
 #![cfg(feature = "cuda-tests")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The `kd` binary under test: `$KD_BIN`, else the one cargo built beside this test.
+fn kd_bin() -> PathBuf {
+    std::env::var_os("KD_BIN").map_or_else(|| env!("CARGO_BIN_EXE_kd").into(), PathBuf::from)
+}
 
 /// `kd sweep DIR/c.yaml --out DIR/out` with its cache in `DIR/cache`.
 fn sweep(dir: &Path, config: &str) -> (Output, PathBuf) {
     let cfg = dir.join("c.yaml");
     std::fs::write(&cfg, config).unwrap();
     let out = dir.join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+    let o = Command::new(kd_bin())
         .args([
             "sweep",
             cfg.to_str().unwrap(),
@@ -80,7 +87,7 @@ fn device_all_runs_a_worker_per_visible_gpu_and_honours_cuda_visible_devices() {
     assert_eq!(csv.matches(",ok,").count(), 7, "{csv}");
     // Slurm's way of giving a task its GPUs: only the last one visible, seen as cuda:0.
     let one = dir.path().join("one");
-    let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+    let o = Command::new(kd_bin())
         .args(["sweep", dir.path().join("c.yaml").to_str().unwrap()])
         .args(["--out", one.to_str().unwrap()])
         .env("CUDA_VISIBLE_DEVICES", (n - 1).to_string())
