@@ -91,8 +91,8 @@ lint: setup
     cargo fmt --all -- --check
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings
 
-# Every CUDA check with one summary (needs a GPU): doctor, the cuda tests, temp.yaml's wall time,
-# kd bench on the GPU (tools/gpu-check.sh; on a lent machine run it from a tools/gpu-bundle.sh bundle).
+# On a lent machine run tools/gpu-check.sh from a tools/gpu-bundle.sh bundle (see README).
+# Every CUDA check, one summary (needs a GPU): doctor, cuda tests, temp.yaml wall time, kd bench.
 gpu-check: build
     {{torch_env}} bash tools/gpu-check.sh
 
