@@ -1,13 +1,14 @@
-//! Timing: medians of repeated calls, the matmul roof, and one KD step of the training driver.
+//! Timing: medians of repeated calls, the matmul roof, one KD step of the training driver, and
+//! one training step of any zoo model on random images ([`kd_sweep_step`], the convolutional rows).
 
 use std::time::Instant;
 
-use kd_loss::KdWeights;
-use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec};
-use tch::{nn, Device, Tensor};
+use kd_loss::{KdWeights, SoftLoss};
+use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec, Role};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{Optimizer, TrainCfg};
-use crate::data::Tensors;
+use crate::data::{SplitTensors, Tensors};
 use crate::train::driver::{Batch, Learner};
 use crate::train::packed::Packed;
 use crate::train::single::Single;
@@ -126,4 +127,97 @@ pub(super) fn to_channels_last(vs: &nn::VarStore) {
             kd_model_zoo::channels_last_(&v);
         }
     }
+}
+
+fn model(yaml: &str) -> ModelSpec {
+    let map: serde_yaml::Mapping = serde_yaml::from_str(yaml).expect("a literal mapping");
+    ModelSpec::from_config(&map, Role::Student).expect("a zoo model")
+}
+
+/// One timed step: a student (config keys), optionally distilled from an online teacher, on
+/// random standardised images of `input` with `classes` labels, trained with `cfg`.
+pub(super) struct StepWork<'a> {
+    pub student: &'a str,
+    pub teacher: Option<&'a str>,
+    pub input: InputShape,
+    pub classes: i64,
+    pub cfg: TrainCfg,
+    /// Conv weights in channels_last memory format.
+    pub channels_last: bool,
+}
+
+/// Images per second of kd-sweep's training step ([`Learner::step`] of [`Single`]) on `w`, the
+/// median of `steps` steps after 2, over 4 batches of the epoch's plan (so augmentation draws
+/// come from the epoch, as in a sweep).
+pub(super) fn kd_sweep_step(device: Device, steps: usize, w: &StepWork) -> f64 {
+    tch::manual_seed(0);
+    let batch = w.cfg.batch_size as i64;
+    let n = 4 * batch;
+    let (c, h, wd) = (
+        w.input.channels as i64,
+        w.input.height as i64,
+        w.input.width as i64,
+    );
+    let split = SplitTensors {
+        x: Tensor::randn([n, c, h, wd], (Kind::Float, device)),
+        y: Tensor::randint(w.classes, [n], (Kind::Int64, device)),
+    };
+    let empty = SplitTensors {
+        x: Tensor::zeros([0, c, h, wd], (Kind::Float, device)),
+        y: Tensor::zeros([0], (Kind::Int64, device)),
+    };
+    let classes = w.classes as usize;
+    let vs = nn::VarStore::new(device);
+    let student = model(w.student)
+        .build(&vs.root(), w.input, classes)
+        .expect("the student builds");
+    let tvs = nn::VarStore::new(device);
+    let teacher_net = w.teacher.map(|t| {
+        model(t)
+            .build(&tvs.root(), w.input, classes)
+            .expect("the teacher builds")
+    });
+    if w.channels_last {
+        super::step::to_channels_last(&vs);
+        super::step::to_channels_last(&tvs);
+    }
+    // Never read with an online teacher; it says "distil" to the learner.
+    let placeholder = Tensor::zeros([n, w.classes], (Kind::Float, device));
+    let data = TrainData {
+        train: &split,
+        val: &empty,
+        test: &empty,
+        soft_targets: teacher_net.as_ref().map(|_| &placeholder),
+        online_teacher: teacher_net.as_ref(),
+        reference: None,
+    };
+    let weights = match teacher_net {
+        Some(_) => KdWeights {
+            temperature: 4.0,
+            alpha: 0.9,
+            beta: 0.1,
+            soft_loss: SoftLoss::Kl,
+            ..KdWeights::hard_only()
+        },
+        None => KdWeights::hard_only(),
+    };
+    let mut learner =
+        Single::new(&student, &vs, &w.cfg, &weights, 0, &data).expect("the optimiser builds");
+    let mut step = 0usize;
+    let times = timings(2, steps, &mut || {
+        let start = (step as i64 % 4) * batch;
+        let idx = Tensor::arange_start(start, start + batch, (Kind::Int64, device)).unsqueeze(0);
+        let b = Batch {
+            idx: &idx,
+            epoch: step as u32 / 4 + 1,
+            index: step % 4,
+            step,
+            lr: w.cfg.lr,
+        };
+        let l = learner.step(&b).expect("a training step");
+        // Wait for the device, as a host would once per step.
+        let _ = l.total.double_value(&[0]);
+        step += 1;
+    });
+    batch as f64 / median(&times)
 }

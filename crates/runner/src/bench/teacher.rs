@@ -11,8 +11,7 @@
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::cifar::{kd_sweep_step, StepWork};
-use super::step::{median, timings, to_channels_last};
+use super::step::{kd_sweep_step, median, timings, to_channels_last, StepWork};
 use super::{run_script, BenchOptions};
 use crate::config::{Optimizer, TrainCfg};
 use crate::error::RunError;

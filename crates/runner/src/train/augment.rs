@@ -6,15 +6,17 @@
 use kd_data::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
+/// The stream of one augmentation (`salt`) for batch `batch` of `epoch` of student `seed`.
+fn batch_stream(seed: u64, epoch: u32, batch: usize, salt: u64) -> SplitMix64 {
+    SplitMix64::new(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 40) ^ (batch as u64) ^ salt,
+    )
+}
+
 /// The draws of `train.jitter` for the `rows` images of one batch: per image `(dy, dx)`, each
 /// in `0..=2n`, from a stream of (`seed`, `epoch`, `batch`) alone.
 pub fn jitter_draws(n: usize, seed: u64, epoch: u32, batch: usize, rows: usize) -> Vec<i64> {
-    let mut rng = SplitMix64::new(
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ ((epoch as u64) << 40)
-            ^ (batch as u64)
-            ^ 0x6a69_7474_6572,
-    );
+    let mut rng = batch_stream(seed, epoch, batch, 0x6a69_7474_6572);
     let mut out = Vec::with_capacity(2 * rows);
     for _ in 0..rows {
         out.push(rng.below(2 * n as u64 + 1) as i64);
@@ -33,12 +35,7 @@ pub fn crop_draws(
     batch: usize,
     rows: usize,
 ) -> Vec<i64> {
-    let mut rng = SplitMix64::new(
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ ((epoch as u64) << 40)
-            ^ (batch as u64)
-            ^ 0x6372_6f70_666c_6970,
-    );
+    let mut rng = batch_stream(seed, epoch, batch, 0x6372_6f70_666c_6970);
     let mut out = Vec::with_capacity(3 * rows);
     for _ in 0..rows {
         out.push(rng.below(2 * pad as u64 + 1) as i64);

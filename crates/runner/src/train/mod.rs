@@ -179,22 +179,8 @@ mod tests {
 
     fn cfg(schedule: Schedule) -> TrainCfg {
         TrainCfg {
-            epochs: 1,
-            batch_size: 10,
-            optimizer: Optimizer::Sgd,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
             schedule,
-            eval_every: 1,
-            test_every: Default::default(),
-            jitter: 0,
-            max_norm: None,
-            milestones: vec![],
-            gamma: None,
-            crop: 0,
-            flip: false,
-            label_smoothing: 0.0,
+            ..TrainCfg::plain(Optimizer::Sgd, 0.1, 10)
         }
     }
 

@@ -313,27 +313,15 @@ mod tests {
     }
 
     fn cfg(optimizer: Optimizer, epochs: usize) -> TrainCfg {
+        let lr = if optimizer == Optimizer::Sgd {
+            0.05
+        } else {
+            0.005
+        };
         TrainCfg {
             epochs,
-            batch_size: 32,
-            optimizer,
-            lr: if optimizer == Optimizer::Sgd {
-                0.05
-            } else {
-                0.005
-            },
-            momentum: 0.9,
-            weight_decay: 0.0,
             schedule: Schedule::Cosine,
-            eval_every: 1,
-            test_every: Default::default(),
-            jitter: 0,
-            max_norm: None,
-            milestones: vec![],
-            gamma: None,
-            crop: 0,
-            flip: false,
-            label_smoothing: 0.0,
+            ..TrainCfg::plain(optimizer, lr, 32)
         }
     }
 
