@@ -47,11 +47,7 @@ fn plan(config: &Path, test_every: &str, data: &Data) -> Result<Plan, RunError> 
 
 /// What a student reports, to compare the two modes.
 fn reported(o: &Outcome) -> (Option<f64>, Option<u32>, Option<f64>) {
-    let best_test = o
-        .best_epoch
-        .and_then(|b| o.epochs.get(b as usize - 1))
-        .and_then(|e| e.test_acc);
-    (o.test_acc, o.best_epoch, best_test)
+    (o.test_acc, o.best_epoch, o.best_test_acc())
 }
 
 /// Train the students of `config` both ways, `repeats` times, interleaved.

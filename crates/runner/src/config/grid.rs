@@ -6,7 +6,7 @@ pub fn grid_key(written: &str) -> Option<String> {
     Some(match written {
         "temperature" | "alpha" | "beta" | "soft_loss" | "t2_scaling" => format!("kd.{written}"),
         "hidden" => "student.model.hidden".into(),
-        // Several kd keys per value (an objective with its own weights): see `kd_axis_sets`.
+        // Several kd keys per value (an objective with its own weights): see `axis_sets`.
         "kd" => "kd".into(),
         k if (k.starts_with("student.") || k.starts_with("kd.")) && !k.ends_with('.') => k.into(),
         _ => return None,
@@ -53,12 +53,11 @@ fn swept_by(value: &serde_yaml::Value, key: &str) -> Option<String> {
         };
         let hit = if axis == "kd" {
             // Only the keys its values set.
-            let values = values.as_sequence()?;
             values
+                .as_sequence()?
                 .iter()
-                .filter_map(|v| v.as_mapping())
-                .flat_map(|m| m.keys().filter_map(|k| k.as_str()))
-                .any(|k| overlaps(&format!("kd.{k}")))
+                .flat_map(|v| axis_sets(&axis, v).unwrap_or_default())
+                .any(|(k, _)| overlaps(&k))
         } else {
             overlaps(&axis)
         };
@@ -270,8 +269,7 @@ impl RawConfig {
         // A key the kd axis sets and another axis sweeps would be set twice per cell.
         if let Some((_, kd)) = axes.iter().find(|(_, a)| a.key == "kd") {
             for (i, v) in kd.values.iter().enumerate() {
-                for k in v.as_mapping().into_iter().flat_map(|m| m.keys()) {
-                    let dotted = format!("kd.{}", value_text(k));
+                for (dotted, _) in axis_sets(&kd.key, v).unwrap_or_default() {
                     if let Some((other, _)) = axes
                         .iter()
                         .find(|(_, a)| a.key == dotted || a.key.starts_with(&format!("{dotted}.")))

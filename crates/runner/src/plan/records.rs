@@ -156,12 +156,7 @@ impl Plan {
             test_error: o.test_acc.map(|a| 1.0 - a),
             test_errors: o.test_errors,
             best_epoch: o.best_epoch,
-            best_test_acc: o.best_epoch.and_then(|b| {
-                o.epochs
-                    .iter()
-                    .find(|e| e.epoch == b)
-                    .and_then(|e| e.test_acc)
-            }),
+            best_test_acc: o.best_test_acc(),
             teacher_agreement: None,
             teacher_kl: None,
             shifted_classes: None,

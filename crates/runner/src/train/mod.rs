@@ -69,6 +69,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Test accuracy after the best validation epoch (the record's `best_test_acc`).
+    pub fn best_test_acc(&self) -> Option<f64> {
+        let best = self.best_epoch?;
+        self.epochs
+            .iter()
+            .find(|e| e.epoch == best)
+            .and_then(|e| e.test_acc)
+    }
+
     /// An outcome with `status` and nothing measured yet.
     pub(crate) fn empty(status: Status) -> Outcome {
         Outcome {

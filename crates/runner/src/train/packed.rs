@@ -565,11 +565,7 @@ mod tests {
             member(1, 1.0, 0.0),
             member(3, 8.0, 0.9),
         ];
-        let best_test = |o: &Outcome| {
-            o.best_epoch
-                .and_then(|b| o.epochs[b as usize - 1].test_acc)
-                .expect("the best epoch was tested")
-        };
+        let best_test = |o: &Outcome| o.best_test_acc().expect("the best epoch was tested");
         let mut sparse_epochs = 0;
         let runs = [
             (
