@@ -989,7 +989,7 @@ fn eval_every_is_validated_and_said_in_the_report() {
         dir.path(),
         &tiny("").replace(
             "epochs: 1, optimizer: adam, lr: 0.002}}\n",
-            "epochs: 3, eval_every: 2, optimizer: adam, lr: 0.002}}\n",
+            "epochs: 3, eval_every: 2, test_every: 1, optimizer: adam, lr: 0.002}}\n",
         ),
         &[],
     );

@@ -184,7 +184,7 @@ fn bad_values_name_their_key() {
         ("kd: {alpha: -1, beta: 1}", "kd.alpha: must be >= 0, got -1"),
         (
             "student: {train: {test_every: 0}}",
-            "student.train.test_every: must be `best` (the test split after each new best",
+            "student.train.test_every: must be `best` (the test split at the best validation",
         ),
         (
             "teacher: {train: {test_every: worst}}",

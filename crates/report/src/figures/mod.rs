@@ -256,7 +256,7 @@ type Accuracy = fn(&EpochRecord) -> Option<f64>;
 
 /// Validation error per epoch of the best KD cell (by validation) against its paired
 /// baselines, and their test error at the epochs where it was measured (`train.test_every`:
-/// each new best validation epoch and the last, or every N).
+/// the best validation epoch and the last, or also every N).
 fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
     let curve = |ids: &[&str], acc: Accuracy| -> Vec<(f64, f64, f64)> {
         let mine: Vec<&EpochRecord> = epochs

@@ -329,13 +329,17 @@ fn evaluation(rows: &[TrialRecord], epochs: &[EpochRecord]) -> String {
         .fold((usize::MAX, 0), |(l, h), (t, _)| (l.min(*t), h.max(*t)));
     let mean = tests.iter().map(|(t, _)| *t as f64).sum::<f64>() / tests.len() as f64;
     let of = tests.iter().map(|(_, e)| *e).max().unwrap_or(0);
+    let count = if lo == hi {
+        format!("{lo}")
+    } else {
+        format!("{lo} to {hi} (mean {mean:.1})")
+    };
     format!(
-        " Students were evaluated on validation {when}, and on the test set only after each \
-         epoch with a new best validation accuracy and after the last (`train.test_every: \
-         best`, or also every N epochs): {lo} to {hi} test evaluations per student (mean \
-         {mean:.1}) of up to {of} evaluated epochs, which give every test number reported \
-         (after the last epoch, and after the best validation epoch); the test set chooses \
-         nothing."
+        " Students were evaluated on validation {when}, and on the test set only at the best \
+         validation epoch (its weights kept and tested after training) and after the last \
+         (`train.test_every: best`, or also every N epochs): {count} test evaluations per \
+         student of up to {of} evaluated epochs, which give every test number reported (after \
+         the last epoch, and after the best validation epoch); the test set chooses nothing."
     )
 }
 

@@ -1,8 +1,8 @@
 //! `kd bench`'s evaluation row: what `train.test_every: best` saves. The temp.yaml students of
 //! seed 0 (a baseline and five KD cells) at their full epochs, trained alone as a sweep trains
 //! them, with the test split measured after every epoch (`test_every: 1`, as before `best`) and
-//! at new best validation epochs and the last only (`best`); the two runs must report the same
-//! numbers (`test_acc`, `best_test_acc`, the best epoch) for every student.
+//! at the best validation epoch (its weights kept) and the last only (`best`); the two runs must
+//! report the same numbers (`test_acc`, `best_test_acc`, the best epoch) for every student.
 
 use std::path::Path;
 use std::time::Instant;

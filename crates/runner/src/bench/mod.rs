@@ -112,7 +112,7 @@ struct BenchFile {
     workloads: Vec<Workload>,
     /// Samples per second of one 800-800 KD training step (forward, loss, backward, Adam).
     step: Vec<StepResult>,
-    /// The temp.yaml students at full epochs, testing after every epoch or at new bests.
+    /// The temp.yaml students at full epochs, testing after every epoch or at the best one and the last.
     test_every: evaluation::TestEveryResult,
 }
 

@@ -70,7 +70,7 @@ pub(super) fn render(b: &BenchFile) -> String {
          students of seed 0 at their full {} epochs, alone, one run each way:\n\n| test split \
          measured | student phase s | speed-up | test passes per student | same reported \
          numbers |\n|---|---:|---:|---:|---|\n| after every epoch (`test_every: 1`) | {:.1} | \
-         1.00 | {} | |\n| new best validation epochs and the last (`best`) | {:.1} | {:.2} | \
+         1.00 | {} | |\n| the best validation epoch (kept weights) and the last (`best`) | {:.1} | {:.2} | \
          {:.1} | {} |",
         t.students,
         t.epochs,

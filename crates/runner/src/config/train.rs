@@ -107,8 +107,9 @@ fn is_one(v: &usize) -> bool {
 /// Written `best` or a number, in the config and in the resolved recipe alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TestEvery {
-    /// After each epoch whose validation accuracy is a new best, and after the last: every
-    /// test number a record reports, and no other (the test set chooses nothing).
+    /// At the best validation epoch and after the last: every test number a record reports,
+    /// and no other (the test set chooses nothing). The best epoch's weights are kept and
+    /// tested once training ends, so a student has one or two test passes.
     #[default]
     Best,
     /// Those, and every evaluated epoch that is a multiple of N: dense test curves.
@@ -129,7 +130,7 @@ impl TestEvery {
                 Ok(TestEvery::Every(n.as_u64().unwrap_or(1) as usize))
             }
             Some(other) => Err(format!(
-                "must be `best` (the test split after each new best validation epoch and the \
+                "must be `best` (the test split at the best validation epoch and after the \
                  last: what the records report) or a number of epochs > 0 (dense test curves; \
                  1 = every evaluated epoch), got {}",
                 super::value_text(other)
@@ -220,13 +221,12 @@ impl TrainCfg {
         epoch as usize == self.epochs || (epoch as usize).is_multiple_of(self.eval_every.max(1))
     }
 
-    /// Whether an evaluated `epoch` also measures the test split, for a student whose
-    /// validation accuracy is a new best there (`new_best`): after the last epoch, at a new
-    /// best, and with `test_every: N` at the multiples of N.
-    pub fn tests(&self, epoch: u32, new_best: bool) -> bool {
+    /// Whether an evaluated `epoch` measures the test split as it happens: after the last
+    /// epoch, and with `test_every: N` at the multiples of N. A student's best validation epoch
+    /// is measured too, with its weights kept until the end when not here (`train::kept`).
+    pub fn tests(&self, epoch: u32) -> bool {
         self.evaluates(epoch)
             && (epoch as usize == self.epochs
-                || new_best
                 || matches!(self.test_every, TestEvery::Every(n) if (epoch as usize).is_multiple_of(n.max(1))))
     }
 }

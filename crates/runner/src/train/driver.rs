@@ -55,6 +55,9 @@ pub(crate) trait Learner {
     /// Stop training the students whose `alive` is false (their loss no longer reaches their
     /// weights).
     fn retire(&mut self, alive: &[bool]);
+    /// Every tensor [`Learner::logits`] reads (weights and buffers), shallow, in a fixed order;
+    /// and whether they hold the K students along dim 0.
+    fn state(&self) -> (Vec<Tensor>, bool);
 }
 
 /// Per student, the scores of `learner` on `split`; none for an empty split.
@@ -98,9 +101,12 @@ pub(crate) fn run(
     let mut alive = vec![true; k];
     let mut message: Vec<Option<String>> = vec![None; k];
     let mut logs: Vec<Vec<EpochRecord>> = vec![Vec::with_capacity(cfg.epochs); k];
-    // Per student, its best validation accuracy so far: the test split is measured after each
-    // epoch that beats it (`train.test_every`), so `best_test_acc` is always measured.
+    // Per student, its best validation accuracy so far. The weights of an epoch that beats it
+    // are kept and tested after training unless the epoch is tested anyway (`train.test_every`),
+    // so `best_test_acc` is always measured.
     let mut best_val = vec![f64::NEG_INFINITY; k];
+    let (state, stacked) = learner.state();
+    let mut kept = super::kept::Kept::new(state, stacked, k);
     // The last epoch's test logits, which are also the final ones (the weights do not change).
     let mut last_test: Option<Tensor> = None;
     let mut step = 0usize;
@@ -158,11 +164,19 @@ pub(crate) fn run(
         };
         let tested: Vec<bool> = (0..k)
             .map(|i| {
+                let now = alive[i] && cfg.tests(epoch);
+                // A new best of a student that does not diverge in this epoch.
+                let sound = totals[i].is_finite() && finite_w[i];
                 let new_best = val[i].is_some_and(|v| v.finite && v.acc > best_val[i]);
-                if new_best {
+                if alive[i] && sound && new_best {
                     best_val[i] = val[i].map_or(best_val[i], |v| v.acc);
+                    if now {
+                        kept.forget(i);
+                    } else {
+                        kept.keep(i, epoch);
+                    }
                 }
-                alive[i] && cfg.tests(epoch, new_best)
+                now
             })
             .collect();
         let test = if healthy && tested.iter().any(|&t| t) {
@@ -220,6 +234,23 @@ pub(crate) fn run(
         }
         learner.retire(&alive);
     }
+    // The kept best epochs' test accuracies: one pass with their weights in place.
+    let mut late_diverged: Vec<Option<u32>> = vec![None; k];
+    if kept.epochs().iter().any(Option::is_some) && !data.test.is_empty() {
+        let logits = kept.with(|| learner.logits(&data.test.x));
+        let scores = score(&logits, &data.test.y);
+        for (i, e) in kept.epochs().iter().enumerate() {
+            let Some(e) = *e else { continue };
+            let Some(log) = logs[i].iter_mut().find(|l| l.epoch == e) else {
+                continue;
+            };
+            if scores[i].finite {
+                log.test_acc = Some(scores[i].acc);
+            } else {
+                late_diverged[i] = Some(e);
+            }
+        }
+    }
     // The test logits are scored and, for the measures, kept.
     let any = alive.iter().any(|&a| a);
     let test = (any && !data.test.is_empty())
@@ -252,6 +283,12 @@ pub(crate) fn run(
             if !alive[i] {
                 out.status = Status::Diverged;
                 out.message = message[i].take();
+            } else if let Some(e) = late_diverged[i] {
+                out.status = Status::Diverged;
+                out.message = Some(format!(
+                    "an output became NaN or infinite in epoch {e} (its test logits, measured \
+                     after training with that epoch's kept weights)"
+                ));
             } else if train.is_some_and(|t| !t.finite) || test_score.is_some_and(|t| !t.finite) {
                 out.status = Status::Diverged;
                 out.message = Some("an output became NaN or infinite after training".into());

@@ -4,7 +4,8 @@
 //! - [`driver`]: the one epoch protocol (order, schedule, sums, divergence, records, outcome);
 //! - [`single`]: one student alone, any family; [`packed`]: K MLP students as one model;
 //! - [`optim`]: the optimisers; [`eval`]: scoring at T = 1; [`augment`]: `train.jitter`, `crop`, `flip`;
-//! - [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift).
+//! - [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift);
+//! - [`kept`]: the best validation epoch's weights, tested after training.
 
 use kd_data::SplitMix64;
 use kd_loss::KdWeights;
@@ -22,6 +23,7 @@ mod augment;
 pub(crate) mod driver;
 pub(crate) mod eval;
 pub(crate) mod host;
+mod kept;
 pub(crate) mod measure;
 pub(crate) mod optim;
 pub(crate) mod packed;

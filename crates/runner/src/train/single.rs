@@ -145,4 +145,10 @@ impl Learner for Single<'_> {
     }
 
     fn retire(&mut self, _alive: &[bool]) {}
+
+    fn state(&self) -> (Vec<Tensor>, bool) {
+        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        (named.into_iter().map(|(_, t)| t).collect(), false)
+    }
 }

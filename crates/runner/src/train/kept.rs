@@ -1,0 +1,100 @@
+//! The weights of each student's best validation epoch, kept on the device so that its test
+//! accuracy there (`best_test_acc`) is measured once, after training, instead of after every
+//! epoch that might turn out best (`train.test_every: best`). A copy is exact, so the test
+//! logits are those the epoch itself would have given.
+
+use tch::Tensor;
+
+/// A copy of a learner's state (every tensor its evaluation-mode logits read: weights and
+/// buffers such as batch-norm statistics), per student the epoch it holds.
+pub(crate) struct Kept {
+    /// The learner's tensors, shallow: writing them writes the model.
+    live: Vec<Tensor>,
+    /// Whether the tensors hold the students along dim 0 (a pack); else one student's.
+    stacked: bool,
+    /// The copy, made at the first [`Kept::keep`].
+    copies: Option<Vec<Tensor>>,
+    /// Per student, the epoch whose weights the copy holds.
+    epoch: Vec<Option<u32>>,
+}
+
+impl Kept {
+    /// Nothing kept yet for `k` students whose state is `live` (see [`Kept::stacked`]).
+    pub(crate) fn new(live: Vec<Tensor>, stacked: bool, k: usize) -> Kept {
+        Kept {
+            live,
+            stacked,
+            copies: None,
+            epoch: vec![None; k],
+        }
+    }
+
+    /// Copy student `i`'s current state, as of `epoch`.
+    pub(crate) fn keep(&mut self, i: usize, epoch: u32) {
+        tch::no_grad(|| match &self.copies {
+            None => self.copies = Some(self.live.iter().map(|v| v.detach().copy()).collect()),
+            Some(copies) => {
+                for (c, v) in copies.iter().zip(&self.live) {
+                    if self.stacked {
+                        c.get(i as i64).copy_(&v.get(i as i64));
+                    } else {
+                        c.shallow_clone().copy_(v);
+                    }
+                }
+            }
+        });
+        self.epoch[i] = Some(epoch);
+    }
+
+    /// Student `i`'s copy is no longer wanted (its best epoch was measured as it happened).
+    pub(crate) fn forget(&mut self, i: usize) {
+        self.epoch[i] = None;
+    }
+
+    /// Per student, the epoch whose state is kept and not yet measured.
+    pub(crate) fn epochs(&self) -> &[Option<u32>] {
+        &self.epoch
+    }
+
+    /// `f` run with the kept state in place of the live one, which is put back after (exactly).
+    pub(crate) fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(copies) = &self.copies else {
+            return f();
+        };
+        let swap = |from: &[Tensor]| {
+            for (v, c) in self.live.iter().zip(from) {
+                v.detach().copy_(c);
+            }
+        };
+        tch::no_grad(|| {
+            let saved: Vec<Tensor> = self.live.iter().map(|v| v.detach().copy()).collect();
+            swap(copies);
+            let out = f();
+            swap(&saved);
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack's copy is per student: keeping student 1 later leaves student 0's copy as it was,
+    /// and the live state comes back unchanged after a run with the copy in place.
+    #[test]
+    fn a_pack_keeps_each_students_own_epoch() {
+        let w = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0]).view([2, 2]);
+        let mut kept = Kept::new(vec![w.shallow_clone()], true, 2);
+        kept.keep(0, 1);
+        kept.keep(1, 1);
+        let _ = w.shallow_clone().fill_(7.0);
+        kept.keep(1, 2);
+        assert_eq!(kept.epochs(), [Some(1), Some(2)]);
+        let seen = kept.with(|| crate::train::host::f64s(&w.view([-1])));
+        assert_eq!(seen, [1.0, 2.0, 7.0, 7.0]);
+        assert_eq!(crate::train::host::f64s(&w.view([-1])), [7.0; 4]);
+        kept.forget(0);
+        assert_eq!(kept.epochs(), [None, Some(2)]);
+    }
+}
