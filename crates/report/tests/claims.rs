@@ -39,6 +39,8 @@ fn rec(id: &str, kind: Kind, seed: u64, hidden: &str, acc: f64) -> TrialRecord {
         jitter: None,
         augment: None,
         max_norm: None,
+        precision: None,
+        cudnn_benchmark: None,
         train_images: 5500,
         val_images: 5000,
         test_images: 10_000,

@@ -47,6 +47,8 @@ fn rec(id: &str, kind: Kind, seed: u64, acc: f64) -> TrialRecord {
         jitter: None,
         augment: None,
         max_norm: None,
+        precision: None,
+        cudnn_benchmark: None,
         train_images: if kind == Kind::Teacher { 55_000 } else { 5_500 },
         val_images: 5_000,
         test_images: 10_000,

@@ -37,7 +37,7 @@ teacher:
   train: {epochs: 20, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine}
 student:
   model: {arch: mlp, hidden: [800, 800], dropout: 0.0, input_dropout: 0.0}
-  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine, test_every: best, crop: 0, flip: false}
+  train: {epochs: 15, batch_size: 128, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, schedule: cosine, test_every: best, crop: 0, flip: false, precision: fp32, cudnn_benchmark: false}
 kd: {temperature: 4, alpha: 0.9, beta: null, soft_loss: ce, t2_scaling: true, standardise: false}   # soft_loss: ce | kl | mse_logits | dkd | dist
 baseline: true                  # also train the student on hard targets only (alpha 0, beta 1)
 "#;
@@ -318,6 +318,23 @@ fn bad_values_name_their_key() {
         ("seeds: []", "seeds: the list is empty"),
         ("seeds: [1, 2, 1]", "seeds[2]: 1 appears twice"),
         ("threads: 0", "threads: must be > 0"),
+        (
+            "student: {train: {precision: tf32}}",
+            "student.train.precision: tf32 is not offered",
+        ),
+        (
+            "student: {train: {precision: fp16}}",
+            "student.train.precision: unknown precision `fp16` (known: fp32, bf16)",
+        ),
+        (
+            "student: {train: {precision: bf16, max_norm: 3}}",
+            "student.train.precision: bf16 and train.max_norm do not combine",
+        ),
+        (
+            "device: cpu\nteacher: {train: {cudnn_benchmark: true}}",
+            "teacher.train.cudnn_benchmark: needs a CUDA device: cuDNN does not run on the CPU \
+             (device: cpu)",
+        ),
     ];
     for (yaml, want) in cases {
         let e = err(&format!("name: x\n{yaml}\n"));

@@ -220,6 +220,30 @@ fn data_sizes(rows: &[TrialRecord]) -> String {
             r.augment.as_deref().unwrap_or("")
         );
     }
+    let bf16 = rows
+        .iter()
+        .filter(|r| r.precision.as_deref() == Some("bf16"))
+        .count();
+    if bf16 > 0 {
+        let _ = write!(
+            s,
+            " {bf16} trial(s) trained in bfloat16 (`train.precision: bf16`): a bfloat16 copy of \
+             the model ran the forward and backward passes and the evaluations, the optimiser \
+             updated float32 master weights, and losses were computed in float32; the others \
+             in float32."
+        );
+    }
+    let benchmark = rows
+        .iter()
+        .filter(|r| r.cudnn_benchmark == Some(true))
+        .count();
+    if benchmark > 0 {
+        let _ = write!(
+            s,
+            " {benchmark} trial(s) let cuDNN choose convolution algorithms by timing them \
+             (`train.cudnn_benchmark`)."
+        );
+    }
     s
 }
 

@@ -154,6 +154,8 @@ pub const ADDED_LATER: &[&str] = &[
     "jitter",
     "augment",
     "max_norm",
+    "precision",
+    "cudnn_benchmark",
     "best_test_acc",
     "teacher_agreement",
     "teacher_kl",
@@ -394,6 +396,10 @@ record! {
         pub augment: Option<String>,
         /// The max-norm constraint on each hidden unit's incoming weights (`train.max_norm`).
         pub max_norm: Option<f64>,
+        /// `train.precision` when not float32: `bf16` (bfloat16 model, float32 master weights).
+        pub precision: Option<String>,
+        /// `train.cudnn_benchmark` when on (CUDA only); null: off.
+        pub cudnn_benchmark: Option<bool>,
         pub train_images: u64,
         /// Size of the validation split cells are chosen on (0: none).
         pub val_images: u64,

@@ -22,7 +22,7 @@ pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
 pub use model::RawModel;
 pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
-pub use train::{Optimizer, Schedule, TestEvery, TrainCfg};
+pub use train::{Optimizer, Precision, Schedule, TestEvery, TrainCfg};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +162,8 @@ pub struct RawTrain {
     pub crop: Option<usize>,
     pub flip: Option<bool>,
     pub label_smoothing: Option<f64>,
+    pub precision: Option<String>,
+    pub cudnn_benchmark: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

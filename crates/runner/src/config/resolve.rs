@@ -6,8 +6,8 @@ use kd_model_zoo::Role;
 
 use super::device::resolve_device;
 use super::{
-    enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, RawConfig, RawModel,
-    RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, Precision, RawConfig,
+    RawModel, RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +195,28 @@ impl RawTrain {
                 format!("must be in [0, 1) (0.1 is usual), got {label_smoothing}"),
             ));
         }
+        let precision = match self.precision.as_deref() {
+            None => Precision::Fp32,
+            Some("tf32") => {
+                return Err(invalid(
+                    format!("{key}.precision"),
+                    "tf32 is not offered: libtorch's TensorFloat-32 switches \
+                     (at::Context::setAllowTF32CuBLAS/CuDNN) are not bound by tch and reachable \
+                     only through unsafe C++ calls; use fp32 or bf16",
+                ))
+            }
+            Some(s) => parse_enum(format!("{key}.precision"), "precision", s, &Precision::ALL)?,
+        };
+        if precision == Precision::Bf16 && max_norm.is_some() {
+            return Err(invalid(
+                format!("{key}.precision"),
+                "bf16 and train.max_norm do not combine: the constraint acts on the bfloat16 \
+                 model's rows, not on the float32 master weights the optimiser updates",
+            ));
+        }
         Ok(TrainCfg {
+            precision,
+            cudnn_benchmark: self.cudnn_benchmark.unwrap_or(false),
             label_smoothing,
             milestones,
             gamma,
@@ -378,6 +399,25 @@ impl RawConfig {
                 .unwrap_or_default()
                 .resolve(&format!("{}.train", role.key()), role)
         };
+        let (teacher_train, student_train) = (
+            train(&self.teacher.train, Role::Teacher)?,
+            train(&self.student.train, Role::Student)?,
+        );
+        for (role, t) in [
+            (Role::Teacher, &teacher_train),
+            (Role::Student, &student_train),
+        ] {
+            if t.cudnn_benchmark && !device.iter().any(|d| d.starts_with("cuda")) {
+                return Err(invalid(
+                    format!("{}.train.cudnn_benchmark", role.key()),
+                    format!(
+                        "needs a CUDA device: cuDNN does not run on the CPU (device: {}); \
+                         remove the key or set device: cuda",
+                        device.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(Resolved {
             name: name.to_string(),
             dataset,
@@ -391,11 +431,11 @@ impl RawConfig {
                 checkpoint: self.teacher.checkpoint.clone(),
                 torchscript: self.teacher.torchscript.clone(),
                 model: model(&self.teacher.model, Role::Teacher)?,
-                train: train(&self.teacher.train, Role::Teacher)?,
+                train: teacher_train,
             },
             student: StudentCfg {
                 model: model(&self.student.model, Role::Student)?,
-                train: train(&self.student.train, Role::Student)?,
+                train: student_train,
             },
             kd: self.kd.resolve()?,
             baseline: self.baseline.unwrap_or(true),

@@ -81,6 +81,39 @@ pub struct TrainCfg {
     /// form at 0.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub label_smoothing: f64,
+    /// The arithmetic of training and evaluation ([`Precision`]). Left out of the serialised
+    /// form (and so of every id) at `fp32`.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// cuDNN chooses each convolution's algorithm by timing the candidates
+    /// (`torch.backends.cudnn.benchmark`), which can change the numbers: CUDA only, off by
+    /// default, left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cudnn_benchmark: bool,
+}
+
+/// `train.precision`: the number format a role's trials train and evaluate in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 throughout (libtorch's default).
+    #[default]
+    Fp32,
+    /// bfloat16 weights and activations, with float32 master weights: the forward and backward
+    /// passes run on a bfloat16 copy of the model and bfloat16 inputs; the loss is computed in
+    /// float32 from the logits; the gradients are cast to float32 and the optimiser updates the
+    /// float32 master weights, which are then copied into the bfloat16 model. Evaluation runs
+    /// the bfloat16 model. After training the model holds the float32 masters (and its buffers,
+    /// such as batch-norm statistics, cast back to float32).
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::Fp32, Precision::Bf16];
+
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
 }
 
 fn is_zero_f64(v: &f64) -> bool {
@@ -177,6 +210,8 @@ impl TrainCfg {
             crop: 0,
             flip: false,
             label_smoothing: 0.0,
+            precision: Precision::Fp32,
+            cudnn_benchmark: false,
         }
     }
 

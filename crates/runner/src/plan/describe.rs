@@ -85,7 +85,7 @@ impl Plan {
             let swept: Vec<String> = tr.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             let _ = writeln!(
                 s,
-                "{} {} {} seed {}{kd}{} [{}, {}]: {:.1} TFLOP{}",
+                "{} {} {} seed {}{kd}{} [{}, {}{}]: {:.1} TFLOP{}",
                 tr.id,
                 tr.kind,
                 tr.student.model.shape_label(),
@@ -93,6 +93,7 @@ impl Plan {
                 swept.concat(),
                 self.classes[tr.class].describe(),
                 tr.exec,
+                numerics(&tr.student.train),
                 f / 1e12,
                 if online {
                     " (with the online teacher)"
@@ -138,4 +139,17 @@ impl Plan {
         );
         s
     }
+}
+
+/// `, bf16` / `, cudnn benchmark` after a trial's execution when its recipe asks for them.
+fn numerics(t: &crate::config::TrainCfg) -> String {
+    let mut s = String::new();
+    if !t.precision.is_fp32() {
+        s.push_str(", ");
+        s.push_str(&crate::config::enum_name(&t.precision));
+    }
+    if t.cudnn_benchmark {
+        s.push_str(", cudnn benchmark");
+    }
+    s
 }

@@ -142,6 +142,8 @@ impl Plan {
                 .augment_label()
                 .filter(|_| train.crop > 0 || train.flip),
             max_norm: train.max_norm,
+            precision: (!train.precision.is_fp32()).then(|| enum_name(&train.precision)),
+            cudnn_benchmark: train.cudnn_benchmark.then_some(true),
             train_images: d.transfer_rows as u64,
             val_images: d.val as u64,
             test_images: d.test as u64,

@@ -94,6 +94,10 @@ pub(crate) fn run(
     let start = Instant::now();
     let k = members.len();
     let device = data.train.x.device();
+    if device.is_cuda() {
+        // Process-wide in libtorch: set for every trial, so each runs as its recipe says.
+        tch::Cuda::cudnn_set_benchmark(cfg.cudnn_benchmark);
+    }
     let n = data.train.len() as usize;
     let bs = cfg.batch_size.min(n.max(1));
     let steps_per_epoch = n.div_ceil(bs);

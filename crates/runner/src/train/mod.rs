@@ -5,7 +5,8 @@
 //! - [`single`]: one student alone, any family; [`packed`]: K MLP students as one model;
 //! - [`optim`]: the optimisers; [`eval`]: scoring at T = 1; [`augment`]: `train.jitter`, `crop`, `flip`;
 //! - [`measure`]: what a finished student is measured on (confusion, fidelity, bias shift);
-//! - [`kept`]: the best validation epoch's weights, tested after training.
+//! - [`kept`]: the best validation epoch's weights, tested after training;
+//! - [`precision`]: `train.precision: bf16`'s bfloat16 model and float32 master weights.
 
 use kd_data::SplitMix64;
 use kd_loss::KdWeights;
@@ -27,6 +28,7 @@ mod kept;
 pub(crate) mod measure;
 pub(crate) mod optim;
 pub(crate) mod packed;
+mod precision;
 pub(crate) mod single;
 
 pub use eval::{accuracy, evaluate, predict, NonFinite};
@@ -178,8 +180,10 @@ pub fn train(
         weights: *weights,
         kd: data.soft_targets.is_some(),
     };
-    let mut outcomes = driver::run(&mut single, &[member], cfg, data, |_, r| on_epoch(r))?;
-    Ok(outcomes.remove(0))
+    let outcomes = driver::run(&mut single, &[member], cfg, data, |_, r| on_epoch(r));
+    // The model holds float32 again (the masters), whatever happened.
+    single.finish();
+    Ok(outcomes?.remove(0))
 }
 
 #[cfg(test)]

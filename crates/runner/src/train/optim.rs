@@ -55,6 +55,9 @@ const EPS: f64 = 1e-8;
 /// One variable with its gradient and optimiser state, all flattened views.
 struct State {
     var: Tensor,
+    /// With master weights (`train.precision: bf16`): the model's bfloat16 copy of `var`,
+    /// whose gradient the update reads (cast to float32) and which gets `var` after it.
+    work: Option<Tensor>,
     /// SGD: the momentum buffer (created at the first step); Adam: the first moment.
     m: Option<Tensor>,
     /// Adam: the second moment.
@@ -75,13 +78,31 @@ pub struct PackedOptimizer {
 
 impl PackedOptimizer {
     pub fn new(vars: Vec<Tensor>, cfg: &TrainCfg) -> PackedOptimizer {
+        let none = vars.iter().map(|_| None).collect();
+        Self::build(vars, none, cfg)
+    }
+
+    /// An optimiser of the float32 `masters` of the model's lower-precision variables `work`
+    /// (in order): each step reads the gradients of `work`, updates `masters` in float32 and
+    /// copies them into `work`.
+    pub fn with_masters(
+        masters: Vec<Tensor>,
+        work: Vec<Tensor>,
+        cfg: &TrainCfg,
+    ) -> PackedOptimizer {
+        Self::build(masters, work.into_iter().map(Some).collect(), cfg)
+    }
+
+    fn build(vars: Vec<Tensor>, work: Vec<Option<Tensor>>, cfg: &TrainCfg) -> PackedOptimizer {
         let adam = cfg.optimizer != Optimizer::Sgd;
         let states: Vec<State> = vars
             .into_iter()
-            .map(|var| State {
+            .zip(work)
+            .map(|(var, work)| State {
                 m: adam.then(|| var.zeros_like()),
                 v: adam.then(|| var.zeros_like()),
                 var,
+                work,
             })
             .collect();
         let chunk = match states.first().map(|s| s.var.device()) {
@@ -106,7 +127,7 @@ impl PackedOptimizer {
     /// Zero the gradients, back-propagate `loss`, and update every variable.
     pub fn backward_step(&mut self, loss: &Tensor) {
         for s in &self.states {
-            let mut g = s.var.grad();
+            let mut g = s.work.as_ref().unwrap_or(&s.var).grad();
             if g.defined() {
                 let _ = g.zero_();
             }
@@ -116,6 +137,10 @@ impl PackedOptimizer {
         tch::no_grad(|| {
             for i in 0..self.states.len() {
                 self.update(i);
+                let s = &self.states[i];
+                if let Some(w) = &s.work {
+                    w.shallow_clone().copy_(&s.var);
+                }
             }
         });
     }
@@ -124,10 +149,15 @@ impl PackedOptimizer {
         let (kind, lr, wd, momentum) = (self.kind, self.lr, self.weight_decay, self.momentum);
         let (bc1, bc2) = (1.0 - BETA1.powi(self.step), 1.0 - BETA2.powi(self.step));
         let s = &mut self.states[i];
-        let grad = s.var.grad();
+        let grad = s.work.as_ref().unwrap_or(&s.var).grad();
         if !grad.defined() {
             return;
         }
+        let grad = if grad.kind() == s.var.kind() {
+            grad
+        } else {
+            grad.to_kind(s.var.kind())
+        };
         let n = s.var.numel() as i64;
         if kind == Optimizer::Sgd && momentum != 0.0 && s.m.is_none() {
             s.m = Some(s.var.zeros_like());
@@ -182,5 +212,84 @@ impl PackedOptimizer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    /// Master weights (`train.precision: bf16`): a bfloat16 linear layer trained for two Adam
+    /// steps through its float32 masters gives PyTorch's masters for the same recipe (golden
+    /// values from PyTorch 2.13):
+    ///
+    /// ```python
+    /// W = torch.tensor([[math.sin(i * 4 + j) for j in range(4)] for i in range(3)])
+    /// b = torch.tensor([math.cos(i) for i in range(3)])
+    /// x = torch.tensor([[math.sin(0.7 * (r * 4 + j) + 1.0) * 2 for j in range(4)] for r in range(5)])
+    /// y = torch.tensor([0, 1, 2, 0, 1])
+    /// master = [W.clone(), b.clone()]
+    /// work = [p.to(torch.bfloat16).requires_grad_() for p in master]
+    /// opt = torch.optim.Adam(master, lr=0.01, foreach=False)
+    /// for _ in range(2):
+    ///     for w in work: w.grad = None
+    ///     logits = F.linear(x.bfloat16(), work[0], work[1]).float()
+    ///     F.cross_entropy(logits, y).backward()
+    ///     for m, w in zip(master, work): m.grad = w.grad.float()
+    ///     opt.step()
+    ///     with torch.no_grad():
+    ///         for m, w in zip(master, work): w.copy_(m)
+    /// ```
+    #[test]
+    fn bf16_master_weights_follow_pytorchs_recipe() {
+        let w: Vec<f32> = (0..12).map(|i| (i as f64).sin() as f32).collect();
+        let b: Vec<f32> = (0..3).map(|i| (i as f64).cos() as f32).collect();
+        let x: Vec<f32> = (0..20)
+            .map(|i| ((0.7 * i as f64 + 1.0).sin() * 2.0) as f32)
+            .collect();
+        let masters = [Tensor::from_slice(&w).view([3, 4]), Tensor::from_slice(&b)];
+        let work: Vec<Tensor> = masters
+            .iter()
+            .map(|m| m.to_kind(Kind::BFloat16).set_requires_grad(true))
+            .collect();
+        let cfg = TrainCfg::plain(Optimizer::Adam, 0.01, 5);
+        let mut opt = PackedOptimizer::with_masters(
+            masters.iter().map(Tensor::shallow_clone).collect(),
+            work.iter().map(Tensor::shallow_clone).collect(),
+            &cfg,
+        );
+        let x = Tensor::from_slice(&x).view([5, 4]).to_kind(Kind::BFloat16);
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1]);
+        for _ in 0..2 {
+            let logits = x.linear(&work[0], Some(&work[1])).to_kind(Kind::Float);
+            opt.backward_step(&logits.cross_entropy_for_logits(&y));
+        }
+        let want_w = [
+            0.02000475,
+            0.82147419,
+            0.88929939,
+            0.1211222,
+            -0.77679628,
+            -0.93892723,
+            -0.25941944,
+            0.676983,
+            1.00935102,
+            0.43211743,
+            -0.52402276,
+            -0.97999024,
+        ];
+        let want_b = [0.98000878, 0.56029522, -0.39615318];
+        let got_w = crate::train::host::f64s(&masters[0]);
+        let got_b = crate::train::host::f64s(&masters[1]);
+        for (g, w) in got_w.iter().chain(&got_b).zip(want_w.iter().chain(&want_b)) {
+            assert!((g - w).abs() < 1e-6, "{got_w:?} {got_b:?}");
+        }
+        // The model holds the masters rounded to bfloat16.
+        assert_eq!(work[1].kind(), Kind::BFloat16);
+        assert_eq!(
+            crate::train::host::f64s(&work[1]),
+            [0.98046875, 0.55859375, -0.396484375]
+        );
     }
 }

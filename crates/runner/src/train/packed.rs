@@ -17,6 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::driver::{self, Batch, Learner, StepLoss};
 use super::optim::PackedOptimizer;
+use super::precision::Numerics;
 use super::{Member, Outcome, TrainData};
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -94,6 +95,8 @@ pub(crate) struct Packed<'a> {
     net: PackedMlp,
     vars: Vec<Tensor>,
     opt: PackedOptimizer,
+    /// `train.precision`: the pack's number format and, for bf16, its float32 masters.
+    numerics: Numerics,
     members: &'a [Member],
     /// Each member's weights with the pack's one soft-loss form, on the device (when some
     /// member learns from the teacher).
@@ -137,7 +140,13 @@ impl<'a> Packed<'a> {
             .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
         drop(singles);
         let vars = vs.trainable_variables();
-        let opt = PackedOptimizer::new(vars.iter().map(Tensor::shallow_clone).collect(), cfg);
+        let all = vs.variables().into_values().collect();
+        let shallow = |v: &[Tensor]| v.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
+        let numerics = Numerics::new(cfg.precision, shallow(&vars), all);
+        let opt = match numerics.masters() {
+            None => PackedOptimizer::new(shallow(&vars), cfg),
+            Some((masters, work)) => PackedOptimizer::with_masters(masters, work, cfg),
+        };
         // One soft-loss form per pack: a baseline's (multiplied by alpha = 0) takes the KD
         // trials'.
         let form = members
@@ -159,6 +168,7 @@ impl<'a> Packed<'a> {
             net,
             vars,
             opt,
+            numerics,
             members,
             weights,
             data,
@@ -179,7 +189,12 @@ impl Learner for Packed<'_> {
         let y = train.y.index_select(0, &idx).view([k, rows]);
         self.opt.set_lr(b.lr);
         let masks = dropout_masks(&self.net, self.members, b.step, rows, x.device());
-        let logits = self.net.forward(&x, &masks);
+        let n = &self.numerics;
+        let masks: Vec<Option<Tensor>> = masks
+            .iter()
+            .map(|m| m.as_ref().map(|m| n.input(m)))
+            .collect();
+        let logits = n.output(self.net.forward(&n.input(&x), &masks));
         let (total, soft, hard) = match (self.soft_targets, &self.weights) {
             (Some(teacher), Some(w)) => {
                 let t = teacher.index_select(0, &idx).view([k, rows, -1]);
@@ -209,7 +224,8 @@ impl Learner for Packed<'_> {
     }
 
     fn logits(&self, x: &Tensor) -> Tensor {
-        self.net.forward_shared(x, EVAL_CHUNK)
+        let n = &self.numerics;
+        n.output(self.net.forward_shared(&n.input(x), EVAL_CHUNK))
     }
 
     fn retire(&mut self, alive: &[bool]) {
@@ -656,6 +672,50 @@ mod tests {
             early += usize::from(b.best_epoch < Some(12));
         }
         assert!(early > 0, "no best epoch before the last: nothing was kept");
+    }
+
+    /// `train.precision: bf16`: students learn through float32 master weights, packed (with
+    /// dropout) and alone (a ResNet with batch norm), in bfloat16's own numbers (not float32's)
+    /// and close to float32's accuracy; afterwards the lone model is float32 again, buffers
+    /// included.
+    #[test]
+    fn bf16_students_learn_through_float32_masters() {
+        let _l = lock();
+        let task = task();
+        let fp32 = cfg(Optimizer::Adam, 6);
+        let bf16 = TrainCfg {
+            precision: crate::config::Precision::Bf16,
+            ..fp32.clone()
+        };
+        let m = [member(1, 4.0, 0.9), member(2, 1.0, 0.0)];
+        let (p16, p32) = (
+            pack(&spec(0.1), &m, &bf16, &task),
+            pack(&spec(0.1), &m, &fp32, &task),
+        );
+        for (a, b) in p16.iter().zip(&p32) {
+            assert_eq!(a.status, Status::Ok, "{:?}", a.message);
+            assert_ne!(
+                a.epochs[0].train_loss, b.epochs[0].train_loss,
+                "bf16 in effect"
+            );
+            let (x, y) = (a.test_acc.unwrap(), b.test_acc.unwrap());
+            assert!((x - y).abs() < 0.1, "bf16 {x} vs fp32 {y}");
+        }
+        assert!(p16[1].test_acc.unwrap() > 0.3, "the baseline learns");
+        let spec = ModelSpec::ResNet(kd_model_zoo::ResNetSpec {
+            depth: 8,
+            widths: vec![4, 4, 8, 8],
+        });
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = spec.build(&vs.root(), INPUT, 10).unwrap();
+        let d = data(&task);
+        let o = crate::train::train(&net, &vs, &bf16, &m[0].weights, 3, &d, "r", |_| {}).unwrap();
+        assert_eq!(o.status, Status::Ok, "{:?}", o.message);
+        assert!(o.test_acc.unwrap() > 0.15, "{:?}", o.test_acc);
+        for (name, v) in vs.variables() {
+            assert_eq!(v.kind(), Kind::Float, "{name}");
+        }
     }
 
     /// No transfer between host and device inside a training step (on a GPU each would wait for

@@ -10,16 +10,42 @@ use tch::Tensor;
 use super::augment::{crop_flip, crop_flip_with, jitter, jitter_with, EpochDraws};
 use super::driver::{Batch, Learner, StepLoss};
 use super::eval::{predict, weights_finite};
-use super::optim::build_optimizer;
+use super::optim::{build_optimizer, PackedOptimizer};
+use super::precision::Numerics;
 use super::TrainData;
 use crate::config::TrainCfg;
 use crate::error::TrainError;
+
+/// The optimiser of one student: libtorch's over the model's float32 variables, or ours over
+/// the float32 masters of a bfloat16 model (`train.precision: bf16`; the same update rules).
+enum Opt {
+    Torch(nn::Optimizer),
+    Masters(PackedOptimizer),
+}
+
+impl Opt {
+    fn set_lr(&mut self, lr: f64) {
+        match self {
+            Opt::Torch(o) => o.set_lr(lr),
+            Opt::Masters(o) => o.set_lr(lr),
+        }
+    }
+
+    fn backward_step(&mut self, loss: &Tensor) {
+        match self {
+            Opt::Torch(o) => o.backward_step(loss),
+            Opt::Masters(o) => o.backward_step(loss),
+        }
+    }
+}
 
 /// A [`Learner`] of one student.
 pub(crate) struct Single<'a> {
     net: &'a Net,
     vs: &'a nn::VarStore,
-    opt: nn::Optimizer,
+    opt: Opt,
+    /// `train.precision`: the model's number format and, for bf16, its float32 masters.
+    numerics: Numerics,
     cfg: &'a TrainCfg,
     weights: &'a KdWeights,
     seed: u64,
@@ -62,12 +88,21 @@ impl<'a> Single<'a> {
         } else {
             Tensor::zeros([1], (tch::Kind::Float, data.train.x.device()))
         };
+        let all: Vec<Tensor> = sorted(vs);
+        let numerics = Numerics::new(cfg.precision, vs.trainable_variables(), all);
+        let opt = match numerics.masters() {
+            None => Opt::Torch(build_optimizer(vs, cfg)?),
+            Some((masters, work)) => {
+                Opt::Masters(PackedOptimizer::with_masters(masters, work, cfg))
+            }
+        };
         Ok(Single {
             black,
             draws: None,
             net,
             vs,
-            opt: build_optimizer(vs, cfg)?,
+            opt,
+            numerics,
             cfg,
             weights,
             seed,
@@ -104,7 +139,9 @@ impl Learner for Single<'_> {
         };
         let y = train.y.index_select(0, &idx);
         self.opt.set_lr(b.lr);
-        let logits = self.net.forward_t(&x, true);
+        let logits = self
+            .numerics
+            .output(self.net.forward_t(&self.numerics.input(&x), true));
         let (total, soft, hard) = match self.data.soft_targets {
             Some(teacher) => {
                 let t = match self.data.online_teacher {
@@ -141,14 +178,29 @@ impl Learner for Single<'_> {
     }
 
     fn logits(&self, x: &Tensor) -> Tensor {
-        predict(self.net, x, 1000).unsqueeze(0)
+        let x = self.numerics.input(x);
+        self.numerics
+            .output(predict(self.net, &x, 1000))
+            .unsqueeze(0)
     }
 
     fn retire(&mut self, _alive: &[bool]) {}
 
     fn state(&self) -> (Vec<Tensor>, bool) {
-        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        (named.into_iter().map(|(_, t)| t).collect(), false)
+        (sorted(self.vs), false)
     }
+}
+
+impl Single<'_> {
+    /// After training: the model in float32 again (with bf16, the masters' values).
+    pub(crate) fn finish(&self) {
+        self.numerics.restore();
+    }
+}
+
+/// Every tensor of `vs` (buffers too), by name.
+fn sorted(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
 }
