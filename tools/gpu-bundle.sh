@@ -11,8 +11,12 @@ bundle=$(realpath -m "${1:?usage: tools/gpu-bundle.sh BUNDLE}")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 shared="$here/../../shared/tools/gpu-bundle.sh"
 [ -x "$shared" ] || { echo "gpu-bundle: $shared not found (../shared beside the checkout)" >&2; exit 2; }
-"$shared" "$bundle"
 work=${GPU_BUILD_DIR:-/tmp/kd-gpu-build}
+# The build folder's copy of the tree keeps the files' times (tar), so a source edited before an
+# earlier bundle's build finished looks older than its artifact and cargo would ship the stale
+# one: the workspace's own crates are always rebuilt (their dependencies stay built).
+rm -rf "$work"/target/debug/.fingerprint/kd-* "$work"/target/debug/.fingerprint/kd_*
+"$shared" "$bundle"
 cd "$work/src"
 exe=$(PATH="$work/venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR="$work/target" \
     cargo test -p kd-runner --features cuda-tests --test cuda --no-run --message-format=json \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks in one run, with one summary at the end: what libtorch sees (kd doctor), the
 # CUDA tests (crates/runner/tests/cuda.rs), temp.yaml's wall time on the GPU (teacher included,
-# fresh cache), and kd bench on the GPU (the MLP student phase against PyTorch eager and vmap,
+# fresh cache), its student phase in float32 and bfloat16 (teacher cached), and kd bench on the GPU (the MLP student phase against PyTorch eager and vmap,
 # and the convolutional rows). Run from the project root (experiments/ and bench/ are read):
 #   on a GPU machine of your own:   just gpu-check
 #   on a lent machine with a bundle: source BUNDLE/env.sh && bash BUNDLE/gpu-check.sh
@@ -34,6 +34,12 @@ else
 fi
 rm -rf "$out/temp" "$out/cache"
 step temp.yaml env KD_CACHE_DIR="$out/cache" "$kd" sweep experiments/temp.yaml --out "$out/temp"
+# The student phase alone (teacher cached), in float32 and in bfloat16 (train.precision).
+for p in fp32 bf16; do
+    rm -rf "$out/students-$p"
+    step "students-$p" env KD_CACHE_DIR="$out/cache" "$kd" sweep experiments/temp.yaml \
+        --set "student.train.precision=$p" --out "$out/students-$p"
+done
 python=${PYTHON:-$(command -v python3)}
 step bench env KD_CACHE_DIR="$out/cache" "$kd" bench --out "$out/bench" --python "$python"
 echo

@@ -234,3 +234,51 @@ fn packed_students_on_cuda_match_students_alone_and_ignore_their_pack_mates() {
     assert!(sizes <= 0.005, "pack sizes: {auto:?} vs {two:?}");
     assert!(alone <= 0.01, "packed {auto:?} vs alone {off:?}");
 }
+
+/// `train.precision: bf16` on the GPU: packed MLP students and a CNN student alone (with
+/// `cudnn_benchmark`) train through float32 masters, learn, and say so in their records; their
+/// accuracies stay within 2 points of the same students in float32.
+#[test]
+fn bf16_students_learn_on_cuda_and_are_recorded() {
+    let config = |precision: &str, pack: &str| {
+        format!(
+            "name: bf16\ndataset: {{val_size: 1000, train_limit: 5000}}\ndevice: cuda\n\
+             seeds: [0]\npack: {pack}\n\
+             teacher: {{model: {{arch: mlp, hidden: [256]}}, train: {{epochs: 2, optimizer: adam, lr: 0.001}}}}\n\
+             student: {{model: {{arch: mlp, hidden: [64]}}, train: {{epochs: 3, optimizer: adam, lr: 0.001, precision: {precision}}}}}\n\
+             grid: {{temperature: [2, 4]}}\n"
+        )
+    };
+    let run = |config: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, out) = sweep(dir.path(), config);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (rows, _) = kd_report::read_frames(&out).unwrap();
+        (students(&out), rows, dir)
+    };
+    let (b16, rows, _a) = run(&config("bf16", "auto"));
+    let (f32s, _, _b) = run(&config("fp32", "auto"));
+    for r in rows.iter().filter(|r| r.kind != kd_report::Kind::Teacher) {
+        assert_eq!(r.precision.as_deref(), Some("bf16"), "{}", r.trial_id);
+    }
+    assert!(b16.iter().all(|r| r.1 == "packed"), "{b16:?}");
+    for (x, y) in b16.iter().zip(&f32s) {
+        assert!((x.2 - y.2).abs() <= 0.02, "bf16 {b16:?} vs fp32 {f32s:?}");
+    }
+    let cnn = config("bf16", "off").replace(
+        "student: {model: {arch: mlp, hidden: [64]}, train: {",
+        "student: {model: {arch: cnn, channels: [8, 16], fc: [32]}, train: {cudnn_benchmark: true, ",
+    );
+    let (alone, rows, _c) = run(&cnn);
+    assert!(alone.iter().all(|r| r.1 == "single"), "{alone:?}");
+    for r in rows.iter().filter(|r| r.kind != kd_report::Kind::Teacher) {
+        assert_eq!(r.precision.as_deref(), Some("bf16"), "{}", r.trial_id);
+        assert_eq!(r.cudnn_benchmark, Some(true), "{}", r.trial_id);
+    }
+    println!("bf16 packed {b16:?}\nfp32 packed {f32s:?}\nbf16 cnn alone {alone:?}");
+}
