@@ -3,7 +3,14 @@
 //! epoch that might turn out best (`train.test_every: best`). A copy is exact, so the test
 //! logits are those the epoch itself would have given.
 
-use tch::Tensor;
+use tch::{nn, Tensor};
+
+/// Every tensor of `vs` (weights and buffers), in the order of their names: a learner's state.
+pub(crate) fn tensors_of(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
+}
 
 /// A copy of a learner's state (every tensor its evaluation-mode logits read: weights and
 /// buffers such as batch-norm statistics), per student the epoch it holds.

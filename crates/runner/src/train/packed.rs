@@ -140,7 +140,7 @@ impl<'a> Packed<'a> {
             .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
         drop(singles);
         let vars = vs.trainable_variables();
-        let all = vs.variables().into_values().collect();
+        let all = super::kept::tensors_of(&vs);
         let shallow = |v: &[Tensor]| v.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
         let numerics = Numerics::new(cfg.precision, shallow(&vars), all);
         let opt = match numerics.masters() {
@@ -233,9 +233,7 @@ impl Learner for Packed<'_> {
     }
 
     fn state(&self) -> (Vec<Tensor>, bool) {
-        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        (named.into_iter().map(|(_, t)| t).collect(), true)
+        (super::kept::tensors_of(&self.vs), true)
     }
 }
 

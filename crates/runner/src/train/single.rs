@@ -10,6 +10,7 @@ use tch::Tensor;
 use super::augment::{crop_flip, crop_flip_with, jitter, jitter_with, EpochDraws};
 use super::driver::{Batch, Learner, StepLoss};
 use super::eval::{predict, weights_finite};
+use super::kept::tensors_of;
 use super::optim::{build_optimizer, PackedOptimizer};
 use super::precision::Numerics;
 use super::TrainData;
@@ -88,7 +89,7 @@ impl<'a> Single<'a> {
         } else {
             Tensor::zeros([1], (tch::Kind::Float, data.train.x.device()))
         };
-        let all: Vec<Tensor> = sorted(vs);
+        let all = tensors_of(vs);
         let numerics = Numerics::new(cfg.precision, vs.trainable_variables(), all);
         let opt = match numerics.masters() {
             None => Opt::Torch(build_optimizer(vs, cfg)?),
@@ -187,7 +188,7 @@ impl Learner for Single<'_> {
     fn retire(&mut self, _alive: &[bool]) {}
 
     fn state(&self) -> (Vec<Tensor>, bool) {
-        (sorted(self.vs), false)
+        (tensors_of(self.vs), false)
     }
 }
 
@@ -196,11 +197,4 @@ impl Single<'_> {
     pub(crate) fn finish(&self) {
         self.numerics.restore();
     }
-}
-
-/// Every tensor of `vs` (buffers too), by name.
-fn sorted(vs: &nn::VarStore) -> Vec<Tensor> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.into_iter().map(|(_, t)| t).collect()
 }
