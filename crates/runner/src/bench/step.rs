@@ -129,9 +129,10 @@ pub(super) fn to_channels_last(vs: &nn::VarStore) {
     }
 }
 
-fn model(yaml: &str) -> ModelSpec {
+/// The zoo model that `yaml` (a literal `model:` mapping) describes for `role`.
+pub(super) fn model(yaml: &str, role: Role) -> ModelSpec {
     let map: serde_yaml::Mapping = serde_yaml::from_str(yaml).expect("a literal mapping");
-    ModelSpec::from_config(&map, Role::Student).expect("a zoo model")
+    ModelSpec::from_config(&map, role).expect("a zoo model")
 }
 
 /// One timed step: a student (config keys), optionally distilled from an online teacher, on
@@ -168,18 +169,18 @@ pub(super) fn kd_sweep_step(device: Device, steps: usize, w: &StepWork) -> f64 {
     };
     let classes = w.classes as usize;
     let vs = nn::VarStore::new(device);
-    let student = model(w.student)
+    let student = model(w.student, Role::Student)
         .build(&vs.root(), w.input, classes)
         .expect("the student builds");
     let tvs = nn::VarStore::new(device);
     let teacher_net = w.teacher.map(|t| {
-        model(t)
+        model(t, Role::Student)
             .build(&tvs.root(), w.input, classes)
             .expect("the teacher builds")
     });
     if w.channels_last {
-        super::step::to_channels_last(&vs);
-        super::step::to_channels_last(&tvs);
+        to_channels_last(&vs);
+        to_channels_last(&tvs);
     }
     // Never read with an online teacher; it says "distil" to the learner.
     let placeholder = Tensor::zeros([n, w.classes], (Kind::Float, device));

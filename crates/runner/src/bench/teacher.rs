@@ -11,7 +11,7 @@
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::step::{kd_sweep_step, median, timings, to_channels_last, StepWork};
+use super::step::{kd_sweep_step, median, model, timings, to_channels_last, StepWork};
 use super::{run_script, BenchOptions};
 use crate::config::{Optimizer, TrainCfg};
 use crate::error::RunError;
@@ -51,9 +51,7 @@ fn cfg() -> TrainCfg {
 fn kd_sweep_eval(device: Device, repeats: usize, channels_last: bool) -> f64 {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let map: serde_yaml::Mapping = serde_yaml::from_str(CNN).expect("a literal mapping");
-    let net = kd_model_zoo::ModelSpec::from_config(&map, kd_model_zoo::Role::Teacher)
-        .expect("the cnn")
+    let net = model(CNN, kd_model_zoo::Role::Teacher)
         .build(&vs.root(), MNIST, 10)
         .expect("the cnn builds");
     if channels_last {

@@ -45,11 +45,30 @@ pub fn crop_draws(
     out
 }
 
-/// `i * width + j` for every pixel `(i, j)` of an `h x w` image, as `[1, h, w]` on `device`.
-fn grid(h: i64, w: i64, device: Device) -> (Tensor, Tensor) {
+/// Each image's `h x w` window of `padded` (`[B, C, Hp * Wp]`, rows `wp` wide) at its offset
+/// `(dy, dx)` (`draws` columns 0 and 1), left-right mirrored where `mirror` (`[B, 1, 1]`) is
+/// true: one `gather`, its index built on the device.
+fn window(
+    padded: &Tensor,
+    wp: i64,
+    (h, w): (i64, i64),
+    draws: &Tensor,
+    mirror: Option<&Tensor>,
+) -> Tensor {
+    let (b, c) = (padded.size()[0], padded.size()[1]);
+    let device = padded.device();
     let i = Tensor::arange(h, (Kind::Int64, device)).view([1, h, 1]);
     let j = Tensor::arange(w, (Kind::Int64, device)).view([1, 1, w]);
-    (i, j)
+    let col = match mirror {
+        Some(m) => (-&j + (w - 1)).where_self(m, &j),
+        None => j,
+    };
+    let dy = draws.select(1, 0).view([b, 1, 1]);
+    let dx = draws.select(1, 1).view([b, 1, 1]);
+    let idx = ((i + dy) * wp + col + dx).view([b, 1, h * w]);
+    padded
+        .gather(2, &idx.expand([b, c, h * w], false), false)
+        .view([b, c, h, w])
 }
 
 /// `x` (`[B, C, H, W]`) with image b shifted by `draws[b] - n` pixels down and right (`draws`:
@@ -64,13 +83,7 @@ pub fn jitter_with(x: &Tensor, n: usize, draws: &Tensor, fill: f64) -> Tensor {
     let n = n as i64;
     let (hp, wp) = (h + 2 * n, w + 2 * n);
     let padded = ((x - fill).constant_pad_nd([n, n, n, n]) + fill).view([b, c, hp * wp]);
-    let (i, j) = grid(h, w, x.device());
-    let dy = draws.select(1, 0).view([b, 1, 1]);
-    let dx = draws.select(1, 1).view([b, 1, 1]);
-    let idx = ((i + dy) * wp + j + dx).view([b, 1, h * w]);
-    padded
-        .gather(2, &idx.expand([b, c, h * w], false), false)
-        .view([b, c, h, w])
+    window(&padded, wp, (h, w), draws, None)
 }
 
 /// `x` (`[B, C, H, W]`) with every image padded by `pad` pixels of `fill` (`[1, C, 1, 1]`, each
@@ -91,15 +104,8 @@ pub fn crop_flip_with(x: &Tensor, pad: usize, flip: bool, fill: &Tensor, draws: 
     } else {
         x.view([b, c, hp * wp])
     };
-    let (i, j) = grid(h, w, x.device());
-    let dy = draws.select(1, 0).view([b, 1, 1]);
-    let dx = draws.select(1, 1).view([b, 1, 1]);
     let mirror = draws.select(1, 2).view([b, 1, 1]).eq(1);
-    let col = (-&j + (w - 1)).where_self(&mirror, &j);
-    let idx = ((i + dy) * wp + col + dx).view([b, 1, h * w]);
-    padded
-        .gather(2, &idx.expand([b, c, h * w], false), false)
-        .view([b, c, h, w])
+    window(&padded, wp, (h, w), draws, Some(&mirror))
 }
 
 /// [`jitter_with`] of one batch's draws, uploaded (tests, and batches outside an epoch's plan).
@@ -150,7 +156,6 @@ pub struct EpochDraws {
 impl EpochDraws {
     /// The draws of `epoch` for `n` training images in batches of `batch_size`: one upload per
     /// augmentation.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         (jitter, pad, flip): (usize, usize, bool),
         seed: u64,
