@@ -92,7 +92,7 @@ lint: setup
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings
 
 # On a lent machine run tools/gpu-check.sh from a tools/gpu-bundle.sh bundle (see README).
-# Every CUDA check, one summary (needs a GPU): doctor, cuda tests, temp.yaml wall time, kd bench.
+# Every CUDA check, one summary (needs a GPU): doctor, cuda tests, temp.yaml wall time (and its students in fp32, bf16), kd bench.
 gpu-check: build
     {{torch_env}} bash tools/gpu-check.sh
 
