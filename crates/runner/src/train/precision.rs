@@ -70,9 +70,14 @@ impl Numerics {
         let Some((work, masters, all)) = &self.masters else {
             return;
         };
+        // The trainable tensors take their masters; only the others (buffers) are cast.
+        let trainable: std::collections::HashSet<usize> =
+            work.iter().map(|w| w.data_ptr() as usize).collect();
         tch::no_grad(|| {
             for v in all {
-                v.shallow_clone().set_data(&v.to_kind(Kind::Float));
+                if !trainable.contains(&(v.data_ptr() as usize)) {
+                    v.shallow_clone().set_data(&v.to_kind(Kind::Float));
+                }
             }
             for (w, m) in work.iter().zip(masters) {
                 w.shallow_clone().set_data(m);
