@@ -123,6 +123,10 @@ impl Configure for CnnSpec {
 }
 
 impl Family for CnnSpec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     fn init(&self) -> Init {
         self.init
     }
@@ -219,11 +223,6 @@ impl Family for CnnSpec {
             }
             for (l, (din, _)) in linears.iter().zip(c.linear_dims(input, classes)) {
                 Init::torch_reset(&l.ws, l.bs.as_ref(), din);
-            }
-        }
-        if c.channels_last {
-            for conv in &convs {
-                crate::channels_last_(&conv.ws);
             }
         }
         Net::new(CnnNet {

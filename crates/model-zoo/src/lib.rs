@@ -257,6 +257,11 @@ pub trait Family {
     fn packed_widths(&self, input: InputShape, classes: usize) -> usize;
     /// Create the variables under `p` (the spec validated, `classes > 0`).
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net;
+    /// Whether the conv weights are kept in channels_last memory format (the conv families'
+    /// `channels_last` key; [`ModelSpec::build`] restrides them).
+    fn channels_last(&self) -> bool {
+        false
+    }
 }
 
 impl ModelSpec {
@@ -297,11 +302,13 @@ impl ModelSpec {
         self.family().packed_widths(input, classes)
     }
 
-    /// Create the variables under `p` and return the network. Inputs are `[batch, C, H, W]`
-    /// (an MLP also takes `[batch, C*H*W]`); outputs are logits `[batch, classes]`.
+    /// Create the network's variables in `vs` (its own store: with `channels_last`, every 4-d
+    /// variable of `vs`, i.e. every conv weight, is restrided) and return the network. Inputs
+    /// are `[batch, C, H, W]` (an MLP also takes `[batch, C*H*W]`); outputs are logits
+    /// `[batch, classes]`.
     pub fn build(
         &self,
-        p: &nn::Path,
+        vs: &nn::VarStore,
         input: InputShape,
         classes: usize,
     ) -> Result<Net, ModelError> {
@@ -309,7 +316,20 @@ impl ModelSpec {
         if classes == 0 {
             return Err(spec_err("classes", "must be > 0"));
         }
-        Ok(self.family().build(p, input, classes))
+        let net = self.family().build(&vs.root(), input, classes);
+        if self.channels_last() {
+            for (_, w) in vs.variables() {
+                if w.dim() == 4 {
+                    channels_last_(&w);
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// Whether the conv weights are in channels_last memory format (`channels_last: true`).
+    pub fn channels_last(&self) -> bool {
+        self.family().channels_last()
     }
 }
 
@@ -442,7 +462,7 @@ mod tests {
     fn built_count(spec: &ModelSpec, input: InputShape) -> (usize, Vec<String>) {
         let _rng = rng();
         let vs = VarStore::new(Device::Cpu);
-        spec.build(&vs.root(), input, 10).unwrap();
+        spec.build(&vs, input, 10).unwrap();
         let vars = vs.variables();
         let n = vars.values().map(|t| t.numel()).sum();
         let mut names: Vec<String> = vars.keys().cloned().collect();
@@ -500,7 +520,7 @@ mod tests {
             height: 1,
             width: 2,
         };
-        let net = spec.build(&vs.root(), input, 2).unwrap();
+        let net = spec.build(&vs, input, 2).unwrap();
         let rows = [3.0f32, 4.0, 0.3, 0.4, 0.0, 2.0];
         let layers = net.linears();
         tch::no_grad(|| {
@@ -577,7 +597,7 @@ mod tests {
             for spec in [mlp(&[16]), cnn()] {
                 let _rng = rng();
                 let vs = VarStore::new(Device::Cpu);
-                let net = spec.build(&vs.root(), input, 10).unwrap();
+                let net = spec.build(&vs, input, 10).unwrap();
                 let xs = Tensor::rand(
                     [5, 1, input.height as i64, input.width as i64],
                     (Kind::Float, Device::Cpu),
@@ -593,7 +613,7 @@ mod tests {
         let _rng = rng();
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
-        let net = mlp(&[64]).build(&vs.root(), MNIST, 10).unwrap();
+        let net = mlp(&[64]).build(&vs, MNIST, 10).unwrap();
         let xs = Tensor::rand([4, 784], (Kind::Float, Device::Cpu));
         let a = net.forward_t(&xs, false);
         let b = net.forward_t(&xs, false);
@@ -636,7 +656,7 @@ mod tests {
         let _rng = rng();
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
-        spec.build(&vs.root(), MNIST, 10).unwrap();
+        spec.build(&vs, MNIST, 10).unwrap();
         let vars = vs.variables();
         for &(name, fan_in) in layers {
             // torch: kaiming_uniform_(w, a=sqrt(5)) -> gain sqrt(2 / (1 + 5)), bound
@@ -724,7 +744,7 @@ mod tests {
         if let ModelSpec::Mlp(m) = &mut m {
             (m.dropout, m.input_dropout) = (0.0, 0.0);
         }
-        m.build(&vs.root(), MNIST, 10).unwrap();
+        m.build(&vs, MNIST, 10).unwrap();
         let v = vs.variables();
         let mlp_golden: [(&str, &[f64]); 4] = [
             (
@@ -773,7 +793,7 @@ mod tests {
             init: Init::Torch,
             channels_last: false,
         })
-        .build(&vs.root(), MNIST, 10)
+        .build(&vs, MNIST, 10)
         .unwrap();
         let v = vs.variables();
         let cnn_golden: [(&str, &[f64]); 6] = [
@@ -833,7 +853,7 @@ mod tests {
         let build = |cl: bool| {
             tch::manual_seed(4);
             let vs = VarStore::new(Device::Cpu);
-            let net = spec(cl).build(&vs.root(), MNIST, 10).unwrap();
+            let net = spec(cl).build(&vs, MNIST, 10).unwrap();
             (vs, net)
         };
         let ((a_vs, a), (b_vs, b)) = (build(false), build(true));

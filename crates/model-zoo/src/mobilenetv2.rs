@@ -35,6 +35,11 @@ const STAGES: [(Option<usize>, usize, usize, usize); 7] = [
 pub struct MobileNetV2Spec {
     pub expand: usize,
     pub width: f64,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 /// One inverted residual: (in, expanded, out, stride, output side).
@@ -85,6 +90,8 @@ impl MobileNetV2Spec {
 pub struct MobileNetV2Keys {
     expand: Option<usize>,
     width: Option<f64>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for MobileNetV2Spec {
@@ -95,11 +102,16 @@ impl Configure for MobileNetV2Spec {
         Ok(MobileNetV2Spec {
             expand: k.expand.unwrap_or(6),
             width: k.width.unwrap_or(0.5),
+            channels_last: k.channels_last.unwrap_or(false),
         })
     }
 }
 
 impl Family for MobileNetV2Spec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// The reference's own initialisation throughout.
     fn init(&self) -> Init {
         Init::Torch

@@ -22,6 +22,11 @@ pub struct ResNetSpec {
     pub depth: usize,
     /// Channels of the stem conv, then of each of the three stages.
     pub widths: Vec<usize>,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 /// The reference's names for its widths.
@@ -61,6 +66,8 @@ impl ResNetSpec {
 pub struct ResNetKeys {
     depth: Option<usize>,
     widths: Option<Vec<usize>>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for ResNetSpec {
@@ -72,11 +79,16 @@ impl Configure for ResNetSpec {
         Ok(ResNetSpec {
             depth: k.depth.unwrap_or(20),
             widths: k.widths.unwrap_or_else(|| NARROW.to_vec()),
+            channels_last: k.channels_last.unwrap_or(false),
         })
     }
 }
 
 impl Family for ResNetSpec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// The linear layer's is PyTorch's default; the convolutions' is the reference's own.
     fn init(&self) -> Init {
         Init::Torch

@@ -29,6 +29,11 @@ pub struct ShuffleV1Spec {
     pub widths: Vec<usize>,
     pub blocks: Vec<usize>,
     pub groups: usize,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 /// One bottleneck: (in, mid, out of its own branch, groups of its first conv, stride, side).
@@ -62,6 +67,8 @@ pub struct ShuffleV1Keys {
     widths: Option<Vec<usize>>,
     blocks: Option<Vec<usize>>,
     groups: Option<usize>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for ShuffleV1Spec {
@@ -73,11 +80,16 @@ impl Configure for ShuffleV1Spec {
             widths: k.widths.unwrap_or_else(|| vec![240, 480, 960]),
             blocks: k.blocks.unwrap_or_else(|| vec![4, 8, 4]),
             groups: k.groups.unwrap_or(3),
+            channels_last: k.channels_last.unwrap_or(false),
         })
     }
 }
 
 impl Family for ShuffleV1Spec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// PyTorch's defaults throughout (uniform convolutions, the default linear layer).
     fn init(&self) -> Init {
         Init::Torch

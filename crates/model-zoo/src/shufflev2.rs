@@ -38,6 +38,11 @@ const SIZES: [(&str, [usize; 4], [usize; 3]); 6] = [
 pub struct ShuffleV2Spec {
     pub widths: Vec<usize>,
     pub blocks: Vec<usize>,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 /// A stage: (in, out, basic blocks, side after its down-sampling).
@@ -63,6 +68,8 @@ pub struct ShuffleV2Keys {
     size: Option<f64>,
     widths: Option<Vec<usize>>,
     blocks: Option<Vec<usize>>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for ShuffleV2Spec {
@@ -82,6 +89,7 @@ impl Configure for ShuffleV2Spec {
                     )
                 })
         };
+        let channels_last = k.channels_last.unwrap_or(false);
         match (k.size, k.widths, k.blocks) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(spec_err(
                 "size",
@@ -92,9 +100,14 @@ impl Configure for ShuffleV2Spec {
                 Ok(ShuffleV2Spec {
                     widths: w.to_vec(),
                     blocks: b.to_vec(),
+                    channels_last,
                 })
             }
-            (None, Some(widths), Some(blocks)) => Ok(ShuffleV2Spec { widths, blocks }),
+            (None, Some(widths), Some(blocks)) => Ok(ShuffleV2Spec {
+                widths,
+                blocks,
+                channels_last,
+            }),
             (None, w, _) => Err(spec_err(
                 if w.is_some() { "blocks" } else { "widths" },
                 "give widths and blocks together (or size)",
@@ -104,6 +117,10 @@ impl Configure for ShuffleV2Spec {
 }
 
 impl Family for ShuffleV2Spec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// PyTorch's defaults throughout.
     fn init(&self) -> Init {
         Init::Torch

@@ -32,6 +32,11 @@ const NAMES: [(&str, [usize; 5]); 5] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VggSpec {
     pub layers: Vec<usize>,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 impl VggSpec {
@@ -59,6 +64,8 @@ impl VggSpec {
 pub struct VggKeys {
     layers: Option<Vec<usize>>,
     depth: Option<usize>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for VggSpec {
@@ -84,11 +91,18 @@ impl Configure for VggSpec {
                     })?
             }
         };
-        Ok(VggSpec { layers })
+        Ok(VggSpec {
+            layers,
+            channels_last: k.channels_last.unwrap_or(false),
+        })
     }
 }
 
 impl Family for VggSpec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// The reference's own initialisation (its linear layer is `normal_(0, 0.01)`).
     fn init(&self) -> Init {
         Init::Torch

@@ -21,6 +21,11 @@ use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 pub struct WrnSpec {
     pub depth: usize,
     pub widen: usize,
+
+    /// Conv weights in channels_last memory format (the `cnn` family's key: see
+    /// [`crate::CnnSpec::channels_last`]); left out of the serialised form when off.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub channels_last: bool,
 }
 
 impl WrnSpec {
@@ -53,6 +58,8 @@ impl WrnSpec {
 pub struct WrnKeys {
     depth: Option<usize>,
     widen: Option<usize>,
+
+    channels_last: Option<bool>,
 }
 
 impl Configure for WrnSpec {
@@ -63,11 +70,16 @@ impl Configure for WrnSpec {
         Ok(WrnSpec {
             depth: k.depth.unwrap_or(16),
             widen: k.widen.unwrap_or(2),
+            channels_last: k.channels_last.unwrap_or(false),
         })
     }
 }
 
 impl Family for WrnSpec {
+    fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// The linear layer's weight is PyTorch's default; the rest is the reference's own.
     fn init(&self) -> Init {
         Init::Torch

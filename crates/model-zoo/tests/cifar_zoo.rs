@@ -81,7 +81,7 @@ fn parameter_counts_equal_the_references() {
         assert_eq!(m.shape_label(), name);
         assert_eq!(m.param_count(CIFAR, 100), want, "{name}: counted");
         let vs = nn::VarStore::new(Device::Cpu);
-        let _net = m.build(&vs.root(), CIFAR, 100).unwrap();
+        let _net = m.build(&vs, CIFAR, 100).unwrap();
         let built: i64 = vs
             .trainable_variables()
             .iter()
@@ -142,7 +142,7 @@ fn the_same_weights_give_the_transcriptions_logits() {
         tch::manual_seed(3);
         let m = spec(name);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = m.build(&vs.root(), CIFAR, 100).unwrap();
+        let net = m.build(&vs, CIFAR, 100).unwrap();
         // A few training-mode passes move the BN running statistics off their initial values.
         for _ in 0..3 {
             let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 + 0.5;
@@ -210,6 +210,7 @@ fn bad_depths_and_widths_name_the_key() {
         .to_string();
     assert!(e.contains("6n + 4"), "{e}");
     let e = ModelSpec::ResNet(ResNetSpec {
+        channels_last: false,
         depth: 9,
         widths: vec![16, 16, 32, 64],
     })
@@ -218,6 +219,7 @@ fn bad_depths_and_widths_name_the_key() {
     .to_string();
     assert!(e.contains("depth") && e.contains("6n + 2"), "{e}");
     let m = ModelSpec::ResNet(ResNetSpec {
+        channels_last: false,
         depth: 20,
         widths: vec![16, 32],
     });
@@ -291,7 +293,7 @@ fn initialisation_is_the_references() {
     for name in ["resnet32x4", "wrn_40_2", "vgg13"] {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let _net = spec(name).build(&vs.root(), CIFAR, 100).unwrap();
+        let _net = spec(name).build(&vs, CIFAR, 100).unwrap();
         for (var, t) in vs.variables() {
             let size = t.size();
             if size.len() == 4 && size[0] >= 128 {
@@ -342,7 +344,7 @@ fn initialisation_is_the_references() {
 fn the_mobile_nets_start_as_the_references() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let _net = spec("MobileNetV2").build(&vs.root(), CIFAR, 100).unwrap();
+    let _net = spec("MobileNetV2").build(&vs, CIFAR, 100).unwrap();
     let vars = vs.variables();
     let mut checked = 0;
     for (var, t) in &vars {
@@ -365,7 +367,7 @@ fn the_mobile_nets_start_as_the_references() {
     for name in ["ShuffleV1", "ShuffleV2"] {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let _net = spec(name).build(&vs.root(), CIFAR, 100).unwrap();
+        let _net = spec(name).build(&vs, CIFAR, 100).unwrap();
         let mut checked = 0;
         for (var, t) in vs.variables() {
             let size = t.size();
@@ -424,7 +426,7 @@ fn a_repdistiller_checkpoint_converts_loads_and_gives_its_logits() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = spec("resnet8x4").build(&vs.root(), CIFAR, 100).unwrap();
+    let net = spec("resnet8x4").build(&vs, CIFAR, 100).unwrap();
     kd_model_zoo::load_weights(&mut vs, &safe).unwrap();
     let x = Tensor::from_slice(&floats("x")).view([4, 3, 32, 32]);
     let ours: Vec<f32> = tch::no_grad(|| net.forward_t(&x, false))
@@ -437,14 +439,14 @@ fn a_repdistiller_checkpoint_converts_loads_and_gives_its_logits() {
 
     // The wrong model for the file: a missing tensor and a wrong shape name the tensor.
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let _ = spec("resnet32x4").build(&vs.root(), CIFAR, 100).unwrap();
+    let _ = spec("resnet32x4").build(&vs, CIFAR, 100).unwrap();
     let err = kd_model_zoo::load_weights(&mut vs, &safe).unwrap_err();
     assert!(
         err.starts_with("no tensor `layer1.1.bn1.bias` (the model needs it"),
         "{err}"
     );
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let _ = spec("resnet8").build(&vs.root(), CIFAR, 100).unwrap();
+    let _ = spec("resnet8").build(&vs, CIFAR, 100).unwrap();
     let err = kd_model_zoo::load_weights(&mut vs, &safe).unwrap_err();
     assert_eq!(
         err,
@@ -537,4 +539,66 @@ fn a_torchscript_teacher_gives_the_transcriptions_logits() {
         err.starts_with("not a TorchScript module torch.jit.load can read ("),
         "{err}"
     );
+}
+
+/// `channels_last: true` on every CIFAR family (one model of each, small ones): the conv weights
+/// (grouped and depthwise ones too) are channels_last, the eval-mode logits are those of the NCHW
+/// model with the same weights to float rounding, and the key is in the serialised spec (the ids)
+/// only when on. (That restriding keeps the values: the cnn family's test in the crate.)
+#[test]
+fn every_cifar_family_takes_channels_last() {
+    for name in [
+        "resnet8",
+        "wrn_16_1",
+        "vgg8",
+        "MobileNetV2",
+        "ShuffleV1",
+        "ShuffleV2_0.5",
+    ] {
+        let nchw = spec(name);
+        // The serialised spec (`arch` and the family's fields) is a mapping of config keys.
+        let mut keys: serde_yaml::Mapping =
+            serde_yaml::from_value(serde_yaml::to_value(&nchw).unwrap()).unwrap();
+        keys.insert("channels_last".into(), true.into());
+        let cl =
+            ModelSpec::from_config(&keys, Role::Student).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(cl.channels_last() && !nchw.channels_last(), "{name}");
+        let build = |m: &ModelSpec| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = m.build(&vs, CIFAR, 100).unwrap();
+            (vs, net)
+        };
+        let ((a_vs, a), (mut b_vs, b)) = (build(&nchw), build(&cl));
+        let channels_last = |vs: &nn::VarStore| {
+            let mut convs = 0;
+            for (v, t) in vs.variables() {
+                if t.dim() == 4 {
+                    let [_, c, h, w] = t.size()[..] else {
+                        unreachable!()
+                    };
+                    assert_eq!(t.stride(), [h * w * c, 1, w * c, c], "{name} {v}");
+                    convs += 1;
+                }
+            }
+            assert!(convs >= 5, "{name}: {convs} conv weights");
+        };
+        channels_last(&b_vs);
+        // The same values (tests here draw from libtorch's one generator in parallel, so a seed
+        // does not give both builds the same draws): copied in place, the strides stay.
+        b_vs.copy(&a_vs).unwrap();
+        channels_last(&b_vs);
+        tch::manual_seed(6);
+        let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let (ya, yb) = (a.forward_t(&x, false), b.forward_t(&x, false));
+        let scale = ya.abs().max().double_value(&[]).max(1.0);
+        let worst = (ya - yb).abs().max().double_value(&[]) / scale;
+        assert!(worst < 1e-5, "{name}: logits differ by {worst}");
+        let json = |m: &ModelSpec| serde_json::to_string(m).unwrap();
+        assert!(!json(&nchw).contains("channels_last"), "{}", json(&nchw));
+        assert!(
+            json(&cl).contains("\"channels_last\":true"),
+            "{}",
+            json(&cl)
+        );
+    }
 }

@@ -97,9 +97,7 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
     };
     // Alone.
     let vs = nn::VarStore::new(device);
-    let net = spec
-        .build(&vs.root(), input, classes)
-        .expect("a valid spec");
+    let net = spec.build(&vs, input, classes).expect("a valid spec");
     let mut single = Single::new(&net, &vs, &cfg, &w, 0, &data).expect("adam builds");
     let alone = time(&mut single, 1);
     // 18 packed.
@@ -118,20 +116,13 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
     (batch as f64 / alone, (k as i64 * batch) as f64 / packed)
 }
 
-/// The 4-d variables of `vs` (conv weights) in channels_last memory format, in place
-/// ([`kd_model_zoo::channels_last_`]): libtorch's convolutions then run channels_last and keep
-/// their outputs so.
-pub(super) fn to_channels_last(vs: &nn::VarStore) {
-    for (_, v) in vs.variables() {
-        if v.dim() == 4 {
-            kd_model_zoo::channels_last_(&v);
-        }
+/// The zoo model that `yaml` (a literal `model:` mapping) describes for `role`, with the
+/// `channels_last` key set as asked (a sweep's own route to channels_last conv weights).
+pub(super) fn model(yaml: &str, role: Role, channels_last: bool) -> ModelSpec {
+    let mut map: serde_yaml::Mapping = serde_yaml::from_str(yaml).expect("a literal mapping");
+    if channels_last {
+        map.insert("channels_last".into(), true.into());
     }
-}
-
-/// The zoo model that `yaml` (a literal `model:` mapping) describes for `role`.
-pub(super) fn model(yaml: &str, role: Role) -> ModelSpec {
-    let map: serde_yaml::Mapping = serde_yaml::from_str(yaml).expect("a literal mapping");
     ModelSpec::from_config(&map, role).expect("a zoo model")
 }
 
@@ -143,7 +134,7 @@ pub(super) struct StepWork<'a> {
     pub input: InputShape,
     pub classes: i64,
     pub cfg: TrainCfg,
-    /// Conv weights in channels_last memory format.
+    /// The models' `channels_last` key (conv weights in channels_last memory format).
     pub channels_last: bool,
 }
 
@@ -169,19 +160,15 @@ pub(super) fn kd_sweep_step(device: Device, steps: usize, w: &StepWork) -> f64 {
     };
     let classes = w.classes as usize;
     let vs = nn::VarStore::new(device);
-    let student = model(w.student, Role::Student)
-        .build(&vs.root(), w.input, classes)
+    let student = model(w.student, Role::Student, w.channels_last)
+        .build(&vs, w.input, classes)
         .expect("the student builds");
     let tvs = nn::VarStore::new(device);
     let teacher_net = w.teacher.map(|t| {
-        model(t, Role::Student)
-            .build(&tvs.root(), w.input, classes)
+        model(t, Role::Student, w.channels_last)
+            .build(&tvs, w.input, classes)
             .expect("the teacher builds")
     });
-    if w.channels_last {
-        to_channels_last(&vs);
-        to_channels_last(&tvs);
-    }
     // Never read with an online teacher; it says "distil" to the learner.
     let placeholder = Tensor::zeros([n, w.classes], (Kind::Float, device));
     let data = TrainData {

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::step::{kd_sweep_step, median, model, timings, to_channels_last, StepWork};
+use super::step::{kd_sweep_step, median, model, timings, StepWork};
 use super::{run_script, BenchOptions};
 use crate::config::{Optimizer, TrainCfg};
 use crate::error::RunError;
@@ -51,12 +51,9 @@ fn cfg() -> TrainCfg {
 fn kd_sweep_eval(device: Device, repeats: usize, channels_last: bool) -> f64 {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let net = model(CNN, kd_model_zoo::Role::Teacher)
-        .build(&vs.root(), MNIST, 10)
+    let net = model(CNN, kd_model_zoo::Role::Teacher, channels_last)
+        .build(&vs, MNIST, 10)
         .expect("the cnn builds");
-    if channels_last {
-        to_channels_last(&vs);
-    }
     let x = Tensor::randn([5000, 1, 28, 28], (Kind::Float, device));
     let times = timings(1, repeats, &mut || {
         let l = crate::train::eval::predict(&net, &x, 1000);

@@ -90,7 +90,7 @@ impl TeacherFiles {
         }
         let net = self
             .model
-            .build(&vs.root(), input, classes)
+            .build(&vs, input, classes)
             .map_err(model_err("teacher.model"))?;
         vs.load(&self.weights).map_err(torch_err(&self.weights))?;
         Ok((vs, net))
@@ -375,7 +375,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
         None => t
             .cfg
             .model
-            .build(&vs.root(), input, classes)
+            .build(&vs, input, classes)
             .map_err(model_err("teacher.model"))?,
     };
     let dir = teachers_dir();

@@ -128,11 +128,7 @@ impl TrialContext {
     pub fn run(&self, trial: &PlannedTrial, on_epoch: impl FnMut(&EpochRecord)) -> Outcome {
         tch::manual_seed(trial.seed as i64);
         let vs = nn::VarStore::new(self.device);
-        let net = match trial
-            .student
-            .model
-            .build(&vs.root(), self.input, self.classes)
-        {
+        let net = match trial.student.model.build(&vs, self.input, self.classes) {
             Ok(net) => net,
             Err(e) => return Outcome::failed(format!("student.model.{e}")),
         };

@@ -271,7 +271,7 @@ mod tests {
         let run = |max_norm: Option<f64>| {
             tch::manual_seed(1);
             let vs = nn::VarStore::new(dev);
-            let net = spec.build(&vs.root(), input, 3).unwrap();
+            let net = spec.build(&vs, input, 3).unwrap();
             let mut c = cfg(Schedule::Constant);
             c.lr = 0.5;
             c.max_norm = max_norm;
@@ -337,7 +337,7 @@ mod tests {
             })
         };
         let tvs = nn::VarStore::new(dev);
-        let teacher = spec(16).build(&tvs.root(), input, 3).unwrap();
+        let teacher = spec(16).build(&tvs, input, 3).unwrap();
         let cached = predict(&teacher, &tr.x, 1000);
         let mut c = cfg(Schedule::Constant);
         c.epochs = 2;
@@ -352,7 +352,7 @@ mod tests {
         let run = |online: Option<&Net>| {
             tch::manual_seed(1);
             let vs = nn::VarStore::new(dev);
-            let net = spec(8).build(&vs.root(), input, 3).unwrap();
+            let net = spec(8).build(&vs, input, 3).unwrap();
             let data = TrainData {
                 train: &tr,
                 val: &val,

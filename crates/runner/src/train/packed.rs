@@ -129,7 +129,7 @@ impl<'a> Packed<'a> {
                 tch::manual_seed(m.seed as i64);
                 let vs = nn::VarStore::new(device);
                 let net = spec
-                    .build(&vs.root(), input, classes)
+                    .build(&vs, input, classes)
                     .map_err(|e| TrainError::Spec(format!("student.model.{e}")))?;
                 Ok((vs, net))
             })
@@ -382,7 +382,7 @@ mod tests {
     fn alone(spec: &ModelSpec, m: &Member, cfg: &TrainCfg, task: &Task) -> Outcome {
         tch::manual_seed(m.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = spec.build(&vs.root(), INPUT, 10).unwrap();
+        let net = spec.build(&vs, INPUT, 10).unwrap();
         let d = TrainData {
             soft_targets: m.kd.then_some(&task.teacher),
             ..data(task)
@@ -647,6 +647,7 @@ mod tests {
         let _l = lock();
         let task = task();
         let spec = ModelSpec::ResNet(kd_model_zoo::ResNetSpec {
+            channels_last: false,
             depth: 8,
             widths: vec![4, 4, 8, 8],
         });
@@ -701,12 +702,13 @@ mod tests {
         }
         assert!(p16[1].test_acc.unwrap() > 0.3, "the baseline learns");
         let spec = ModelSpec::ResNet(kd_model_zoo::ResNetSpec {
+            channels_last: false,
             depth: 8,
             widths: vec![4, 4, 8, 8],
         });
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = spec.build(&vs.root(), INPUT, 10).unwrap();
+        let net = spec.build(&vs, INPUT, 10).unwrap();
         let d = data(&task);
         let o = crate::train::train(&net, &vs, &bf16, &m[0].weights, 3, &d, "r", |_| {}).unwrap();
         assert_eq!(o.status, Status::Ok, "{:?}", o.message);
@@ -736,7 +738,7 @@ mod tests {
             member(3, 1.0, 0.0),
         ];
         let teacher_vs = nn::VarStore::new(Device::Cpu);
-        let teacher = spec(0.0).build(&teacher_vs.root(), INPUT, 10).unwrap();
+        let teacher = spec(0.0).build(&teacher_vs, INPUT, 10).unwrap();
         // Tested after every epoch: with `best`, whether the kept best epoch needs its own test
         // pass after training (one more read) depends on the run, not on its steps.
         let recipe = |optimizer, batch_size| TrainCfg {
@@ -754,7 +756,7 @@ mod tests {
             let m = &members[0];
             tch::manual_seed(m.seed as i64);
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = spec(0.0).build(&vs.root(), INPUT, 10).unwrap();
+            let net = spec(0.0).build(&vs, INPUT, 10).unwrap();
             let d = TrainData {
                 soft_targets: Some(&task.teacher),
                 online_teacher: Some(&teacher),
