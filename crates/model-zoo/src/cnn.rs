@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use crate::keys::{Configure, Role};
 use crate::{
-    check_prob, check_widths, head, join, spec_err, Family, Init, InputShape, Layers, ModelError,
+    check_prob, check_widths, head, join, relu_, spec_err, Family, Init, InputShape, Layers, ModelError,
     Net,
 };
 
@@ -253,7 +253,7 @@ impl Layers for CnnNet {
             input.width as i64,
         ]);
         for conv in &self.convs {
-            xs = xs.apply(conv).relu().max_pool2d_default(2);
+            xs = relu_(xs.apply(conv)).max_pool2d_default(2);
         }
         let xs = xs.flatten(1, -1).dropout(self.dropout, train);
         head(xs, &self.linears, self.dropout, train)

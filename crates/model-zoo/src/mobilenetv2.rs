@@ -17,7 +17,7 @@ use tch::Tensor;
 
 use crate::cifar::{batch_norm, conv_flops, grouped, strided, ConvBn, ConvInit};
 use crate::keys::{Configure, Role};
-use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
+use crate::{relu_, spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
 /// The stages `(expand or 1, width, blocks, stride)`; `None` expands by the spec's `expand`.
 const STAGES: [(Option<usize>, usize, usize, usize); 7] = [
@@ -259,14 +259,13 @@ struct InvertedResidual {
 
 impl InvertedResidual {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = self.expand.forward_t(x, train).relu();
-        let out = self.depthwise.forward_t(&out, train).relu();
-        let out = self.project.forward_t(&out, train);
+        let out = relu_(self.expand.forward_t(x, train));
+        let out = relu_(self.depthwise.forward_t(&out, train));
+        let mut out = self.project.forward_t(&out, train);
         if self.residual {
-            x + out
-        } else {
-            out
+            out += x;
         }
+        out
     }
 }
 
@@ -284,11 +283,11 @@ impl Layers for MobileNetV2Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let i = self.input;
         let xs = xs.view([-1, i.channels as i64, i.height as i64, i.width as i64]);
-        let mut x = self.stem.forward_t(&xs, train).relu();
+        let mut x = relu_(self.stem.forward_t(&xs, train));
         for b in &self.blocks {
             x = b.forward_t(&x, train);
         }
-        let x = self.head.forward_t(&x, train).relu();
+        let x = relu_(self.head.forward_t(&x, train));
         // The reference's AvgPool2d(input_size // 16, ceil_mode=True) on the final
         // (input_size / 16)-sided map: global average pooling.
         x.adaptive_avg_pool2d([1, 1])

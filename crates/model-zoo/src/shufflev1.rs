@@ -18,7 +18,7 @@ use crate::cifar::{
     avg_pool, batch_norm, conv_flops, fits_pool4, grouped, shuffle, strided, ConvBn, ConvInit,
 };
 use crate::keys::{Configure, Role};
-use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
+use crate::{relu_, spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
 /// The stem's width: the reference's fixed 24.
 const STEM: usize = 24;
@@ -249,15 +249,16 @@ struct Block {
 
 impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = self.conv1.forward_t(x, train).relu();
+        let out = relu_(self.conv1.forward_t(x, train));
         let out = shuffle(&out, self.shuffle);
-        let out = self.conv2.forward_t(&out, train).relu();
-        let out = self.conv3.forward_t(&out, train);
+        let out = relu_(self.conv2.forward_t(&out, train));
+        let mut out = self.conv3.forward_t(&out, train);
         if self.down {
             let res = x.avg_pool2d([3, 3], [2, 2], [1, 1], false, true, None);
-            Tensor::cat(&[out, res], 1).relu()
+            relu_(Tensor::cat(&[out, res], 1))
         } else {
-            (out + x).relu()
+            out += x;
+            relu_(out)
         }
     }
 }
@@ -275,7 +276,7 @@ impl Layers for ShuffleV1Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let i = self.input;
         let xs = xs.view([-1, i.channels as i64, i.height as i64, i.width as i64]);
-        let mut x = self.stem.forward_t(&xs, train).relu();
+        let mut x = relu_(self.stem.forward_t(&xs, train));
         for b in &self.blocks {
             x = b.forward_t(&x, train);
         }

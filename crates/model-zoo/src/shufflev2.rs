@@ -17,7 +17,7 @@ use crate::cifar::{
     avg_pool, batch_norm, conv_flops, fits_pool4, grouped, shuffle, strided, ConvBn, ConvInit,
 };
 use crate::keys::{Configure, Role};
-use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
+use crate::{relu_, spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
 /// The stem's width: the reference's fixed 24.
 const STEM: usize = 24;
@@ -285,10 +285,10 @@ struct Down {
 impl Down {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let [l1, l2] = &self.left;
-        let out1 = l2.forward_t(&l1.forward_t(x, train), train).relu();
+        let out1 = relu_(l2.forward_t(&l1.forward_t(x, train), train));
         let [r1, r2, r3] = &self.right;
-        let out2 = r1.forward_t(x, train).relu();
-        let out2 = r3.forward_t(&r2.forward_t(&out2, train), train).relu();
+        let out2 = relu_(r1.forward_t(x, train));
+        let out2 = relu_(r3.forward_t(&r2.forward_t(&out2, train), train));
         shuffle(&Tensor::cat(&[out1, out2], 1), 2)
     }
 }
@@ -299,8 +299,8 @@ fn basic(convs: &[ConvBn; 3], x: &Tensor, train: bool) -> Tensor {
     let half = c / 2;
     let (x1, x2) = (x.narrow(1, 0, half), x.narrow(1, half, c - half));
     let [c1, c2, c3] = convs;
-    let out = c1.forward_t(&x2, train).relu();
-    let out = c3.forward_t(&c2.forward_t(&out, train), train).relu();
+    let out = relu_(c1.forward_t(&x2, train));
+    let out = relu_(c3.forward_t(&c2.forward_t(&out, train), train));
     shuffle(&Tensor::cat(&[x1, out], 1), 2)
 }
 
@@ -318,14 +318,14 @@ impl Layers for ShuffleV2Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let i = self.input;
         let xs = xs.view([-1, i.channels as i64, i.height as i64, i.width as i64]);
-        let mut x = self.stem.forward_t(&xs, train).relu();
+        let mut x = relu_(self.stem.forward_t(&xs, train));
         for (down, basics) in &self.stages {
             x = down.forward_t(&x, train);
             for b in basics {
                 x = basic(b, &x, train);
             }
         }
-        let x = self.head.forward_t(&x, train).relu();
+        let x = relu_(self.head.forward_t(&x, train));
         avg_pool(&x, 4).flatten(1, -1).apply(&self.fc[0])
     }
 

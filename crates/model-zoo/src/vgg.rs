@@ -14,7 +14,7 @@ use tch::Tensor;
 
 use crate::cifar::{batch_norm, conv};
 use crate::keys::{Configure, Role};
-use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
+use crate::{relu_, spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
 /// The widths of the five blocks.
 const WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
@@ -217,7 +217,7 @@ impl Layers for VggNet {
         let mut x = xs.view([-1, i.channels as i64, i.height as i64, i.width as i64]);
         for (b, block) in self.blocks.iter().enumerate() {
             for (conv, bn) in block {
-                x = x.apply(conv).apply_t(bn, train).relu();
+                x = relu_(x.apply(conv).apply_t(bn, train));
             }
             if b < 3 || (b == 3 && self.pool4) {
                 x = x.max_pool2d_default(2);

@@ -14,7 +14,7 @@ use tch::Tensor;
 
 use crate::cifar::{batch_norm, conv};
 use crate::keys::{Configure, Role};
-use crate::{spec_err, Family, Init, InputShape, Layers, ModelError, Net};
+use crate::{relu_, spec_err, Family, Init, InputShape, Layers, ModelError, Net};
 
 /// A wide ResNet: its depth (`6n + 4`) and widening factor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,16 +189,13 @@ struct Block {
 
 impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let pre = x.apply_t(&self.bn1, train).relu();
-        let out = pre
-            .apply(&self.conv1)
-            .apply_t(&self.bn2, train)
-            .relu()
-            .apply(&self.conv2);
+        let pre = relu_(x.apply_t(&self.bn1, train));
+        let mut out = relu_(pre.apply(&self.conv1).apply_t(&self.bn2, train)).apply(&self.conv2);
         match &self.shortcut {
-            Some(c) => pre.apply(c) + out,
-            None => x + out,
+            Some(c) => out += pre.apply(c),
+            None => out += x,
         }
+        out
     }
 }
 
@@ -221,7 +218,7 @@ impl Layers for WrnNet {
         for b in &self.blocks {
             x = b.forward_t(&x, train);
         }
-        let x = x.apply_t(&self.bn, train).relu();
+        let x = relu_(x.apply_t(&self.bn, train));
         // Global average pooling: the reference's avg_pool2d(8) on a 32x32 input's 8x8 maps.
         x.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.fc[0])
     }
