@@ -172,6 +172,49 @@ fn same_seed_gives_the_same_numbers_and_the_teacher_is_cached() {
     assert_ne!(third[2].test_acc, first[2].test_acc);
 }
 
+/// A teacher trained in bfloat16 (`precision: bf16`) ends as its float32 masters, which are
+/// cached and give the students' logits: fresh and reused, it reports the same accuracies (those
+/// of the float32 model; once they were the bfloat16 model's when fresh and the float32 model's
+/// when reused, 8 test images apart on a small run), and its students the same numbers.
+#[test]
+fn a_bf16_teacher_reports_the_same_numbers_fresh_and_reused() {
+    let _guard = torch_lock();
+    let cache = private_cache();
+    let root = tempfile::tempdir().unwrap();
+    let yaml = SLICE
+        .replace(
+            "train: {epochs: 3, optimizer: adam, lr: 0.002}\nstudent",
+            "train: {epochs: 3, optimizer: adam, lr: 0.002, precision: bf16}\nstudent",
+        )
+        .replace("name: e2e", "name: bf16t");
+    assert!(yaml.contains("precision: bf16}\nstudent"), "{yaml}");
+    let cfg = resolve(&yaml);
+    let run = |name: &str| {
+        run_resolved(
+            &cfg,
+            &RunOptions {
+                out: Some(out_dir(root.path(), name)),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .trials
+    };
+    let fresh = run("fresh");
+    assert!(std::fs::read_dir(cache.join("teachers")).unwrap().count() > 0);
+    let reused = run("reused");
+    assert!(fresh[0].trial_id.starts_with("teacher-"));
+    for (a, b) in fresh.iter().zip(&reused) {
+        assert_eq!(a.trial_id, b.trial_id);
+        let what = &a.trial_id;
+        assert_eq!(a.test_acc, b.test_acc, "{what}: test_acc");
+        assert_eq!(a.val_acc, b.val_acc, "{what}: val_acc");
+        assert_eq!(a.train_acc, b.train_acc, "{what}: train_acc");
+        assert_eq!(a.test_errors, b.test_errors, "{what}: test_errors");
+    }
+    assert!(fresh[0].test_acc.unwrap() > 0.7, "{:?}", fresh[0].test_acc);
+}
+
 #[test]
 fn a_cnn_teacher_trains_and_teaches() {
     let _guard = torch_lock();

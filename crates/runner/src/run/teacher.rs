@@ -465,6 +465,19 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
     let logits = logits(&net, data, &logits_file, &logits_name, progress)?;
     let trained = outcome.is_some();
     let outcome = match outcome {
+        // A teacher trained in bfloat16 ends as its float32 masters: those are cached and give
+        // the students' logits, so its accuracies are theirs (as when it is reused), while its
+        // epochs stay the bfloat16 model's as trained.
+        Some(o) if t.cfg.train.precision != crate::config::Precision::Fp32 => {
+            let f32 = eval_only(&net, &logits, None)?;
+            Outcome {
+                train_acc: f32.train_acc,
+                val_acc: f32.val_acc,
+                test_acc: f32.test_acc,
+                test_errors: f32.test_errors,
+                ..o
+            }
+        }
         Some(o) => o,
         None => {
             let trained_here = t.cfg.checkpoint.is_none() && t.torchscript.is_none();
