@@ -4,6 +4,7 @@
 //! [`trial`]: one student trial (or pack) on the shared data; [`stop`]: a SIGUSR1 that ends a
 //! sweep after the trials in flight.
 
+mod cache_file;
 mod out_store;
 mod plan_file;
 pub(crate) mod pool;
