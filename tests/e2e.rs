@@ -4,7 +4,8 @@
 
 use kd_report::record::trial_records;
 use kd_report::{EpochRecord, Kind, Status, TrialRecord};
-use kd_runner::run::sweep::{run_resolved, RunOptions};
+use kd_runner::config::Resolved;
+use kd_runner::run::sweep::{run_resolved, RunOptions, Summary};
 use kd_sweep::{out_dir, private_cache, read_frame, resolve, torch_lock};
 
 const SLICE: &str = r#"
@@ -23,6 +24,18 @@ kd: {temperature: 4, alpha: 0.9}
 baseline: true
 "#;
 
+/// `cfg` swept into `out` with the default options.
+fn sweep(cfg: &Resolved, out: std::path::PathBuf) -> Summary {
+    run_resolved(
+        cfg,
+        &RunOptions {
+            out: Some(out),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 fn columns(df: &polars::prelude::DataFrame) -> Vec<String> {
     df.get_column_names()
         .iter()
@@ -37,14 +50,7 @@ fn a_slice_run_writes_every_file_and_learns() {
     let root = tempfile::tempdir().unwrap();
     let out = out_dir(root.path(), "a");
     let cfg = resolve(SLICE);
-    let summary = run_resolved(
-        &cfg,
-        &RunOptions {
-            out: Some(out.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let summary = sweep(&cfg, out.clone());
     assert_eq!(summary.unfinished, 0);
 
     // The resolved config is written and reads back to the same config, followed by what this
@@ -127,15 +133,7 @@ fn same_seed_gives_the_same_numbers_and_the_teacher_is_cached() {
     let cfg = resolve(&yaml);
     let run = |name: &str| {
         let out = out_dir(root.path(), name);
-        run_resolved(
-            &cfg,
-            &RunOptions {
-                out: Some(out),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .trials
+        sweep(&cfg, out).trials
     };
     let first = run("one");
     let cached: Vec<_> = std::fs::read_dir(cache.join("teachers"))
@@ -158,15 +156,7 @@ fn same_seed_gives_the_same_numbers_and_the_teacher_is_cached() {
     assert_eq!(first[0].wall_s, second[0].wall_s);
     // Another seed changes the students but not the teacher.
     let other = resolve(&yaml.replace("seeds: [7]", "seeds: [8]"));
-    let third = run_resolved(
-        &other,
-        &RunOptions {
-            out: Some(out_dir(root.path(), "three")),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .trials;
+    let third = sweep(&other, out_dir(root.path(), "three")).trials;
     assert_eq!(third[0].trial_id, first[0].trial_id);
     assert_ne!(third[2].trial_id, first[2].trial_id);
     assert_ne!(third[2].test_acc, first[2].test_acc);
@@ -189,17 +179,7 @@ fn a_bf16_teacher_reports_the_same_numbers_fresh_and_reused() {
         .replace("name: e2e", "name: bf16t");
     assert!(yaml.contains("precision: bf16}\nstudent"), "{yaml}");
     let cfg = resolve(&yaml);
-    let run = |name: &str| {
-        run_resolved(
-            &cfg,
-            &RunOptions {
-                out: Some(out_dir(root.path(), name)),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .trials
-    };
+    let run = |name: &str| sweep(&cfg, out_dir(root.path(), name)).trials;
     let fresh = run("fresh");
     assert!(std::fs::read_dir(cache.join("teachers")).unwrap().count() > 0);
     let reused = run("reused");
@@ -231,14 +211,7 @@ fn a_cnn_teacher_trains_and_teaches() {
         )
         .replace("name: e2e", "name: cnn");
     let cfg = resolve(&yaml);
-    let s = run_resolved(
-        &cfg,
-        &RunOptions {
-            out: Some(out_dir(root.path(), "cnn")),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = sweep(&cfg, out_dir(root.path(), "cnn"));
     let teacher = &s.trials[0];
     assert_eq!(teacher.arch, "cnn");
     assert_eq!(teacher.hidden, "c8-c16-f64");
@@ -257,14 +230,7 @@ fn a_kd_trial_with_alpha_0_and_beta_1_is_exactly_its_baseline() {
             "kd: {temperature: 4, alpha: 0, beta: 1}",
         )
         .replace("name: e2e", "name: pair");
-    let s = run_resolved(
-        &resolve(&yaml),
-        &RunOptions {
-            out: Some(out_dir(root.path(), "pair")),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = sweep(&resolve(&yaml), out_dir(root.path(), "pair"));
     let (base, kd) = (&s.trials[1], &s.trials[2]);
     assert_eq!((base.kind, kd.kind), (Kind::Baseline, Kind::Kd));
     assert_eq!(kd.baseline_id.as_deref(), Some(base.trial_id.as_str()));
