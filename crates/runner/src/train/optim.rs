@@ -66,6 +66,8 @@ fn memory_order(t: &Tensor) -> Vec<i64> {
 /// One variable with its gradient and optimiser state, all flattened views.
 struct State {
     var: Tensor,
+    /// `var`'s [`memory_order`], read once (its layout never changes while it trains).
+    order: Vec<i64>,
     /// With master weights (`train.precision: bf16`): the model's bfloat16 copy of `var`,
     /// whose gradient the update reads (cast to float32) and which gets `var` after it.
     work: Option<Tensor>,
@@ -110,6 +112,7 @@ impl PackedOptimizer {
             .into_iter()
             .zip(work)
             .map(|(var, work)| State {
+                order: memory_order(&var),
                 m: adam.then(|| var.zeros_like()),
                 v: adam.then(|| var.zeros_like()),
                 var,
@@ -175,11 +178,12 @@ impl PackedOptimizer {
             // libtorch's first buffer is the (decayed) gradient itself: momentum * 0 + d.
         }
         // Flattened in the variable's memory order (a channels_last conv weight is not
-        // viewable as NCHW-flat); the state was made like it, the gradient is read in its order.
-        let order = memory_order(&s.var);
-        let flat = |t: &Tensor| t.permute(&order[..]).view([-1]);
+        // viewable as NCHW-flat); the state was made like it, the gradient is read in that order
+        // (a copy only where its own layout differs).
+        let order = &s.order[..];
+        let flat = |t: &Tensor| t.permute(order).view([-1]);
         let p = flat(&s.var);
-        let g = grad.permute(&order[..]).reshape([-1]);
+        let g = grad.permute(order).reshape([-1]);
         let m = s.m.as_ref().map(flat);
         let v = s.v.as_ref().map(flat);
         let first = self.step == 1;
