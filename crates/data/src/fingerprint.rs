@@ -1,7 +1,10 @@
 //! What identifies a dataset's content: a SHA-256 over the four files actually read, so a trial
 //! id changes when a file is rewritten in place and stays when another folder holds the same
-//! bytes. Digests are cached by path, size and modification time (a JSON file the caller
-//! names), so a sweep and its workers hash each file once.
+//! bytes. Digests are cached by path, size, modification time, status-change time (ctime) and
+//! inode (a JSON file the caller names), so a sweep and its workers hash each file once. The
+//! ctime and inode are what a user cannot set back: `touch -r`, `cp -p`, rsync and tar restore
+//! an mtime, but rewriting a file in place moves its ctime, and replacing it gives another inode
+//! (git's index keys on them for the same reason).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,17 +16,42 @@ use sha2::{Digest, Sha256};
 
 use crate::{find_file, DataError, Result};
 
-/// One cached file digest: valid while the file keeps its size and modification time.
+/// One cached file digest: valid while the file keeps its size, modification time, ctime and
+/// inode (an entry of an older kd-sweep, without the last two, never matches: hashed again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
     size: u64,
     mtime_ns: u128,
+    #[serde(default)]
+    ctime_ns: u128,
+    #[serde(default)]
+    inode: u64,
     sha256: String,
+}
+
+impl Entry {
+    fn stat(&self) -> Stat {
+        Stat {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            inode: self.inode,
+        }
+    }
+}
+
+/// What a file's cached digest is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stat {
+    size: u64,
+    mtime_ns: u128,
+    ctime_ns: u128,
+    inode: u64,
 }
 
 type Cache = BTreeMap<PathBuf, Entry>;
 
-fn stat(path: &Path) -> Result<(u64, u128)> {
+fn stat(path: &Path) -> Result<Stat> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::Io {
         file: path.to_path_buf(),
         source: e,
@@ -33,7 +61,25 @@ fn stat(path: &Path) -> Result<(u64, u128)> {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    Ok((meta.len(), mtime))
+    let (ctime_ns, inode) = change_time_and_inode(&meta);
+    Ok(Stat {
+        size: meta.len(),
+        mtime_ns: mtime,
+        ctime_ns,
+        inode,
+    })
+}
+
+#[cfg(unix)]
+fn change_time_and_inode(meta: &std::fs::Metadata) -> (u128, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+    (ns.max(0) as u128, meta.ino())
+}
+
+#[cfg(not(unix))]
+fn change_time_and_inode(_meta: &std::fs::Metadata) -> (u128, u64) {
+    (0, 0)
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -105,8 +151,8 @@ fn write_cache(file: &Path, cache: &Cache) {
 
 /// The fingerprint of the dataset in `dir`: SHA-256 over the name and digest of each of its
 /// `files` (its format's [`crate::Format::files`], in that order; 16 hex digits). `cache`, when
-/// given, is a JSON file of per-file digests keyed by canonical path, size and modification
-/// time; it is read, completed and rewritten.
+/// given, is a JSON file of per-file digests keyed by canonical path, size, modification time,
+/// ctime and inode; it is read, completed and rewritten.
 pub fn fingerprint(dir: &Path, files: &[&str], cache: Option<&Path>) -> Result<String> {
     let files: Vec<PathBuf> = files
         .iter()
@@ -126,16 +172,18 @@ pub fn fingerprint(dir: &Path, files: &[&str], cache: Option<&Path>) -> Result<S
     let digests: Vec<String> = keys
         .par_iter()
         .zip(&stats)
-        .map(|(key, &(size, mtime_ns))| match known.get(key) {
-            Some(e) if e.size == size && e.mtime_ns == mtime_ns => Ok(e.sha256.clone()),
+        .map(|(key, stat)| match known.get(key) {
+            Some(e) if e.stat() == *stat => Ok(e.sha256.clone()),
             _ => sha256_file(key),
         })
         .collect::<Result<_>>()?;
     let mut changed = false;
-    for ((key, &(size, mtime_ns)), sha256) in keys.iter().zip(&stats).zip(&digests) {
+    for ((key, &stat), sha256) in keys.iter().zip(&stats).zip(&digests) {
         let entry = Entry {
-            size,
-            mtime_ns,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ctime_ns: stat.ctime_ns,
+            inode: stat.inode,
             sha256: sha256.clone(),
         };
         if known.get(key) != Some(&entry) {
@@ -181,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_keyed_by_size_and_mtime() {
+    fn the_cache_is_keyed_by_size_mtime_ctime_and_inode() {
         let root = tempfile::tempdir().unwrap();
         let a = root.path().join("a");
         write_idx_set(&a, 8, 8, 40, 10, false);
@@ -225,5 +273,49 @@ mod tests {
         std::fs::write(&cache, b"{ damaged").unwrap();
         assert_eq!(fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap(), first);
         assert_eq!(read_cache(&cache).len(), 4, "rewritten whole");
+    }
+
+    /// Issue 32: a training file rewritten in place with the same size, its old mtime set back
+    /// (`touch -r`, `cp -p`), kept its old fingerprint: every trial was reused.
+    #[test]
+    fn a_file_rewritten_with_its_old_size_and_mtime_is_hashed_again() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        write_idx_set(&a, 8, 8, 40, 10, false);
+        let cache = root.path().join("fp.json");
+        let first = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
+        let f = a.join(FILE_STEMS[0]);
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let mut bytes = std::fs::read(&f).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0x01;
+        // The ctime has a clock tick of its own: make sure one passes.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, &bytes).unwrap();
+        let t = std::fs::File::options().write(true).open(&f).unwrap();
+        t.set_modified(mtime).unwrap();
+        drop(t);
+        let meta = std::fs::metadata(&f).unwrap();
+        assert_eq!(
+            (meta.len(), meta.modified().unwrap()),
+            (n as u64, mtime),
+            "size and mtime as before"
+        );
+        let after = fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap();
+        assert_ne!(after, first, "the content changed, so does the fingerprint");
+        assert_eq!(after, fingerprint(&a, &FILE_STEMS, None).unwrap());
+        // Replaced by another file (another inode) with the old bytes, size and mtime: the
+        // old fingerprint again, and the cache is right about it.
+        let old = root.path().join("old");
+        bytes[n - 1] ^= 0x01;
+        std::fs::write(&old, &bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&old, &f).unwrap();
+        assert_eq!(fingerprint(&a, &FILE_STEMS, Some(&cache)).unwrap(), first);
     }
 }

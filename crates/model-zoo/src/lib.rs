@@ -15,7 +15,7 @@ mod weights;
 pub use keys::{check_key, model_keys, Role, DEFAULT_ARCH};
 pub use packed::PackedMlp;
 pub use scripted::Scripted;
-pub use weights::load_weights;
+pub use weights::{load_weights, torch_message};
 
 use keys::{Reader, ReaderOf};
 

@@ -29,12 +29,21 @@ impl Scripted {
         input: InputShape,
         classes: usize,
     ) -> Result<Scripted, String> {
-        let mut module = CModule::load_on_device(file, device)
-            .map_err(|e| format!("not a TorchScript module torch.jit.load can read ({e})"))?;
+        let mut module = CModule::load_on_device(file, device).map_err(|e| {
+            format!(
+                "not a TorchScript module torch.jit.load can read ({})",
+                crate::torch_message(&e)
+            )
+        })?;
         module.set_eval();
         let params = module
             .named_parameters()
-            .map_err(|e| format!("its parameters cannot be listed ({e})"))?
+            .map_err(|e| {
+                format!(
+                    "its parameters cannot be listed ({})",
+                    crate::torch_message(&e)
+                )
+            })?
             .iter()
             .map(|(_, t)| t.numel())
             .sum();

@@ -12,10 +12,13 @@ use tch::nn::VarStore;
 /// an error naming it), else with tch's loader.
 pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<(), String> {
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        return vs.load(path).map_err(|e| e.to_string());
+        // Without its closing full stop: the caller's sentence goes on after it.
+        return vs
+            .load(path)
+            .map_err(|e| torch_message(&e).trim_end_matches('.').to_string());
     }
     let file: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(path)
-        .map_err(|e| format!("not a readable safetensors file ({e})"))?
+        .map_err(|e| format!("not a readable safetensors file ({})", torch_message(&e)))?
         .into_iter()
         .collect();
     let mut names: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
@@ -45,8 +48,31 @@ pub fn load_weights(vs: &mut VarStore, path: &Path) -> Result<(), String> {
             let t = &file[name];
             var.shallow_clone()
                 .f_copy_(&t.to_kind(var.kind()).to_device(var.device()))
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+                .map_err(|e| format!("tensor `{name}`: {}", torch_message(&e)))?;
         }
         Ok(())
     })
+}
+
+/// A libtorch error as one message without libtorch's C++ backtrace (the `Exception raised
+/// from ...` and `frame #N: ...` lines it appends), which says nothing to a user; the whole
+/// text where `RUST_BACKTRACE` is set (other than `0`).
+pub fn torch_message(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
+        return text;
+    }
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|l| {
+            let l = l.trim_start();
+            !l.starts_with("Exception raised from") && !l.starts_with("frame #")
+        })
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match kept.is_empty() {
+        true => text.lines().next().unwrap_or_default().to_string(),
+        false => kept.join(" "),
+    }
 }

@@ -51,6 +51,53 @@ pub fn ok(r: &TrialRecord) -> bool {
     r.status == Status::Ok && r.test_acc.is_some()
 }
 
+/// The number of classes of a dataset the runner reads by name; `None` for a generic `idx`
+/// dataset, whose class count the records do not hold.
+pub fn classes(dataset: &str) -> Option<usize> {
+    match dataset {
+        "mnist" | "fashion-mnist" | "cifar10" => Some(10),
+        "cifar100" => Some(100),
+        _ => None,
+    }
+}
+
+/// What [`collapsed`] means, in the words the report prints where it counts collapsed seeds.
+pub const COLLAPSED: &str = "A student **collapsed** when it did not finish (diverged or failed) \
+     or its test accuracy is below max(2 x chance, half its paired baseline's test accuracy), \
+     chance being 1 / classes (2 x chance is left out for a student whose transfer set lacks \
+     some classes: it cannot reach more than its share of the test set; its paired baseline \
+     judges it).";
+
+/// Whether a student trial **collapsed**: it has no finite test accuracy (it diverged or
+/// failed), or its test accuracy is below `max(2 / classes, baseline / 2)`, where `baseline` is
+/// the test accuracy of its paired baseline (the baseline its row names: same student, seed,
+/// initialisation and data order), when that finished. The chance floor `2 / classes` applies
+/// when the dataset's class count is known ([`classes`]) and the trial learned from every class
+/// (`transfer_classes` null): a student that saw 2 of 10 classes tops out near 20%. A baseline
+/// or a trial without a finished paired baseline is judged on the chance floor alone.
+///
+/// The figures draw a collapsed trial apart from its cell's mean and spread; the tables and
+/// claims keep it in every number and count it ([`Cell::collapsed_pairs`]). [`COLLAPSED`] says
+/// this in words.
+pub fn collapsed(trial: &TrialRecord, baseline: Option<&TrialRecord>) -> bool {
+    let Some(acc) = trial
+        .test_acc
+        .filter(|a| a.is_finite() && trial.status == Status::Ok)
+    else {
+        return true;
+    };
+    let chance_floor = match (classes(&trial.dataset), &trial.transfer_classes) {
+        (Some(c), None) => 2.0 / c as f64,
+        _ => 0.0,
+    };
+    let baseline_floor = baseline
+        .filter(|b| ok(b))
+        .and_then(|b| b.test_acc)
+        .filter(|b| b.is_finite())
+        .map_or(0.0, |b| b / 2.0);
+    acc < chance_floor.max(baseline_floor)
+}
+
 /// A KD trial and its paired baseline, both finished.
 #[derive(Debug, Clone, Copy)]
 pub struct Pair<'a> {
@@ -82,11 +129,57 @@ pub struct Cell<'a> {
     pub kd: Vec<&'a TrialRecord>,
     /// Those with a finished paired baseline.
     pub pairs: Vec<Pair<'a>>,
+    /// Its KD trials that did not finish (diverged or failed): in no table number, drawn apart
+    /// in the figures.
+    pub unfinished: Vec<&'a TrialRecord>,
 }
 
 impl<'a> Cell<'a> {
+    /// Its first finished KD trial (the first unfinished one in a cell of [`Analysis::lost`]).
     pub fn first(&self) -> &'a TrialRecord {
-        self.kd[0]
+        self.kd
+            .first()
+            .or(self.unfinished.first())
+            .copied()
+            .expect("a cell has a trial")
+    }
+
+    /// The finished paired baseline of KD trial `r`.
+    pub fn baseline_of(&self, r: &TrialRecord) -> Option<&'a TrialRecord> {
+        self.pairs
+            .iter()
+            .find(|p| p.kd.trial_id == r.trial_id)
+            .map(|p| p.baseline)
+    }
+
+    /// Whether KD trial `r` of this cell [`collapsed`].
+    pub fn is_collapsed(&self, r: &TrialRecord) -> bool {
+        collapsed(r, self.baseline_of(r))
+    }
+
+    /// Its finished KD trials that did not collapse: what the figures average.
+    pub fn healthy(&self) -> Vec<&'a TrialRecord> {
+        self.kd
+            .iter()
+            .copied()
+            .filter(|r| !self.is_collapsed(r))
+            .collect()
+    }
+
+    /// Its KD trials the figures draw apart: the finished ones that collapsed, then the
+    /// unfinished ones.
+    pub fn collapsed(&self) -> Vec<&'a TrialRecord> {
+        let finished = self.kd.iter().copied().filter(|r| self.is_collapsed(r));
+        finished.chain(self.unfinished.iter().copied()).collect()
+    }
+
+    /// How many of the seeds of [`Cell::comparison`] (the paired ones) collapsed: what the
+    /// table's `collapsed` column counts.
+    pub fn collapsed_pairs(&self) -> usize {
+        self.pairs
+            .iter()
+            .filter(|p| collapsed(p.kd, Some(p.baseline)))
+            .count()
     }
 
     pub fn temperature(&self) -> Option<f64> {
@@ -154,6 +247,9 @@ pub struct Analysis<'a> {
     pub rows: &'a [TrialRecord],
     /// KD cells, in the rows' order.
     pub cells: Vec<Cell<'a>>,
+    /// KD cells none of whose trials finished (each diverged or failed): in no table (the
+    /// report lists their trials as not finished), marked in the figures.
+    pub lost: Vec<Cell<'a>>,
     swept: Vec<String>,
     /// Every student trial has a validation split, so cells can be chosen on it.
     pub has_validation: bool,
@@ -167,20 +263,7 @@ impl<'a> Analysis<'a> {
         let mut cells: Vec<Cell> = Vec::new();
         for r in rows.iter().filter(|r| r.kind == Kind::Kd && ok(r)) {
             let key = settings_key(r, &[], &swept);
-            let at = match cells.iter().position(|c| c.key == key) {
-                Some(i) => i,
-                None => {
-                    cells.push(Cell {
-                        key,
-                        student: student_label(r),
-                        model: r.model.clone(),
-                        label: String::new(),
-                        kd: vec![],
-                        pairs: vec![],
-                    });
-                    cells.len() - 1
-                }
-            };
+            let at = cell_at(&mut cells, key, r);
             let cell = &mut cells[at];
             cell.kd.push(r);
             let baseline = r
@@ -201,11 +284,13 @@ impl<'a> Analysis<'a> {
         for (c, l) in cells.iter_mut().zip(labels) {
             c.label = l;
         }
+        let lost = unfinished_cells(rows, &mut cells, &swept);
         let students: Vec<&TrialRecord> = rows.iter().filter(|r| r.kind != Kind::Teacher).collect();
         let has_validation = !students.is_empty() && students.iter().all(|r| r.val_images > 0);
         Analysis {
             rows,
             cells,
+            lost,
             swept,
             has_validation,
         }
@@ -214,8 +299,22 @@ impl<'a> Analysis<'a> {
     /// The cells grouped into families that differ only in the `exclude`d settings, each
     /// labelled by what sets it apart from the other families.
     pub fn families(&self, exclude: &[&str]) -> Vec<Family<'a, '_>> {
+        self.group(self.cells.iter(), exclude)
+    }
+
+    /// [`Analysis::families`] with the [`Analysis::lost`] cells too (after the others, so the
+    /// families of finished cells come first): what a figure marks.
+    pub fn families_with_lost(&self, exclude: &[&str]) -> Vec<Family<'a, '_>> {
+        self.group(self.cells.iter().chain(&self.lost), exclude)
+    }
+
+    fn group<'c>(
+        &'c self,
+        cells: impl Iterator<Item = &'c Cell<'a>>,
+        exclude: &[&str],
+    ) -> Vec<Family<'a, 'c>> {
         let mut fams: Vec<(Vec<Value>, Vec<&Cell<'a>>)> = Vec::new();
-        for c in &self.cells {
+        for c in cells {
             let key = settings_key(c.first(), exclude, &self.swept);
             match fams.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => v.push(c),
@@ -250,6 +349,50 @@ impl<'a> Analysis<'a> {
         }
         best
     }
+}
+
+/// The index of the cell keyed `key` in `cells`, a new (empty) one for `r` when none is.
+fn cell_at<'a>(cells: &mut Vec<Cell<'a>>, key: Vec<Value>, r: &TrialRecord) -> usize {
+    if let Some(i) = cells.iter().position(|c| c.key == key) {
+        return i;
+    }
+    cells.push(Cell {
+        key,
+        student: student_label(r),
+        model: r.model.clone(),
+        label: String::new(),
+        kd: vec![],
+        pairs: vec![],
+        unfinished: vec![],
+    });
+    cells.len() - 1
+}
+
+/// The KD trials that did not finish, each in its cell of `cells` when it has one, else in a
+/// cell of the returned ones (labelled among every cell, which leaves the labels of `cells`
+/// as they are).
+fn unfinished_cells<'a>(
+    rows: &'a [TrialRecord],
+    cells: &mut [Cell<'a>],
+    swept: &[String],
+) -> Vec<Cell<'a>> {
+    let mut lost: Vec<Cell> = Vec::new();
+    for r in rows.iter().filter(|r| r.kind == Kind::Kd && !ok(r)) {
+        let key = settings_key(r, &[], swept);
+        match cells.iter_mut().find(|c| c.key == key) {
+            Some(c) => c.unfinished.push(r),
+            None => {
+                let at = cell_at(&mut lost, key, r);
+                lost[at].unfinished.push(r);
+            }
+        }
+    }
+    let firsts: Vec<&TrialRecord> = cells.iter().chain(&lost).map(|c| c.first()).collect();
+    let labels = labels(&firsts, &[], swept, true);
+    for (c, l) in lost.iter_mut().zip(labels.into_iter().skip(cells.len())) {
+        c.label = l;
+    }
+    lost
 }
 
 /// The values of every setting of `r` except `exclude`, then its swept values.

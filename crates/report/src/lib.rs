@@ -12,7 +12,9 @@ pub mod analysis;
 pub mod claims;
 pub mod figures;
 pub mod markdown;
+pub mod missing;
 pub mod record;
+mod record_file;
 pub mod stats;
 pub mod store;
 
@@ -253,23 +255,29 @@ pub fn write_report(
 /// first (that is how the shards of one sweep become one report; a row whose file is gone is
 /// kept). Returns the report's path.
 pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
-    let merged = match store::read_plan(out)? {
-        Some(plan) if store::records_dir(out).is_dir() => {
-            Some(store::merge_and_write(out, &plan, &Default::default())?)
-        }
+    let plan = store::read_plan(out)?;
+    let planned = plan.as_ref().map_or(0, |p| p.ids.len());
+    let merged = match &plan {
+        Some(plan) if store::records_dir(out).is_dir() => Some(store::merge_and_write(out, plan)?),
         _ => None,
     };
     let (rows, epochs) = read_frames(out)?;
     let extras = read_extras(out)?;
     let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
     let unplanned = extras.unplanned.len();
-    let (missing, from_frames, notes) = merged.map_or((vec![], vec![], vec![]), |m| {
-        (m.missing, m.from_frames, m.notes)
-    });
+    let (missing, from_frames, notes) = match merged {
+        Some(m) => (m.missing, m.from_frames, m.notes),
+        // No trial files (a shard that trained nothing): the planned trials the frames lack.
+        None => (missing::unreported(plan.as_ref(), &rows), vec![], vec![]),
+    };
+    if !missing.is_empty() {
+        missing::add_section(&report, &missing::missing_text(out, missing.len(), planned))?;
+    }
     Ok(Regenerated {
         report,
         verdicts,
         missing,
+        planned,
         from_frames,
         unplanned,
         notes,
@@ -283,6 +291,8 @@ pub struct Regenerated {
     pub verdicts: Vec<Verdict>,
     /// Planned trials with no record file (when OUT has `records/`): unfinished shards.
     pub missing: Vec<String>,
+    /// The trials of OUT's plan (the teacher included); 0 without `plan.json`.
+    pub planned: usize,
     /// Planned trials whose row was kept from the frames, their record file missing or unreadable.
     pub from_frames: Vec<String>,
     /// Trials in `OUT/unplanned/` (an earlier plan's), not in the report.

@@ -5,13 +5,21 @@
 //! `epochs.parquet`, `confusion.parquet`) are assembled from these files in plan order by
 //! [`merge`]; `kd report OUT` does that before it reports.
 //!
-//! Record files are YAML, which keeps the non-finite numbers of a diverged epoch (`.nan`).
+//! Record files are YAML, which keeps the non-finite numbers of a diverged epoch (`.nan`). Each
+//! opens with a comment line holding the SHA-256 of the YAML below it, checked on every read
+//! with the record's own arithmetic ([`TrialRecord::contradiction`]): a record that fails either
+//! is moved to `OUT/quarantine/` (never deleted) and its trial's row comes from the frames,
+//! where that row agrees with itself, or the trial runs again. The digest guards against
+//! accidents and edits by hand, not against someone who recomputes it; the frames
+//! (`trials.parquet`) carry no digest and are trusted where no record file stands for a row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::record_file::quarantine_dir;
+use crate::record_file::{self, quarantine, read_record, RecordRead};
 use crate::{ConfusionRecord, EpochRecord, ReportError, Result, TrialRecord};
 
 /// One finished trial: its record, its epochs and its test confusion counts (row-major,
@@ -73,7 +81,8 @@ pub fn trial_path(out: &Path, id: &str) -> PathBuf {
     records_dir(out).join(format!("{id}.yaml"))
 }
 
-/// Write the file of one finished trial (replacing an earlier one of the same id).
+/// Write the file of one finished trial (replacing an earlier one of the same id): its digest
+/// line, then its YAML, in one atomic write.
 pub fn write_trial(out: &Path, file: &TrialFile) -> Result<()> {
     let dir = records_dir(out);
     std::fs::create_dir_all(&dir).map_err(|source| ReportError::Io {
@@ -81,11 +90,14 @@ pub fn write_trial(out: &Path, file: &TrialFile) -> Result<()> {
         source,
     })?;
     let text = serde_yaml::to_string(file).expect("a trial file serialises");
-    crate::write_atomic(&trial_path(out, &file.record.trial_id), text.as_bytes())
+    let stamped = record_file::stamped(&text);
+    crate::write_atomic(&trial_path(out, &file.record.trial_id), stamped.as_bytes())
 }
 
-/// Every readable trial file in OUT by id, and a note per file that could not be read (it is
-/// left out, so its trial runs again).
+/// Every usable trial file in OUT by id, and a note per file that could not be used: a file
+/// that does not read, fails its digest or contradicts itself is moved to `OUT/quarantine/`,
+/// so its trial's row comes from the frames (or the trial runs again). A file written before
+/// records had digests is stamped with one.
 pub fn read_trials(out: &Path) -> (HashMap<String, TrialFile>, Vec<String>) {
     let mut files = HashMap::new();
     let mut notes = Vec::new();
@@ -97,19 +109,27 @@ pub fn read_trials(out: &Path) -> (HashMap<String, TrialFile>, Vec<String>) {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let read = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_yaml::from_str::<TrialFile>(&t).map_err(|e| e.to_string()));
-        match read {
-            Ok(f) => {
-                files.insert(f.record.trial_id.clone(), f);
+        let (what, why) = match read_record(&path) {
+            RecordRead::Good { file, stamped } => {
+                if !stamped {
+                    // Best effort: an unwritable folder keeps it as it was, still usable.
+                    let _ = write_trial(out, &file);
+                }
+                files.insert(file.record.trial_id.clone(), *file);
+                continue;
             }
-            Err(e) => notes.push(format!(
-                "{}: unreadable ({e}); the frames' row of its trial is kept where they have one, \
-                 else the trial runs again",
-                path.display()
-            )),
-        }
+            RecordRead::Unreadable(e) => ("unreadable", e),
+            RecordRead::Tampered(e) => ("tampered or damaged", e),
+        };
+        let moved = match quarantine(out, &path) {
+            Ok(to) => format!("moved to {}", to.display()),
+            Err(e) => format!("could not be moved aside ({e})"),
+        };
+        notes.push(format!(
+            "{}: {what} ({why}); {moved}; the frames' row of its trial is kept where they have \
+             one that agrees with itself, else the trial runs again",
+            path.display()
+        ));
     }
     (files, notes)
 }
@@ -133,6 +153,12 @@ pub fn read_plan(out: &Path) -> Result<Option<PlanFile>> {
             file: path,
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })
+}
+
+/// The folder `--fresh` sets the results it replaces aside in (`OUT/replaced/`, a folder per
+/// run).
+pub fn replaced_dir(out: &Path) -> PathBuf {
+    out.join("replaced")
 }
 
 /// The folder beside the frames where rows of trials the plan no longer lists are kept
@@ -221,8 +247,8 @@ pub struct Merged {
 /// earlier frames (`OUT/*.parquet` and `OUT/unplanned/*.parquet`): a file wins where it exists
 /// and reads, a row is kept where its file is missing or unreadable, so a lost or damaged
 /// `records/` never drops a row. Trials the plan does not list go to [`Merged::unplanned`].
-/// The rows of `stale` ids (re-run on request) are not taken from the frames.
-pub fn merge(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Merged {
+/// A row of a trial that `--fresh` re-runs stays until its new file replaces it.
+pub fn merge(out: &Path, plan: &PlanFile) -> Merged {
     let (mut files, notes) = read_trials(out);
     let mut m = Merged {
         notes,
@@ -233,9 +259,7 @@ pub fn merge(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Merged {
         match read_frame_files(&dir) {
             Ok(rows) => {
                 for (id, f) in rows {
-                    if !stale.contains(&id) {
-                        framed.entry(id).or_insert(f);
-                    }
+                    framed.entry(id).or_insert(f);
                 }
             }
             Err(e) => {
@@ -251,11 +275,11 @@ pub fn merge(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Merged {
         let framed_row = framed.remove(id);
         match (files.remove(id), framed_row) {
             (Some(f), _) => m.planned.push(f),
-            (None, Some(f)) => {
+            (None, Some(f)) if agrees(&f, &mut m.notes) => {
                 m.from_frames.push(id.clone());
                 m.planned.push(f);
             }
-            (None, None) => m.missing.push(id.clone()),
+            (None, _) => m.missing.push(id.clone()),
         }
     }
     let mut rest: Vec<TrialFile> = framed.into_values().collect();
@@ -266,6 +290,59 @@ pub fn merge(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Merged {
         m.unplanned.push(f);
     }
     m
+}
+
+/// Set the finished results of trials `ids` aside in `dir` (`OUT/replaced/<time>/` for
+/// `--fresh`): their record files are moved to `dir/records/` and their rows (a file's where it
+/// reads, else the frames') written to frames of their own in `dir`; OUT's frames keep their
+/// rows until new results replace them. Returns how many trials had a result.
+pub fn set_aside(out: &Path, ids: &std::collections::HashSet<String>, dir: &Path) -> Result<usize> {
+    let mut kept: HashMap<String, TrialFile> = read_frame_files(out)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(id, _)| ids.contains(id))
+        .collect();
+    let records = dir.join("records");
+    let io = |file: &Path| {
+        let file = file.to_path_buf();
+        move |source| ReportError::Io { file, source }
+    };
+    for id in ids {
+        let path = trial_path(out, id);
+        if !path.exists() {
+            continue;
+        }
+        if let RecordRead::Good { file, .. } = read_record(&path) {
+            kept.insert(id.clone(), *file);
+        }
+        std::fs::create_dir_all(&records).map_err(io(&records))?;
+        std::fs::rename(&path, records.join(format!("{id}.yaml"))).map_err(io(&path))?;
+    }
+    let n = kept.len();
+    if n > 0 {
+        let mut frames = Frames::default();
+        let mut sorted: Vec<TrialFile> = kept.into_values().collect();
+        sorted.sort_by(|a, b| a.record.trial_id.cmp(&b.record.trial_id));
+        sorted.into_iter().for_each(|f| frames.push(f));
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        write_frames_of(dir, &frames, vec![])?;
+    }
+    Ok(n)
+}
+
+/// Whether a row of the frames agrees with itself ([`TrialRecord::contradiction`]); a note
+/// says why not (then it is not used: its trial runs again).
+pub fn agrees(f: &TrialFile, notes: &mut Vec<String>) -> bool {
+    match f.record.contradiction() {
+        None => true,
+        Some(why) => {
+            notes.push(format!(
+                "the frames' row of {} contradicts itself ({why}): not used, the trial runs again",
+                f.record.trial_id
+            ));
+            false
+        }
+    }
 }
 
 /// Open (or create) the file at `path` that a `flock` is taken on, leaving its content: the
@@ -283,7 +360,7 @@ pub fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
 /// that could not be read is first renamed to `*.parquet.unreadable` (never deleted). Merges
 /// are serialised by `OUT/.merge.lock`, so the last one to write saw every file written before
 /// it started: concurrent shards never leave a frame without a trial whose file exists.
-pub fn merge_and_write(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> Result<Merged> {
+pub fn merge_and_write(out: &Path, plan: &PlanFile) -> Result<Merged> {
     let lock_path = out.join(".merge.lock");
     let lock = open_lock(&lock_path).map_err(|source| ReportError::Io {
         file: lock_path.clone(),
@@ -293,9 +370,9 @@ pub fn merge_and_write(out: &Path, plan: &PlanFile, stale: &HashSet<String>) -> 
         file: lock_path,
         source,
     })?;
-    let m = merge(out, plan, stale);
+    let m = merge(out, plan);
     for dir in &m.unreadable {
-        set_aside(dir)?;
+        set_aside_unreadable(dir)?;
     }
     let claims = crate::read_extras(out)
         .map(|e| e.claims)
@@ -330,7 +407,7 @@ fn write_frames_of(dir: &Path, f: &Frames, claims: Vec<crate::Claim>) -> Result<
 
 /// Rename the frame files of `dir` (whose set did not read) to `NAME.parquet.unreadable` (or
 /// `.unreadable.2`, ... beside earlier ones), so rebuilding the frames never overwrites them.
-fn set_aside(dir: &Path) -> Result<()> {
+fn set_aside_unreadable(dir: &Path) -> Result<()> {
     for name in ["trials.parquet", "epochs.parquet", "confusion.parquet"] {
         let file = dir.join(name);
         if !file.exists() {
@@ -404,7 +481,7 @@ mod tests {
         };
         write_plan(out, &plan).unwrap();
         assert_eq!(read_plan(out).unwrap(), Some(plan.clone()));
-        let m = merge_and_write(out, &plan, &HashSet::new()).unwrap();
+        let m = merge_and_write(out, &plan).unwrap();
         let ids: Vec<&str> = m.planned.rows.iter().map(|r| r.trial_id.as_str()).collect();
         assert_eq!(ids, ["b", "a"], "plan order, the stale file kept aside");
         assert_eq!(m.missing, ["c"]);
@@ -442,15 +519,14 @@ mod tests {
         for (id, loss) in [("a", 0.5), ("b", 0.25), ("c", 0.125)] {
             write_trial(out, &file(id, loss)).unwrap();
         }
-        let none = HashSet::new();
-        let first = merge_and_write(out, &p, &none).unwrap();
+        let first = merge_and_write(out, &p).unwrap();
         assert_eq!(ids(&first.planned.rows), ["a", "b", "c"]);
 
         // a's file deleted, b's damaged, c's rewritten with another loss.
         std::fs::remove_file(trial_path(out, "a")).unwrap();
         std::fs::write(trial_path(out, "b"), "").unwrap();
         write_trial(out, &file("c", 4.0)).unwrap();
-        let m = merge_and_write(out, &p, &none).unwrap();
+        let m = merge_and_write(out, &p).unwrap();
         assert_eq!(ids(&m.planned.rows), ["a", "b", "c"], "no row dropped");
         assert_eq!(m.from_frames, ["a", "b"]);
         assert!(m.missing.is_empty());
@@ -468,17 +544,11 @@ mod tests {
         std::fs::remove_dir_all(records_dir(out)).unwrap();
         std::fs::create_dir(records_dir(out)).unwrap();
         for _ in 0..2 {
-            let m = merge_and_write(out, &p, &none).unwrap();
+            let m = merge_and_write(out, &p).unwrap();
             assert_eq!(ids(&m.planned.rows), ["a", "b", "c"]);
         }
         let (rows, epochs) = crate::read_frames(out).unwrap();
         assert_eq!((rows.len(), epochs.len()), (3, 3));
-
-        // Re-run on request (--fresh): the stale rows leave the frames until they run again.
-        let stale: HashSet<String> = ["b".to_string()].into();
-        let m = merge_and_write(out, &p, &stale).unwrap();
-        assert_eq!(ids(&m.planned.rows), ["a", "c"]);
-        assert_eq!(m.missing, ["b"]);
     }
 
     /// Issue 17: a rerun with a changed grid dropped earlier trials from the frames.
@@ -489,20 +559,19 @@ mod tests {
         for id in ["a", "b"] {
             write_trial(out, &file(id, 1.0)).unwrap();
         }
-        let none = HashSet::new();
-        merge_and_write(out, &plan(&["a", "b"]), &none).unwrap();
-        let m = merge_and_write(out, &plan(&["a"]), &none).unwrap();
+        merge_and_write(out, &plan(&["a", "b"])).unwrap();
+        let m = merge_and_write(out, &plan(&["a"])).unwrap();
         assert_eq!(ids(&m.planned.rows), ["a"]);
         assert_eq!(ids(&m.unplanned.rows), ["b"]);
         assert_eq!(m.unplanned.epochs.len(), 1);
         // The aside rows survive their files.
         std::fs::remove_file(trial_path(out, "b")).unwrap();
-        let m = merge_and_write(out, &plan(&["a"]), &none).unwrap();
+        let m = merge_and_write(out, &plan(&["a"])).unwrap();
         assert_eq!(ids(&m.unplanned.rows), ["b"]);
         let extras = crate::read_extras(out).unwrap();
         assert_eq!(ids(&extras.unplanned), ["b"]);
         // Planned again: back in the frames, none aside.
-        let m = merge_and_write(out, &plan(&["a", "b"]), &none).unwrap();
+        let m = merge_and_write(out, &plan(&["a", "b"])).unwrap();
         assert_eq!(ids(&m.planned.rows), ["a", "b"]);
         assert!(m.unplanned.rows.is_empty());
         assert!(crate::read_extras(out).unwrap().unplanned.is_empty());
@@ -514,7 +583,7 @@ mod tests {
         let out = dir.path();
         write_trial(out, &file("a", 1.0)).unwrap();
         std::fs::write(out.join("trials.parquet"), b"not parquet").unwrap();
-        let m = merge_and_write(out, &plan(&["a"]), &HashSet::new()).unwrap();
+        let m = merge_and_write(out, &plan(&["a"])).unwrap();
         assert_eq!(ids(&m.planned.rows), ["a"]);
         assert!(
             m.notes.iter().any(|n| n.contains("unreadable")),
@@ -528,10 +597,113 @@ mod tests {
         assert_eq!(crate::read_frames(out).unwrap().0.len(), 1);
         // A second damaged file goes beside the first.
         std::fs::write(out.join("trials.parquet"), b"again").unwrap();
-        merge_and_write(out, &plan(&["a"]), &HashSet::new()).unwrap();
+        merge_and_write(out, &plan(&["a"])).unwrap();
         assert_eq!(
             std::fs::read(out.join("trials.parquet.unreadable.2")).unwrap(),
             b"again"
         );
+    }
+
+    fn plan_of(ids: &[&str]) -> PlanFile {
+        PlanFile {
+            name: "t".into(),
+            config_digest: "d".into(),
+            planned_on: "cpu".into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Issue 32: `sed -i 's/test_acc: .*/test_acc: 0.9912/'` on a record made `kd report`
+    /// report 99.12% for a trial with 2492 test errors and overwrote the right value in
+    /// trials.parquet. The record fails its digest now: moved to quarantine/ (not deleted), the
+    /// frames' row stands for its trial.
+    #[test]
+    fn a_hand_edited_record_is_quarantined_and_the_frames_row_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        write_trial(out, &file("a", 0.5)).unwrap();
+        let text = std::fs::read_to_string(trial_path(out, "a")).unwrap();
+        assert!(text.starts_with("# sha256: "), "{text}");
+        let p = plan_of(&["a"]);
+        merge_and_write(out, &p).unwrap();
+        let edited = text.replacen("test_acc: 0.4108", "test_acc: 0.9912", 1);
+        assert_ne!(edited, text);
+        std::fs::write(trial_path(out, "a"), &edited).unwrap();
+        let m = merge_and_write(out, &p).unwrap();
+        assert_eq!(
+            m.planned.rows[0].test_acc,
+            Some(0.4108),
+            "the frames' value"
+        );
+        assert_eq!(m.from_frames, ["a"]);
+        assert!(
+            m.notes[0].contains("tampered or damaged (its content does not match its digest"),
+            "{:?}",
+            m.notes
+        );
+        assert!(!trial_path(out, "a").exists());
+        let kept = quarantine_dir(out).join("a.yaml");
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            edited,
+            "moved, not deleted"
+        );
+        assert_eq!(crate::read_frames(out).unwrap().0[0].test_acc, Some(0.4108));
+
+        // The digest line removed too (a record as older kd-sweeps wrote it): the numbers are
+        // checked against each other, and this one contradicts itself.
+        let body = edited.split_once('\n').unwrap().1;
+        std::fs::write(trial_path(out, "a"), body).unwrap();
+        let (read, notes) = read_trials(out);
+        assert!(read.is_empty());
+        assert!(
+            notes[0].contains("its numbers contradict each other: test_acc 0.9912 (9912 of 10000 test images right) but test_errors 5892"),
+            "{notes:?}"
+        );
+        assert!(
+            quarantine_dir(out).join("a.yaml.2").exists(),
+            "beside the first"
+        );
+    }
+
+    /// A record written before records had digests is used and stamped with one.
+    #[test]
+    fn an_unstamped_record_that_agrees_with_itself_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let f = file("a", 0.5);
+        std::fs::create_dir_all(records_dir(out)).unwrap();
+        std::fs::write(trial_path(out, "a"), serde_yaml::to_string(&f).unwrap()).unwrap();
+        let (read, notes) = read_trials(out);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(read["a"], f);
+        let text = std::fs::read_to_string(trial_path(out, "a")).unwrap();
+        assert!(text.starts_with("# sha256: "), "stamped: {text}");
+        assert_eq!(read_trials(out).0["a"], f);
+    }
+
+    /// A frames row that contradicts itself (a hand-edited trials.parquet is otherwise trusted)
+    /// does not stand for its trial: it is missing, so it runs again.
+    #[test]
+    fn a_frames_row_that_contradicts_itself_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let mut f = file("a", 0.5);
+        f.record.val_acc = Some(0.4123);
+        let mut rows = Frames::default();
+        rows.push(f.clone());
+        write_frames_of(out, &rows, vec![]).unwrap();
+        let m = merge(out, &plan_of(&["a"]));
+        assert_eq!(m.missing, ["a"]);
+        assert!(
+            m.notes[0].contains("val_acc 0.4123 is not a share of its 500 validation images"),
+            "{:?}",
+            m.notes
+        );
+        f.record.val_acc = Some(0.412);
+        let mut rows = Frames::default();
+        rows.push(f);
+        write_frames_of(out, &rows, vec![]).unwrap();
+        assert!(merge(out, &plan_of(&["a"])).missing.is_empty());
     }
 }

@@ -201,8 +201,7 @@ results: {}
             let name = out
                 .file_name()
                 .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-            let done =
-                kd_report::regenerate(&out, &name).map_err(|e| Failure::Input(e.to_string()))?;
+            let done = kd_report::regenerate(&out, &name).map_err(|e| report_failure(&out, e))?;
             let mut notes: Vec<String> = done.notes;
             if !done.from_frames.is_empty() {
                 notes.push(format!(
@@ -222,11 +221,10 @@ results: {}
                 ));
             }
             if !done.missing.is_empty() {
-                notes.push(format!(
-                    "{} planned trial(s) have no result yet (shards still running, or stopped): \
-                     the report covers the rest; rerun the shards (or `kd slurm ... --submit`) \
-                     to finish them",
-                    done.missing.len()
+                notes.push(kd_report::missing::missing_text(
+                    &out,
+                    done.missing.len(),
+                    done.planned,
                 ));
             }
             Ok(Done {
@@ -253,6 +251,29 @@ results: {}
                 files.iter().map(|f| format!("{}\n", f.display())).collect(),
             ))
         }
+    }
+}
+
+/// Why `kd report OUT` failed; an `OUT/plan.json` that does not parse says what the file is
+/// for and the way out (the frames alone can still be reported).
+fn report_failure(out: &Path, e: kd_report::ReportError) -> Failure {
+    let plan = out.join("plan.json");
+    match e {
+        kd_report::ReportError::Io { file, source }
+            if file == plan && source.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Failure::Input(format!(
+                "{}: not a plan kd can read ({source}). It lists the trial ids of the sweep in \
+                 {} and is written by `kd sweep` (the next sweep of the config into this folder \
+                 writes it again); to report now, move it aside (mv {} {}.bad) and run `kd \
+                 report` again: it then reports the frames (trials.parquet) alone",
+                file.display(),
+                out.display(),
+                file.display(),
+                file.display()
+            ))
+        }
+        e => Failure::Input(e.to_string()),
     }
 }
 

@@ -105,6 +105,7 @@ fn split_spec(cfg: &DatasetCfg) -> SplitSpec {
         val_size: cfg.val_size,
         train_limit: cfg.train_limit,
         data_seed: cfg.data_seed,
+        classes: cfg.classes,
     }
 }
 
@@ -141,9 +142,18 @@ pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
             && (cfg.keep_classes.is_empty() || cfg.keep_classes.contains(&c))
     });
     if transfer.is_empty() {
+        // Name the key the user wrote.
+        let (key, fix) = if cfg.keep_classes.is_empty() {
+            ("dataset.omit_classes", "leave out fewer classes")
+        } else {
+            (
+                "dataset.keep_classes",
+                "keep classes that the transfer set has",
+            )
+        };
         return Err(crate::config::invalid(
-            "dataset.keep_classes",
-            "leaves the students no training image; keep classes that the transfer set has",
+            key,
+            format!("leaves the students no training image; {fix}"),
         )
         .into());
     }
@@ -191,6 +201,7 @@ pub fn load_planned(plan: &DataPlan) -> Result<Data, RunError> {
         transfer_fraction: plan.transfer_fraction,
         omit_classes: plan.omit_classes.clone(),
         keep_classes: plan.keep_classes.clone(),
+        classes: plan.split.classes,
     };
     let data = load(&cfg)?;
     if data.plan != *plan {

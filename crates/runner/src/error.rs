@@ -47,7 +47,7 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: {source}")]
+    #[error("{file}: {}", kd_model_zoo::torch_message(.source))]
     Torch {
         file: PathBuf,
         #[source]
@@ -59,6 +59,13 @@ pub enum RunError {
     Teacher(#[from] TrainError),
     #[error("the teacher diverged ({0}); lower teacher.train.lr")]
     TeacherDiverged(String),
+    /// A teacher loaded from a file (`key`) gives NaN or infinite logits: bad input.
+    #[error("{file}: the teacher in this file ({key}) gives NaN or infinite outputs on the dataset ({message}); it is not trained here, so check the file: load it in PyTorch and look for NaN weights, or export it again from a model that evaluates well")]
+    TeacherNotFinite {
+        file: PathBuf,
+        key: &'static str,
+        message: String,
+    },
     #[error("cannot start {exe}: {source}")]
     WorkerSpawn {
         exe: PathBuf,
@@ -90,6 +97,7 @@ impl RunError {
             | RunError::CheckpointRead { .. }
             | RunError::CheckpointLoad { .. }
             | RunError::TorchScript { .. }
+            | RunError::TeacherNotFinite { .. }
             | RunError::Io { .. }
             | RunError::Torch { .. }
             | RunError::Report(_)

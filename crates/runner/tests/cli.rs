@@ -230,7 +230,7 @@ fn two_workers_give_the_numbers_of_one() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("6 trials on 2 workers: cpu (1 threads), cpu (1 threads)"),
+        err.contains("6 trials on 2 workers: cpu (1 threads) x2"),
         "{err}"
     );
     let (a, b) = (accuracies(&out_one), accuracies(&out_two));

@@ -35,6 +35,10 @@ impl Format for Idx {
         &FILE_STEMS
     }
 
+    fn labels_file(&self, test: bool) -> Option<&'static str> {
+        Some(FILE_STEMS[if test { 3 } else { 1 }])
+    }
+
     fn read(&self, dir: &Path, hint: &str) -> Result<Images> {
         // The training and test files decode in parallel (gzip inflation dominates).
         let (train, test) = rayon::join(
@@ -74,6 +78,12 @@ pub struct IdxArray {
 /// Read an IDX file of unsigned bytes, `.gz` or raw. `hint` (how to get a good copy) goes into
 /// every error about the file's content.
 pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
+    read_idx_of(path, None, hint)
+}
+
+/// [`read_idx`] of a file that must have `ndims` dimensions (3 for images, 1 for labels): a file
+/// of the other kind is said to be one, before its sizes are checked.
+fn read_idx_of(path: &Path, ndims: Option<usize>, hint: &str) -> Result<IdxArray> {
     let bytes = super::read_bytes(path, NAME, hint)?;
     let corrupt = |reason: String| DataError::Corrupt {
         format: NAME,
@@ -81,7 +91,28 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<IdxArray> {
         reason,
         hint: hint.to_string(),
     };
+    if let (Some(want), Some(&[0, 0, 0x08, found])) = (ndims, bytes.get(..4)) {
+        if found as usize != want {
+            return Err(corrupt(format!(
+                "its header (magic 0x{:08x}) declares {found} dimension(s), {}, where {} \
+                 (magic 0x{:08x}, {want} dimension(s)) belongs: the files are swapped or misnamed",
+                0x0800 | found as u32,
+                kind_of(found as usize),
+                kind_of(want),
+                0x0800 | want as u32,
+            )));
+        }
+    }
     parse_idx(&bytes).map_err(corrupt)
+}
+
+/// What an IDX file of `ndims` dimensions holds in the MNIST family.
+fn kind_of(ndims: usize) -> &'static str {
+    match ndims {
+        1 => "a labels file",
+        3 => "an images file",
+        _ => "neither an images nor a labels file",
+    }
 }
 
 /// The images and labels of one split, checked against each other, with the images' dims.
@@ -95,8 +126,8 @@ fn read_pair(dir: &Path, images: &str, labels: &str, hint: &str) -> Result<(Vec<
         file: dir.join(format!("{labels}.gz")),
         hint: hint.clone(),
     })?;
-    let img = read_idx(&ipath, &hint)?;
-    let lab = read_idx(&lpath, &hint)?;
+    let img = read_idx_of(&ipath, Some(3), &hint)?;
+    let lab = read_idx_of(&lpath, Some(1), &hint)?;
     let corrupt = |file: &Path, reason: String| DataError::Corrupt {
         format: NAME,
         file: file.to_path_buf(),

@@ -60,6 +60,12 @@ pub trait Format: Sync {
     fn folder(&self) -> Option<&'static str> {
         None
     }
+    /// The file holding the labels of the training (or `test`) split, where one file does (the
+    /// label errors name it); none where they are spread over several files.
+    fn labels_file(&self, test: bool) -> Option<&'static str> {
+        let _ = test;
+        None
+    }
 }
 
 /// The bytes of `path`, gunzipped when they are gzip (told by the content, not the name).

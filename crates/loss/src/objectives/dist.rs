@@ -40,7 +40,9 @@ fn pearson(a: &Tensor, b: &Tensor, dim: i64) -> Result<Tensor, LossError> {
     };
     let (a, b) = (centre(a)?, centre(b)?);
     let norm = |x: &Tensor| -> Result<Tensor, LossError> {
-        Ok(x.square().f_sum_dim_intlist(dim, false, None::<Kind>)?.f_sqrt()?)
+        Ok(x.square()
+            .f_sum_dim_intlist(dim, false, None::<Kind>)?
+            .f_sqrt()?)
     };
     let dot = (&a * &b).f_sum_dim_intlist(dim, false, None::<Kind>)?;
     Ok(dot / (norm(&a)? * norm(&b)? + 1e-8))
@@ -63,9 +65,16 @@ impl Objective for Dist {
         )
     }
 
-    fn soft(&self, student: &Tensor, targets: &Targets, w: &KdWeights) -> Result<Tensor, LossError> {
+    fn soft(
+        &self,
+        student: &Tensor,
+        targets: &Targets,
+        w: &KdWeights,
+    ) -> Result<Tensor, LossError> {
         let d = w.dist.unwrap_or_default();
-        let ys = targets.student_tempered(student).f_softmax(-1, student.kind())?;
+        let ys = targets
+            .student_tempered(student)
+            .f_softmax(-1, student.kind())?;
         let yt = targets.teacher_tempered().f_softmax(-1, student.kind())?;
         // Per sample across classes, then per class across the batch; each averaged over the
         // last axis left (a scalar, or `[K]` packed).
@@ -76,5 +85,13 @@ impl Objective for Dist {
 
     fn packs(&self) -> bool {
         false
+    }
+
+    fn recipe_weights(&self) -> Option<(f64, f64)> {
+        Some((1.0, 1.0))
+    }
+
+    fn recipe(&self) -> &'static str {
+        "DIST's recipe (Huang et al. 2022): CE + DIST, each weighted 1"
     }
 }

@@ -55,7 +55,12 @@ impl Objective for Dkd {
         )
     }
 
-    fn soft(&self, student: &Tensor, targets: &Targets, w: &KdWeights) -> Result<Tensor, LossError> {
+    fn soft(
+        &self,
+        student: &Tensor,
+        targets: &Targets,
+        w: &KdWeights,
+    ) -> Result<Tensor, LossError> {
         let d = w.dkd.unwrap_or_default();
         let labels = targets.labels("DKD")?;
         let classes = *student.size().last().unwrap_or(&0);
@@ -80,5 +85,13 @@ impl Objective for Dkd {
 
     fn packs(&self) -> bool {
         false
+    }
+
+    fn recipe_weights(&self) -> Option<(f64, f64)> {
+        Some((1.0, 1.0))
+    }
+
+    fn recipe(&self) -> &'static str {
+        "mdistiller's DKD recipe: CE + DKD, each weighted 1 (configs/cifar100/dkd)"
     }
 }

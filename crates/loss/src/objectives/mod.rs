@@ -27,6 +27,16 @@ pub trait Objective: Sync {
     fn packs(&self) -> bool {
         true
     }
+    /// The soft and hard weights `(alpha, beta)` of the objective's published recipe, taken
+    /// when a config sets neither `kd.alpha` nor `kd.beta`; `None`: Hinton's share (alpha 0.9,
+    /// beta 1 - alpha), the config's default.
+    fn recipe_weights(&self) -> Option<(f64, f64)> {
+        None
+    }
+    /// Where [`Objective::recipe_weights`] come from, for the resolved config and the plan.
+    fn recipe(&self) -> &'static str {
+        ""
+    }
 }
 
 /// The registry of soft losses, one line each (its doc comment, then `"name" =>

@@ -4,14 +4,17 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::analysis::{Analysis, Cell, Family};
+use crate::analysis::{collapsed, Analysis, Cell};
 use crate::record::{EpochRecord, TrialRecord};
 use crate::stats::mean_std;
 use crate::Result;
 
 mod draw;
+mod heat;
+mod temperature;
 
-pub use draw::{compact, save_heat_map, save_line_plot, Band, HeatMap, LinePlot, Series};
+pub use draw::{compact, save_line_plot, Band, LinePlot, Outlier, RefLine, Series};
+pub use heat::{save_heat_map, HeatMap};
 
 // ---------------------------------------------------------------------------------------------
 // From the analysis to figures.
@@ -53,79 +56,6 @@ fn point(x: f64, rows: &[&TrialRecord], metric: fn(&TrialRecord) -> f64) -> (f64
     let v: Vec<f64> = rows.iter().map(|r| metric(r)).collect();
     let (m, sd) = mean_std(&v);
     (x, m, sd.unwrap_or(0.0))
-}
-
-/// `metric` of each KD cell family against temperature (a line per family, mean ± std over
-/// seeds) with the family's own paired baselines as a band. Families that share their
-/// baselines (an alpha sweep) share one band.
-fn versus_temperature(
-    families: &[Family],
-    metric: fn(&TrialRecord) -> f64,
-    title: &str,
-    y_label: &str,
-) -> LinePlot {
-    let mut series = Vec::new();
-    // (baseline ids, student, family label, band)
-    let mut bands: Vec<(Vec<&str>, &str, &str, Band)> = Vec::new();
-    for (i, f) in families.iter().enumerate() {
-        let mut cells: Vec<&&Cell> = f.cells.iter().collect();
-        cells.sort_by(|a, b| {
-            a.temperature()
-                .unwrap_or(0.0)
-                .total_cmp(&b.temperature().unwrap_or(0.0))
-        });
-        let points = cells
-            .iter()
-            .filter_map(|c| Some(point(c.temperature()?, &c.kd, metric)))
-            .collect();
-        series.push(Series {
-            name: format!("KD {}", f.label),
-            points,
-            dashed: false,
-            color: i,
-        });
-        let base = f.baselines();
-        let mut ids: Vec<&str> = base.iter().map(|b| b.trial_id.as_str()).collect();
-        ids.sort_unstable();
-        if base.is_empty() || bands.iter().any(|(other, ..)| *other == ids) {
-            continue;
-        }
-        let (_, mid, half) = point(0.0, &base, metric);
-        let band = Band {
-            name: String::new(),
-            mid,
-            half,
-            color: i,
-        };
-        bands.push((ids, &f.cells[0].student, &f.label, band));
-    }
-    // A band is named by its student when that is unambiguous, else by its family.
-    let names: Vec<String> = bands
-        .iter()
-        .map(|(_, student, label, _)| {
-            let shared = bands.iter().filter(|(_, s, ..)| s == student).count() > 1;
-            format!(
-                "baseline {} (mean ± std)",
-                if shared { label } else { student }
-            )
-        })
-        .collect();
-    let bands = bands
-        .into_iter()
-        .zip(names)
-        .map(|((.., mut band), name)| {
-            band.name = name;
-            band
-        })
-        .collect();
-    LinePlot {
-        title: title.to_string(),
-        x_label: "temperature T (log scale)".into(),
-        y_label: y_label.into(),
-        log_x: true,
-        series,
-        bands,
-    }
 }
 
 /// The gain over the paired baseline as an alpha x T heat map, one per family of cells that
@@ -211,14 +141,31 @@ fn heat_maps(a: &Analysis) -> Vec<Figure> {
 }
 
 /// Test error of the best KD cell of each student (chosen on validation) and of that cell's
-/// paired baselines, over the student's parameter count.
+/// paired baselines, over the student's parameter count: means over the seeds that did not
+/// collapse, the collapsed ones drawn apart.
 fn compression_curve(best: &[&Cell]) -> Figure {
     let mut kd_pts = Vec::new();
     let mut base_pts = Vec::new();
+    let mut outliers = Vec::new();
+    let mut lost = Vec::new();
     for cell in best {
         let p = cell.first().params as f64;
-        kd_pts.push(point(p, &cell.kd, err_pct));
-        let base = cell.baselines();
+        let healthy = cell.healthy();
+        if healthy.is_empty() {
+            lost.push((p, 0));
+        } else {
+            kd_pts.push(point(p, &healthy, err_pct));
+        }
+        outliers.extend(cell.collapsed().iter().map(|r| Outlier {
+            x: p,
+            y: err_pct(r),
+            color: 0,
+        }));
+        let base: Vec<&TrialRecord> = cell
+            .baselines()
+            .into_iter()
+            .filter(|b| !collapsed(b, None))
+            .collect();
         if !base.is_empty() {
             base_pts.push(point(p, &base, err_pct));
         }
@@ -246,7 +193,10 @@ fn compression_curve(best: &[&Cell]) -> Figure {
                     color: 1,
                 },
             ],
-            bands: vec![],
+            y_limits: Some((0.0, 100.0)),
+            outliers,
+            lost,
+            ..LinePlot::default()
         },
     }
 }
@@ -279,7 +229,12 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
             })
             .collect()
     };
-    let kd_ids: Vec<&str> = cell.kd.iter().map(|r| r.trial_id.as_str()).collect();
+    // Seeds that collapsed are left out (and said so): their error would hide the others'.
+    let kd_ids: Vec<&str> = cell.healthy().iter().map(|r| r.trial_id.as_str()).collect();
+    let apart = match cell.kd.len() - kd_ids.len() {
+        0 => String::new(),
+        n => format!(" ({n} collapsed seed(s) left out)"),
+    };
     let base_ids: Vec<&str> = cell
         .baselines()
         .iter()
@@ -289,7 +244,7 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
     let test: Accuracy = |e| e.test_acc;
     let series = [
         (
-            format!("KD {}, validation", cell.label),
+            format!("KD {}, validation{apart}", cell.label),
             &kd_ids,
             val,
             false,
@@ -303,7 +258,7 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
             1,
         ),
         (
-            format!("KD {}, test where measured", cell.label),
+            format!("KD {}, test where measured{apart}", cell.label),
             &kd_ids,
             test,
             true,
@@ -338,7 +293,8 @@ fn learning_curves(cell: &Cell, epochs: &[EpochRecord]) -> Option<Figure> {
             y_label: "error (%)".into(),
             log_x: false,
             series,
-            bands: vec![],
+            y_limits: Some((0.0, 100.0)),
+            ..LinePlot::default()
         },
     })
 }
@@ -348,15 +304,21 @@ pub fn figures(a: &Analysis, epochs: &[EpochRecord]) -> Vec<Figure> {
     if a.cells.is_empty() {
         return vec![];
     }
-    let by_t = a.families(&["temperature"]);
+    let by_t = a.families_with_lost(&["temperature"]);
+    let mut error = temperature::versus_temperature(
+        &by_t,
+        err_pct,
+        (
+            "Test error vs temperature (mean ± std over seeds)",
+            "Test error vs temperature (mean ± std over seeds that did not collapse)",
+        ),
+        "test error (%)",
+        (0.0, 100.0),
+    );
+    error.refs = temperature::teacher_lines(a);
     let mut out = vec![Figure::Line {
         stem: "error_vs_temperature".into(),
-        plot: versus_temperature(
-            &by_t,
-            err_pct,
-            "Test error vs temperature (mean ± std over seeds)",
-            "test error (%)",
-        ),
+        plot: error,
     }];
     out.extend(heat_maps(a));
     let best = a.best_cells();
@@ -365,11 +327,15 @@ pub fn figures(a: &Analysis, epochs: &[EpochRecord]) -> Vec<Figure> {
     }
     out.push(Figure::Line {
         stem: "gap_vs_temperature".into(),
-        plot: versus_temperature(
+        plot: temperature::versus_temperature(
             &by_t,
             gap_pct,
-            "Generalisation gap (train - test accuracy) vs temperature",
+            (
+                "Generalisation gap (train - test accuracy) vs temperature",
+                "Generalisation gap vs temperature (collapsed seeds apart)",
+            ),
             "train - test accuracy (points)",
+            (-100.0, 100.0),
         ),
     });
     let overall = best.iter().max_by(|x, y| {

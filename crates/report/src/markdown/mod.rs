@@ -62,13 +62,16 @@ pub fn trials_table(rows: &[TrialRecord]) -> String {
     s
 }
 
-fn comparison_row(label: &str, c: &Comparison) -> String {
+/// A row of the comparison table; `collapsed`: its count of collapsed seeds, when the table
+/// has that column.
+fn comparison_row(label: &str, c: &Comparison, collapsed: Option<usize>) -> String {
     let ci = match c.ci {
         Some(h) => format!("[{:+.2}, {:+.2}]", c.gain.0 - h, c.gain.0 + h),
         None => "one seed: no spread, no interval".into(),
     };
+    let collapsed = collapsed.map_or(String::new(), |n| format!(" {n} |"));
     format!(
-        "| {label} | {} | {} | {} | {} | {ci} |",
+        "| {label} | {} | {} | {} | {} | {ci} |{collapsed}",
         c.n,
         mean_sd(c.kd, false),
         mean_sd(c.baseline, false),
@@ -77,7 +80,9 @@ fn comparison_row(label: &str, c: &Comparison) -> String {
 }
 
 /// KD against its paired hard-target baseline, one row per cell: means and sample standard
-/// deviations over seeds, and a 95% t-interval of the gain.
+/// deviations over seeds, and a 95% t-interval of the gain. When some seed collapsed
+/// ([`crate::analysis::collapsed`]), a `collapsed` column counts them per cell and a note
+/// says what it means; the numbers keep every seed.
 pub fn comparison_table(a: &Analysis) -> String {
     let compared: Vec<_> = a
         .cells
@@ -87,12 +92,28 @@ pub fn comparison_table(a: &Analysis) -> String {
     if compared.is_empty() {
         return "No KD trial has a finished baseline of the same seed to compare with.\n".into();
     }
+    let any_collapsed = compared.iter().any(|(c, _)| c.collapsed_pairs() > 0);
     let mut s = String::from(
-        "| cell | seeds | KD test % | baseline test % | gain (points) | 95% interval of the gain |\n\
-         |---|---:|---:|---:|---:|---|\n",
+        "| cell | seeds | KD test % | baseline test % | gain (points) | 95% interval of the gain |",
     );
+    s.push_str(if any_collapsed {
+        " collapsed |\n|---|---:|---:|---:|---:|---|---:|\n"
+    } else {
+        "\n|---|---:|---:|---:|---:|---|\n"
+    });
     for (cell, cmp) in &compared {
-        let _ = writeln!(s, "{}", comparison_row(&cell.label, cmp));
+        let collapsed = any_collapsed.then(|| cell.collapsed_pairs());
+        let _ = writeln!(s, "{}", comparison_row(&cell.label, cmp, collapsed));
+    }
+    if any_collapsed {
+        let n: usize = compared.iter().map(|(c, _)| c.collapsed_pairs()).sum();
+        let _ = writeln!(
+            s,
+            "\n`collapsed`: how many of the cell's `seeds` collapsed ({n} in all). {} They \
+             count in every mean, gain and interval of this table and in the claims; the \
+             figures draw them apart from their cell's mean and spread.",
+            crate::analysis::COLLAPSED
+        );
     }
     let alone = a.cells.len() - compared.len();
     if alone > 0 {
@@ -386,8 +407,11 @@ fn packing(rows: &[TrialRecord]) -> String {
 }
 
 fn policy(a: &Analysis, epochs: &[EpochRecord]) -> String {
+    let any_student = a.rows.iter().any(|r| r.kind != Kind::Teacher);
     let choice = if a.has_validation {
         " Cells are chosen on validation accuracy, never on test accuracy."
+    } else if !any_student {
+        " No student trial has a result yet, so this report chooses no best cell."
     } else {
         " There is no validation split (`dataset.val_size: 0`), so this report chooses no best \
          cell and draws no figure that would need one."

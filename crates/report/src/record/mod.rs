@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ReportError;
 
+mod checks;
 mod frames;
 
 pub use frames::{

@@ -120,6 +120,143 @@ fn apply_overrides(
     serde_yaml::from_value(root).map_err(|e| format!("{e}"))
 }
 
+/// Resolve each grid value alone over the config without its grid, so that an error names its
+/// axis and index (`grid.temperature[2]`). A value equal to an earlier one of its axis once
+/// parsed (`2` and `2.0`) is refused: its cells would plan the same trial ids twice.
+fn check_values(
+    plain_value: &serde_yaml::Value,
+    axes: &[(String, GridAxis)],
+    gpus: &dyn Fn() -> usize,
+) -> Result<(), ConfigError> {
+    for (written, axis) in axes {
+        for (i, v) in axis.values.iter().enumerate() {
+            let key = format!("grid.{written}[{i}]");
+            let kd = axis.key == "kd";
+            let sets_same = |w: &serde_yaml::Value| same_value(&unnamed(v, kd), &unnamed(w, kd));
+            if let Some(j) = axis.values[..i].iter().position(sets_same) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{} appears twice: it is grid.{written}[{j}] ({}) again, and would train \
+                         the same trials twice; remove one",
+                        value_text(v),
+                        value_text(&axis.values[j])
+                    ),
+                ));
+            }
+            let sets = axis_sets(&axis.key, v).map_err(|m| invalid(&key, m))?;
+            let sets: Vec<(&str, &serde_yaml::Value)> =
+                sets.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            apply_overrides(plain_value, &sets)
+                .map_err(|m| invalid(&key, m))?
+                .resolve_base(gpus)
+                .map_err(|e| match e {
+                    ConfigError::Invalid { key: k, message } if k == axis.key => {
+                        invalid(&key, message)
+                    }
+                    ConfigError::Invalid { key: k, message }
+                        if sets.iter().any(|(s, _)| *s == k) =>
+                    {
+                        invalid(&key, format!("{k}: {message}"))
+                    }
+                    other => invalid(&key, other.to_string()),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A value of the kd axis (`kd`) without its `name`, which sets nothing; another as it is.
+fn unnamed(v: &serde_yaml::Value, kd: bool) -> serde_yaml::Value {
+    let mut v = v.clone();
+    if let (true, serde_yaml::Value::Mapping(m)) = (kd, &mut v) {
+        m.remove("name");
+    }
+    v
+}
+
+/// Whether two grid values say the same once parsed: numbers by value (`2` is `2.0`), lists
+/// item by item, mappings key by key in any order.
+fn same_value(a: &serde_yaml::Value, b: &serde_yaml::Value) -> bool {
+    use serde_yaml::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Sequence(x), Value::Sequence(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        (Value::Tagged(x), Value::Tagged(y)) => x.tag == y.tag && same_value(&x.value, &y.value),
+        _ => a == b,
+    }
+}
+
+/// Why `--set KEY=TEXT` (parsed: `v`) is refused where grid.WRITTEN sweeps KEY, a key inside it
+/// or a mapping holding it, and what to write instead: a swept key's value goes into the grid;
+/// a mapping holding a swept key (`kd={alpha: 0.5}` with a temperature grid) is set key by key.
+fn swept_set_message(
+    config: &serde_yaml::Value,
+    key: &str,
+    written: &str,
+    v: &serde_yaml::Value,
+    text: &str,
+) -> String {
+    let axis = grid_key(written).unwrap_or_else(|| written.to_string());
+    if !axis.starts_with(&format!("{key}.")) {
+        return format!(
+            "grid.{written} sweeps this key, so the grid's values would replace this one; use \
+             --set grid.{written}=[{text}] to sweep that value alone"
+        );
+    }
+    let how = match v.as_mapping() {
+        Some(m) if !m.is_empty() => format!(
+            "set its keys one by one: {}",
+            key_by_key(config, key, v).join(" ")
+        ),
+        _ => format!("set the keys inside it one by one (--set {key}.KEY=VALUE)"),
+    };
+    format!(
+        "`{key}` is a mapping that holds {axis}, which grid.{written} sweeps: setting it whole \
+         would replace the grid's value in every cell; {how}"
+    )
+}
+
+/// The `--set` arguments that set the mapping `v` under `key` one key at a time: a key the grid
+/// sweeps goes into its axis (`--set grid.temperature=[2]`), a mapping holding one is split again.
+fn key_by_key(config: &serde_yaml::Value, key: &str, v: &serde_yaml::Value) -> Vec<String> {
+    let Some(m) = v.as_mapping() else {
+        return vec![format!("--set {key}={}", flow(v))];
+    };
+    m.iter()
+        .flat_map(|(k, sub)| {
+            let dotted = format!("{key}.{}", value_text(k));
+            match swept_by(config, &dotted) {
+                Some(w) if grid_key(&w).is_some_and(|a| a.starts_with(&format!("{dotted}."))) => {
+                    key_by_key(config, &dotted, sub)
+                }
+                Some(w) => vec![format!("--set grid.{w}=[{}]", flow(sub))],
+                None => vec![format!("--set {dotted}={}", flow(sub))],
+            }
+        })
+        .collect()
+}
+
+/// `v` as one line of YAML to type after `--set KEY=` (JSON is YAML).
+fn flow(v: &serde_yaml::Value) -> String {
+    match v {
+        // Bare where YAML reads it back as this string (`dkd`, not `8` or `true`).
+        serde_yaml::Value::String(s)
+            if serde_yaml::from_str::<serde_yaml::Value>(s).ok().as_ref() == Some(v) =>
+        {
+            s.clone()
+        }
+        _ => serde_json::to_string(v).unwrap_or_else(|_| value_text(v)),
+    }
+}
+
 impl RawConfig {
     /// [`RawConfig::resolve_on`] where no GPU is seen (`device: all` is refused): for tests and
     /// tools that never train.
@@ -142,29 +279,7 @@ impl RawConfig {
             let mut plain = self.clone();
             plain.grid = None;
             let plain_value = serde_yaml::to_value(&plain).expect("raw config serialises");
-            // Each value alone first, so an error names its axis and index.
-            for (written, axis) in &axes {
-                for (i, v) in axis.values.iter().enumerate() {
-                    let key = format!("grid.{written}[{i}]");
-                    let sets = axis_sets(&axis.key, v).map_err(|m| invalid(&key, m))?;
-                    let sets: Vec<(&str, &serde_yaml::Value)> =
-                        sets.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                    apply_overrides(&plain_value, &sets)
-                        .map_err(|m| invalid(&key, m))?
-                        .resolve_base(gpus)
-                        .map_err(|e| match e {
-                            ConfigError::Invalid { key: k, message } if k == axis.key => {
-                                invalid(&key, message)
-                            }
-                            ConfigError::Invalid { key: k, message }
-                                if sets.iter().any(|(s, _)| *s == k) =>
-                            {
-                                invalid(&key, format!("{k}: {message}"))
-                            }
-                            other => invalid(&key, other.to_string()),
-                        })?;
-                }
-            }
+            check_values(&plain_value, &axes, gpus)?;
             cells.clear();
             let mut idx = vec![0usize; axes.len()];
             loop {
@@ -303,10 +418,7 @@ impl RawConfig {
             if let Some(written) = swept_by(&value, &key) {
                 return Err(invalid(
                     format!("--set {key}"),
-                    format!(
-                        "grid.{written} sweeps this key, so the grid's values would replace this \
-                         one; use --set grid.{written}=[{text}] to sweep that value alone"
-                    ),
+                    swept_set_message(&value, &key, &written, &v, text),
                 ));
             }
             value = serde_yaml::to_value(

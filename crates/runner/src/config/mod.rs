@@ -122,6 +122,7 @@ pub struct RawDataset {
     pub transfer_fraction: Option<f64>,
     pub omit_classes: Option<Vec<usize>>,
     pub keep_classes: Option<Vec<usize>>,
+    pub classes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -257,6 +258,10 @@ pub struct DatasetCfg {
     /// The only classes in the students' transfer set (empty: all of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_classes: Vec<usize>,
+    /// A folder's class count (`idx`: its labels must lie below it); unset: a named dataset's
+    /// own, or one more than a folder's largest training label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

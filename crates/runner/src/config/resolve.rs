@@ -303,23 +303,47 @@ fn resolve_expect(raw: Option<&[serde_yaml::Value]>) -> Result<Vec<kd_report::Cl
         .collect()
 }
 
+/// The longest `name:`, in bytes: it names `results/<name>/` and is in every message and record.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// `name:`, trimmed: a file name on one line, at most [`MAX_NAME_BYTES`] long (errors show
+/// a long one cut short).
+fn check_name(raw: &str) -> Result<&str, ConfigError> {
+    let name = raw.trim();
+    if name.len() > MAX_NAME_BYTES {
+        let mut end = 40;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Err(invalid(
+            "name",
+            format!(
+                "{} bytes long, at most {MAX_NAME_BYTES} (it names results/<name>/ and every \
+                 sweep's messages); it starts {:?}...: give the config a short name",
+                name.len(),
+                &name[..end]
+            ),
+        ));
+    }
+    if name.is_empty()
+        || name.contains(['/', '\\'])
+        || name.starts_with('.')
+        || name.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "name",
+            format!(
+                "{name:?} must be a non-empty file name on one line, without / or control \
+                 characters (it names results/<name>/)"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
 impl RawConfig {
     pub(super) fn resolve_base(&self, gpus: &dyn Fn() -> usize) -> Result<Resolved, ConfigError> {
-        let name = self.name.trim();
-        if name.is_empty()
-            || name.contains(['/', '\\'])
-            || name.starts_with('.')
-            || name.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{:?} must be a non-empty file name on one line, without / or control \
-                     characters (it names results/<name>/)",
-                    self.name
-                ),
-            ));
-        }
+        let name = check_name(&self.name)?;
         let ds = &self.dataset;
         let ds_name = ds.name.as_deref().unwrap_or("fashion-mnist");
         let dataset = DatasetCfg {
@@ -339,6 +363,7 @@ impl RawConfig {
             transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
             omit_classes: ds.omit_classes.clone().unwrap_or_default(),
             keep_classes: ds.keep_classes.clone().unwrap_or_default(),
+            classes: ds.classes,
         };
         check_classes(&dataset)?;
         let f = dataset.transfer_fraction;
@@ -350,6 +375,14 @@ impl RawConfig {
         }
         if matches!(dataset.name, DatasetName::Folder(_)) && dataset.dir.is_none() {
             return Err(invalid("dataset.dir", "required when dataset.name is idx"));
+        }
+        if let Some(c) = dataset.classes {
+            if !(2..=256).contains(&c) {
+                return Err(invalid(
+                    "dataset.classes",
+                    format!("must be 2 to 256 (labels are bytes), got {c}"),
+                ));
+            }
         }
         if dataset.train_limit == Some(0) {
             return Err(invalid(

@@ -102,6 +102,7 @@ impl Plan {
                 }
             );
         }
+        recipe_notes(&mut s, &self.trials);
         let all: Vec<usize> = (0..self.trials.len()).collect();
         let units = self.units(&all);
         let packs: Vec<&Vec<usize>> = units
@@ -129,6 +130,14 @@ impl Plan {
                 units.len() - packs.len()
             );
         }
+        if self.workers > self.slots.len() {
+            let _ = writeln!(
+                s,
+                "workers: {} requested; at most {} start (one per student trial)",
+                self.workers,
+                self.slots.len()
+            );
+        }
         let _ = writeln!(
             s,
             "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
@@ -138,6 +147,30 @@ impl Plan {
             total / 100e9 / 60.0
         );
         s
+    }
+}
+
+/// A line per objective whose KD cells train with its published recipe's weights (taken when
+/// a config sets neither kd.alpha nor kd.beta), saying whose they are.
+fn recipe_notes(s: &mut String, trials: &[crate::plan::PlannedTrial]) {
+    let mut said = Vec::new();
+    for w in trials
+        .iter()
+        .filter(|t| t.kind == Kind::Kd)
+        .map(|t| &t.weights)
+    {
+        let o = w.soft_loss.objective();
+        if o.recipe_weights() == Some((w.alpha, w.beta)) && !said.contains(&w.soft_loss) {
+            said.push(w.soft_loss);
+            let _ = writeln!(
+                s,
+                "{}: alpha {} beta {}, {} (the default without kd.alpha/kd.beta)",
+                w.soft_loss.as_str(),
+                w.alpha,
+                w.beta,
+                o.recipe()
+            );
+        }
     }
 }
 

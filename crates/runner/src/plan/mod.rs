@@ -122,6 +122,8 @@ pub struct Plan {
     pub classes: Vec<ExecClass>,
     /// `pack` as configured.
     pub pack: Pack,
+    /// `workers` as configured: [`Plan::slots`] holds no more than one per student trial.
+    pub workers: usize,
 }
 
 /// A YAML grid value as a typed record value (a list of widths reads `800-800`).
@@ -298,6 +300,12 @@ impl Plan {
         for (t, b) in trials.iter_mut().zip(baseline_of) {
             t.baseline_id = b;
         }
+        // A slot beyond one per student trial never starts (`pool::run` starts one per pending
+        // trial of its class at most); its threads stay those `workers` asked for (trial ids
+        // keep them), and the groups' classes are unchanged (there are no more groups than
+        // trials).
+        let mut slots = slots;
+        slots.truncate(trials.len().max(1));
         Ok(Plan {
             name: cfg.name.clone(),
             data: d.clone(),
@@ -312,6 +320,7 @@ impl Plan {
             slots,
             classes,
             pack: cfg.pack,
+            workers: cfg.workers,
         })
     }
 

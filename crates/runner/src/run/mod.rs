@@ -2,9 +2,10 @@
 //! together; [`pool`]: worker processes fed planned trials; [`resume`]: the OUT locks (whole or
 //! one shard) and earlier results; [`teacher`]: the teacher, its cache and its logits;
 //! [`trial`]: one student trial (or pack) on the shared data; [`stop`]: a SIGUSR1 that ends a
-//! sweep after the trials in flight.
+//! sweep after the trials in flight; [`fresh`]: `--fresh` without losing what it replaces.
 
 mod cache_file;
+pub(crate) mod fresh;
 mod out_store;
 mod plan_file;
 pub(crate) mod pool;

@@ -1,6 +1,5 @@
 //! Where a sweep's results go: one file per finished trial, the frames rewritten after each.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use kd_report::store::{self, PlanFile, TrialFile};
@@ -19,8 +18,6 @@ pub(super) struct Store<'a> {
     pub plan: &'a Plan,
     pub out: &'a Path,
     pub index: PlanFile,
-    /// Trials re-run on request (`--fresh`): their earlier rows must not stand in the frames.
-    pub stale: HashSet<String>,
 }
 
 impl Store<'_> {
@@ -63,11 +60,31 @@ impl Store<'_> {
             progress.note(&w);
         }
         self.save(record, outcome)?;
-        self.merge().map(|_| ())
+        self.merge()?;
+        abort_for_tests();
+        Ok(())
     }
 
     pub(super) fn merge(&self) -> Result<store::Merged, RunError> {
-        Ok(store::merge_and_write(self.out, &self.index, &self.stale)?)
+        Ok(store::merge_and_write(self.out, &self.index)?)
+    }
+}
+
+/// Fault injection for the tests: with `KD_TEST_ABORT_AFTER_TRIALS=N`, the process ends with
+/// exit status 137 once it has recorded N trials, as a `kill -9` would end it there: no
+/// unwinding, no destructors, no report (a deterministic kill for the fault tests).
+fn abort_for_tests() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    let Some(n) = std::env::var("KD_TEST_ABORT_AFTER_TRIALS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if DONE.fetch_add(1, Ordering::SeqCst) + 1 >= n {
+        eprintln!("KD_TEST_ABORT_AFTER_TRIALS={n}: ending the process");
+        std::process::exit(137);
     }
 }
 

@@ -85,20 +85,35 @@ pub struct Done {
 }
 
 /// The finished trials of an earlier run of `out`, by id: the rows of its frames (and of
-/// `OUT/unplanned/`), and over them its trial files (every trial a shard or sweep finished, also after the last frame was
-/// written). Notes say what could not be read (then it is not reused).
+/// `OUT/unplanned/`), and over them its trial files (every trial a shard or sweep finished, also
+/// after the last frame was written). Notes say what could not be read or contradicts itself
+/// (then it is not reused). A trial an interrupted `--fresh` run re-runs counts only with a
+/// record of that run.
 pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
     let mut notes = Vec::new();
     let mut files: HashMap<String, TrialFile> = HashMap::new();
+    // Trials an interrupted --fresh run re-runs: only records of that run count.
+    let rerun = super::fresh::rerun(out);
     // The unplanned rows too: a grid changed back finds its trials again.
     for dir in [store::unplanned_dir(out), out.to_path_buf()] {
         match store::read_frame_files(&dir) {
-            Ok(rows) => files.extend(rows),
+            Ok(rows) => files.extend(rows.into_iter().filter(|(id, _)| !rerun.contains_key(id))),
             Err(e) => notes.push(format!("{e}; none of its trials are reused")),
         }
     }
-    let (written, unreadable) = store::read_trials(out);
+    let (mut written, unreadable) = store::read_trials(out);
     notes.extend(unreadable);
+    written.retain(|id, f| super::fresh::counts(&rerun, id, &f.record.finished_at));
+    // A row stands for its trial only where no file does, and only if it agrees with itself.
+    files.retain(|id, f| written.contains_key(id) || store::agrees(f, &mut notes));
+    let again = rerun.keys().filter(|id| !written.contains_key(*id)).count();
+    if again > 0 {
+        notes.push(format!(
+            "{again} trial(s) of an interrupted --fresh run train again (their earlier results \
+             are in {})",
+            store::replaced_dir(out).display()
+        ));
+    }
     let in_files: std::collections::HashSet<String> = written.keys().cloned().collect();
     files.extend(written);
     let done = files

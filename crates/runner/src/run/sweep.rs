@@ -4,7 +4,7 @@
 //! before (in this process or on the worker pool), writing each one's record file and
 //! reassembling the frames after each, then the report (a whole sweep) or nothing (a shard).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use kd_report::store;
@@ -124,11 +124,13 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         Some(s) => plan.shard_trials(s),
     };
     let (mut previous, notes) = if opts.fresh {
-        // Earlier files of these trials must not stand in the frames until they run again.
-        for &i in &mine {
-            let _ = std::fs::remove_file(store::trial_path(&out, &plan.trials[i].id));
-        }
-        (HashMap::new(), vec![])
+        // The earlier results are set aside, never deleted, and stay in the frames until
+        // replaced; a marker makes a resume after a kill continue the fresh run.
+        let ids: Vec<String> = mine.iter().map(|&i| plan.trials[i].id.clone()).collect();
+        (
+            HashMap::new(),
+            vec![super::fresh::begin(&out, opts.shard, &ids)?],
+        )
     } else {
         resume::finished(&out)
     };
@@ -160,11 +162,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         progress.note(&note);
     }
     let d = &plan.data;
-    let slots: Vec<String> = plan
-        .slots
-        .iter()
-        .map(|s| format!("{} ({})", s.device, s.class.describe()))
-        .collect();
+    let slots = grouped(
+        plan.slots
+            .iter()
+            .map(|s| format!("{} ({})", s.device, s.class.describe())),
+    );
     progress.note(&format!(
         "{}: {} in {} ({} train / {} val / {} test images, {}{}x{}, fingerprint {}), libtorch {}, \
          teacher on {} ({}), students on {}",
@@ -186,7 +188,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         env::LIBTORCH_VERSION,
         plan.teacher.slot.device,
         plan.teacher.slot.class.describe(),
-        slots.join(", ")
+        slots
     ));
     if d.transfer_rows < d.train {
         progress.note(&format!(
@@ -207,11 +209,6 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         plan: &plan,
         out: &out,
         index,
-        stale: if opts.fresh {
-            mine.iter().map(|&i| plan.trials[i].id.clone()).collect()
-        } else {
-            HashSet::new()
-        },
     };
     // Trials finished in an earlier run of this OUT with the same id are kept; their records are
     // re-derived from the plan (pairing, swept keys), their outcomes kept, and written to their
@@ -311,11 +308,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 "{} trials on {} workers: {}",
                 pending.len(),
                 plan.slots.len().min(pending.len()),
-                plan.slots
-                    .iter()
-                    .map(|s| format!("{} ({} threads)", s.device, s.threads))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                grouped(
+                    plan.slots
+                        .iter()
+                        .map(|s| format!("{} ({} threads)", s.device, s.threads))
+                )
             ));
             let setup = |slot: &Slot| pool::Setup {
                 data: plan.data.clone(),
@@ -359,7 +356,17 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             store::unplanned_dir(&out).display()
         ));
     }
-    for note in &merged.notes {
+    let ended: HashMap<String, String> = merged
+        .planned
+        .rows
+        .iter()
+        .map(|r| (r.trial_id.clone(), r.finished_at.clone()))
+        .collect();
+    for note in merged
+        .notes
+        .iter()
+        .chain(&super::fresh::settle(&out, &ended))
+    {
         progress.note(note);
     }
     if stopped > 0 {
@@ -396,6 +403,25 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         stopped,
         missing: merged.missing.len(),
     })
+}
+
+/// `items` joined by commas, a run of equal ones said once with its count (`cpu (1 threads) x3`),
+/// so a header line stays short however many workers there are.
+fn grouped(items: impl Iterator<Item = String>) -> String {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for item in items {
+        match runs.last_mut() {
+            Some((last, n)) if *last == item => *n += 1,
+            _ => runs.push((item, 1)),
+        }
+    }
+    runs.iter()
+        .map(|(item, n)| match n {
+            1 => item.clone(),
+            n => format!("{item} x{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The progress label of a unit: `kd seed 0`, or `pack of 18 800-800`.

@@ -163,7 +163,8 @@ pub fn read_logits(
     if let Some(why) = unverified(file) {
         return Err(why);
     }
-    let named = Tensor::load_multi(file).map_err(|e| format!("unreadable ({e})"))?;
+    let named = Tensor::load_multi(file)
+        .map_err(|e| format!("unreadable ({})", kd_model_zoo::torch_message(&e)))?;
     let find = |want: &str, rows: i64| {
         named
             .iter()
@@ -224,7 +225,10 @@ fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Outputs) ->
         return retrain(progress, why);
     }
     if let Err(e) = vs.load(file) {
-        return retrain(progress, format!("it does not load ({e})"));
+        return retrain(
+            progress,
+            format!("it does not load ({})", kd_model_zoo::torch_message(&e)),
+        );
     }
     if checked == Check::Legacy {
         // Written before cache files carried digests: it loaded into this very model, so it is
@@ -270,6 +274,53 @@ fn read_log(file: &Path, progress: &mut Outputs) -> Option<TeacherLog> {
     }
 }
 
+/// Why a teacher's outputs are NaN or infinite: one trained here diverged (its learning rate);
+/// one loaded from `teacher.torchscript` or `teacher.checkpoint` came so from its file, which
+/// is bad input (it has no `teacher.train` here to change).
+fn not_finite(t: &crate::plan::TeacherPlan, e: train::NonFinite) -> RunError {
+    let (file, key) = match (&t.torchscript, &t.cfg.checkpoint) {
+        (Some(s), _) => (s.file.clone(), "teacher.torchscript"),
+        (None, Some(ckpt)) => (ckpt.clone(), "teacher.checkpoint"),
+        (None, None) => return RunError::TeacherDiverged(e.0),
+    };
+    RunError::TeacherNotFinite {
+        file,
+        key,
+        message: e.0,
+    }
+}
+
+/// A warning for a teacher at or below chance accuracy on the test set (an untrained export,
+/// a checkpoint of another task, inputs it does not expect): its soft targets carry nothing to
+/// distil, though every student trains on them. Students get theirs in `out_store.rs`.
+fn chance_warning(t: &crate::plan::TeacherPlan, r: &TrialRecord, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(1) as f64;
+    let acc = r.test_acc?;
+    if r.status != Status::Ok || acc > chance {
+        return None;
+    }
+    let check = match (&t.torchscript, &t.cfg.checkpoint) {
+        (Some(s), _) => format!(
+            "check teacher.torchscript ({}): is it trained, on this dataset, and does it take \
+             standardised [batch, C, H, W] images?",
+            s.file.display()
+        ),
+        (None, Some(c)) => format!(
+            "check teacher.checkpoint ({}): does it hold trained weights of this teacher.model \
+             for this dataset?",
+            c.display()
+        ),
+        (None, None) => "check teacher.train (epochs, optimizer, lr)".into(),
+    };
+    Some(format!(
+        "warning: the teacher {} is at {:.2}% test accuracy, at or below chance ({:.2}%, \
+         {classes} classes): its soft targets carry nothing to distil; {check}",
+        r.trial_id,
+        100.0 * acc,
+        100.0 * chance
+    ))
+}
+
 /// Get the teacher of `plan`: from `teacher.torchscript` or `teacher.checkpoint`, from the
 /// cache, or by training it.
 pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Teacher, RunError> {
@@ -294,7 +345,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
     // training split, which the students need anyway: one pass over it, not two.
     let eval_only =
         |net: &Net, logits: &Logits, log: Option<TeacherLog>| -> Result<Outcome, RunError> {
-            let fail = |e: train::NonFinite| RunError::TeacherDiverged(e.0);
+            let fail = |e: train::NonFinite| not_finite(t, e);
             let test = train::evaluate(net, &data.test).map_err(fail)?;
             let val = train::evaluate(net, &data.val).map_err(fail)?;
             Ok(Outcome {
@@ -397,6 +448,9 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
     };
     let record = plan.teacher_record(&outcome, &t.slot);
     progress.finish_trial(0, &record, &outcome.epochs);
+    if let Some(w) = chance_warning(t, &record, plan.data.classes) {
+        progress.note(&w);
+    }
     Ok(Teacher {
         record,
         epochs: outcome.epochs,
