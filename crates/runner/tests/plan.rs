@@ -240,3 +240,26 @@ fn shards_cover_every_trial_once_and_never_split_a_pack() {
         assert!(Shard::parse(bad).is_err(), "{bad}");
     }
 }
+
+/// Issue 32's follow-up: a grid over `soft_loss: [ce, dkd]` and `kd.dkd.nckd: [1, 8]` planned
+/// the ce trial twice (nckd is DKD's key; a ce cell ignores it), so it trained twice and its
+/// row stood twice. One id, one trial: trained once, reported under the first cell, said.
+#[test]
+fn cells_that_plan_the_same_trial_plan_it_once() {
+    let p = plan(&yaml("grid: {soft_loss: [ce, dkd], kd.dkd.nckd: [1, 8]}\n"));
+    let all = ids(&p);
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(all.len(), unique.len(), "{all:?}");
+    assert_eq!(all.len(), 4, "baseline, ce once, dkd twice: {all:?}");
+    let indices: Vec<usize> = p.trials.iter().map(|t| t.index).collect();
+    assert_eq!(indices, [0, 1, 2, 3]);
+    assert_eq!(p.merged.len(), 1, "{:?}", p.merged);
+    assert!(
+        p.merged[0].contains("planned by 2 cells (kd.dkd.nckd=1; kd.dkd.nckd=8)"),
+        "{:?}",
+        p.merged
+    );
+    assert!(p.describe().contains("it trains once"));
+}

@@ -103,6 +103,9 @@ impl Plan {
             );
         }
         recipe_notes(&mut s, &self.trials);
+        for line in &self.merged {
+            let _ = writeln!(s, "{line}");
+        }
         let all: Vec<usize> = (0..self.trials.len()).collect();
         let units = self.units(&all);
         let packs: Vec<&Vec<usize>> = units

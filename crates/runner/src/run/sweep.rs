@@ -158,7 +158,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             tensorboard: opts.tensorboard,
         },
     );
-    for note in replanned.into_iter().chain(notes) {
+    for note in replanned
+        .into_iter()
+        .chain(notes)
+        .chain(plan.merged.clone())
+    {
         progress.note(&note);
     }
     let d = &plan.data;
