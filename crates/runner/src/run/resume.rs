@@ -120,38 +120,43 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
         .into_values()
         .filter(|f| f.record.status != Status::Failed)
         .map(|f| {
-            let stored = in_files
-                .contains(&f.record.trial_id)
-                .then(|| f.record.clone());
-            let r = f.record;
-            let measures = Measures {
-                teacher_agreement: r.teacher_agreement,
-                teacher_kl: r.teacher_kl,
-                confusion: f.confusion,
-                bias_shift: r.bias_shift,
-                shifted_test_errors: r.shifted_test_errors,
-                shifted_confusion: f.shifted_confusion,
-            };
-            let done = Done {
-                outcome: Outcome {
-                    status: r.status,
-                    epochs: f.epochs,
-                    train_acc: r.train_acc,
-                    val_acc: r.val_acc,
-                    test_acc: r.test_acc,
-                    test_errors: r.test_errors,
-                    best_epoch: r.best_epoch,
-                    wall_s: r.wall_s,
-                    message: r.message,
-                    finished_at: r.finished_at,
-                    measures,
-                },
-                device: r.device,
-                threads: r.threads as usize,
-                stored,
-            };
-            (r.trial_id, done)
+            let stored = in_files.contains(&f.record.trial_id);
+            done_of(f, stored)
         })
         .collect();
     (done, notes)
+}
+
+/// A finished trial as resume keeps it, by id: its outcome from its record, epochs and confusion
+/// counts; `stored` when it came from its record file (not the frames).
+fn done_of(f: TrialFile, stored: bool) -> (String, Done) {
+    let stored = stored.then(|| f.record.clone());
+    let r = f.record;
+    let measures = Measures {
+        teacher_agreement: r.teacher_agreement,
+        teacher_kl: r.teacher_kl,
+        confusion: f.confusion,
+        bias_shift: r.bias_shift,
+        shifted_test_errors: r.shifted_test_errors,
+        shifted_confusion: f.shifted_confusion,
+    };
+    let done = Done {
+        outcome: Outcome {
+            status: r.status,
+            epochs: f.epochs,
+            train_acc: r.train_acc,
+            val_acc: r.val_acc,
+            test_acc: r.test_acc,
+            test_errors: r.test_errors,
+            best_epoch: r.best_epoch,
+            wall_s: r.wall_s,
+            message: r.message,
+            finished_at: r.finished_at,
+            measures,
+        },
+        device: r.device,
+        threads: r.threads as usize,
+        stored,
+    };
+    (r.trial_id, done)
 }
