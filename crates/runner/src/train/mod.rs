@@ -23,6 +23,7 @@ use crate::error::TrainError;
 mod augment;
 pub(crate) mod driver;
 pub(crate) mod eval;
+mod exact;
 pub(crate) mod host;
 mod kept;
 pub(crate) mod measure;

@@ -12,38 +12,9 @@
 //! step for those 18 students): there each variable is updated whole, a handful of launches
 //! per variable, and the gradients are zeroed in place, never accumulated across steps.
 
-use tch::nn::{self, OptimizerConfig};
 use tch::Tensor;
 
 use crate::config::{Optimizer, TrainCfg};
-use crate::error::TrainError;
-
-/// libtorch's optimiser for one student alone: SGD (momentum, no dampening, no Nesterov),
-/// Adam or AdamW with `torch::optim`'s defaults.
-pub(crate) fn build_optimizer(
-    vs: &nn::VarStore,
-    cfg: &TrainCfg,
-) -> Result<nn::Optimizer, TrainError> {
-    Ok(match cfg.optimizer {
-        Optimizer::Sgd => nn::Sgd {
-            momentum: cfg.momentum,
-            dampening: 0.0,
-            wd: cfg.weight_decay,
-            nesterov: false,
-        }
-        .build(vs, cfg.lr)?,
-        Optimizer::Adam => nn::Adam {
-            wd: cfg.weight_decay,
-            ..Default::default()
-        }
-        .build(vs, cfg.lr)?,
-        Optimizer::Adamw => nn::AdamW {
-            wd: cfg.weight_decay,
-            ..Default::default()
-        }
-        .build(vs, cfg.lr)?,
-    })
-}
 
 /// Elements per chunk: 256k floats (1 MB) per operand.
 pub const CHUNK: i64 = 1 << 18;

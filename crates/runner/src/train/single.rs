@@ -10,17 +10,19 @@ use tch::Tensor;
 use super::augment::{crop_flip, crop_flip_with, jitter, jitter_with, EpochDraws};
 use super::driver::{Batch, Learner, StepLoss};
 use super::eval::{predict, weights_finite};
+use super::exact::ExactOptimizer;
 use super::kept::tensors_of;
-use super::optim::{build_optimizer, PackedOptimizer};
+use super::optim::PackedOptimizer;
 use super::precision::Numerics;
 use super::TrainData;
 use crate::config::TrainCfg;
 use crate::error::TrainError;
 
-/// The optimiser of one student: libtorch's over the model's float32 variables, or ours over
-/// the float32 masters of a bfloat16 model (`train.precision: bf16`; the same update rules).
+/// The optimiser of one student: libtorch's update rules written out (the same bits, its state
+/// ours) over the model's float32 variables, or the pack's over the float32 masters of a
+/// bfloat16 model (`train.precision: bf16`; the same update rules).
 enum Opt {
-    Torch(nn::Optimizer),
+    Torch(ExactOptimizer),
     Masters(PackedOptimizer),
 }
 
@@ -92,7 +94,7 @@ impl<'a> Single<'a> {
         let all = tensors_of(vs);
         let numerics = Numerics::new(cfg.precision, vs.trainable_variables(), all);
         let opt = match numerics.masters() {
-            None => Opt::Torch(build_optimizer(vs, cfg)?),
+            None => Opt::Torch(ExactOptimizer::new(vs, cfg)?),
             Some((masters, work)) => {
                 Opt::Masters(PackedOptimizer::with_masters(masters, work, cfg))
             }
