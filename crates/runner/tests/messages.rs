@@ -302,3 +302,21 @@ fn many_workers_print_what_will_run() {
     assert!(longest < 1000, "a line of {longest} bytes");
     assert!(err.contains("3 trials on 3 workers"), "{err}");
 }
+
+/// `omit_classes` that leave the students nothing was reported as `dataset.keep_classes: ...`,
+/// a key the user did not write.
+#[test]
+fn omitting_every_class_names_omit_classes() {
+    let (code, err) = sweep_exit(&tiny("").replace(
+        "train_limit: 1000}",
+        "train_limit: 1000, omit_classes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}",
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "dataset.omit_classes: leaves the students no training image; leave out fewer classes"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("keep_classes"), "{err}");
+}
