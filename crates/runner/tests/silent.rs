@@ -214,3 +214,37 @@ fn a_file_rewritten_with_its_old_size_and_mtime_is_new_data() {
         assert_ne!(a.0, b.0, "new data, new ids");
     }
 }
+
+/// A KD student with dropout and augmented images (online teacher) drew its dropout masks after
+/// the teacher's build in the first such trial of a process only, so its numbers depended on
+/// which trials its process had run before. The teacher is now loaded before the student's
+/// seed: a trial gives the same numbers with other cells before it or alone.
+#[test]
+fn an_online_kd_student_with_dropout_gives_its_numbers_whatever_ran_before_it() {
+    let config = |grid: &str| {
+        tiny(&format!(
+            "pack: off\nbaseline: false\ngrid: {{temperature: {grid}}}\n"
+        ))
+        .replace(
+            "student: {model: {arch: mlp, hidden: [32]}, train: {",
+            "student: {model: {arch: mlp, hidden: [32], dropout: 0.3}, train: {jitter: 1, ",
+        )
+    };
+    assert!(config("[4]").contains("dropout: 0.3"), "{}", config("[4]"));
+    let (both, alone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (o, out_both) = sweep(both.path(), &config("[2, 4]"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (o, out_alone) = sweep(alone.path(), &config("[4]"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = accuracies(&out_both);
+    let first = accuracies(&out_alone);
+    assert_eq!(first.len(), 2, "teacher and the T = 4 student: {first:?}");
+    let t4 = after
+        .iter()
+        .find(|r| r.0 == first[1].0)
+        .expect("the same id");
+    assert_eq!(
+        *t4, first[1],
+        "the same numbers after the T = 2 trial as alone"
+    );
+}

@@ -126,13 +126,10 @@ impl TrialContext {
     /// [`train::train`] with the teacher's logits when it is a KD trial. Errors become a
     /// `failed` outcome with the reason.
     pub fn run(&self, trial: &PlannedTrial, on_epoch: impl FnMut(&EpochRecord)) -> Outcome {
-        tch::manual_seed(trial.seed as i64);
-        let vs = nn::VarStore::new(self.device);
-        let net = match trial.student.model.build(&vs, self.input, self.classes) {
-            Ok(net) => net,
-            Err(e) => return Outcome::failed(format!("student.model.{e}")),
-        };
         let kd = trial.kind == Kind::Kd;
+        // The online teacher is loaded (once per process: its build draws from libtorch's
+        // generator) before the student's seed, so a student's dropout masks never depend on
+        // whether its process had loaded the teacher before it.
         let online = if kd && trial.student.train.augments() {
             match self.online_teacher() {
                 Ok(net) => Some(net),
@@ -140,6 +137,12 @@ impl TrialContext {
             }
         } else {
             None
+        };
+        tch::manual_seed(trial.seed as i64);
+        let vs = nn::VarStore::new(self.device);
+        let net = match trial.student.model.build(&vs, self.input, self.classes) {
+            Ok(net) => net,
+            Err(e) => return Outcome::failed(format!("student.model.{e}")),
         };
         let reference = self.reference();
         train::train(
