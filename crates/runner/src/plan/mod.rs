@@ -22,6 +22,7 @@ use crate::error::{model_err, RunError};
 mod describe;
 pub(crate) mod records;
 mod shard;
+mod unique;
 
 pub use shard::Shard;
 
@@ -303,7 +304,7 @@ impl Plan {
         for (t, b) in trials.iter_mut().zip(baseline_of) {
             t.baseline_id = b;
         }
-        let merged = one_trial_per_id(&mut trials);
+        let merged = unique::one_trial_per_id(&mut trials);
         // A slot beyond one per student trial never starts (`pool::run` starts one per pending
         // trial of its class at most); its threads stay those `workers` asked for (trial ids
         // keep them), and the groups' classes are unchanged (there are no more groups than
@@ -459,43 +460,6 @@ fn exec_of(pack: Pack, t: &PlannedTrial, class: &ExecClass, d: &DataPlan) -> Exe
 
 /// The id of student trial `t` (its `class` already assigned). A packed trial hashes its
 /// execution mode too; a single one hashes what it always did, so its id is unchanged.
-/// Keep the first of trials with one id (cells that differ only in keys their objective does
-/// not use, e.g. a grid over `soft_loss: [ce, dkd]` and `kd.dkd.nckd`, plan the ce trial once per
-/// nckd value: the same trial), renumbered; a line per id planned more than once.
-fn one_trial_per_id(trials: &mut Vec<PlannedTrial>) -> Vec<String> {
-    let mut cells: Vec<(String, Vec<String>)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    trials.retain(|t| {
-        let label = || {
-            let s: Vec<String> = t.swept.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            s.join(" ")
-        };
-        if seen.insert(t.id.clone()) {
-            cells.push((t.id.clone(), vec![label()]));
-            return true;
-        }
-        if let Some((_, labels)) = cells.iter_mut().find(|(id, _)| *id == t.id) {
-            labels.push(label());
-        }
-        false
-    });
-    for (i, t) in trials.iter_mut().enumerate() {
-        t.index = i;
-    }
-    cells
-        .into_iter()
-        .filter(|(_, labels)| labels.len() > 1)
-        .map(|(id, labels)| {
-            format!(
-                "{id}: planned by {} cells ({}), which differ only in keys its objective does not \
-                 use; it trains once, reported under the first",
-                labels.len(),
-                labels.join("; ")
-            )
-        })
-        .collect()
-}
-
 fn trial_id(t: &PlannedTrial, data: &DataPlan, class: &ExecClass) -> String {
     let hash = match t.kind {
         Kind::Kd => content_hash(&(
