@@ -6,12 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{records, stderr, sweep};
+use common::{python, records, run_python, stderr, sweep};
 use kd_data::formats::{cifar_bin, cifar_py};
-
-fn python() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-}
 
 fn config(dataset: &str) -> String {
     format!(
@@ -152,18 +148,13 @@ fn a_pytorch_teacher_checkpoint_is_used_and_a_wrong_one_is_named() {
             .to_string(),
         pth.display().to_string()
     );
-    let o = std::process::Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_python(&["-c", &script]);
     let safe = dir.path().join("teacher.safetensors");
-    let o = std::process::Command::new(python())
-        .arg(root.join("tools/pth_to_safetensors.py"))
-        .args([&pth, &safe])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_python(&[
+        root.join("tools/pth_to_safetensors.py"),
+        pth.clone(),
+        safe.clone(),
+    ]);
     let config = |widths: &str| {
         format!(
             "name: ckpt\ndataset: {{name: cifar100, dir: {}, val_size: 50}}\ndevice: cpu\n\
@@ -210,11 +201,7 @@ fn a_torchscript_teacher_teaches_cached_and_online_and_its_file_is_in_its_id() {
                 .to_string(),
             file.display().to_string()
         );
-        let o = std::process::Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_python(&["-c", &script]);
     };
     let pt = dir.path().join("teacher.pt");
     export(&pt, 0);

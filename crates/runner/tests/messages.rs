@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-}
-
 /// A TorchScript teacher for Fashion-MNIST (`[N, 1, 28, 28]` -> `[N, 10]`) whose forward returns
 /// `expr` (of `x`), traced with the venv's PyTorch into `dir/name`.
 fn scripted_teacher(dir: &Path, name: &str, expr: &str) -> PathBuf {
@@ -22,11 +18,7 @@ fn scripted_teacher(dir: &Path, name: &str, expr: &str) -> PathBuf {
          torch.jit.trace(M(), torch.zeros(2, 1, 28, 28)).save({:?})\n",
         file.display().to_string()
     );
-    let o = std::process::Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_python(&["-c", &script]);
     file
 }
 

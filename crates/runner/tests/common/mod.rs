@@ -19,6 +19,17 @@ pub fn kd_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
         .expect("kd runs")
 }
 
+/// The project venv's Python (`just setup` makes it), for golden values and PyTorch fixtures.
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+}
+
+/// Run the venv's Python with `args`; a failure fails the test with Python's stderr.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
+    let o = Command::new(python()).args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
