@@ -419,17 +419,33 @@ pub fn save_line_plot(dir: &Path, stem: &str, plot: &LinePlot) -> Result<Option<
     if plot.is_empty() {
         return Ok(None);
     }
+    save_png_svg(
+        dir,
+        stem,
+        |f| draw_lines(BitMapBackend::new(f, SIZE).into_drawing_area(), plot),
+        |f| draw_lines(SVGBackend::new(f, SIZE).into_drawing_area(), plot),
+    )
+    .map(Some)
+}
+
+/// Draw one figure as `dir/stem.png` (with `png`) and `dir/stem.svg` (with `svg`), each whole or
+/// not at all ([`draw_atomic`]); the PNG's path.
+pub(super) fn save_png_svg<E1, E2>(
+    dir: &Path,
+    stem: &str,
+    png: impl FnOnce(&Path) -> std::result::Result<(), E1>,
+    svg: impl FnOnce(&Path) -> std::result::Result<(), E2>,
+) -> Result<PathBuf>
+where
+    E1: std::error::Error + Send + Sync + 'static,
+    E2: std::error::Error + Send + Sync + 'static,
+{
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Io {
         file: dir.to_path_buf(),
         source: e,
     })?;
-    let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
-    draw_atomic(&png, |f| {
-        draw_lines(BitMapBackend::new(f, SIZE).into_drawing_area(), plot)
-    })?;
-    draw_atomic(&svg, |f| {
-        draw_lines(SVGBackend::new(f, SIZE).into_drawing_area(), plot)
-    })?;
-    Ok(Some(png))
+    let png_file = dir.join(format!("{stem}.png"));
+    draw_atomic(&png_file, png)?;
+    draw_atomic(&dir.join(format!("{stem}.svg")), svg)?;
+    Ok(png_file)
 }

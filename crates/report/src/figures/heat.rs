@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::draw::{draw_atomic, SIZE};
-use crate::{ReportError, Result};
+use super::draw::{save_png_svg, SIZE};
+use crate::Result;
 
 /// A heat map of `values[row][col]` (None = no data) with row and column labels.
 #[derive(Debug, Clone)]
@@ -104,17 +104,10 @@ fn draw_heat<DB: DrawingBackend>(
 }
 
 pub fn save_heat_map(dir: &Path, stem: &str, h: &HeatMap) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| ReportError::Io {
-        file: dir.to_path_buf(),
-        source: e,
-    })?;
-    let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
-    draw_atomic(&png, |f| {
-        draw_heat(BitMapBackend::new(f, SIZE).into_drawing_area(), h)
-    })?;
-    draw_atomic(&svg, |f| {
-        draw_heat(SVGBackend::new(f, SIZE).into_drawing_area(), h)
-    })?;
-    Ok(png)
+    save_png_svg(
+        dir,
+        stem,
+        |f| draw_heat(BitMapBackend::new(f, SIZE).into_drawing_area(), h),
+        |f| draw_heat(SVGBackend::new(f, SIZE).into_drawing_area(), h),
+    )
 }
