@@ -150,6 +150,9 @@ pub struct Extras {
     /// Rows of trials OUT holds that its plan no longer lists (`OUT/unplanned/trials.parquet`):
     /// not in the report, named by it.
     pub unplanned: Vec<TrialRecord>,
+    /// What [`missing::missing_text`] says of planned trials without a result, when some are:
+    /// a section right after the report's title.
+    pub missing: Option<String>,
 }
 
 /// Write `OUT/confusion.parquet` and `OUT/claims.parquet` (each claim as its JSON).
@@ -238,6 +241,9 @@ pub fn write_report(
     let verdicts = claims::check(&extras.claims, rows, &extras.confusion);
     let path = out.join("report.md");
     let mut text = render_report(name, rows, epochs, &figures, out);
+    if let Some(m) = &extras.missing {
+        missing::insert_section(&mut text, m);
+    }
     let insert = text.find("\n## Distillation against").unwrap_or(text.len());
     let mut head = markdown::unplanned_section(&extras.unplanned);
     head.push_str(&claims::claims_section(&verdicts));
@@ -262,17 +268,16 @@ pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
         _ => None,
     };
     let (rows, epochs) = read_frames(out)?;
-    let extras = read_extras(out)?;
-    let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
-    let unplanned = extras.unplanned.len();
+    let mut extras = read_extras(out)?;
     let (missing, from_frames, notes) = match merged {
         Some(m) => (m.missing, m.from_frames, m.notes),
         // No trial files (a shard that trained nothing): the planned trials the frames lack.
         None => (missing::unreported(plan.as_ref(), &rows), vec![], vec![]),
     };
-    if !missing.is_empty() {
-        missing::add_section(&report, &missing::missing_text(out, missing.len(), planned))?;
-    }
+    extras.missing =
+        (!missing.is_empty()).then(|| missing::missing_text(out, missing.len(), planned));
+    let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
+    let unplanned = extras.unplanned.len();
     Ok(Regenerated {
         report,
         verdicts,

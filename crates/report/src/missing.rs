@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::Result;
-
 /// The shards of one sweep that have run in `out`, as their lock files (`OUT/.shard-I-of-N.lock`,
 /// left by each shard) say: `(N, the indices I that ran)`, when every one names the same `N`.
 pub fn shards_seen(out: &Path) -> Option<(usize, Vec<usize>)> {
@@ -82,18 +80,10 @@ pub(crate) fn unreported(
         .collect()
 }
 
-/// Put a "Trials without results" section saying `text` at the top of the report `file`.
-pub(crate) fn add_section(file: &Path, text: &str) -> Result<()> {
-    let io = |source| crate::ReportError::Io {
-        file: file.to_path_buf(),
-        source,
-    };
-    let report = std::fs::read_to_string(file).map_err(io)?;
-    let section = format!("## Trials without results\n\n{text}.\n\n");
-    // Right after the title: before the policy, whose account of the data covers only the
-    // trials that have a result.
+/// Put a "Trials without results" section saying `text` in the report `report`, right after
+/// its title: before the policy, whose account of the data covers only the trials that have a
+/// result.
+pub(crate) fn insert_section(report: &mut String, text: &str) {
     let at = report.find("\n\n").map_or(report.len(), |i| i + 2);
-    let mut report = report;
-    report.insert_str(at, &section);
-    crate::write_atomic(file, report.as_bytes())
+    report.insert_str(at, &format!("## Trials without results\n\n{text}.\n\n"));
 }

@@ -102,10 +102,7 @@ impl Plan {
                 }
             );
         }
-        recipe_notes(&mut s, &self.trials);
-        for line in &self.merged {
-            let _ = writeln!(s, "{line}");
-        }
+        self.notes(&mut s);
         let all: Vec<usize> = (0..self.trials.len()).collect();
         let units = self.units(&all);
         let packs: Vec<&Vec<usize>> = units
@@ -133,14 +130,6 @@ impl Plan {
                 units.len() - packs.len()
             );
         }
-        if self.workers > self.slots.len() {
-            let _ = writeln!(
-                s,
-                "workers: {} requested; at most {} start (one per student trial)",
-                self.workers,
-                self.slots.len()
-            );
-        }
         let _ = writeln!(
             s,
             "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
@@ -150,6 +139,25 @@ impl Plan {
             total / 100e9 / 60.0
         );
         s
+    }
+}
+
+impl Plan {
+    /// What the trial lines do not say: each objective's recipe weights where cells take them,
+    /// trials several cells plan, and `workers` beyond what can start.
+    fn notes(&self, s: &mut String) {
+        recipe_notes(s, &self.trials);
+        for line in &self.merged {
+            let _ = writeln!(s, "{line}");
+        }
+        if self.workers > self.slots.len() {
+            let _ = writeln!(
+                s,
+                "workers: {} requested; at most {} start (one per student trial)",
+                self.workers,
+                self.slots.len()
+            );
+        }
     }
 }
 

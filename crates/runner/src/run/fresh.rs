@@ -99,16 +99,24 @@ pub(crate) fn counts(rerun: &HashMap<String, String>, id: &str, finished_at: &st
         .is_none_or(|started| finished_at >= started.as_str())
 }
 
-/// Remove each marker none of whose trials still has only an earlier row in the frames
-/// (`finished_at`: the planned rows' end times); notes for the others. A marked trial with no
-/// row at all, or one the plan no longer lists, leaves nothing to mistake for a result.
-pub(crate) fn settle(out: &Path, finished_at: &HashMap<String, String>) -> Vec<String> {
+/// Remove each marker none of whose trials still has only an earlier row among the planned
+/// `rows`; notes for the others. A marked trial with no row at all, or one the plan no longer
+/// lists, leaves nothing to mistake for a result.
+pub(crate) fn settle(out: &Path, rows: &[kd_report::TrialRecord]) -> Vec<String> {
+    let finished_at: HashMap<&str, &str> = rows
+        .iter()
+        .map(|r| (r.trial_id.as_str(), r.finished_at.as_str()))
+        .collect();
     let mut notes = vec![];
     for (path, m) in markers(out) {
         let left = m
             .ids
             .iter()
-            .filter(|id| finished_at.get(*id).is_some_and(|f| *f < m.started))
+            .filter(|id| {
+                finished_at
+                    .get(id.as_str())
+                    .is_some_and(|f| *f < m.started.as_str())
+            })
             .count();
         if left == 0 {
             let _ = std::fs::remove_file(&path);

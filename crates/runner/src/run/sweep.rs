@@ -351,27 +351,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
     let merged = store.merge()?;
-    if !merged.unplanned.rows.is_empty() {
-        progress.note(&format!(
-            "{} trial(s) in {} are not in this plan (an earlier grid or config planned them): \
-             their rows are kept in {}, out of the report",
-            merged.unplanned.rows.len(),
-            out.display(),
-            store::unplanned_dir(&out).display()
-        ));
-    }
-    let ended: HashMap<String, String> = merged
-        .planned
-        .rows
-        .iter()
-        .map(|r| (r.trial_id.clone(), r.finished_at.clone()))
-        .collect();
-    for note in merged
-        .notes
-        .iter()
-        .chain(&super::fresh::settle(&out, &ended))
-    {
-        progress.note(note);
+    for note in end_notes(&out, &merged) {
+        progress.note(&note);
     }
     if stopped > 0 {
         progress.note(&format!(
@@ -386,6 +367,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             confusion: merged.planned.confusion.clone(),
             claims: cfg.expect.clone(),
             unplanned: merged.unplanned.rows.clone(),
+            missing: None,
         };
         let p = &merged.planned;
         verdicts = kd_report::write_report(&out, &cfg.name, &p.rows, &p.epochs, &extras)?.1;
@@ -407,6 +389,24 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         stopped,
         missing: merged.missing.len(),
     })
+}
+
+/// What the last merge of a sweep has to say: rows kept aside as unplanned, files that could not
+/// be used, and a `--fresh` run still unfinished (its marker settled when it is not).
+fn end_notes(out: &Path, merged: &store::Merged) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !merged.unplanned.rows.is_empty() {
+        notes.push(format!(
+            "{} trial(s) in {} are not in this plan (an earlier grid or config planned them): \
+             their rows are kept in {}, out of the report",
+            merged.unplanned.rows.len(),
+            out.display(),
+            store::unplanned_dir(out).display()
+        ));
+    }
+    notes.extend(merged.notes.iter().cloned());
+    notes.extend(super::fresh::settle(out, &merged.planned.rows));
+    notes
 }
 
 /// `items` joined by commas, a run of equal ones said once with its count (`cpu (1 threads) x3`),
