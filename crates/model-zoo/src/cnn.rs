@@ -262,4 +262,8 @@ impl Layers for CnnNet {
     fn linears(&self) -> &[nn::Linear] {
         &self.linears
     }
+
+    fn dropout_sites(&self) -> Option<Vec<(f64, i64)>> {
+        Some(crate::head_sites(&self.linears, self.dropout, self.dropout))
+    }
 }

@@ -378,6 +378,21 @@ pub trait Layers: std::fmt::Debug + Send + std::any::Any {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
     /// The fully connected layers, the output layer last.
     fn linears(&self) -> &[nn::Linear];
+    /// Where a training-mode forward pass draws from libtorch's generator: each dropout site in
+    /// forward order as (probability, width of a row), the input to `Tensor::dropout` being
+    /// `[batch, width]`. None when the family does not say (its draws cannot be replayed).
+    fn dropout_sites(&self) -> Option<Vec<(f64, i64)>> {
+        None
+    }
+}
+
+/// The dropout sites of [`head`] over `linears`, after a site of probability `first` on its
+/// input: (p, width) in forward order.
+pub(crate) fn head_sites(linears: &[nn::Linear], first: f64, p: f64) -> Vec<(f64, i64)> {
+    let mut sites = vec![(first, linears[0].ws.size()[1])];
+    let last = linears.len() - 1;
+    sites.extend(linears[..last].iter().map(|l| (p, l.ws.size()[0])));
+    sites
 }
 
 pub(crate) fn head(xs: Tensor, linears: &[nn::Linear], dropout: f64, train: bool) -> Tensor {
@@ -400,6 +415,28 @@ impl Net {
     /// The fully connected layers, the output layer last.
     pub fn linears(&self) -> &[nn::Linear] {
         self.0.linears()
+    }
+
+    /// [`Layers::dropout_sites`].
+    pub fn dropout_sites(&self) -> Option<Vec<(f64, i64)>> {
+        self.0.dropout_sites()
+    }
+
+    /// Draw from libtorch's generator exactly what one training-mode forward pass on a batch of
+    /// `rows` rows of number format `kind` draws (the same dropout calls on tensors of the same
+    /// shapes, results discarded), so that a run continued from a checkpoint sees the masks an
+    /// uninterrupted run would have. False (and nothing drawn) when the family does not say
+    /// where it draws.
+    pub fn replay_draws(&self, rows: i64, kind: tch::Kind, device: tch::Device) -> bool {
+        let Some(sites) = self.dropout_sites() else {
+            return false;
+        };
+        tch::no_grad(|| {
+            for (p, width) in sites {
+                let _ = Tensor::zeros([rows, width], (kind, device)).dropout(p, true);
+            }
+        });
+        true
     }
 
     /// The family's layers, if the net is of type `L`.
@@ -476,6 +513,53 @@ mod tests {
         let mut names: Vec<String> = vars.keys().cloned().collect();
         names.sort();
         (n, names)
+    }
+
+    /// A replay draws what a training-mode forward pass draws: after either, libtorch's
+    /// generator gives the same next numbers (MLP with input and hidden dropout, CNN, bf16, a
+    /// batch-norm family with none), and a net that draws nothing leaves it alone.
+    #[test]
+    fn a_replay_leaves_the_generator_where_a_forward_pass_does() {
+        let _rng = rng();
+        let small = InputShape {
+            channels: 1,
+            height: 12,
+            width: 12,
+        };
+        let resnet = ModelSpec::ResNet(resnet::ResNetSpec {
+            depth: 8,
+            widths: vec![4, 4, 8, 8],
+            channels_last: false,
+        });
+        let cifar = InputShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        };
+        for (spec, input, kind) in [
+            (mlp(&[30, 20]), small, Kind::Float),
+            (mlp(&[30, 20]), small, Kind::BFloat16),
+            (cnn(), small, Kind::Float),
+            (resnet, cifar, Kind::Float),
+        ] {
+            let mut vs = VarStore::new(Device::Cpu);
+            let net = spec.build(&vs, input, 10).unwrap();
+            if kind == Kind::BFloat16 {
+                vs.bfloat16();
+            }
+            let x = Tensor::ones([7, input.channels as i64, input.height as i64, input.width as i64], (Kind::Float, Device::Cpu));
+            let next = || Tensor::rand([4], (Kind::Float, Device::Cpu));
+            tch::manual_seed(5);
+            let _ = tch::no_grad(|| net.forward_t(&x.to_kind(kind), true));
+            let after_forward = next();
+            tch::manual_seed(5);
+            assert!(net.replay_draws(7, kind, Device::Cpu));
+            assert!(after_forward.equal(&next()), "{spec:?}");
+            tch::manual_seed(5);
+            let untouched = next();
+            let drew = !untouched.equal(&after_forward);
+            assert_eq!(drew, !matches!(spec, ModelSpec::ResNet(_)), "{spec:?}");
+        }
     }
 
     #[test]

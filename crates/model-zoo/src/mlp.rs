@@ -149,4 +149,8 @@ impl Layers for MlpNet {
     fn linears(&self) -> &[nn::Linear] {
         &self.layers
     }
+
+    fn dropout_sites(&self) -> Option<Vec<(f64, i64)>> {
+        Some(crate::head_sites(&self.layers, self.input_dropout, self.dropout))
+    }
 }

@@ -332,4 +332,9 @@ impl Layers for ShuffleV2Net {
     fn linears(&self) -> &[nn::Linear] {
         &self.fc
     }
+
+    fn dropout_sites(&self) -> Option<Vec<(f64, i64)>> {
+        // No dropout and no other draw in a forward pass.
+        Some(vec![])
+    }
 }

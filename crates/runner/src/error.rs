@@ -13,6 +13,12 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("{0}")]
     Spec(String),
+    /// A snapshot could not be put back (the run starts over).
+    #[error("cannot continue from the checkpoint: {0}")]
+    Resume(String),
+    /// Asked to stop (a signal): a snapshot was taken where it stopped.
+    #[error("stopped {0}, checkpoint written")]
+    Stopped(String),
 }
 
 #[derive(Debug, thiserror::Error)]

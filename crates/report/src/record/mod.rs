@@ -441,6 +441,9 @@ record! {
         pub finished_at: String,
         /// Why a trial did not finish.
         pub message: Option<String>,
+        /// A trial continued from a checkpoint: where, and on which CPU when not the one that
+        /// wrote it (null: trained in one go).
+        pub resumed: Option<String>,
     }
     extra {
         /// Grid values of the trial's cell whose key is not a column already (e.g.

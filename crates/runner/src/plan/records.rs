@@ -167,6 +167,7 @@ impl Plan {
             wall_s: o.wall_s,
             finished_at: o.finished_at.clone(),
             message: o.message.clone(),
+            resumed: o.resumed.clone(),
             swept: vec![],
         }
     }

@@ -153,6 +153,7 @@ fn done_of(f: TrialFile, stored: bool) -> (String, Done) {
             message: r.message,
             finished_at: r.finished_at,
             measures,
+            resumed: r.resumed,
         },
         device: r.device,
         threads: r.threads as usize,

@@ -33,6 +33,9 @@ struct TeacherLog {
     epochs: Vec<EpochRecord>,
     best_epoch: Option<u32>,
     wall_s: f64,
+    /// Where its training continued from a checkpoint, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resumed: Option<String>,
 }
 
 /// What the students need of the teacher, once it is trained or loaded.
@@ -356,6 +359,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
                 test_errors: test.map(|v| v.1),
                 best_epoch: log.as_ref().and_then(|r| r.best_epoch),
                 wall_s: log.as_ref().map_or(0.0, |r| r.wall_s),
+                resumed: log.as_ref().and_then(|r| r.resumed.clone()),
                 epochs: log.map_or_else(Vec::new, |r| r.epochs),
                 message: None,
                 finished_at: now_rfc3339(),
@@ -403,6 +407,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
                 reference: None,
             },
             &t.id,
+            crate::train::snapshot::Durability::none(),
             |log| progress.epoch(0, log),
         )?;
         if outcome.status != Status::Ok {
@@ -415,6 +420,7 @@ pub fn obtain(plan: &Plan, data: &Tensors, progress: &mut Outputs) -> Result<Tea
             epochs: outcome.epochs.clone(),
             best_epoch: outcome.best_epoch,
             wall_s: outcome.wall_s,
+            resumed: outcome.resumed.clone(),
         };
         write_verified(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
         (Some(outcome), cached.clone())
@@ -502,6 +508,7 @@ mod tests {
             epochs,
             best_epoch: Some(1),
             wall_s: 1.5,
+            resumed: None,
         };
         let back: TeacherLog = serde_json::from_slice(&serde_json::to_vec(&log).unwrap()).unwrap();
         for (a, b) in log.epochs.iter().zip(&back.epochs) {

@@ -160,6 +160,7 @@ impl TrialContext {
                 reference: Some(&reference),
             },
             &trial.id,
+            crate::train::snapshot::Durability::none(),
             on_epoch,
         )
         .unwrap_or_else(|e| Outcome::failed(e.to_string()))
@@ -208,6 +209,7 @@ impl TrialContext {
                     &data,
                     self.input,
                     self.classes,
+                    crate::train::snapshot::Durability::none(),
                     |k, log| on_epoch(trials[k].index, log),
                 )
                 .unwrap_or_else(|e| {

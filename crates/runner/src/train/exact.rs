@@ -15,6 +15,7 @@
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
+use super::snapshot::{int, int_tensor, like, Named};
 use crate::config::{Optimizer, TrainCfg};
 use crate::error::TrainError;
 
@@ -76,6 +77,30 @@ impl ExactOptimizer {
 
     pub(crate) fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    /// The state: each parameter's buffers (`opt/m/<i>`, `opt/v/<i>`, where made) and the step
+    /// count (`opt/step`).
+    pub(crate) fn export(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("opt/step".to_string(), int_tensor(self.step as i64))];
+        for (i, p) in self.params.iter().enumerate() {
+            for (what, t) in [("m", &p.m), ("v", &p.v)] {
+                if let Some(t) = t {
+                    out.push((format!("opt/{what}/{i}"), t.shallow_clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Put back the state [`ExactOptimizer::export`] gave.
+    pub(crate) fn import(&mut self, from: &Named) -> Result<(), String> {
+        self.step = int(from, "opt/step")? as u64;
+        for (i, p) in self.params.iter_mut().enumerate() {
+            p.m = like(&p.var, from, &format!("opt/m/{i}"))?;
+            p.v = like(&p.var, from, &format!("opt/v/{i}"))?;
+        }
+        Ok(())
     }
 
     /// Set the gradients to none, backpropagate `loss`, update.

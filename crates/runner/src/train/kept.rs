@@ -63,6 +63,41 @@ impl Kept {
         &self.epoch
     }
 
+    /// The copy as `kept/<i>` (none when no student's kept epoch waits for its test).
+    pub(crate) fn export(&self) -> Vec<(String, Tensor)> {
+        match &self.copies {
+            Some(copies) if self.epoch.iter().any(Option::is_some) => copies
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("kept/{i}"), c.shallow_clone()))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Put back what [`Kept::export`] gave, holding `epochs`.
+    pub(crate) fn import(
+        &mut self,
+        from: &super::snapshot::Named,
+        epochs: &[Option<u32>],
+    ) -> Result<(), String> {
+        if epochs.len() != self.epoch.len() {
+            return Err(format!("it holds {} students, not {}", epochs.len(), self.epoch.len()));
+        }
+        self.epoch = epochs.to_vec();
+        self.copies = None;
+        if epochs.iter().any(Option::is_some) {
+            let copies = self
+                .live
+                .iter()
+                .enumerate()
+                .map(|(i, v)| super::snapshot::like(&v.detach(), from, &format!("kept/{i}"))?.ok_or_else(|| format!("it has no tensor `kept/{i}`")))
+                .collect::<Result<Vec<Tensor>, String>>()?;
+            self.copies = Some(copies);
+        }
+        Ok(())
+    }
+
     /// `f` run with the kept state in place of the live one, which is put back after (exactly).
     pub(crate) fn with<R>(&self, f: impl FnOnce() -> R) -> R {
         let Some(copies) = &self.copies else {

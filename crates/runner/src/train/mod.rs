@@ -31,6 +31,10 @@ pub(crate) mod optim;
 pub(crate) mod packed;
 mod precision;
 pub(crate) mod single;
+pub mod snapshot;
+
+#[cfg(test)]
+mod resume_tests;
 
 pub use eval::{accuracy, evaluate, predict, NonFinite};
 pub use packed::{auto_pack_size, train_pack};
@@ -71,6 +75,9 @@ pub struct Outcome {
     /// Confusion, fidelity and bias shift of a finished student.
     #[serde(default)]
     pub measures: measure::Measures,
+    /// A run continued from a checkpoint: where (and whether on another draw).
+    #[serde(default)]
+    pub resumed: Option<String>,
 }
 
 impl Outcome {
@@ -97,6 +104,7 @@ impl Outcome {
             message: None,
             finished_at: now_rfc3339(),
             measures: Default::default(),
+            resumed: None,
         }
     }
 
@@ -162,7 +170,7 @@ pub struct Member {
 /// [`single::Single`] student. With soft targets the objective is `weights`' distillation loss;
 /// without, plain cross-entropy. `on_epoch` sees each epoch's record (under `trial_id`) as soon
 /// as it is measured. A NaN or infinite loss, weight or output at the end of an epoch stops the
-/// trial as `Diverged`.
+/// trial as `Diverged`. `durable`: checkpoints ([`snapshot`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     net: &Net,
@@ -172,6 +180,7 @@ pub fn train(
     seed: u64,
     data: &TrainData,
     trial_id: &str,
+    durable: snapshot::Durability,
     mut on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<Outcome, TrainError> {
     let mut single = single::Single::new(net, vs, cfg, weights, seed, data)?;
@@ -181,7 +190,7 @@ pub fn train(
         weights: *weights,
         kd: data.soft_targets.is_some(),
     };
-    let outcomes = driver::run(&mut single, &[member], cfg, data, |_, r| on_epoch(r));
+    let outcomes = driver::run(&mut single, &[member], cfg, data, durable, |_, r| on_epoch(r));
     // The model holds float32 again (the masters), whatever happened.
     single.finish();
     Ok(outcomes?.remove(0))
@@ -292,6 +301,7 @@ mod tests {
                 0,
                 &data,
                 "t",
+                snapshot::Durability::none(),
                 |_| {},
             );
             assert_eq!(out.unwrap().status, Status::Ok);
@@ -362,7 +372,7 @@ mod tests {
                 online_teacher: online,
                 reference: None,
             };
-            train(&net, &vs, &c, &weights, 3, &data, "t", |_| {}).unwrap()
+            train(&net, &vs, &c, &weights, 3, &data, "t", snapshot::Durability::none(), |_| {}).unwrap()
         };
         let (a, b) = (run(None), run(Some(&teacher)));
         for (ea, eb) in a.epochs.iter().zip(&b.epochs) {

@@ -14,6 +14,7 @@
 
 use tch::Tensor;
 
+use super::snapshot::{int, int_tensor, like, put, Named};
 use crate::config::{Optimizer, TrainCfg};
 
 /// Elements per chunk: 256k floats (1 MB) per operand.
@@ -107,6 +108,40 @@ impl PackedOptimizer {
 
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    /// The state: the step count (`opt/step`), each variable's moments (`opt/m/<i>`,
+    /// `opt/v/<i>`, where made) and, with master weights, the masters (`opt/var/<i>`).
+    pub(crate) fn export(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("opt/step".to_string(), int_tensor(self.step as i64))];
+        for (i, s) in self.states.iter().enumerate() {
+            let masters = s.work.as_ref().map(|_| &s.var);
+            for (what, t) in [("m", s.m.as_ref()), ("v", s.v.as_ref()), ("var", masters)] {
+                if let Some(t) = t {
+                    out.push((format!("opt/{what}/{i}"), t.shallow_clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Put back the state [`PackedOptimizer::export`] gave (into the live tensors: the flat
+    /// views of an update see them).
+    pub(crate) fn import(&mut self, from: &Named) -> Result<(), String> {
+        self.step = int(from, "opt/step")? as i32;
+        for (i, s) in self.states.iter_mut().enumerate() {
+            if s.work.is_some() {
+                put(&s.var, from, &format!("opt/var/{i}"))?;
+            }
+            for (what, t) in [("m", &mut s.m), ("v", &mut s.v)] {
+                let name = format!("opt/{what}/{i}");
+                match t {
+                    Some(t) => put(t, from, &name)?,
+                    None => *t = like(&s.var, from, &name)?,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Zero the gradients, back-propagate `loss`, and update every variable.

@@ -18,6 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::driver::{self, Batch, Learner, StepLoss};
 use super::optim::PackedOptimizer;
 use super::precision::Numerics;
+use super::snapshot::{put, Named};
 use super::{Member, Outcome, TrainData};
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -235,6 +236,24 @@ impl Learner for Packed<'_> {
     fn state(&self) -> (Vec<Tensor>, bool) {
         (super::kept::tensors_of(&self.vs), true)
     }
+
+    fn export(&self) -> Vec<(String, Tensor)> {
+        let mut out = super::single::model_tensors(&self.vs);
+        out.extend(self.opt.export());
+        out
+    }
+
+    fn import(&mut self, from: &Named) -> Result<(), String> {
+        for (name, t) in super::single::model_tensors(&self.vs) {
+            put(&t, from, &name)?;
+        }
+        self.opt.import(from)
+    }
+
+    fn replay(&self, _rows: &mut dyn Iterator<Item = i64>) -> bool {
+        // Each step seeds its own masks (`mask_seed`): nothing before it matters.
+        true
+    }
 }
 
 /// Whether each student's slice of every variable is finite (one read).
@@ -254,6 +273,8 @@ fn slices_finite(vars: &[Tensor], k: usize) -> Vec<bool> {
 /// Train the MLP students `members` (all of `spec` and `cfg`) as one pack on `data`.
 /// `on_epoch(k, record)` sees student k's epochs as they are measured. Returns one outcome per
 /// member, in order; `wall_s` and epoch seconds are each student's share (the pack's time / K).
+/// `durable`: checkpoints ([`super::snapshot`]).
+#[allow(clippy::too_many_arguments)]
 pub fn train_pack(
     spec: &ModelSpec,
     members: &[Member],
@@ -261,10 +282,11 @@ pub fn train_pack(
     data: &TrainData,
     input: InputShape,
     classes: usize,
+    durable: super::snapshot::Durability,
     on_epoch: impl FnMut(usize, &EpochRecord),
 ) -> Result<Vec<Outcome>, TrainError> {
     let mut pack = Packed::new(spec, members, cfg, data, input, classes)?;
-    driver::run(&mut pack, members, cfg, data, on_epoch)
+    driver::run(&mut pack, members, cfg, data, durable, on_epoch)
 }
 
 #[cfg(test)]
@@ -282,6 +304,7 @@ mod tests {
     use super::*;
     use crate::config::{Optimizer, Schedule};
     use crate::data::SplitTensors;
+    use crate::train::snapshot::Durability;
     use kd_model_zoo::{Init, MlpSpec};
     use kd_report::Status;
 
@@ -376,7 +399,7 @@ mod tests {
     }
 
     fn pack(spec: &ModelSpec, members: &[Member], cfg: &TrainCfg, task: &Task) -> Vec<Outcome> {
-        train_pack(spec, members, cfg, &data(task), INPUT, 10, |_, _| {}).unwrap()
+        train_pack(spec, members, cfg, &data(task), INPUT, 10, Durability::none(), |_, _| {}).unwrap()
     }
 
     fn alone(spec: &ModelSpec, m: &Member, cfg: &TrainCfg, task: &Task) -> Outcome {
@@ -387,7 +410,7 @@ mod tests {
             soft_targets: m.kd.then_some(&task.teacher),
             ..data(task)
         };
-        crate::train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, |_| {}).unwrap()
+        crate::train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, Durability::none(), |_| {}).unwrap()
     }
 
     /// The numbers of an outcome, without its timings.
@@ -710,7 +733,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = spec.build(&vs, INPUT, 10).unwrap();
         let d = data(&task);
-        let o = crate::train::train(&net, &vs, &bf16, &m[0].weights, 3, &d, "r", |_| {}).unwrap();
+        let o = crate::train::train(&net, &vs, &bf16, &m[0].weights, 3, &d, "r", Durability::none(), |_| {}).unwrap();
         assert_eq!(o.status, Status::Ok, "{:?}", o.message);
         assert!(o.test_acc.unwrap() > 0.15, "{:?}", o.test_acc);
         for (name, v) in vs.variables() {
@@ -762,7 +785,7 @@ mod tests {
                 online_teacher: Some(&teacher),
                 ..data(&task)
             };
-            crate::train::train(&net, &vs, c, &m.weights, m.seed, &d, "t", |_| {}).unwrap();
+            crate::train::train(&net, &vs, c, &m.weights, m.seed, &d, "t", Durability::none(), |_| {}).unwrap();
         };
         for (what, run) in [
             (

@@ -38,6 +38,11 @@ impl Numerics {
         }
     }
 
+    /// The number format the model computes in.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// The float32 masters and the model's tensors they update (bf16 only).
     pub(crate) fn masters(&self) -> Option<(Vec<Tensor>, Vec<Tensor>)> {
         self.masters.as_ref().map(|(work, masters, _)| {

@@ -14,6 +14,7 @@ use super::exact::ExactOptimizer;
 use super::kept::tensors_of;
 use super::optim::PackedOptimizer;
 use super::precision::Numerics;
+use super::snapshot::{put, Named};
 use super::TrainData;
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -27,6 +28,20 @@ enum Opt {
 }
 
 impl Opt {
+    fn export(&self) -> Vec<(String, Tensor)> {
+        match self {
+            Opt::Torch(o) => o.export(),
+            Opt::Masters(o) => o.export(),
+        }
+    }
+
+    fn import(&mut self, from: &Named) -> Result<(), String> {
+        match self {
+            Opt::Torch(o) => o.import(from),
+            Opt::Masters(o) => o.import(from),
+        }
+    }
+
     fn set_lr(&mut self, lr: f64) {
         match self {
             Opt::Torch(o) => o.set_lr(lr),
@@ -192,6 +207,45 @@ impl Learner for Single<'_> {
     fn state(&self) -> (Vec<Tensor>, bool) {
         (tensors_of(self.vs), false)
     }
+
+    fn export(&self) -> Vec<(String, Tensor)> {
+        let mut out = model_tensors(self.vs);
+        out.extend(self.opt.export());
+        out
+    }
+
+    fn import(&mut self, from: &Named) -> Result<(), String> {
+        for (name, t) in model_tensors(self.vs) {
+            put(&t, from, &name)?;
+        }
+        self.opt.import(from)
+    }
+
+    fn replay(&self, rows: &mut dyn Iterator<Item = i64>) -> bool {
+        let Some(sites) = self.net.dropout_sites() else {
+            return false;
+        };
+        // Dropout draws only with 0 < p < 1.
+        if sites.iter().all(|&(p, _)| p <= 0.0 || p >= 1.0) {
+            return true;
+        }
+        let device = self.data.train.x.device();
+        for r in rows {
+            self.net.replay_draws(r, self.numerics.kind(), device);
+        }
+        true
+    }
+}
+
+/// Every tensor of `vs` (weights and buffers) as `model/<name>`.
+pub(crate) fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (format!("model/{name}"), t))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 impl Single<'_> {

@@ -1,0 +1,174 @@
+//! Where a run stands between two steps, so that it can continue there after the process is
+//! gone: [`Snapshot`] (the learner's tensors, the optimiser's state, the kept best weights, the
+//! epoch records so far, the step) and [`Durability`], what [`super::driver::run`] is told
+//! about checkpoints (where to continue from, how often to snapshot, whether to stop now).
+//! Writing a snapshot to a file is the caller's ([`crate::run::checkpoint`]): this module
+//! stays free of IO, as training is.
+//!
+//! A continued run gives the numbers of an uninterrupted one to the last bit on a CPU:
+//! - the data order, the augmentations and the schedule are functions of (seed, epoch, batch,
+//!   step), recomputed;
+//! - the weights, buffers, optimiser state (momentum buffers, Adam's moments and step count,
+//!   bf16's float32 masters) and the epoch's running sums are copied back;
+//! - the only draws from libtorch's global generator in training are dropout masks (a pack
+//!   reseeds its own at every step): the caller seeds and builds the model as at the start, and
+//!   [`super::driver::Learner::replay`] draws again what the finished steps drew (the same
+//!   dropout calls on tensors of the same shapes, results discarded). A model whose draws are
+//!   unknown continues on another draw, and its outcome says so.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kd_report::EpochRecord;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// A learner's tensors by name.
+pub type Named = HashMap<String, Tensor>;
+
+/// A run's state between two steps.
+pub struct Snapshot {
+    pub progress: Progress,
+    /// The learner's state ([`super::driver::Learner::export`]), the kept best weights
+    /// (`kept/<i>`) and, mid-epoch, the epoch's running sums (`sum/<what>`).
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// The numbers of a [`Snapshot`] (serialised as YAML, which carries NaN and infinities).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs finished.
+    pub epoch: u32,
+    /// Batches of the next epoch already trained (0: the snapshot is at an epoch's end).
+    pub batch: usize,
+    /// Steps trained in all.
+    pub step: usize,
+    /// Seconds the learner trained before the snapshot (its whole time, not a share).
+    pub seconds: f64,
+    /// Seconds of the unfinished epoch (mid-epoch only).
+    pub epoch_seconds: f64,
+    /// Per student: its epoch records so far.
+    pub logs: Vec<Vec<EpochRecord>>,
+    /// Per student: its best validation accuracy so far (-inf: none yet).
+    pub best_val: Vec<f64>,
+    /// Per student: whether it still trains.
+    pub alive: Vec<bool>,
+    /// Per student: why it stopped, if it diverged.
+    pub message: Vec<Option<String>>,
+    /// Per student: the epoch whose weights `kept/` holds, not yet tested.
+    pub kept: Vec<Option<u32>>,
+    /// The last learning rate of the unfinished epoch (mid-epoch only).
+    pub lr: f64,
+}
+
+/// What [`super::driver::run`] does about checkpoints.
+pub struct Durability<'h> {
+    /// Continue from this snapshot instead of starting at step 0.
+    pub resume: Option<Snapshot>,
+    /// Snapshot at the end of the first epoch that ends at least this long after the last
+    /// snapshot (or the start); never when none.
+    pub every: Option<Duration>,
+    /// Whether the run must stop now (a signal): it snapshots after the current step and
+    /// returns [`crate::error::TrainError::Stopped`].
+    pub stop: Box<dyn Fn() -> bool + 'h>,
+    /// Where snapshots go. Its failures are its own to report: training goes on.
+    pub save: Box<dyn FnMut(&Snapshot) + 'h>,
+}
+
+impl Durability<'_> {
+    /// No checkpoints, no resume, never stopped.
+    pub fn none() -> Durability<'static> {
+        Durability {
+            resume: None,
+            every: None,
+            stop: Box::new(|| false),
+            save: Box::new(|_| {}),
+        }
+    }
+}
+
+/// `tensors` by name.
+pub fn named(tensors: Vec<(String, Tensor)>) -> Named {
+    tensors.into_iter().collect()
+}
+
+/// Copy `from[name]` into `live` (same shape), in place: the live tensor keeps its layout and
+/// its place in the model.
+pub fn put(live: &Tensor, from: &Named, name: &str) -> Result<(), String> {
+    let saved = from
+        .get(name)
+        .ok_or_else(|| format!("it has no tensor `{name}`"))?;
+    if saved.size() != live.size() {
+        return Err(format!(
+            "its tensor `{name}` has shape {:?} where the model's has {:?}",
+            saved.size(),
+            live.size()
+        ));
+    }
+    tch::no_grad(|| live.detach().copy_(saved));
+    Ok(())
+}
+
+/// A tensor like `like` (its shape, kind, device and layout) holding `from[name]`, if saved.
+pub fn like(like: &Tensor, from: &Named, name: &str) -> Result<Option<Tensor>, String> {
+    if !from.contains_key(name) {
+        return Ok(None);
+    }
+    let t = like.zeros_like();
+    put(&t, from, name)?;
+    Ok(Some(t))
+}
+
+/// The integer `from[name]` (a 0-dim or 1-element tensor).
+pub fn int(from: &Named, name: &str) -> Result<i64, String> {
+    from.get(name)
+        .map(|t| t.int64_value(&[]))
+        .ok_or_else(|| format!("it has no tensor `{name}`"))
+}
+
+/// `x` as a 0-dim int64 tensor on the CPU.
+pub fn int_tensor(x: i64) -> Tensor {
+    Tensor::from(x)
+}
+
+/// Steps before the given one as the number of rows of each: `step` steps of epochs of `n`
+/// rows in batches of `bs` (the last batch of an epoch smaller).
+pub fn rows_of_steps(step: usize, n: usize, bs: usize) -> impl Iterator<Item = i64> {
+    let per_epoch = n.div_ceil(bs.max(1)).max(1);
+    (0..step).map(move |s| {
+        let b = s % per_epoch;
+        bs.min(n - b * bs) as i64
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rows_of_each_step_follow_the_epochs_batches() {
+        let rows: Vec<i64> = rows_of_steps(7, 10, 4).collect();
+        assert_eq!(rows, [4, 4, 2, 4, 4, 2, 4]);
+    }
+
+    #[test]
+    fn progress_carries_nan_and_infinities_through_yaml() {
+        let p = Progress {
+            epoch: 2,
+            batch: 0,
+            step: 10,
+            seconds: 1.5,
+            epoch_seconds: 0.0,
+            logs: vec![vec![]],
+            best_val: vec![f64::NEG_INFINITY],
+            alive: vec![false],
+            message: vec![Some("the loss became NaN or infinite in epoch 2".into())],
+            kept: vec![None],
+            lr: f64::NAN,
+        };
+        let back: Progress = serde_yaml::from_str(&serde_yaml::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.best_val, [f64::NEG_INFINITY]);
+        assert!(back.lr.is_nan());
+        assert_eq!(back.message, p.message);
+    }
+}
