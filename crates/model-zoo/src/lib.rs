@@ -547,7 +547,15 @@ mod tests {
             if kind == Kind::BFloat16 {
                 vs.bfloat16();
             }
-            let x = Tensor::ones([7, input.channels as i64, input.height as i64, input.width as i64], (Kind::Float, Device::Cpu));
+            let x = Tensor::ones(
+                [
+                    7,
+                    input.channels as i64,
+                    input.height as i64,
+                    input.width as i64,
+                ],
+                (Kind::Float, Device::Cpu),
+            );
             let next = || Tensor::rand([4], (Kind::Float, Device::Cpu));
             tch::manual_seed(5);
             let _ = tch::no_grad(|| net.forward_t(&x.to_kind(kind), true));

@@ -11,6 +11,14 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
     Shard::parse(s)
 }
 
+/// A `--checkpoint-every` duration (none: `0`, off).
+#[derive(Debug, Clone, Copy)]
+pub struct Every(pub Option<std::time::Duration>);
+
+fn parse_every(s: &str) -> Result<Every, String> {
+    crate::run::checkpoint::parse_every(s).map(Every)
+}
+
 #[derive(Parser)]
 #[command(
     name = "kd",
@@ -53,6 +61,10 @@ pub enum Cmd {
         /// `tensorboard --logdir OUT/tensorboard`).
         #[arg(long)]
         tensorboard: bool,
+        /// How often a trial in flight writes a checkpoint, over the config's
+        /// `checkpoint_every` (default 5m): 500ms, 30s, 5m, 1h, or 0 for never.
+        #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+        checkpoint_every: Option<Every>,
     },
     /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
     /// report job that runs after it; `--submit` submits both with sbatch.

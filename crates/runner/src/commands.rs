@@ -61,6 +61,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             shard,
             replan,
             tensorboard,
+            checkpoint_every,
             ..
         } => {
             let opts = RunOptions {
@@ -69,6 +70,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 shard,
                 replan,
                 tensorboard,
+                checkpoint_every: checkpoint_every.map(|e| e.0),
             };
             let summary = run_sweep(&config, &sets, &opts)?;
             let claims = if summary.verdicts.is_empty() {

@@ -31,6 +31,8 @@ pub enum RunError {
     Model { key: String, message: String },
     #[error("{key}: {message}")]
     Device { key: String, message: String },
+    #[error("checkpoint {file} {reason}")]
+    Checkpoint { file: PathBuf, reason: String },
     #[error("{file}: cannot read the teacher checkpoint: {source}")]
     CheckpointRead {
         file: PathBuf,
@@ -88,6 +90,10 @@ pub enum RunError {
     /// `kd slurm` could not write or submit its scripts.
     #[error("{0}")]
     Slurm(String),
+    /// A stop was asked for (SIGUSR1, SIGTERM) while the teacher trained: its checkpoint is
+    /// written, and the same command continues it.
+    #[error("stopped on request while the teacher trained ({0}); run the same command again to continue it")]
+    Stopped(String),
 }
 
 impl RunError {
@@ -101,6 +107,7 @@ impl RunError {
             | RunError::Model { .. }
             | RunError::Device { .. }
             | RunError::CheckpointRead { .. }
+            | RunError::Checkpoint { .. }
             | RunError::CheckpointLoad { .. }
             | RunError::TorchScript { .. }
             | RunError::TeacherNotFinite { .. }
@@ -112,6 +119,7 @@ impl RunError {
             | RunError::Busy { .. }
             | RunError::PlanMismatch(_) => 2,
             RunError::Teacher(_) | RunError::TeacherDiverged(_) | RunError::Worker(_) => 1,
+            RunError::Stopped(_) => crate::run::stop::EXIT_STOPPED,
         }
     }
 }

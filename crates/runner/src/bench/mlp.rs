@@ -127,7 +127,7 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
         )
     };
     let tensors = Tensors::new(&data, device);
-    let t = teacher::obtain(&teacher_plan, &tensors, &mut progress)?;
+    let t = teacher::obtain(&teacher_plan, &tensors, None, &mut progress)?;
     let ctx = TrialContext::new(&data, &t.logits, Some(&t.files), device);
 
     // Workloads: names and their trials under each plan.
@@ -226,7 +226,7 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
                         for unit in plan.units(idx) {
                             let trials: Vec<&PlannedTrial> =
                                 unit.iter().map(|&i| &plan.trials[i]).collect();
-                            for o in ctx.run_unit(&trials, |_, _| {}) {
+                            for o in ctx.run_unit(&trials, |_, _| {}).unwrap_or_default() {
                                 accs.push(o.test_acc.unwrap_or(f64::NAN));
                             }
                         }

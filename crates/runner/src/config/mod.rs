@@ -109,6 +109,10 @@ pub struct RawConfig {
     /// Claims checked after the sweep, each PASS or FAIL in the report (`kd_report::claims`).
     #[serde(default)]
     pub expect: Option<Vec<serde_yaml::Value>>,
+    /// How often a trial in flight writes a checkpoint (`30s`, `5m`, `1h`; `0`: never). A run
+    /// option: in no id, not sweepable.
+    #[serde(default)]
+    pub checkpoint_every: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -224,6 +228,14 @@ pub struct Resolved {
     /// The claims the report checks (`expect:`), validated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<kd_report::Claim>,
+    /// `checkpoint_every` (none: off): a run option, so in no id and not in the config's
+    /// digest (never serialised).
+    #[serde(skip, default = "default_checkpoint_every")]
+    pub checkpoint_every: Option<std::time::Duration>,
+}
+
+fn default_checkpoint_every() -> Option<std::time::Duration> {
+    Some(crate::run::checkpoint::DEFAULT_EVERY)
 }
 
 /// One axis of the grid: a dotted key and its values.

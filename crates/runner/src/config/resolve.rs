@@ -451,7 +451,24 @@ impl RawConfig {
                 ));
             }
         }
+        let checkpoint_every = match &self.checkpoint_every {
+            None => super::default_checkpoint_every(),
+            Some(serde_yaml::Value::String(s)) => crate::run::checkpoint::parse_every(s)
+                .map_err(|e| invalid("checkpoint_every", e))?,
+            Some(serde_yaml::Value::Number(n)) if n.as_f64() == Some(0.0) => None,
+            Some(other) => {
+                return Err(invalid(
+                    "checkpoint_every",
+                    format!(
+                        "`{}` is not a duration: give a number and a unit (500ms, 30s, 5m, 1h), \
+                         or 0 for no checkpoints",
+                        super::grid::value_text(other)
+                    ),
+                ))
+            }
+        };
         Ok(Resolved {
+            checkpoint_every,
             name: name.to_string(),
             dataset,
             workers: self.workers.unwrap_or(device.len()),

@@ -5,6 +5,7 @@
 //! sweep after the trials in flight; [`fresh`]: `--fresh` without losing what it replaces.
 
 mod cache_file;
+pub(crate) mod checkpoint;
 pub(crate) mod fresh;
 mod out_store;
 mod plan_file;

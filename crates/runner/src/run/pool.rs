@@ -31,6 +31,9 @@ pub struct Setup {
     /// The teacher's cached logits and weights.
     pub teacher: crate::run::teacher::TeacherFiles,
     pub slot: Slot,
+    /// Where and how often its units checkpoint.
+    #[serde(default)]
+    pub checkpoints: Option<crate::run::checkpoint::Checkpoints>,
 }
 
 /// What a worker writes on stdout.
@@ -314,7 +317,8 @@ pub fn worker_main() -> Result<(), RunError> {
                 files.logits_name
             ))
         })?;
-    let ctx = TrialContext::new(&data, &logits, Some(files), device);
+    let ctx = TrialContext::new(&data, &logits, Some(files), device)
+        .with_checkpoints(setup.checkpoints.clone());
     let stdout = std::io::stdout();
     let send = |m: &Message| {
         let mut out = stdout.lock();
@@ -334,6 +338,13 @@ pub fn worker_main() -> Result<(), RunError> {
                 log: log.clone(),
             })
         });
+        for note in ctx.take_notes() {
+            eprintln!("{note}");
+        }
+        let Ok(outcomes) = outcomes else {
+            // Stopped on request, its checkpoint written: no record; the next run continues it.
+            break;
+        };
         for (t, outcome) in unit.iter().zip(outcomes) {
             send(&Message::Done {
                 index: t.index,

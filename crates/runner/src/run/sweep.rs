@@ -17,6 +17,7 @@ use crate::env::{self, Slot};
 use crate::error::{io_err, RunError};
 use crate::plan::Shard;
 use crate::plan::{Plan, PlannedTrial, TeacherPlan};
+use crate::run::checkpoint::{self, Checkpoints};
 use crate::run::pool;
 use crate::run::resume::{self, Done, OutLock};
 use crate::run::teacher;
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub replan: bool,
     /// Also write TensorBoard event files, one run per trial, to `OUT/tensorboard/`.
     pub tensorboard: bool,
+    /// `--checkpoint-every` (inner none: `0`, off), over the config's `checkpoint_every`.
+    pub checkpoint_every: Option<Option<std::time::Duration>>,
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -209,6 +212,10 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         ));
     }
 
+    let checkpoints = Checkpoints {
+        dir: checkpoint::students_dir(&out),
+        every: opts.checkpoint_every.unwrap_or(cfg.checkpoint_every),
+    };
     let store = Store {
         plan: &plan,
         out: &out,
@@ -254,7 +261,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         let device = env::select_device(&plan.teacher.slot.device)?;
         tch::set_num_threads(plan.teacher.slot.threads as i32);
         let tensors = Tensors::new(&data, device);
-        let t = teacher::obtain(&plan, &tensors, &mut progress)?;
+        let t = teacher::obtain(&plan, &tensors, checkpoints.every, &mut progress)?;
         // The row of a teacher trained here replaces any; a reused teacher keeps the row of
         // the run that trained it where OUT has one (it says more: epochs, wall time).
         let fresh_row = || Outcome {
@@ -293,7 +300,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 Some(s) if s.train.x.device() == device => s,
                 _ => Tensors::new(&data, device),
             };
-            let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files));
+            let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files))
+                .with_checkpoints(Some(checkpoints.clone()));
             for unit in plan.units(&pending) {
                 if crate::run::stop::requested() {
                     break;
@@ -302,9 +310,25 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 let epochs = trials[0].student.train.epochs as u64;
                 progress.start_trial(0, &label(&trials), epochs);
                 let outcomes = ctx.run_unit(&trials, |_, log| progress.epoch(0, log));
+                for note in ctx.take_notes() {
+                    progress.note(&note);
+                }
+                let outcomes = match outcomes {
+                    Ok(outcomes) => outcomes,
+                    Err(crate::run::trial::Stopped(at)) => {
+                        progress.note(&format!(
+                            "{} stopped {at}: its checkpoint is written, and the same command \
+                             continues it there",
+                            label(&trials)
+                        ));
+                        break;
+                    }
+                };
                 for (t, outcome) in trials.iter().zip(outcomes) {
                     finish(t.index, outcome, slot, &mut progress, 0)?;
                 }
+                // Its records are written: its checkpoint has served.
+                checkpoint::remove(&unit_checkpoint(&checkpoints, &trials));
             }
         } else {
             drop(splits);
@@ -322,13 +346,22 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 data: plan.data.clone(),
                 teacher: t.files.clone(),
                 slot: slot.clone(),
+                checkpoints: Some(checkpoints.clone()),
             };
+            // Per trial in flight, its unit's checkpoint and the unit's trials still running.
+            let mut units: HashMap<usize, (PathBuf, std::rc::Rc<std::cell::Cell<usize>>)> =
+                HashMap::new();
             pool::run(&plan, setup, &pending, |event| match event {
                 pool::Event::Started { slot, unit } => {
                     let trials: Vec<&PlannedTrial> =
                         unit.iter().map(|&i| &plan.trials[i]).collect();
                     let epochs = trials[0].student.train.epochs as u64;
                     progress.start_trial(slot, &label(&trials), epochs);
+                    let left = std::rc::Rc::new(std::cell::Cell::new(unit.len()));
+                    let file = unit_checkpoint(&checkpoints, &trials);
+                    for &i in &unit {
+                        units.insert(i, (file.clone(), left.clone()));
+                    }
                     Ok(())
                 }
                 pool::Event::Epoch { slot, log } => {
@@ -340,7 +373,17 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     index,
                     outcome,
                     on,
-                } => finish(index, *outcome, &on, &mut progress, slot),
+                } => {
+                    finish(index, *outcome, &on, &mut progress, slot)?;
+                    // The unit's records are all written: its checkpoint has served.
+                    if let Some((file, left)) = units.remove(&index) {
+                        left.set(left.get() - 1);
+                        if left.get() == 0 {
+                            checkpoint::remove(&file);
+                        }
+                    }
+                    Ok(())
+                }
             })?;
         }
     }
@@ -426,6 +469,12 @@ fn grouped(items: impl Iterator<Item = String>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The checkpoint file of a unit of `trials`.
+fn unit_checkpoint(c: &Checkpoints, trials: &[&PlannedTrial]) -> PathBuf {
+    let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
+    checkpoint::unit_file(&c.dir, &ids)
 }
 
 /// The progress label of a unit: `kd seed 0`, or `pack of 18 800-800`.

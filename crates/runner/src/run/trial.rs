@@ -5,9 +5,12 @@ use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
 use crate::data::{Data, SplitTensors, Tensors};
+use crate::error::TrainError;
 use crate::plan::PlannedTrial;
+use crate::run::checkpoint::{self, Checkpoints};
 use crate::run::teacher::{Logits, TeacherFiles};
 use crate::train::measure::Reference;
+use crate::train::snapshot::{Durability, Snapshot};
 use crate::train::{self, Member, Outcome, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
@@ -31,7 +34,15 @@ pub struct TrialContext {
     input: kd_model_zoo::InputShape,
     classes: usize,
     device: Device,
+    /// Where and how often units checkpoint; none: never.
+    checkpoints: Option<Checkpoints>,
+    /// Warnings about checkpoints, for the caller to show ([`TrialContext::take_notes`]).
+    notes: std::cell::RefCell<Vec<String>>,
 }
+
+/// A unit that stopped on request (a signal) before its end, its checkpoint written.
+#[derive(Debug)]
+pub struct Stopped(pub String);
 
 impl TrialContext {
     /// The context on `device`: `data` with its planned transfer rows, `logits` (the
@@ -97,7 +108,22 @@ impl TrialContext {
             input: data.plan.input,
             classes: data.plan.classes,
             device,
+            checkpoints: None,
+            notes: Default::default(),
         }
+    }
+
+    /// Checkpoint the units this context trains as `c` says, and continue from theirs.
+    pub fn with_checkpoints(self, c: Option<Checkpoints>) -> TrialContext {
+        TrialContext {
+            checkpoints: c,
+            ..self
+        }
+    }
+
+    /// The warnings about checkpoints since the last call.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut self.notes.borrow_mut())
     }
 
     fn reference(&self) -> Reference<'_> {
@@ -124,8 +150,20 @@ impl TrialContext {
 
     /// Train one student trial: libtorch seeded with the trial's seed, a fresh model, then
     /// [`train::train`] with the teacher's logits when it is a KD trial. Errors become a
-    /// `failed` outcome with the reason.
+    /// `failed` outcome with the reason. No checkpoints.
     pub fn run(&self, trial: &PlannedTrial, on_epoch: impl FnMut(&EpochRecord)) -> Outcome {
+        self.train_single(trial, Durability::none(), on_epoch)
+            .unwrap_or_else(|e| Outcome::failed(e.to_string()))
+    }
+
+    /// [`TrialContext::run`] with `durable`'s checkpoints; the errors that are not a failed
+    /// outcome (a stop, a snapshot that does not fit) are the caller's.
+    fn train_single(
+        &self,
+        trial: &PlannedTrial,
+        durable: Durability,
+        on_epoch: impl FnMut(&EpochRecord),
+    ) -> Result<Outcome, TrainError> {
         let kd = trial.kind == Kind::Kd;
         // The online teacher is loaded (once per process: its build draws from libtorch's
         // generator) before the student's seed, so a student's dropout masks never depend on
@@ -133,7 +171,7 @@ impl TrialContext {
         let online = if kd && trial.student.train.augments() {
             match self.online_teacher() {
                 Ok(net) => Some(net),
-                Err(e) => return Outcome::failed(e),
+                Err(e) => return Ok(Outcome::failed(e)),
             }
         } else {
             None
@@ -142,7 +180,7 @@ impl TrialContext {
         let vs = nn::VarStore::new(self.device);
         let net = match trial.student.model.build(&vs, self.input, self.classes) {
             Ok(net) => net,
-            Err(e) => return Outcome::failed(format!("student.model.{e}")),
+            Err(e) => return Ok(Outcome::failed(format!("student.model.{e}"))),
         };
         let reference = self.reference();
         train::train(
@@ -160,65 +198,134 @@ impl TrialContext {
                 reference: Some(&reference),
             },
             &trial.id,
-            crate::train::snapshot::Durability::none(),
+            durable,
             on_epoch,
         )
-        .unwrap_or_else(|e| Outcome::failed(e.to_string()))
+    }
+
+    /// Train a pack of packed trials of one student config.
+    fn train_pack(
+        &self,
+        trials: &[&PlannedTrial],
+        durable: Durability,
+        mut on_epoch: impl FnMut(usize, &EpochRecord),
+    ) -> Result<Vec<Outcome>, TrainError> {
+        let Some(first) = trials.first() else {
+            return Ok(vec![]);
+        };
+        let members: Vec<Member> = trials
+            .iter()
+            .map(|t| Member {
+                trial_id: t.id.clone(),
+                seed: t.seed,
+                weights: t.weights,
+                kd: t.kind == Kind::Kd,
+            })
+            .collect();
+        let reference = self.reference();
+        let data = TrainData {
+            train: &self.transfer,
+            val: &self.val,
+            test: &self.test,
+            soft_targets: Some(&self.soft_targets),
+            online_teacher: None,
+            reference: Some(&reference),
+        };
+        train::train_pack(
+            &first.student.model,
+            &members,
+            &first.student.train,
+            &data,
+            self.input,
+            self.classes,
+            durable,
+            |k, log| on_epoch(k, log),
+        )
     }
 
     /// Train a unit of the plan ([`crate::plan::Plan::units`]): one single trial, or a pack of
     /// packed trials of one student config. `on_epoch` sees each trial's epochs under its plan
     /// index; the outcomes come back in the order of `trials`. A pack that cannot run fails
-    /// every member with the reason.
+    /// every member with the reason. With checkpoints, the unit continues from its checkpoint
+    /// (one that cannot be used is set aside and the unit starts over) and writes one as
+    /// `checkpoint_every` says; a stop asked for (a signal) writes one at once and returns
+    /// [`Stopped`].
     pub fn run_unit(
         &self,
         trials: &[&PlannedTrial],
         mut on_epoch: impl FnMut(usize, &EpochRecord),
-    ) -> Vec<Outcome> {
-        match trials {
-            [t] if t.exec == Exec::Single => {
-                let index = t.index;
-                vec![self.run(t, |log| on_epoch(index, log))]
+    ) -> Result<Vec<Outcome>, Stopped> {
+        let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
+        let file = self
+            .checkpoints
+            .as_ref()
+            .map(|c| checkpoint::unit_file(&c.dir, &ids));
+        let file = file.as_deref();
+        let (meta, resume) = match file.map(|f| (f, checkpoint::load(f, &ids, self.device))) {
+            Some((_, Ok(Some((meta, snap))))) => (Some(meta), Some(snap)),
+            Some((f, Err(why))) => {
+                self.note(checkpoint::refuse(f, &why));
+                (None, None)
             }
-            _ => {
-                let Some(first) = trials.first() else {
-                    return vec![];
-                };
-                let members: Vec<Member> = trials
-                    .iter()
-                    .map(|t| Member {
-                        trial_id: t.id.clone(),
-                        seed: t.seed,
-                        weights: t.weights,
-                        kd: t.kind == Kind::Kd,
-                    })
-                    .collect();
-                let reference = self.reference();
-                let data = TrainData {
-                    train: &self.transfer,
-                    val: &self.val,
-                    test: &self.test,
-                    soft_targets: Some(&self.soft_targets),
-                    online_teacher: None,
-                    reference: Some(&reference),
-                };
-                train::train_pack(
-                    &first.student.model,
-                    &members,
-                    &first.student.train,
-                    &data,
-                    self.input,
-                    self.classes,
-                    crate::train::snapshot::Durability::none(),
-                    |k, log| on_epoch(trials[k].index, log),
-                )
-                .unwrap_or_else(|e| {
-                    trials
-                        .iter()
-                        .map(|_| Outcome::failed(e.to_string()))
-                        .collect()
-                })
+            _ => (None, None),
+        };
+        let mut attempt = |resume: Option<Snapshot>| {
+            let durable = self.durability(file, &ids, resume);
+            match trials {
+                [t] if t.exec == Exec::Single => {
+                    let index = t.index;
+                    self.train_single(t, durable, |log| on_epoch(index, log))
+                        .map(|o| vec![o])
+                }
+                _ => self.train_pack(trials, durable, |k, log| on_epoch(trials[k].index, log)),
             }
+        };
+        let mut result = attempt(resume);
+        if let (Some(f), Err(TrainError::Resume(why))) = (file, &result) {
+            self.note(checkpoint::refuse(f, why));
+            result = attempt(None);
         }
+        match result {
+            Ok(mut outcomes) => {
+                for o in &mut outcomes {
+                    if let (Some(note), Some(meta)) = (&o.resumed, &meta) {
+                        o.resumed = Some(checkpoint::resumed_note(note, meta));
+                    }
+                }
+                Ok(outcomes)
+            }
+            Err(TrainError::Stopped(at)) => Err(Stopped(at)),
+            Err(e) => Ok(trials
+                .iter()
+                .map(|_| Outcome::failed(e.to_string()))
+                .collect()),
+        }
+    }
+
+    /// What a unit of trials `ids` does about checkpoints: write them to `file` (none: no
+    /// checkpoints, and no stop inside a unit), continue from `resume`.
+    fn durability<'a>(
+        &'a self,
+        file: Option<&'a std::path::Path>,
+        ids: &'a [&'a str],
+        resume: Option<Snapshot>,
+    ) -> Durability<'a> {
+        let every = self.checkpoints.as_ref().and_then(|c| c.every);
+        Durability {
+            resume,
+            every: file.and(every),
+            stop: Box::new(move || file.is_some() && crate::run::stop::requested()),
+            save: Box::new(move |snap| {
+                let Some(f) = file else { return };
+                match checkpoint::save(f, ids, snap) {
+                    Ok(()) => checkpoint::abort_for_tests(),
+                    Err(e) => self.note(format!("warning: {e}; training goes on without it")),
+                }
+            }),
+        }
+    }
+
+    fn note(&self, note: String) {
+        self.notes.borrow_mut().push(note);
     }
 }

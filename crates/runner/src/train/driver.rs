@@ -142,11 +142,11 @@ impl Sums {
         if let Some(s) = &l.soft {
             self.soft += s.to_kind(Kind::Double) * r;
         }
-        self.correct += l
-            .logits
-            .argmax(-1, false)
-            .eq_tensor(&l.y)
-            .sum_dim_intlist(-1, false, Kind::Int64);
+        self.correct +=
+            l.logits
+                .argmax(-1, false)
+                .eq_tensor(&l.y)
+                .sum_dim_intlist(-1, false, Kind::Int64);
     }
 
     /// One read: per student, (total, soft, hard, correct).
@@ -216,7 +216,12 @@ impl RunState {
         k: usize,
     ) -> Result<(), String> {
         let p = snap.progress;
-        let lengths = [p.logs.len(), p.best_val.len(), p.alive.len(), p.message.len()];
+        let lengths = [
+            p.logs.len(),
+            p.best_val.len(),
+            p.alive.len(),
+            p.message.len(),
+        ];
         if lengths.iter().any(|&l| l != k) {
             return Err(format!("it holds {} students, not {k}", p.alive.len()));
         }
@@ -274,7 +279,11 @@ impl RunState {
     }
 
     /// A snapshot of the run now: at an epoch's end, or mid-epoch with `partial`.
-    fn snapshot(&self, learner: &dyn Learner, partial: Option<(usize, &Sums, f64, f64)>) -> Snapshot {
+    fn snapshot(
+        &self,
+        learner: &dyn Learner,
+        partial: Option<(usize, &Sums, f64, f64)>,
+    ) -> Snapshot {
         let mut tensors = learner.export();
         tensors.extend(self.kept.export());
         let (batch, epoch_seconds, lr) = match partial {
@@ -328,7 +337,8 @@ pub(crate) fn run(
     let g = Geometry::new(cfg, data.train.len() as usize);
     let mut st = RunState::new(learner, k, cfg.epochs);
     if let Some(snap) = durable.resume.take() {
-        st.restore(learner, snap, &g, k).map_err(TrainError::Resume)?;
+        st.restore(learner, snap, &g, k)
+            .map_err(TrainError::Resume)?;
     }
     // The last epoch's test logits, which are also the final ones (the weights do not change).
     let mut last_test: Option<Tensor> = None;
@@ -337,9 +347,31 @@ pub(crate) fn run(
         let partial = st.partial.take();
         let t0 = Instant::now();
         let earlier = partial.as_ref().map_or(0.0, |p| p.seconds);
-        let (sums, lr) = train_epoch(learner, members, cfg, data, &g, &mut st, epoch, partial, &mut durable, t0)?;
+        let (sums, lr) = train_epoch(
+            learner,
+            members,
+            cfg,
+            data,
+            &g,
+            &mut st,
+            epoch,
+            partial,
+            &mut durable,
+            t0,
+        )?;
         let seconds = (earlier + t0.elapsed().as_secs_f64()) / k as f64;
-        let test = close_epoch(learner, members, cfg, data, &mut st, epoch, sums, lr, seconds, &mut on_epoch);
+        let test = close_epoch(
+            learner,
+            members,
+            cfg,
+            data,
+            &mut st,
+            epoch,
+            sums,
+            lr,
+            seconds,
+            &mut on_epoch,
+        );
         if epoch as usize == cfg.epochs {
             last_test = test;
         }
@@ -352,7 +384,9 @@ pub(crate) fn run(
             break;
         }
         let stop = (durable.stop)();
-        let due = durable.every.is_some_and(|e| st.last_snapshot.elapsed() >= e);
+        let due = durable
+            .every
+            .is_some_and(|e| st.last_snapshot.elapsed() >= e);
         if stop || due {
             (durable.save)(&st.snapshot(learner, None));
             st.last_snapshot = Instant::now();
@@ -407,7 +441,10 @@ fn train_epoch(
         if b + 1 < g.steps_per_epoch && (durable.stop)() {
             let seconds = earlier + t0.elapsed().as_secs_f64();
             (durable.save)(&st.snapshot(learner, Some((b + 1, &sums, seconds, lr))));
-            return Err(TrainError::Stopped(format!("in epoch {epoch} after batch {}", b + 1)));
+            return Err(TrainError::Stopped(format!(
+                "in epoch {epoch} after batch {}",
+                b + 1
+            )));
         }
     }
     Ok((sums, lr))

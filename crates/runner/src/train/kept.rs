@@ -82,7 +82,11 @@ impl Kept {
         epochs: &[Option<u32>],
     ) -> Result<(), String> {
         if epochs.len() != self.epoch.len() {
-            return Err(format!("it holds {} students, not {}", epochs.len(), self.epoch.len()));
+            return Err(format!(
+                "it holds {} students, not {}",
+                epochs.len(),
+                self.epoch.len()
+            ));
         }
         self.epoch = epochs.to_vec();
         self.copies = None;
@@ -91,7 +95,10 @@ impl Kept {
                 .live
                 .iter()
                 .enumerate()
-                .map(|(i, v)| super::snapshot::like(&v.detach(), from, &format!("kept/{i}"))?.ok_or_else(|| format!("it has no tensor `kept/{i}`")))
+                .map(|(i, v)| {
+                    super::snapshot::like(&v.detach(), from, &format!("kept/{i}"))?
+                        .ok_or_else(|| format!("it has no tensor `kept/{i}`"))
+                })
                 .collect::<Result<Vec<Tensor>, String>>()?;
             self.copies = Some(copies);
         }

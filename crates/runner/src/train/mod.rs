@@ -190,7 +190,9 @@ pub fn train(
         weights: *weights,
         kd: data.soft_targets.is_some(),
     };
-    let outcomes = driver::run(&mut single, &[member], cfg, data, durable, |_, r| on_epoch(r));
+    let outcomes = driver::run(&mut single, &[member], cfg, data, durable, |_, r| {
+        on_epoch(r)
+    });
     // The model holds float32 again (the masters), whatever happened.
     single.finish();
     Ok(outcomes?.remove(0))
@@ -372,7 +374,18 @@ mod tests {
                 online_teacher: online,
                 reference: None,
             };
-            train(&net, &vs, &c, &weights, 3, &data, "t", snapshot::Durability::none(), |_| {}).unwrap()
+            train(
+                &net,
+                &vs,
+                &c,
+                &weights,
+                3,
+                &data,
+                "t",
+                snapshot::Durability::none(),
+                |_| {},
+            )
+            .unwrap()
         };
         let (a, b) = (run(None), run(Some(&teacher)));
         for (ea, eb) in a.epochs.iter().zip(&b.epochs) {

@@ -399,7 +399,17 @@ mod tests {
     }
 
     fn pack(spec: &ModelSpec, members: &[Member], cfg: &TrainCfg, task: &Task) -> Vec<Outcome> {
-        train_pack(spec, members, cfg, &data(task), INPUT, 10, Durability::none(), |_, _| {}).unwrap()
+        train_pack(
+            spec,
+            members,
+            cfg,
+            &data(task),
+            INPUT,
+            10,
+            Durability::none(),
+            |_, _| {},
+        )
+        .unwrap()
     }
 
     fn alone(spec: &ModelSpec, m: &Member, cfg: &TrainCfg, task: &Task) -> Outcome {
@@ -410,7 +420,18 @@ mod tests {
             soft_targets: m.kd.then_some(&task.teacher),
             ..data(task)
         };
-        crate::train::train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, Durability::none(), |_| {}).unwrap()
+        crate::train::train(
+            &net,
+            &vs,
+            cfg,
+            &m.weights,
+            m.seed,
+            &d,
+            &m.trial_id,
+            Durability::none(),
+            |_| {},
+        )
+        .unwrap()
     }
 
     /// The numbers of an outcome, without its timings.
@@ -733,7 +754,18 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = spec.build(&vs, INPUT, 10).unwrap();
         let d = data(&task);
-        let o = crate::train::train(&net, &vs, &bf16, &m[0].weights, 3, &d, "r", Durability::none(), |_| {}).unwrap();
+        let o = crate::train::train(
+            &net,
+            &vs,
+            &bf16,
+            &m[0].weights,
+            3,
+            &d,
+            "r",
+            Durability::none(),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(o.status, Status::Ok, "{:?}", o.message);
         assert!(o.test_acc.unwrap() > 0.15, "{:?}", o.test_acc);
         for (name, v) in vs.variables() {
@@ -785,7 +817,18 @@ mod tests {
                 online_teacher: Some(&teacher),
                 ..data(&task)
             };
-            crate::train::train(&net, &vs, c, &m.weights, m.seed, &d, "t", Durability::none(), |_| {}).unwrap();
+            crate::train::train(
+                &net,
+                &vs,
+                c,
+                &m.weights,
+                m.seed,
+                &d,
+                "t",
+                Durability::none(),
+                |_| {},
+            )
+            .unwrap();
         };
         for (what, run) in [
             (

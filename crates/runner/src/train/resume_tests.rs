@@ -34,7 +34,13 @@ fn task() -> Task {
     let split = |n: i64| {
         let x = Tensor::randn([n, 3, 6, 6], (Kind::Float, Device::Cpu));
         let logits = x.view([n, 108]).mm(&w);
-        (SplitTensors { y: logits.argmax(-1, false), x }, logits)
+        (
+            SplitTensors {
+                y: logits.argmax(-1, false),
+                x,
+            },
+            logits,
+        )
     };
     let (train, logits) = split(150);
     Task {
@@ -94,7 +100,11 @@ impl Stopper {
                 Some(self.asked.get()) == self.at
             }),
             save: Box::new(|s: &Snapshot| {
-                let tensors = s.tensors.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+                let tensors = s
+                    .tensors
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.copy()))
+                    .collect();
                 self.saved.borrow_mut().push(Snapshot {
                     progress: s.progress.clone(),
                     tensors,
@@ -107,7 +117,12 @@ impl Stopper {
 /// One way of training, started afresh (libtorch seeded, the model built) on each call.
 type Trainer<'t> = dyn Fn(Durability) -> Result<Vec<Outcome>, TrainError> + 't;
 
-fn alone<'t>(spec: &'t ModelSpec, m: &'t Member, cfg: &'t TrainCfg, data: &'t TrainData<'t>) -> Box<Trainer<'t>> {
+fn alone<'t>(
+    spec: &'t ModelSpec,
+    m: &'t Member,
+    cfg: &'t TrainCfg,
+    data: &'t TrainData<'t>,
+) -> Box<Trainer<'t>> {
     Box::new(move |durable| {
         tch::manual_seed(m.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -116,7 +131,18 @@ fn alone<'t>(spec: &'t ModelSpec, m: &'t Member, cfg: &'t TrainCfg, data: &'t Tr
             soft_targets: data.soft_targets.filter(|_| m.kd),
             ..*data
         };
-        train(&net, &vs, cfg, &m.weights, m.seed, &d, &m.trial_id, durable, |_| {}).map(|o| vec![o])
+        train(
+            &net,
+            &vs,
+            cfg,
+            &m.weights,
+            m.seed,
+            &d,
+            &m.trial_id,
+            durable,
+            |_| {},
+        )
+        .map(|o| vec![o])
     })
 }
 
@@ -140,7 +166,10 @@ fn numbers(outcomes: &[Outcome]) -> Vec<String> {
 /// Uninterrupted, then stopped at each of `stops` and continued: the same numbers.
 fn continues_exactly(what: &str, trainer: &Trainer, stops: &[usize]) {
     let whole = trainer(Durability::none()).unwrap();
-    assert!(whole.iter().all(|o| o.epochs.len() > 2), "{what}: {whole:?}");
+    assert!(
+        whole.iter().all(|o| o.epochs.len() > 2),
+        "{what}: {whole:?}"
+    );
     for &at in stops {
         let stopper = Stopper::new(Some(at));
         let err = trainer(stopper.durability(None)).unwrap_err();
@@ -149,9 +178,16 @@ fn continues_exactly(what: &str, trainer: &Trainer, stops: &[usize]) {
         assert!(snap.progress.step > 0);
         let again = Stopper::new(None);
         let resumed = trainer(again.durability(Some(snap))).unwrap();
-        assert_eq!(numbers(&resumed), numbers(&whole), "{what}, stopped at question {at}");
+        assert_eq!(
+            numbers(&resumed),
+            numbers(&whole),
+            "{what}, stopped at question {at}"
+        );
         let note = resumed[0].resumed.as_deref().unwrap_or_default();
-        assert!(note.starts_with("continued ") && !note.contains("another draw"), "{note}");
+        assert!(
+            note.starts_with("continued ") && !note.contains("another draw"),
+            "{note}"
+        );
     }
 }
 
@@ -191,7 +227,11 @@ fn a_student_alone_continues_as_if_never_stopped() {
     sgd.max_norm = Some(2.0);
     continues_exactly("sgd, dropout, kd", &alone(&spec, &kd, &sgd, &data), &STOPS);
     let adam_cfg = cfg(Optimizer::Adamw, 0.01);
-    continues_exactly("adamw, dropout", &alone(&spec, &adam, &adam_cfg, &data), &STOPS);
+    continues_exactly(
+        "adamw, dropout",
+        &alone(&spec, &adam, &adam_cfg, &data),
+        &STOPS,
+    );
     let bf16 = TrainCfg {
         precision: Precision::Bf16,
         ..cfg(Optimizer::Adam, 0.01)
@@ -220,7 +260,8 @@ fn a_pack_continues_as_if_never_stopped() {
             ..cfg(Optimizer::Adam, 0.01)
         },
     ] {
-        let trainer = |d: Durability| train_pack(&spec, &members, &c, &data, INPUT, 10, d, |_, _| {});
+        let trainer =
+            |d: Durability| train_pack(&spec, &members, &c, &data, INPUT, 10, d, |_, _| {});
         continues_exactly("pack", &trainer, &STOPS);
     }
 }

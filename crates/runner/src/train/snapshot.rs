@@ -27,6 +27,7 @@ use tch::Tensor;
 pub type Named = HashMap<String, Tensor>;
 
 /// A run's state between two steps.
+#[derive(Debug)]
 pub struct Snapshot {
     pub progress: Progress,
     /// The learner's state ([`super::driver::Learner::export`]), the kept best weights

@@ -1,0 +1,357 @@
+//! Checkpoint files: a run's [`Snapshot`] on disk, so that a trial killed or stopped in its
+//! middle continues where its last checkpoint left it (see [`crate::train::snapshot`] for what
+//! makes the continued numbers exact).
+//!
+//! One file per unit of work: `OUT/.checkpoints/<trial id>.ckpt` for a student alone,
+//! `pack-<hash of its members' ids>.ckpt` for a pack, `$KD_CACHE_DIR/teachers/<hash>.ckpt`
+//! for a teacher (beside its cache entry: one cached teacher serves many OUTs). Each is one
+//! libtorch archive (the snapshot's tensors, and `meta`: [`Meta`] as YAML bytes), written
+//! through a temporary file and a rename with its SHA-256 in `<file>.sha256` (the caches'
+//! mechanism), and removed once the unit's record (or the cache entry) is written.
+//!
+//! A file is refused, with a message naming it, when its digest is missing or does not match,
+//! when it cannot be parsed, when it is of another [`FORMAT`] (the format's version, not
+//! kd-sweep's: a new commit does not throw away a 3-hour teacher) or of other trials. A refused
+//! file is renamed `<file>.refused` (kept, never trusted) and the unit starts over.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::RunError;
+use crate::train::snapshot::{Progress, Snapshot};
+
+use super::cache_file::{check, write_verified, Check};
+
+/// The version of the file layout. Raise it when a file of the old layout can no longer be
+/// read into the same numbers.
+pub const FORMAT: u32 = 1;
+
+/// What a checkpoint says of itself, beside its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    /// The trials it belongs to: one, or a pack's members in order.
+    pub ids: Vec<String>,
+    /// The CPU model of the machine that wrote it.
+    pub cpu: String,
+    /// RFC 3339, UTC.
+    pub written_at: String,
+    pub progress: Progress,
+}
+
+/// Where and how often a process checkpoints its units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoints {
+    /// The folder of the students' checkpoints (`OUT/.checkpoints`).
+    pub dir: PathBuf,
+    /// Time between checkpoints (at the end of the first epoch past it); none: never (but a
+    /// stop still writes one).
+    pub every: Option<Duration>,
+}
+
+/// The default `checkpoint_every`: a few minutes, so that a kill costs at most that much
+/// training, and a 15-second student never writes one.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(300);
+
+/// A duration as `checkpoint_every` and `--checkpoint-every` take it: a number and a unit
+/// (`500ms`, `30s`, `5m`, `1h`), or `0` (none: off).
+pub fn parse_every(s: &str) -> Result<Option<Duration>, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(None);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale = match unit {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(x) if scale.is_finite() && x.is_finite() && x >= 0.0 => {
+            let d = Duration::from_secs_f64(x * scale);
+            Ok((!d.is_zero()).then_some(d))
+        }
+        _ => Err(format!(
+            "`{s}` is not a duration: give a number and a unit (500ms, 30s, 5m, 1h), or 0 for \
+             no checkpoints"
+        )),
+    }
+}
+
+/// The folder of a sweep's student checkpoints: `OUT/.checkpoints`.
+pub fn students_dir(out: &Path) -> PathBuf {
+    out.join(".checkpoints")
+}
+
+/// The checkpoint file of a unit of trials `ids` under `dir`.
+pub fn unit_file(dir: &Path, ids: &[&str]) -> PathBuf {
+    match ids {
+        [one] => dir.join(format!("{one}.ckpt")),
+        _ => {
+            let digest = hex::encode(Sha256::digest(ids.join("\n").as_bytes()));
+            dir.join(format!("pack-{}.ckpt", &digest[..16]))
+        }
+    }
+}
+
+/// Write `snap` of the trials `ids` to `file`, atomically, with its digest.
+pub fn save(file: &Path, ids: &[&str], snap: &Snapshot) -> Result<(), RunError> {
+    let meta = Meta {
+        format: FORMAT,
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+        cpu: crate::env::cpu_model(),
+        written_at: crate::env::now_rfc3339(),
+        progress: snap.progress.clone(),
+    };
+    let yaml = serde_yaml::to_string(&meta).expect("checkpoint metadata serialises");
+    let meta = Tensor::from_slice(yaml.as_bytes());
+    let mut named: Vec<(&str, &Tensor)> = vec![("meta", &meta)];
+    named.extend(snap.tensors.iter().map(|(n, t)| (n.as_str(), t)));
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&named, &mut bytes).map_err(|e| RunError::Checkpoint {
+        file: file.to_path_buf(),
+        reason: format!("cannot be written: {e}"),
+    })?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
+    }
+    write_verified(file, &bytes)
+}
+
+/// The snapshot in `file` for the trials `ids`, on `device`: none when there is no file; an
+/// error naming the file and why when it cannot be trusted (the caller sets it aside with
+/// [`refuse`] and starts over).
+pub fn load(file: &Path, ids: &[&str], device: Device) -> Result<Option<(Meta, Snapshot)>, String> {
+    if !file.exists() {
+        return Ok(None);
+    }
+    let why = match check(file) {
+        Check::Verified => None,
+        Check::Legacy => Some("it has no digest beside it (<file>.sha256)".to_string()),
+        Check::Bad(why) => Some(why),
+    };
+    if let Some(why) = why {
+        return Err(why);
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("it cannot be read ({e})"))?;
+    let mut tensors = Tensor::load_multi_from_stream_with_device(Cursor::new(bytes), device)
+        .map_err(|e| format!("it is not a libtorch archive ({e})"))?;
+    let at = tensors
+        .iter()
+        .position(|(n, _)| n == "meta")
+        .ok_or("it has no `meta` tensor")?;
+    let (_, meta) = tensors.swap_remove(at);
+    let meta = meta.to_device(Device::Cpu).to_kind(Kind::Uint8);
+    let mut yaml = vec![0u8; meta.numel()];
+    meta.copy_data_u8(&mut yaml, meta.numel());
+    let meta: Meta =
+        serde_yaml::from_slice(&yaml).map_err(|e| format!("its metadata cannot be read ({e})"))?;
+    if meta.format != FORMAT {
+        return Err(format!(
+            "it is of checkpoint format {}, and this kd-sweep reads format {FORMAT}",
+            meta.format
+        ));
+    }
+    if meta.ids != ids {
+        return Err(format!(
+            "it belongs to trial(s) {}, not {}",
+            meta.ids.join(", "),
+            ids.join(", ")
+        ));
+    }
+    let snap = Snapshot {
+        progress: meta.progress.clone(),
+        tensors,
+    };
+    Ok(Some((meta, snap)))
+}
+
+/// Set aside the checkpoint `file` that cannot be used (`<file>.refused`, replacing an older
+/// one), and say so.
+pub fn refuse(file: &Path, why: &str) -> String {
+    let mut aside = file.as_os_str().to_os_string();
+    aside.push(".refused");
+    let _ = std::fs::rename(file, &aside);
+    remove_digest(file);
+    format!(
+        "warning: checkpoint {} cannot be used: {why}; set aside as {}, the trial starts over",
+        file.display(),
+        PathBuf::from(aside).display()
+    )
+}
+
+/// Remove the checkpoint `file` and its digest (its unit is done).
+pub fn remove(file: &Path) {
+    let _ = std::fs::remove_file(file);
+    remove_digest(file);
+}
+
+fn remove_digest(file: &Path) {
+    let mut digest = file.as_os_str().to_os_string();
+    digest.push(".sha256");
+    let _ = std::fs::remove_file(digest);
+}
+
+/// Fault injection for the tests: with `KD_TEST_ABORT_AFTER_CHECKPOINTS=N`, the process ends
+/// with exit status 137 once it has written N checkpoints, as a `kill -9` would end it there
+/// (a deterministic kill for the kill-and-continue tests).
+pub fn abort_for_tests() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    let Some(n) = std::env::var("KD_TEST_ABORT_AFTER_CHECKPOINTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if DONE.fetch_add(1, Ordering::SeqCst) + 1 >= n {
+        eprintln!("KD_TEST_ABORT_AFTER_CHECKPOINTS={n}: ending the process");
+        std::process::exit(137);
+    }
+}
+
+/// How a continued run's record says where it continued: the driver's note, and the CPU that
+/// wrote the checkpoint when it is not this one.
+pub fn resumed_note(note: &str, meta: &Meta) -> String {
+    let here = crate::env::cpu_model();
+    if meta.cpu == here {
+        note.to_string()
+    } else {
+        format!(
+            "{note}, from a checkpoint written on {} (this machine: {here})",
+            meta.cpu
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress() -> Progress {
+        Progress {
+            epoch: 3,
+            batch: 2,
+            step: 17,
+            seconds: 2.5,
+            epoch_seconds: 0.5,
+            logs: vec![vec![]],
+            best_val: vec![f64::NEG_INFINITY],
+            alive: vec![true],
+            message: vec![None],
+            kept: vec![Some(2)],
+            lr: 0.01,
+        }
+    }
+
+    fn bits(t: &Tensor) -> Tensor {
+        match t.kind() {
+            Kind::BFloat16 => t.view_dtype(Kind::Int16),
+            Kind::Float => t.view_dtype(Kind::Int),
+            _ => t.shallow_clone(),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let cl = Tensor::arange(24, (Kind::Float, Device::Cpu)).view([1, 2, 3, 4]);
+        kd_model_zoo::channels_last_(&cl);
+        Snapshot {
+            progress: progress(),
+            tensors: vec![
+                (
+                    "model/fc.weight".into(),
+                    Tensor::from_slice(&[1.5f32, f32::NAN, -0.0]).to_kind(Kind::BFloat16),
+                ),
+                ("model/conv.weight".into(), cl),
+                ("opt/step".into(), Tensor::from(17i64)),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_comes_back_as_written_and_a_damaged_one_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = unit_file(dir.path(), &["abc"]);
+        assert_eq!(file, dir.path().join("abc.ckpt"));
+        save(&file, &["abc"], &snapshot()).unwrap();
+        let (meta, back) = load(&file, &["abc"], Device::Cpu).unwrap().unwrap();
+        assert_eq!(meta.format, FORMAT);
+        assert_eq!(back.progress, progress());
+        let got: std::collections::HashMap<_, _> = back.tensors.into_iter().collect();
+        for (name, t) in snapshot().tensors {
+            let g = &got[&name];
+            assert_eq!(g.kind(), t.kind(), "{name}");
+            // NaN == NaN here: compare the bits.
+            assert!(bits(g).equal(&bits(&t)), "{name}");
+        }
+        // Another trial's.
+        let err = load(&file, &["xyz"], Device::Cpu).unwrap_err();
+        assert!(err.contains("belongs to trial(s) abc, not xyz"), "{err}");
+        // One byte changed.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 100;
+        bytes[last] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let err = load(&file, &["abc"], Device::Cpu).unwrap_err();
+        assert!(err.contains("changed or damaged"), "{err}");
+        let note = refuse(&file, &err);
+        assert!(note.contains(&file.display().to_string()) && note.contains("starts over"));
+        assert!(!file.exists() && dir.path().join("abc.ckpt.refused").exists());
+        assert!(load(&file, &["abc"], Device::Cpu).unwrap().is_none());
+        // No digest.
+        std::fs::write(&file, &bytes).unwrap();
+        let err = load(&file, &["abc"], Device::Cpu).unwrap_err();
+        assert!(err.contains("no digest"), "{err}");
+    }
+
+    #[test]
+    fn another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = unit_file(dir.path(), &["a", "b"]);
+        assert!(file
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("pack-"));
+        let meta = Meta {
+            format: FORMAT + 1,
+            ids: vec!["a".into(), "b".into()],
+            cpu: "x".into(),
+            written_at: "now".into(),
+            progress: progress(),
+        };
+        let yaml = serde_yaml::to_string(&meta).unwrap();
+        let mut bytes = Vec::new();
+        Tensor::save_multi_to_stream(&[("meta", Tensor::from_slice(yaml.as_bytes()))], &mut bytes)
+            .unwrap();
+        write_verified(&file, &bytes).unwrap();
+        let err = load(&file, &["a", "b"], Device::Cpu).unwrap_err();
+        assert!(err.contains(&format!("format {}", FORMAT + 1)), "{err}");
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(parse_every("30s"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse_every("5m"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(parse_every("1h"), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(parse_every("250ms"), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(parse_every("0"), Ok(None));
+        for bad in ["30", "5 min", "-1s", "s", ""] {
+            assert!(
+                parse_every(bad).unwrap_err().contains("500ms, 30s, 5m, 1h"),
+                "{bad}"
+            );
+        }
+    }
+}
