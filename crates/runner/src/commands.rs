@@ -102,8 +102,9 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 return Ok(Done {
                     stdout,
                     stderr: Some(format!(
-                        "stopped on request (SIGUSR1) with {} trial(s) not run; run the same \
-                         command again to resume",
+                        "stopped on request (SIGUSR1 or SIGTERM) with {} trial(s) not finished; \
+                         run the same command again to resume (trials in flight continue from \
+                         their checkpoints)",
                         summary.stopped
                     )),
                     code: crate::run::stop::EXIT_STOPPED,

@@ -128,11 +128,12 @@ pub fn scripts(s: &ScriptSpec) -> Scripts {
 cd {workdir}
 {env}stopping=0
 timer=
-# Ahead of the time limit (--signal=B:USR1@120): kd finishes the trials in flight and starts no
-# more; the task is then requeued and resumes its shard. A trial that cannot end in time is
-# abandoned cleanly (it has no record file yet, so it runs again).
+# Ahead of the time limit (--signal=B:USR1@120): kd checkpoints the trials in flight after
+# their current step, starts no more and exits 3; the task is then requeued and its shard
+# continues them from their checkpoints (a trial longer than the time limit still finishes,
+# over several requeues). SIGTERM (scancel, the limit itself) does the same in kd.
 on_usr1() {{
-    echo "kd slurm: time limit near; finishing the trials in flight, then requeueing"
+    echo "kd slurm: time limit near; checkpointing the trials in flight, then requeueing"
     stopping=1
     kill -USR1 "$pid" 2>/dev/null
     ( sleep 90; scontrol requeue "$SLURM_JOB_ID" ) &

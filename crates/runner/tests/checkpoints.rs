@@ -251,3 +251,70 @@ fn checkpoint_every_is_checked_and_in_no_id() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("30s, 5m, 1h"), "{}", stderr(&o));
 }
+
+/// SIGTERM (or SIGUSR1) while students train, alone in the sweep's process or on two workers
+/// (the signal goes to the sweep only, as `kill PID` sends it): each trial in flight writes a
+/// checkpoint after its current step, the sweep exits 3, and the same command continues them
+/// to the numbers of an uninterrupted run.
+#[test]
+fn a_signal_checkpoints_the_trials_in_flight_and_exits_3() {
+    let student = "{model: {arch: mlp, hidden: [256, 256]}, \
+                   train: {epochs: 6, batch_size: 64, optimizer: adam, lr: 0.001}}";
+    for (workers, signal) in [(1, "-TERM"), (2, "-USR1")] {
+        let config = on_fashion(
+            student,
+            TEACHER,
+            &format!("pack: off\nworkers: {workers}\n"),
+        )
+        .replace("train_limit: 900", "train_limit: 3000");
+        let whole = tempfile::tempdir().unwrap();
+        let (o, whole_out) = sweep(whole.path(), &config, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "c.yaml", &config);
+        let out = dir.path().join("out");
+        let args: Vec<String> = [
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--checkpoint-every".into(), "1ms".into()])
+        .collect();
+        let cache = dir.path().join("cache");
+        let child = spawn_kd(&args, &cache);
+        // A student's first checkpoint: it is inside its training now.
+        let ckpts = out.join(".checkpoints");
+        let start = std::time::Instant::now();
+        while files_in(&ckpts, ".ckpt").is_empty() {
+            assert!(
+                start.elapsed().as_secs() < 300,
+                "no checkpoint in 5 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kill = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "workers {workers}: {err}");
+        assert!(err.contains("its checkpoint is written"), "{err}");
+        assert!(!files_in(&ckpts, ".ckpt").is_empty());
+
+        let (o, _) = sweep(dir.path(), &config, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(numbers(&out), numbers(&whole_out), "workers {workers}");
+        let continued = notes(&out)
+            .into_iter()
+            .filter(|(_, n)| n.as_deref().is_some_and(|n| n.starts_with("continued ")))
+            .count();
+        assert!(continued >= 1, "{:?}", notes(&out));
+        assert!(files_in(&ckpts, ".ckpt").is_empty());
+    }
+}

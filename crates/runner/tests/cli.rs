@@ -346,7 +346,7 @@ fn hold(path: &Path, shared: bool) -> std::fs::File {
 }
 
 #[test]
-fn sigusr1_finishes_the_trial_in_flight_then_stops_with_exit_3_and_a_rerun_resumes() {
+fn sigusr1_stops_with_exit_3_and_a_rerun_resumes_without_redoing_finished_trials() {
     let dir = tempfile::tempdir().unwrap();
     let (args, out, cache) = slow_sweep(dir.path(), "pack: off\n");
     let child = spawn_kd(&args, &cache);

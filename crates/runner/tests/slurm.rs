@@ -3,7 +3,8 @@
 //! its own, and stopped when the test ends, also when it fails). A small sweep runs as an array
 //! of 3 plus the report job, and must equal a single-process run; then one task is killed
 //! mid-trial (`scancel --signal=KILL`), the sweep resubmitted, and every trial must be there
-//! exactly once with the numbers of an uninterrupted run.
+//! exactly once with the numbers of an uninterrupted run; last, a task is signalled as a time
+//! limit would signal it, requeued, and continues its trial from its checkpoint.
 //!
 //! Where the daemons cannot start (no packages, not root) the test says SKIPPED on stderr and in
 //! `target/tmp/SKIPPED-slurm.txt`, which `just test` prints: it is never counted as a pass.
@@ -348,6 +349,83 @@ fn a_sweep_as_a_slurm_array_merges_into_one_report_and_survives_a_killed_task() 
     assert_eq!(
         kd_report::kd_vs_baseline(&after),
         kd_report::kd_vs_baseline(&uninterrupted)
+    );
+
+    // 3. A task signalled as its time limit nears (`scancel --batch --signal=USR1`, what
+    // `--signal=B:USR1@120` sends): kd checkpoints its trial in flight and exits 3, the script
+    // requeues the task, and the requeued task continues the trial from its checkpoint (above
+    // epoch 0) to the numbers of a run never signalled.
+    let signalled = config(
+        dir.path(),
+        "signalled",
+        &format!(
+            "{common}dataset: {{val_size: 500, train_limit: 3000}}\nbaseline: false\n\
+             student: {{model: {{arch: mlp, hidden: [256, 256]}}, train: {{epochs: 6, batch_size: 64, optimizer: adam, lr: 0.001}}}}\n\
+             checkpoint_every: 1ms\n"
+        ),
+    );
+    let reference = dir.path().join("signalled-ref");
+    let o = cluster.kd(
+        &[
+            "sweep",
+            signalled.to_str().unwrap(),
+            "--out",
+            reference.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = dir.path().join("signalled-out");
+    let (array, _) = cluster.submit(&signalled, &out, &cache, 1);
+    let ckpts = out.join(".checkpoints");
+    let start = Instant::now();
+    while std::fs::read_dir(&ckpts).map_or(true, |d| d.count() == 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint in 5 minutes\n{}\n{}",
+            cluster.queue(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let task = format!("{array}_0");
+    let o = cluster
+        .cmd("scancel")
+        .args(["--batch", "--signal=USR1", &task])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Requeued, Slurm holds the task a while (BeginTime); start it now.
+    let start = Instant::now();
+    loop {
+        let state = cluster.state(&task);
+        if state == "PENDING" {
+            let _ = cluster
+                .cmd("scontrol")
+                .args(["update", &format!("JobId={task}"), "StartTime=now"])
+                .output();
+        }
+        if cluster.queue().trim().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the signalled task did not finish\n{}\n{}",
+            cluster.queue(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(out.join("slurm/shard-0.out")).unwrap_or_default();
+    assert!(log.contains("checkpointing the trials in flight"), "{log}");
+    assert!(log.contains("its checkpoint is written"), "{log}");
+    let after = rows(&out);
+    assert_eq!(numbers(&after), numbers(&rows(&reference)));
+    let kd = after.iter().find(|r| r.kind == Kind::Kd).unwrap();
+    let note = kd.resumed.as_deref().unwrap_or_default();
+    assert!(
+        note.starts_with("continued ") && !note.contains("epoch 0"),
+        "{note}\n{log}"
     );
     drop(cluster);
 }

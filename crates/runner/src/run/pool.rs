@@ -6,7 +6,8 @@
 //! the teacher's logits and the worker's slot), then one unit of the plan per line (a list of
 //! [`PlannedTrial`]s: one trial, or a pack), and closes stdin when there are no more. The worker
 //! answers on stdout with [`Message`]s (an `Epoch` per trial and epoch, then a `Done` per
-//! trial). A unit goes only to a worker of its planned execution class. A worker that exits
+//! trial, or a `Stopped` for the unit when a stop was asked for: the parent writes
+//! [`STOP_LINE`] to a busy worker when it gets SIGUSR1 or SIGTERM). A unit goes only to a worker of its planned execution class. A worker that exits
 //! early loses only its unit in flight, recorded as failed; results so far are already on disk.
 
 use std::io::{BufRead, BufReader, Write};
@@ -39,9 +40,25 @@ pub struct Setup {
 /// What a worker writes on stdout.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
-    Epoch { index: usize, log: EpochRecord },
-    Done { index: usize, outcome: Outcome },
+    Epoch {
+        index: usize,
+        log: EpochRecord,
+    },
+    Done {
+        index: usize,
+        outcome: Outcome,
+    },
+    /// The unit of trials `unit` stopped on request (`at`: where), its checkpoint written; the
+    /// worker then exits.
+    Stopped {
+        unit: Vec<usize>,
+        at: String,
+    },
 }
+
+/// The line a parent writes to a busy worker's stdin when a stop is asked for (a signal the
+/// parent alone got, as `kill PID` sends it).
+const STOP_LINE: &str = "\"stop\"";
 
 /// What the parent's handler sees.
 #[derive(Debug)]
@@ -55,6 +72,12 @@ pub enum Event {
     Epoch {
         slot: usize,
         log: EpochRecord,
+    },
+    /// The unit of trials `unit` stopped on request, `at` where, its checkpoint written: no
+    /// outcome, the next run continues it.
+    Stopped {
+        unit: Vec<usize>,
+        at: String,
     },
     /// Trial `index` ended on worker `slot`, which runs as `on`.
     Done {
@@ -176,9 +199,27 @@ pub fn run(
         give(plan, &mut workers, i, &mut queue, &mut handle)?;
     }
     let mut live = workers.len();
+    let mut told = false;
     while live > 0 {
-        let Ok((i, msg)) = rx.recv() else { break };
+        // A stop asked of this process goes to the workers in a unit, which stop after their
+        // current step (those between units get no more).
+        if !told && crate::run::stop::requested() {
+            told = true;
+            for w in workers.iter_mut().filter(|w| !w.busy.is_empty()) {
+                send_line(&mut w.stdin, &"stop");
+            }
+        }
+        let (i, msg) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
+            Some(Message::Stopped { unit, at }) => {
+                workers[i].busy.retain(|b| !unit.contains(b));
+                handle(Event::Stopped { unit, at })?;
+                give(plan, &mut workers, i, &mut queue, &mut handle)?;
+            }
             Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
             Some(Message::Done { index, outcome }) => {
                 workers[i].busy.retain(|&b| b != index);
@@ -285,10 +326,21 @@ pub fn worker_main() -> Result<(), RunError> {
     // A stop is the parent's to act on: a worker finishes its unit (SIGUSR1 must not kill it).
     crate::run::stop::install();
     exit_with_parent();
-    let mut lines = std::io::stdin().lock().lines();
-    let mut next = || -> Result<Option<String>, RunError> {
+    // Stdin is read by a thread of its own: the parent's stop line arrives while a unit trains.
+    let (tx, lines) = mpsc::channel::<std::io::Result<String>>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.as_ref().is_ok_and(|l| l.trim() == STOP_LINE) {
+                crate::run::stop::request();
+            } else if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> Result<Option<String>, RunError> {
         lines
-            .next()
+            .recv()
+            .ok()
             .transpose()
             .map_err(|e| RunError::Worker(format!("reading stdin: {e}")))
     };
@@ -341,9 +393,14 @@ pub fn worker_main() -> Result<(), RunError> {
         for note in ctx.take_notes() {
             eprintln!("{note}");
         }
-        let Ok(outcomes) = outcomes else {
-            // Stopped on request, its checkpoint written: no record; the next run continues it.
-            break;
+        let outcomes = match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(crate::run::trial::Stopped(at)) => {
+                // Its checkpoint is written: no record; the next run continues it.
+                let unit = unit.iter().map(|t| t.index).collect();
+                send(&Message::Stopped { unit, at });
+                break;
+            }
         };
         for (t, outcome) in unit.iter().zip(outcomes) {
             send(&Message::Done {

@@ -316,11 +316,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                 let outcomes = match outcomes {
                     Ok(outcomes) => outcomes,
                     Err(crate::run::trial::Stopped(at)) => {
-                        progress.note(&format!(
-                            "{} stopped {at}: its checkpoint is written, and the same command \
-                             continues it there",
-                            label(&trials)
-                        ));
+                        progress.note(&stopped_note(&trials, &at));
                         break;
                     }
                 };
@@ -368,6 +364,12 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     progress.epoch(slot, &log);
                     Ok(())
                 }
+                pool::Event::Stopped { unit, at } => {
+                    let trials: Vec<&PlannedTrial> =
+                        unit.iter().map(|&i| &plan.trials[i]).collect();
+                    progress.note(&stopped_note(&trials, &at));
+                    Ok(())
+                }
                 pool::Event::Done {
                     slot,
                     index,
@@ -399,8 +401,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     }
     if stopped > 0 {
         progress.note(&format!(
-            "stopped on request (SIGUSR1) with {stopped} trial(s) not run; the same command \
-             resumes them"
+            "stopped on request (SIGUSR1 or SIGTERM) with {stopped} trial(s) not finished; the \
+             same command continues them from their checkpoints"
         ));
     }
     progress.finish();
@@ -469,6 +471,14 @@ fn grouped(items: impl Iterator<Item = String>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What the sweep says of a unit of `trials` that stopped on request `at` where.
+fn stopped_note(trials: &[&PlannedTrial], at: &str) -> String {
+    format!(
+        "{} stopped {at}: its checkpoint is written, and the same command continues it there",
+        label(trials)
+    )
 }
 
 /// The checkpoint file of a unit of `trials`.
