@@ -64,6 +64,7 @@ fn rec(id: &str, kind: Kind, seed: u64, hidden: &str, acc: f64) -> TrialRecord {
         wall_s: 1.0,
         finished_at: "2026-11-29T00:00:00Z".into(),
         message: None,
+        resumed: None,
         swept: vec![],
     }
 }

@@ -72,6 +72,7 @@ fn rec(id: &str, kind: Kind, seed: u64, acc: f64) -> TrialRecord {
         wall_s: 12.5,
         finished_at: "2026-11-27T00:00:00Z".into(),
         message: None,
+        resumed: None,
         swept: vec![],
     }
 }

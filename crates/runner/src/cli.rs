@@ -140,9 +140,10 @@ pub enum Cmd {
         /// The folder of the PyTorch scripts.
         #[arg(long, default_value = "bench")]
         scripts: PathBuf,
-        /// Run one part only: `mlp` (the students of temp.yaml and student_size.yaml) or
+        /// Run one part only: `mlp` (the students of temp.yaml and student_size.yaml),
         /// `conv` (a resnet8x4 step of RepDistiller's CIFAR recipe, alone and from a resnet32x4,
-        /// and temp.yaml's CNN teacher's step and evaluation pass).
+        /// and temp.yaml's CNN teacher's step and evaluation pass) or `checkpoint` (what
+        /// checkpoints cost the MNIST headline's teacher).
         #[arg(long, value_enum)]
         only: Option<crate::bench::BenchPart>,
         /// Timed steps of each CIFAR row (after 2 untimed ones; the teacher rows time 4x as many).

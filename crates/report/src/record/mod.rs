@@ -163,6 +163,8 @@ pub const ADDED_LATER: &[&str] = &[
     "shifted_classes",
     "bias_shift",
     "shifted_test_errors",
+    // Issue 33: rows written before checkpoints were trained in one go.
+    "resumed",
 ];
 
 fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {

@@ -7,7 +7,8 @@
 //! after every epoch, train and test at the end). Also: samples/s of one KD step, and the FLOP/s
 //! roof of a large matrix product, which each mode's achieved FLOP/s is a share of.
 //!
-//! `--only conv` runs the convolutional rows alone ([`cifar`]: a resnet8x4 step of
+//! `--only checkpoint` runs the checkpoint row alone ([`checkpoint`]: what checkpoints cost
+//! a long trial). `--only conv` runs the convolutional rows alone ([`cifar`]: a resnet8x4 step of
 //! RepDistiller's recipe; [`teacher`]: temp.yaml's CNN teacher's step and evaluation pass; both
 //! against PyTorch eager, NCHW and channels_last), `--only mlp` the rest.
 //!
@@ -20,6 +21,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+mod checkpoint;
 mod cifar;
 mod evaluation;
 mod mlp;
@@ -59,6 +61,8 @@ pub enum BenchPart {
     /// The convolutional rows: a resnet8x4 step of RepDistiller's CIFAR recipe and temp.yaml's
     /// CNN teacher, against PyTorch eager.
     Conv,
+    /// What checkpoints cost a long trial (the MNIST headline's teacher): writes, size, replay.
+    Checkpoint,
 }
 
 /// The convolutional rows' file (`OUT/conv.json`).
@@ -162,13 +166,45 @@ fn run_script(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<Scri
 /// Run the benchmark; returns the tables it wrote into `OUT/report.md` and `OUT/conv.md`.
 pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     let mut report = String::new();
-    if opts.only != Some(BenchPart::Conv) {
+    if opts.only.is_none() || opts.only == Some(BenchPart::Mlp) {
         report += &mlp::run_mlp(opts)?;
     }
-    if opts.only != Some(BenchPart::Mlp) {
+    if opts.only.is_none() || opts.only == Some(BenchPart::Conv) {
         report += &run_conv(opts)?;
     }
+    if opts.only.is_none() || opts.only == Some(BenchPart::Checkpoint) {
+        report += &run_checkpoint(opts)?;
+    }
     Ok(report)
+}
+
+/// The checkpoint row, into `OUT/checkpoint.json` and `OUT/checkpoint.md`.
+fn run_checkpoint(opts: &BenchOptions) -> Result<String, RunError> {
+    let base = load_config(&opts.temp_config, &[])?;
+    let threads = base.threads.unwrap_or(env::cores());
+    tch::set_num_threads(threads as i32);
+    let device = env::select_device(&base.device[0])?;
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let row = checkpoint::row(device, &opts.out)?;
+    let machine = env::class_of(device, threads).describe();
+    let json = serde_json::json!({
+        "machine": machine,
+        "cpu": env::cpu_model(),
+        "threads": threads,
+        "device": env::device_label(device),
+        "row": row,
+    });
+    let text = serde_json::to_string_pretty(&json).expect("bench results serialise");
+    kd_report::write_atomic(&opts.out.join("checkpoint.json"), text.as_bytes())?;
+    let mut md = format!(
+        "# kd bench: checkpoints\n\n{} ({machine}), {threads} threads on {}. Regenerate with \
+         `just bench --only checkpoint`.\n",
+        env::cpu_model(),
+        env::device_label(device)
+    );
+    checkpoint::render(&row, &mut md);
+    kd_report::write_atomic(&opts.out.join("checkpoint.md"), md.as_bytes())?;
+    Ok(md)
 }
 
 /// The scripts' folder and the python, absolute (the scripts run in their folder).

@@ -104,6 +104,12 @@ pub fn unit_file(dir: &Path, ids: &[&str]) -> PathBuf {
     }
 }
 
+/// The checkpoint file of a unit of planned `trials` under `dir`.
+pub fn unit_file_of(dir: &Path, trials: &[&crate::plan::PlannedTrial]) -> PathBuf {
+    let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
+    unit_file(dir, &ids)
+}
+
 /// Write `snap` of the trials `ids` to `file`, atomically, with its digest.
 pub fn save(file: &Path, ids: &[&str], snap: &Snapshot) -> Result<(), RunError> {
     let meta = Meta {
@@ -194,6 +200,22 @@ pub fn refuse(file: &Path, why: &str) -> String {
 pub fn remove(file: &Path) {
     let _ = std::fs::remove_file(file);
     remove_digest(file);
+}
+
+/// Remove every checkpoint left in `dir` (units that no longer form: a pack whose members
+/// finished in another run, a plan edited), and `dir` when it is empty; the refused files stay.
+/// For a whole sweep that ended with nothing in flight.
+pub fn clear_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".ckpt") || name.ends_with(".ckpt.sha256") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn remove_digest(file: &Path) {

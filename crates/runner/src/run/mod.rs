@@ -1,12 +1,14 @@
 //! A sweep executed: [`sweep`] ties the plan, the teacher, the workers and the outputs
 //! together; [`pool`]: worker processes fed planned trials; [`resume`]: the OUT locks (whole or
 //! one shard) and earlier results; [`teacher`]: the teacher, its cache and its logits;
-//! [`trial`]: one student trial (or pack) on the shared data; [`stop`]: a SIGUSR1 that ends a
-//! sweep after the trials in flight; [`fresh`]: `--fresh` without losing what it replaces.
+//! [`trial`]: one student trial (or pack) on the shared data; [`checkpoint`]: checkpoint files,
+//! so a trial continues where it stopped; [`stop`]: SIGUSR1 and SIGTERM, which checkpoint the
+//! trials in flight and end a sweep; [`fresh`]: `--fresh` without losing what it replaces.
 
 mod cache_file;
 pub(crate) mod checkpoint;
 pub(crate) mod fresh;
+mod labels;
 mod out_store;
 mod plan_file;
 pub(crate) mod pool;
@@ -14,4 +16,5 @@ pub(crate) mod resume;
 pub(crate) mod stop;
 pub mod sweep;
 pub(crate) mod teacher;
+mod teacher_train;
 pub(crate) mod trial;

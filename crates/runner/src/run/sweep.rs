@@ -18,6 +18,7 @@ use crate::error::{io_err, RunError};
 use crate::plan::Shard;
 use crate::plan::{Plan, PlannedTrial, TeacherPlan};
 use crate::run::checkpoint::{self, Checkpoints};
+use crate::run::labels::{grouped, label, stopped_note};
 use crate::run::pool;
 use crate::run::resume::{self, Done, OutLock};
 use crate::run::teacher;
@@ -324,7 +325,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     finish(t.index, outcome, slot, &mut progress, 0)?;
                 }
                 // Its records are written: its checkpoint has served.
-                checkpoint::remove(&unit_checkpoint(&checkpoints, &trials));
+                checkpoint::remove(&checkpoint::unit_file_of(&checkpoints.dir, &trials));
             }
         } else {
             drop(splits);
@@ -354,7 +355,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     let epochs = trials[0].student.train.epochs as u64;
                     progress.start_trial(slot, &label(&trials), epochs);
                     let left = std::rc::Rc::new(std::cell::Cell::new(unit.len()));
-                    let file = unit_checkpoint(&checkpoints, &trials);
+                    let file = checkpoint::unit_file_of(&checkpoints.dir, &trials);
                     for &i in &unit {
                         units.insert(i, (file.clone(), left.clone()));
                     }
@@ -395,6 +396,10 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         ));
     }
     let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
+    if stopped == 0 && opts.shard.is_none() {
+        // Nothing is in flight any more, and no other shard shares the folder.
+        checkpoint::clear_stale(&checkpoints.dir);
+    }
     let merged = store.merge()?;
     for note in end_notes(&out, &merged) {
         progress.note(&note);
@@ -452,50 +457,4 @@ fn end_notes(out: &Path, merged: &store::Merged) -> Vec<String> {
     notes.extend(merged.notes.iter().cloned());
     notes.extend(super::fresh::settle(out, &merged.planned.rows));
     notes
-}
-
-/// `items` joined by commas, a run of equal ones said once with its count (`cpu (1 threads) x3`),
-/// so a header line stays short however many workers there are.
-fn grouped(items: impl Iterator<Item = String>) -> String {
-    let mut runs: Vec<(String, usize)> = Vec::new();
-    for item in items {
-        match runs.last_mut() {
-            Some((last, n)) if *last == item => *n += 1,
-            _ => runs.push((item, 1)),
-        }
-    }
-    runs.iter()
-        .map(|(item, n)| match n {
-            1 => item.clone(),
-            n => format!("{item} x{n}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// What the sweep says of a unit of `trials` that stopped on request `at` where.
-fn stopped_note(trials: &[&PlannedTrial], at: &str) -> String {
-    format!(
-        "{} stopped {at}: its checkpoint is written, and the same command continues it there",
-        label(trials)
-    )
-}
-
-/// The checkpoint file of a unit of `trials`.
-fn unit_checkpoint(c: &Checkpoints, trials: &[&PlannedTrial]) -> PathBuf {
-    let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
-    checkpoint::unit_file(&c.dir, &ids)
-}
-
-/// The progress label of a unit: `kd seed 0`, or `pack of 18 800-800`.
-fn label(unit: &[&PlannedTrial]) -> String {
-    match unit {
-        [t] if t.exec == kd_report::Exec::Single => format!("{} seed {}", t.kind, t.seed),
-        _ => format!(
-            "pack of {} {}",
-            unit.len(),
-            unit.first()
-                .map_or(String::new(), |t| t.student.model.shape_label())
-        ),
-    }
 }

@@ -19,12 +19,11 @@ use tch::{nn, Device, Tensor};
 
 use crate::data::{cache_root, file_digest, Tensors};
 use crate::env::{now_rfc3339, select_device};
-use crate::error::{io_err, model_err, torch_err, RunError, TrainError};
+use crate::error::{io_err, model_err, torch_err, RunError};
 use crate::plan::Plan;
 use crate::run::checkpoint;
 use crate::track::Outputs;
-use crate::train::snapshot::Durability;
-use crate::train::{self, Outcome, TrainData};
+use crate::train::{self, Outcome};
 use std::time::Duration;
 
 use super::cache_file::{check, record_digest, save_atomic, unverified, write_verified, Check};
@@ -327,94 +326,6 @@ fn chance_warning(t: &crate::plan::TeacherPlan, r: &TrialRecord, classes: usize)
     ))
 }
 
-/// Train the teacher of `plan` (`net`, its variables in `vs`, seeded and built as at the
-/// start), continuing from its checkpoint `ckpt` beside its cache entry when there is one, and
-/// writing one every `every` (and at once on a stop, which ends the sweep: exit 3).
-fn train_teacher(
-    plan: &Plan,
-    net: &Net,
-    vs: &nn::VarStore,
-    data: &Tensors,
-    ckpt: &Path,
-    every: Option<Duration>,
-    progress: &mut Outputs,
-) -> Result<Outcome, RunError> {
-    let t = &plan.teacher;
-    let ids = [t.id.as_str()];
-    let (meta, resume) = match checkpoint::load(ckpt, &ids, data.train.x.device()) {
-        Ok(Some((meta, snap))) => {
-            progress.note(&format!(
-                "teacher: continuing from checkpoint {} (epoch {} of {})",
-                ckpt.display(),
-                meta.progress.epoch,
-                t.cfg.train.epochs
-            ));
-            (Some(meta), Some(snap))
-        }
-        Ok(None) => (None, None),
-        Err(why) => {
-            progress.note(&checkpoint::refuse(ckpt, &why));
-            (None, None)
-        }
-    };
-    let failures = std::cell::RefCell::new(Vec::new());
-    let durable = Durability {
-        resume,
-        every,
-        stop: Box::new(crate::run::stop::requested),
-        save: Box::new(|snap| match checkpoint::save(ckpt, &ids, snap) {
-            Ok(()) => checkpoint::abort_for_tests(),
-            Err(e) => failures
-                .borrow_mut()
-                .push(format!("warning: {e}; training goes on without it")),
-        }),
-    };
-    let result = train::train(
-        net,
-        vs,
-        &t.cfg.train,
-        &kd_loss::KdWeights::hard_only(),
-        t.cfg.seed,
-        &TrainData {
-            train: &data.train,
-            val: &data.val,
-            test: &data.test,
-            soft_targets: None,
-            online_teacher: None,
-            reference: None,
-        },
-        &t.id,
-        durable,
-        |log| progress.epoch(0, log),
-    );
-    for f in failures.take() {
-        progress.note(&f);
-    }
-    match result {
-        Ok(mut o) => {
-            if let (Some(note), Some(meta)) = (&o.resumed, &meta) {
-                o.resumed = Some(checkpoint::resumed_note(note, meta));
-            }
-            Ok(o)
-        }
-        Err(TrainError::Stopped(at)) => Err(RunError::Stopped(format!(
-            "the teacher stopped {at}, its checkpoint {} written",
-            ckpt.display()
-        ))),
-        Err(TrainError::Resume(why)) => {
-            progress.note(&checkpoint::refuse(ckpt, &why));
-            Err(RunError::Checkpoint {
-                file: ckpt.to_path_buf(),
-                reason: format!(
-                    "does not fit this teacher ({why}); it is set aside, and the same command \
-                     trains the teacher from the start"
-                ),
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Get the teacher of `plan`: from `teacher.torchscript` or `teacher.checkpoint`, from the
 /// cache, or by training it (continuing from its checkpoint, and writing one every `every`).
 pub fn obtain(
@@ -489,7 +400,8 @@ pub fn obtain(
     } else {
         progress.start_trial(0, "teacher", t.cfg.train.epochs as u64);
         let ckpt = dir.join(format!("{}.ckpt", t.hash()));
-        let outcome = train_teacher(plan, &net, &vs, data, &ckpt, every, progress)?;
+        let outcome =
+            super::teacher_train::train_teacher(plan, &net, &vs, data, &ckpt, every, progress)?;
         if outcome.status != Status::Ok {
             return Err(RunError::TeacherDiverged(
                 outcome.message.unwrap_or_else(|| "not finite".into()),

@@ -30,6 +30,7 @@ pub(crate) mod measure;
 pub(crate) mod optim;
 pub(crate) mod packed;
 mod precision;
+mod run_state;
 pub(crate) mod single;
 pub mod snapshot;
 

@@ -1,0 +1,105 @@
+//! Training the teacher with checkpoints: it continues from its checkpoint beside its cache
+//! entry (`$KD_CACHE_DIR/teachers/<hash>.ckpt`; one cached teacher serves many OUTs) and writes
+//! one every `checkpoint_every`, and at once on a stop (see [`super::checkpoint`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use kd_model_zoo::Net;
+use tch::nn;
+
+use crate::data::Tensors;
+use crate::error::{RunError, TrainError};
+use crate::plan::Plan;
+use crate::run::checkpoint;
+use crate::track::Outputs;
+use crate::train::snapshot::Durability;
+use crate::train::{self, Outcome, TrainData};
+
+/// Train the teacher of `plan` (`net`, its variables in `vs`, seeded and built as at the
+/// start), continuing from its checkpoint `ckpt` beside its cache entry when there is one, and
+/// writing one every `every` (and at once on a stop, which ends the sweep: exit 3).
+pub(super) fn train_teacher(
+    plan: &Plan,
+    net: &Net,
+    vs: &nn::VarStore,
+    data: &Tensors,
+    ckpt: &Path,
+    every: Option<Duration>,
+    progress: &mut Outputs,
+) -> Result<Outcome, RunError> {
+    let t = &plan.teacher;
+    let ids = [t.id.as_str()];
+    let (meta, resume) = match checkpoint::load(ckpt, &ids, data.train.x.device()) {
+        Ok(Some((meta, snap))) => {
+            progress.note(&format!(
+                "teacher: continuing from checkpoint {} (epoch {} of {})",
+                ckpt.display(),
+                meta.progress.epoch,
+                t.cfg.train.epochs
+            ));
+            (Some(meta), Some(snap))
+        }
+        Ok(None) => (None, None),
+        Err(why) => {
+            progress.note(&checkpoint::refuse(ckpt, &why));
+            (None, None)
+        }
+    };
+    let failures = std::cell::RefCell::new(Vec::new());
+    let durable = Durability {
+        resume,
+        every,
+        stop: Box::new(crate::run::stop::requested),
+        save: Box::new(|snap| match checkpoint::save(ckpt, &ids, snap) {
+            Ok(()) => checkpoint::abort_for_tests(),
+            Err(e) => failures
+                .borrow_mut()
+                .push(format!("warning: {e}; training goes on without it")),
+        }),
+    };
+    let result = train::train(
+        net,
+        vs,
+        &t.cfg.train,
+        &kd_loss::KdWeights::hard_only(),
+        t.cfg.seed,
+        &TrainData {
+            train: &data.train,
+            val: &data.val,
+            test: &data.test,
+            soft_targets: None,
+            online_teacher: None,
+            reference: None,
+        },
+        &t.id,
+        durable,
+        |log| progress.epoch(0, log),
+    );
+    for f in failures.take() {
+        progress.note(&f);
+    }
+    match result {
+        Ok(mut o) => {
+            if let (Some(note), Some(meta)) = (&o.resumed, &meta) {
+                o.resumed = Some(checkpoint::resumed_note(note, meta));
+            }
+            Ok(o)
+        }
+        Err(TrainError::Stopped(at)) => Err(RunError::Stopped(format!(
+            "the teacher stopped {at}, its checkpoint {} written",
+            ckpt.display()
+        ))),
+        Err(TrainError::Resume(why)) => {
+            progress.note(&checkpoint::refuse(ckpt, &why));
+            Err(RunError::Checkpoint {
+                file: ckpt.to_path_buf(),
+                reason: format!(
+                    "does not fit this teacher ({why}); it is set aside, and the same command \
+                     trains the teacher from the start"
+                ),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
