@@ -96,6 +96,10 @@ pub enum RunError {
     Stopped(String),
 }
 
+/// The exit code of a sweep that stopped on request (SIGUSR1, SIGTERM) before its trials were
+/// done.
+pub const EXIT_STOPPED: u8 = 3;
+
 impl RunError {
     /// 2 for bad input or environment (config, data, device, checkpoint, a busy OUT, a file
     /// that cannot be read or written: a full disk, an unwritable OUT, OUT naming a file), 1
@@ -119,7 +123,7 @@ impl RunError {
             | RunError::Busy { .. }
             | RunError::PlanMismatch(_) => 2,
             RunError::Teacher(_) | RunError::TeacherDiverged(_) | RunError::Worker(_) => 1,
-            RunError::Stopped(_) => crate::run::stop::EXIT_STOPPED,
+            RunError::Stopped(_) => EXIT_STOPPED,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `OUT/config.resolved.yaml` before training. The plan (`crate::plan`) turns it into trials.
 
 mod device;
+pub mod every;
 mod grid;
 mod kd;
 mod model;
@@ -22,7 +23,7 @@ pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
 pub use model::RawModel;
 pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
-pub use train::{Optimizer, Precision, Schedule, TestEvery, TrainCfg};
+pub use train::{Optimizer, Precision, Schedule, TestEvery, TrainCfg, Weights};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,8 @@ pub struct RawTrain {
     pub label_smoothing: Option<f64>,
     pub precision: Option<String>,
     pub cudnn_benchmark: Option<bool>,
+    /// `last` or `best`: the weights a trial ends with ([`Weights`]).
+    pub weights: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -235,7 +238,7 @@ pub struct Resolved {
 }
 
 fn default_checkpoint_every() -> Option<std::time::Duration> {
-    Some(crate::run::checkpoint::DEFAULT_EVERY)
+    Some(every::DEFAULT_EVERY)
 }
 
 /// One axis of the grid: a dotted key and its values.

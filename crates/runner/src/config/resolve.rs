@@ -214,7 +214,20 @@ impl RawTrain {
                  model's rows, not on the float32 master weights the optimiser updates",
             ));
         }
+        let weights = match self.weights.as_deref() {
+            None => super::Weights::Last,
+            Some(s) => parse_enum(format!("{key}.weights"), "weights", s, &super::Weights::ALL)?,
+        };
+        if weights == super::Weights::Best && precision == Precision::Bf16 {
+            return Err(invalid(
+                format!("{key}.weights"),
+                "best and train.precision: bf16 do not combine yet (the kept weights are the \
+                 bfloat16 model's, and training ends with the float32 masters); use fp32 or \
+                 weights: last",
+            ));
+        }
         Ok(TrainCfg {
+            weights,
             precision,
             cudnn_benchmark: self.cudnn_benchmark.unwrap_or(false),
             label_smoothing,
@@ -451,22 +464,7 @@ impl RawConfig {
                 ));
             }
         }
-        let checkpoint_every = match &self.checkpoint_every {
-            None => super::default_checkpoint_every(),
-            Some(serde_yaml::Value::String(s)) => crate::run::checkpoint::parse_every(s)
-                .map_err(|e| invalid("checkpoint_every", e))?,
-            Some(serde_yaml::Value::Number(n)) if n.as_f64() == Some(0.0) => None,
-            Some(other) => {
-                return Err(invalid(
-                    "checkpoint_every",
-                    format!(
-                        "`{}` is not a duration: give a number and a unit (500ms, 30s, 5m, 1h), \
-                         or 0 for no checkpoints",
-                        super::grid::value_text(other)
-                    ),
-                ))
-            }
-        };
+        let checkpoint_every = super::every::resolve(self.checkpoint_every.as_ref())?;
         Ok(Resolved {
             checkpoint_every,
             name: name.to_string(),

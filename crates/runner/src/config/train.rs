@@ -90,6 +90,31 @@ pub struct TrainCfg {
     /// default, left out of the serialised form when off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cudnn_benchmark: bool,
+    /// Which weights the trial ends with ([`Weights`]). Left out of the serialised form (and so
+    /// of every id) at `last`.
+    #[serde(default, skip_serializing_if = "Weights::is_last")]
+    pub weights: Weights,
+}
+
+/// `train.weights`: the weights a trial ends with, which its final numbers measure and, for a
+/// teacher, which are cached and teach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// The last epoch's (default).
+    #[default]
+    Last,
+    /// The best validation epoch's (the earliest of ties; the last epoch's without a
+    /// validation split).
+    Best,
+}
+
+impl Weights {
+    pub const ALL: [Weights; 2] = [Weights::Last, Weights::Best];
+
+    fn is_last(&self) -> bool {
+        *self == Weights::Last
+    }
 }
 
 /// `train.precision`: the number format a role's trials train and evaluate in.
@@ -212,6 +237,7 @@ impl TrainCfg {
             label_smoothing: 0.0,
             precision: Precision::Fp32,
             cudnn_benchmark: false,
+            weights: Weights::Last,
         }
     }
 

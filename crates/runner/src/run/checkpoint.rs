@@ -54,39 +54,7 @@ pub struct Checkpoints {
     pub every: Option<Duration>,
 }
 
-/// The default `checkpoint_every`: a few minutes, so that a kill costs at most that much
-/// training, and a 15-second student never writes one.
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(300);
-
-/// A duration as `checkpoint_every` and `--checkpoint-every` take it: a number and a unit
-/// (`500ms`, `30s`, `5m`, `1h`), or `0` (none: off).
-pub fn parse_every(s: &str) -> Result<Option<Duration>, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(None);
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let scale = match unit {
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => f64::NAN,
-    };
-    match number.parse::<f64>() {
-        Ok(x) if scale.is_finite() && x.is_finite() && x >= 0.0 => {
-            let d = Duration::from_secs_f64(x * scale);
-            Ok((!d.is_zero()).then_some(d))
-        }
-        _ => Err(format!(
-            "`{s}` is not a duration: give a number and a unit (500ms, 30s, 5m, 1h), or 0 for \
-             no checkpoints"
-        )),
-    }
-}
+pub use crate::config::every::{parse_every, DEFAULT_EVERY};
 
 /// The folder of a sweep's student checkpoints: `OUT/.checkpoints`.
 pub fn students_dir(out: &Path) -> PathBuf {
@@ -360,20 +328,5 @@ mod tests {
         write_verified(&file, &bytes).unwrap();
         let err = load(&file, &["a", "b"], Device::Cpu).unwrap_err();
         assert!(err.contains(&format!("format {}", FORMAT + 1)), "{err}");
-    }
-
-    #[test]
-    fn durations_read_as_written() {
-        assert_eq!(parse_every("30s"), Ok(Some(Duration::from_secs(30))));
-        assert_eq!(parse_every("5m"), Ok(Some(Duration::from_secs(300))));
-        assert_eq!(parse_every("1h"), Ok(Some(Duration::from_secs(3600))));
-        assert_eq!(parse_every("250ms"), Ok(Some(Duration::from_millis(250))));
-        assert_eq!(parse_every("0"), Ok(None));
-        for bad in ["30", "5 min", "-1s", "s", ""] {
-            assert!(
-                parse_every(bad).unwrap_err().contains("500ms, 30s, 5m, 1h"),
-                "{bad}"
-            );
-        }
     }
 }

@@ -38,5 +38,4 @@ pub fn request() {
     flag().store(true, Ordering::SeqCst);
 }
 
-/// The exit code of a sweep that stopped on request before its trials were done.
-pub const EXIT_STOPPED: u8 = 3;
+pub use crate::error::EXIT_STOPPED;

@@ -10,66 +10,14 @@ use kd_report::{EpochRecord, Status};
 use tch::Tensor;
 
 use super::eval::{score, Score};
+pub(crate) use super::learner::{Batch, Learner, StepLoss};
 use super::run_state::{Geometry, Partial, RunState, Sums};
-use super::snapshot::{Durability, Named};
+use super::snapshot::Durability;
 use super::{best_epoch, epoch_order, lr_at, Member, Outcome, TrainData};
-use crate::config::TrainCfg;
+use crate::config::{TrainCfg, Weights};
 use crate::data::SplitTensors;
 use crate::env::now_rfc3339;
 use crate::error::TrainError;
-
-/// One step's batch: for each of the K students, the rows of the training split it sees.
-pub(crate) struct Batch<'a> {
-    /// `[K, rows]`, row indices into the training split.
-    pub idx: &'a Tensor,
-    /// 1-based epoch.
-    pub epoch: u32,
-    /// 0-based batch within the epoch.
-    pub index: usize,
-    /// 0-based step over the whole run.
-    pub step: usize,
-    /// The schedule's learning rate for this step.
-    pub lr: f64,
-}
-
-/// What one step measured, per student, detached from the graph.
-pub(crate) struct StepLoss {
-    /// `[K]`: the objective, zero for a retired student.
-    pub total: Tensor,
-    /// `[K]`: the soft term, when the learner has soft targets.
-    pub soft: Option<Tensor>,
-    /// `[K]`: the hard term.
-    pub hard: Tensor,
-    /// `[K, rows, classes]`: the training-mode logits of the batch.
-    pub logits: Tensor,
-    /// `[K, rows]`: the batch's labels.
-    pub y: Tensor,
-}
-
-/// K students trained in lockstep on batches of one size.
-pub(crate) trait Learner {
-    /// Set the learning rate, run forward and backward on `batch` and update the weights.
-    fn step(&mut self, batch: &Batch) -> Result<StepLoss, TrainError>;
-    /// Per student: whether every weight is finite.
-    fn weights_finite(&self) -> Vec<bool>;
-    /// Evaluation-mode logits of every row of `x`, `[K, n, classes]`.
-    fn logits(&self, x: &Tensor) -> Tensor;
-    /// Stop training the students whose `alive` is false (their loss no longer reaches their
-    /// weights).
-    fn retire(&mut self, alive: &[bool]);
-    /// Every tensor [`Learner::logits`] reads (weights and buffers), shallow, in a fixed order;
-    /// and whether they hold the K students along dim 0.
-    fn state(&self) -> (Vec<Tensor>, bool);
-    /// Everything a continued run needs of the learner: its model's tensors (`model/<name>`)
-    /// and its optimiser's state (`opt/...`), shallow.
-    fn export(&self) -> Vec<(String, Tensor)>;
-    /// Put back what [`Learner::export`] gave; what is missing or of another shape is an error.
-    fn import(&mut self, from: &Named) -> Result<(), String>;
-    /// Draw from libtorch's global generator what steps of `rows` rows each drew, in order,
-    /// results discarded (see [`super::snapshot`]). False when the learner cannot say what it
-    /// draws.
-    fn replay(&self, rows: &mut dyn Iterator<Item = i64>) -> bool;
-}
 
 /// Per student, the scores of `learner` on `split`; none for an empty split.
 fn evaluate(learner: &dyn Learner, split: &SplitTensors, k: usize) -> Vec<Option<Score>> {
@@ -171,7 +119,7 @@ pub(crate) fn run(
             }
         }
     }
-    Ok(finish(learner, members, data, st, last_test))
+    Ok(finish(learner, members, cfg, data, st, last_test))
 }
 
 /// Train the batches of `epoch` (from where `partial` stands, if given); the epoch's sums and
@@ -261,7 +209,9 @@ fn close_epoch(
             let new_best = val[i].is_some_and(|v| v.finite && v.acc > st.best_val[i]);
             if alive[i] && sound && new_best {
                 st.best_val[i] = val[i].map_or(st.best_val[i], |v| v.acc);
-                if now {
+                // With `train.weights: best` the weights are kept though tested now: the
+                // trial ends with them.
+                if now && cfg.weights != Weights::Best {
                     st.kept.forget(i);
                 } else {
                     st.kept.keep(i, epoch);
@@ -326,16 +276,17 @@ fn close_epoch(
 fn finish(
     learner: &mut dyn Learner,
     members: &[Member],
+    cfg: &TrainCfg,
     data: &TrainData,
     st: RunState,
-    last_test: Option<Tensor>,
+    mut last_test: Option<Tensor>,
 ) -> Vec<Outcome> {
     let k = members.len();
     let RunState {
         alive,
         mut message,
         mut logs,
-        kept,
+        mut kept,
         resumed,
         before,
         start,
@@ -357,6 +308,12 @@ fn finish(
                 late_diverged[i] = Some(e);
             }
         }
+    }
+    // `train.weights: best`: the students end with their best validation epoch's weights.
+    let best = cfg.weights == Weights::Best;
+    if best && kept.epochs().iter().any(Option::is_some) {
+        kept.install();
+        last_test = None;
     }
     // The test logits are scored and, for the measures, kept.
     let any = alive.iter().any(|&a| a);
@@ -404,8 +361,13 @@ fn finish(
                 out.train_acc = train.map(|t| t.acc);
                 out.test_acc = test_score.map(|t| t.acc);
                 out.test_errors = test_score.map(|t| t.errors);
-                out.val_acc = out.epochs.last().and_then(|l| l.val_acc);
                 out.best_epoch = best_epoch(&out.epochs);
+                // The validation accuracy of the weights it ends with.
+                let ended = match out.best_epoch {
+                    Some(e) if best => out.epochs.iter().find(|l| l.epoch == e),
+                    _ => out.epochs.last(),
+                };
+                out.val_acc = ended.and_then(|l| l.val_acc);
                 if let (Some(r), Some(test)) = (data.reference, &test) {
                     let v = val.as_ref().map(|v| v.get(i as i64));
                     out.measures = super::measure::measure(

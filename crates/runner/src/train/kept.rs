@@ -63,6 +63,29 @@ impl Kept {
         &self.epoch
     }
 
+    /// Put each kept student's copy in place of its live state for good (`train.weights:
+    /// best`); nothing is kept after.
+    pub(crate) fn install(&mut self) {
+        let Some(copies) = &self.copies else {
+            return;
+        };
+        tch::no_grad(|| {
+            for (i, e) in self.epoch.iter().enumerate() {
+                if e.is_none() {
+                    continue;
+                }
+                for (c, v) in copies.iter().zip(&self.live) {
+                    if self.stacked {
+                        v.get(i as i64).copy_(&c.get(i as i64));
+                    } else {
+                        v.detach().copy_(c);
+                    }
+                }
+            }
+        });
+        self.epoch.iter_mut().for_each(|e| *e = None);
+    }
+
     /// The copy as `kept/<i>` (none when no student's kept epoch waits for its test).
     pub(crate) fn export(&self) -> Vec<(String, Tensor)> {
         match &self.copies {

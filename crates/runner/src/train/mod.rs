@@ -26,6 +26,7 @@ pub(crate) mod eval;
 mod exact;
 pub(crate) mod host;
 mod kept;
+mod learner;
 pub(crate) mod measure;
 pub(crate) mod optim;
 pub(crate) mod packed;

@@ -292,3 +292,59 @@ fn a_batch_norm_resnet_with_crop_and_flip_continues_as_if_never_stopped() {
     let m = member(5, 0.0);
     continues_exactly("resnet", &alone(&spec, &m, &c, &data), &[8, 10]);
 }
+
+/// `train.weights: best`: the trial ends with its best validation epoch's weights (a constant
+/// schedule, so they are those of a run stopped at that epoch), and its final numbers are
+/// theirs: `test_acc` equals `best_test_acc`, `val_acc` the best epoch's.
+#[test]
+fn weights_best_ends_with_the_best_validation_epochs_weights() {
+    let _g = lock();
+    let t = task();
+    let data = TrainData {
+        train: &t.train,
+        val: &t.val,
+        test: &t.test,
+        soft_targets: None,
+        online_teacher: None,
+        reference: None,
+    };
+    let spec = mlp(0.3);
+    let m = member(7, 0.0);
+    let run = |epochs: usize, weights: crate::config::Weights| {
+        let c = TrainCfg {
+            epochs,
+            weights,
+            ..TrainCfg::plain(Optimizer::Adam, 0.03, 32)
+        };
+        tch::manual_seed(m.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = spec.build(&vs, INPUT, 10).unwrap();
+        let o = train(
+            &net,
+            &vs,
+            &c,
+            &m.weights,
+            m.seed,
+            &data,
+            "w",
+            Durability::none(),
+            |_| {},
+        )
+        .unwrap();
+        let logits = tch::no_grad(|| super::predict(&net, &t.test.x, 1000));
+        (o, logits)
+    };
+    let (last, _) = run(8, crate::config::Weights::Last);
+    let (best, logits) = run(8, crate::config::Weights::Best);
+    let e = best.best_epoch.unwrap();
+    assert_eq!(last.best_epoch, Some(e));
+    assert!(
+        e < 8,
+        "the last epoch is the best: the test shows nothing ({last:?})"
+    );
+    assert_eq!(best.test_acc, best.best_test_acc());
+    assert_eq!(best.best_test_acc(), last.best_test_acc());
+    assert_eq!(best.val_acc, best.epochs[e as usize - 1].val_acc);
+    let (_, at_e) = run(e as usize, crate::config::Weights::Last);
+    assert!(logits.equal(&at_e), "the weights of epoch {e}");
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use kd_report::EpochRecord;
 use tch::{Kind, Tensor};
 
-use super::driver::{Learner, StepLoss};
+use super::learner::{Learner, StepLoss};
 use super::snapshot::{named, rows_of_steps, Progress, Snapshot};
 use crate::config::TrainCfg;
 
