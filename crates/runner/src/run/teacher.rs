@@ -338,6 +338,8 @@ pub fn obtain(
     let (input, classes) = (plan.data.input, plan.data.classes);
     let device = select_device(&t.slot.device)?;
     let mut vs = nn::VarStore::new(device);
+    // Before the seed: it seeds libtorch itself (once per process).
+    crate::train::snapshot::probe_draws();
     tch::manual_seed(t.cfg.seed as i64);
     let net = match &t.torchscript {
         Some(s) => scripted(&s.file, device, input, classes)?,

@@ -176,6 +176,8 @@ impl TrialContext {
         } else {
             None
         };
+        // Before the seed: it seeds libtorch itself (once per process).
+        crate::train::snapshot::probe_draws();
         tch::manual_seed(trial.seed as i64);
         let vs = nn::VarStore::new(self.device);
         let net = match trial.student.model.build(&vs, self.input, self.classes) {

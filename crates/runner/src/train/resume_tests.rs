@@ -124,6 +124,8 @@ fn alone<'t>(
     data: &'t TrainData<'t>,
 ) -> Box<Trainer<'t>> {
     Box::new(move |durable| {
+        // The bulk replay where this CPU's libtorch allows it (else the masks drawn again).
+        super::snapshot::probe_draws();
         tch::manual_seed(m.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = spec.build(&vs, INPUT, 10).unwrap();

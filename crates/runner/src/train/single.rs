@@ -230,8 +230,18 @@ impl Learner for Single<'_> {
             return true;
         }
         let device = self.data.train.x.device();
-        for r in rows {
-            self.net.replay_draws(r, self.numerics.kind(), device);
+        if device == tch::Device::Cpu && super::snapshot::bulk_replay() {
+            // The masks' numbers in bulk: one per element of each site that draws.
+            let per_row: i64 = sites
+                .iter()
+                .filter(|&&(p, _)| p > 0.0 && p < 1.0)
+                .map(|&(_, width)| width)
+                .sum();
+            super::snapshot::draw_numbers(rows.map(|r| r * per_row).sum());
+        } else {
+            for r in rows {
+                self.net.replay_draws(r, self.numerics.kind(), device);
+            }
         }
         true
     }
