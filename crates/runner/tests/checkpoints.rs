@@ -318,3 +318,28 @@ fn a_signal_checkpoints_the_trials_in_flight_and_exits_3() {
         assert!(files_in(&ckpts, ".ckpt").is_empty());
     }
 }
+
+/// `--fresh` trains from the start: a checkpoint left by an earlier run (perhaps of other
+/// code) is removed, not continued.
+#[test]
+fn fresh_does_not_continue_from_an_earlier_checkpoint() {
+    let student =
+        "{model: {arch: mlp, hidden: [48]}, train: {epochs: 3, batch_size: 64, lr: 0.05}}";
+    let config = on_fashion(student, TEACHER, "pack: off\nbaseline: false\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep_env(
+        dir.path(),
+        &config,
+        &["--checkpoint-every", "1ms"],
+        &[("KD_TEST_ABORT_AFTER_CHECKPOINTS", "1")],
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert_eq!(files_in(&out.join(".checkpoints"), ".ckpt").len(), 1);
+    let (o, _) = sweep(dir.path(), &config, &["--fresh"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        notes(&out),
+        [("kd".to_string(), None), ("teacher".to_string(), None)]
+    );
+    assert!(files_in(&out.join(".checkpoints"), ".ckpt").is_empty());
+}

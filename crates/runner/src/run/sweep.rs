@@ -131,6 +131,18 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         // The earlier results are set aside, never deleted, and stay in the frames until
         // replaced; a marker makes a resume after a kill continue the fresh run.
         let ids: Vec<String> = mine.iter().map(|&i| plan.trials[i].id.clone()).collect();
+        // Nor does it continue from checkpoints written before it (by other code, perhaps).
+        let dir = checkpoint::students_dir(&out);
+        match opts.shard {
+            None => checkpoint::clear_stale(&dir),
+            Some(_) => {
+                for unit in plan.units(&mine) {
+                    let trials: Vec<&PlannedTrial> =
+                        unit.iter().map(|&i| &plan.trials[i]).collect();
+                    checkpoint::remove(&checkpoint::unit_file_of(&dir, &trials));
+                }
+            }
+        }
         (
             HashMap::new(),
             vec![super::fresh::begin(&out, opts.shard, &ids)?],
