@@ -16,8 +16,9 @@ pub enum TrainError {
     /// A snapshot could not be put back (the run starts over).
     #[error("cannot continue from the checkpoint: {0}")]
     Resume(String),
-    /// Asked to stop (a signal): a snapshot was taken where it stopped.
-    #[error("stopped {0}, checkpoint written")]
+    /// Asked to stop (a signal): a snapshot was taken where it stopped (the text says where,
+    /// and whether it was written).
+    #[error("stopped {0}")]
     Stopped(String),
 }
 

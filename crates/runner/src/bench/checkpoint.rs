@@ -85,8 +85,14 @@ pub(super) fn row(device: Device, out: &std::path::Path) -> Result<CheckpointRow
         save: Box::new(|snap: &Snapshot| {
             let t0 = Instant::now();
             match checkpoint::save(&file, &["bench"], snap) {
-                Ok(()) => writes.push(t0.elapsed().as_secs_f64()),
-                Err(e) => failed = Some(e),
+                Ok(()) => {
+                    writes.push(t0.elapsed().as_secs_f64());
+                    true
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
             }
         }),
     };

@@ -30,8 +30,12 @@ pub fn parse_every(s: &str) -> Result<Option<Duration>, String> {
     };
     match number.parse::<f64>() {
         Ok(x) if scale.is_finite() && x.is_finite() && x >= 0.0 => {
-            let d = Duration::from_secs_f64(x * scale);
-            Ok((!d.is_zero()).then_some(d))
+            match Duration::try_from_secs_f64(x * scale) {
+                Ok(d) => Ok((!d.is_zero()).then_some(d)),
+                Err(_) => Err(format!(
+                    "`{s}` is longer than any run: give at most a few days"
+                )),
+            }
         }
         _ => Err(format!(
             "`{s}` is not a duration: give a number and a unit (500ms, 30s, 5m, 1h), or 0 for \
@@ -70,6 +74,9 @@ mod tests {
         assert_eq!(parse_every("1h"), Ok(Some(Duration::from_secs(3600))));
         assert_eq!(parse_every("250ms"), Ok(Some(Duration::from_millis(250))));
         assert_eq!(parse_every("0"), Ok(None));
+        assert!(parse_every("100000000000000000000s")
+            .unwrap_err()
+            .contains("longer than"));
         for bad in ["30", "5 min", "-1s", "s", ""] {
             assert!(
                 parse_every(bad).unwrap_err().contains("500ms, 30s, 5m, 1h"),

@@ -5,9 +5,11 @@
 //! One file per unit of work: `OUT/.checkpoints/<trial id>.ckpt` for a student alone,
 //! `pack-<hash of its members' ids>.ckpt` for a pack, `$KD_CACHE_DIR/teachers/<hash>.ckpt`
 //! for a teacher (beside its cache entry: one cached teacher serves many OUTs). Each is one
-//! libtorch archive (the snapshot's tensors, and `meta`: [`Meta`] as YAML bytes), written
-//! through a temporary file and a rename with its SHA-256 in `<file>.sha256` (the caches'
-//! mechanism), and removed once the unit's record (or the cache entry) is written.
+//! libtorch archive (the snapshot's tensors, and `meta`: [`Meta`] as YAML bytes) followed by
+//! the SHA-256 of the archive ([`TRAILER`] and 64 hex digits), written to a temporary file,
+//! flushed to the disk and renamed into place: one file and one rename, so a kill or a power
+//! cut leaves the previous checkpoint or the new one, never a mismatched pair. It is removed
+//! once the unit's record (or the cache entry) is written.
 //!
 //! A file is refused, with a message naming it, when its digest is missing or does not match,
 //! when it cannot be parsed, when it is of another [`FORMAT`] (the format's version, not
@@ -25,7 +27,56 @@ use tch::{Device, Kind, Tensor};
 use crate::error::RunError;
 use crate::train::snapshot::{Progress, Snapshot};
 
-use super::cache_file::{check, write_verified, Check};
+/// What precedes the archive's SHA-256 (64 hex digits) at the end of a checkpoint file.
+const TRAILER: &[u8] = b"\nkd-sweep-sha256:";
+
+/// `archive` with its digest after it.
+fn seal(mut archive: Vec<u8>) -> Vec<u8> {
+    let digest = hex::encode(Sha256::digest(&archive));
+    archive.extend_from_slice(TRAILER);
+    archive.extend_from_slice(digest.as_bytes());
+    archive
+}
+
+/// The archive of a sealed file, when its digest says it is whole and unchanged.
+fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
+    let tail = TRAILER.len() + 64;
+    let n = bytes.len();
+    if n < tail || &bytes[n - tail..n - 64] != TRAILER {
+        return Err("it has no digest at its end (cut short, or not a kd-sweep checkpoint)".into());
+    }
+    let (archive, want) = (&bytes[..n - tail], &bytes[n - 64..]);
+    let got = hex::encode(Sha256::digest(archive));
+    if got.as_bytes() != want {
+        return Err(format!(
+            "its content hashes to {} but its digest says {}: the file was changed or damaged",
+            &got[..16],
+            String::from_utf8_lossy(&want[..16])
+        ));
+    }
+    Ok(archive)
+}
+
+/// Write `bytes` to `file` through a temporary file flushed to the disk, a rename, and the
+/// folder flushed, so the file is the old one or the new one after any crash.
+fn write_durable(file: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    use std::io::Write as _;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
+    let tmp = kd_report::temp_path(file);
+    let done = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::error::io_err(file)(e));
+    }
+    // The rename itself, on the disk.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
 
 /// The version of the file layout. Raise it when a file of the old layout can no longer be
 /// read into the same numbers.
@@ -96,40 +147,19 @@ pub fn save(file: &Path, ids: &[&str], snap: &Snapshot) -> Result<(), RunError> 
         file: file.to_path_buf(),
         reason: format!("cannot be written: {e}"),
     })?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
-    }
-    write_verified(file, &bytes)
+    write_durable(file, &seal(bytes))
 }
 
 /// The snapshot in `file` for the trials `ids`, on `device`: none when there is no file; an
 /// error naming the file and why when it cannot be trusted (the caller sets it aside with
 /// [`refuse`] and starts over).
 pub fn load(file: &Path, ids: &[&str], device: Device) -> Result<Option<(Meta, Snapshot)>, String> {
-    if !file.exists() {
-        return Ok(None);
-    }
-    let why = match check(file) {
-        Check::Verified => None,
-        Check::Legacy => Some("it has no digest beside it (<file>.sha256)".to_string()),
-        Check::Bad(why) => Some(why),
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("it cannot be read ({e})")),
     };
-    if let Some(why) = why {
-        return Err(why);
-    }
-    let bytes = std::fs::read(file).map_err(|e| format!("it cannot be read ({e})"))?;
-    let mut tensors = Tensor::load_multi_from_stream_with_device(Cursor::new(bytes), device)
-        .map_err(|e| format!("it is not a libtorch archive ({e})"))?;
-    let at = tensors
-        .iter()
-        .position(|(n, _)| n == "meta")
-        .ok_or("it has no `meta` tensor")?;
-    let (_, meta) = tensors.swap_remove(at);
-    let meta = meta.to_device(Device::Cpu).to_kind(Kind::Uint8);
-    let mut yaml = vec![0u8; meta.numel()];
-    meta.copy_data_u8(&mut yaml, meta.numel());
-    let meta: Meta =
-        serde_yaml::from_slice(&yaml).map_err(|e| format!("its metadata cannot be read ({e})"))?;
+    let (meta, tensors) = parse(&bytes, device)?;
     if meta.format != FORMAT {
         return Err(format!(
             "it is of checkpoint format {}, and this kd-sweep reads format {FORMAT}",
@@ -150,13 +180,50 @@ pub fn load(file: &Path, ids: &[&str], device: Device) -> Result<Option<(Meta, S
     Ok(Some((meta, snap)))
 }
 
+/// The metadata and tensors of a checkpoint file's `bytes`, on `device`.
+fn parse(bytes: &[u8], device: Device) -> Result<(Meta, Vec<(String, Tensor)>), String> {
+    let archive = unseal(bytes)?;
+    let mut tensors = Tensor::load_multi_from_stream_with_device(Cursor::new(archive), device)
+        .map_err(|e| format!("it is not a libtorch archive ({e})"))?;
+    let at = tensors
+        .iter()
+        .position(|(n, _)| n == "meta")
+        .ok_or("it has no `meta` tensor")?;
+    let (_, meta) = tensors.swap_remove(at);
+    let meta = meta.to_device(Device::Cpu).to_kind(Kind::Uint8);
+    let mut yaml = vec![0u8; meta.numel()];
+    meta.copy_data_u8(&mut yaml, meta.numel());
+    let meta: Meta =
+        serde_yaml::from_slice(&yaml).map_err(|e| format!("its metadata cannot be read ({e})"))?;
+    Ok((meta, tensors))
+}
+
+/// Remove every checkpoint in `dir` that holds one of `ids` (`--fresh` of a shard: also packs
+/// formed in an earlier run, named after other members); unreadable ones stay.
+pub fn remove_holding(dir: &Path, ids: &std::collections::HashSet<&str>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "ckpt") {
+            continue;
+        }
+        let meta = std::fs::read(&path)
+            .ok()
+            .and_then(|b| parse(&b, Device::Cpu).ok().map(|(m, _)| m));
+        if meta.is_some_and(|m| m.ids.iter().any(|i| ids.contains(i.as_str()))) {
+            remove(&path);
+        }
+    }
+}
+
 /// Set aside the checkpoint `file` that cannot be used (`<file>.refused`, replacing an older
 /// one), and say so.
 pub fn refuse(file: &Path, why: &str) -> String {
     let mut aside = file.as_os_str().to_os_string();
     aside.push(".refused");
     let _ = std::fs::rename(file, &aside);
-    remove_digest(file);
     format!(
         "warning: checkpoint {} cannot be used: {why}; set aside as {}, the trial starts over",
         file.display(),
@@ -167,7 +234,6 @@ pub fn refuse(file: &Path, why: &str) -> String {
 /// Remove the checkpoint `file` and its digest (its unit is done).
 pub fn remove(file: &Path) {
     let _ = std::fs::remove_file(file);
-    remove_digest(file);
 }
 
 /// Remove every checkpoint left in `dir` (units that no longer form: a pack whose members
@@ -179,17 +245,11 @@ pub fn clear_stale(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".ckpt") || name.ends_with(".ckpt.sha256") {
+        if name.ends_with(".ckpt") {
             let _ = std::fs::remove_file(e.path());
         }
     }
     let _ = std::fs::remove_dir(dir);
-}
-
-fn remove_digest(file: &Path) {
-    let mut digest = file.as_os_str().to_os_string();
-    digest.push(".sha256");
-    let _ = std::fs::remove_file(digest);
 }
 
 /// Fault injection for the tests: with `KD_TEST_ABORT_AFTER_CHECKPOINTS=N`, the process ends
@@ -287,7 +347,7 @@ mod tests {
         // Another trial's.
         let err = load(&file, &["xyz"], Device::Cpu).unwrap_err();
         assert!(err.contains("belongs to trial(s) abc, not xyz"), "{err}");
-        // One byte changed.
+        // One byte changed (of the archive, before its digest).
         let mut bytes = std::fs::read(&file).unwrap();
         let last = bytes.len() - 100;
         bytes[last] ^= 1;
@@ -298,10 +358,14 @@ mod tests {
         assert!(note.contains(&file.display().to_string()) && note.contains("starts over"));
         assert!(!file.exists() && dir.path().join("abc.ckpt.refused").exists());
         assert!(load(&file, &["abc"], Device::Cpu).unwrap().is_none());
-        // No digest.
-        std::fs::write(&file, &bytes).unwrap();
-        let err = load(&file, &["abc"], Device::Cpu).unwrap_err();
-        assert!(err.contains("no digest"), "{err}");
+        // No digest: an archive alone, or one cut short.
+        let mut archive = Vec::new();
+        Tensor::save_multi_to_stream(&[("meta", Tensor::from(1i64))], &mut archive).unwrap();
+        for bytes in [&archive[..], &bytes[..bytes.len() - 10]] {
+            std::fs::write(&file, bytes).unwrap();
+            let err = load(&file, &["abc"], Device::Cpu).unwrap_err();
+            assert!(err.contains("no digest at its end"), "{err}");
+        }
     }
 
     #[test]
@@ -325,7 +389,7 @@ mod tests {
         let mut bytes = Vec::new();
         Tensor::save_multi_to_stream(&[("meta", Tensor::from_slice(yaml.as_bytes()))], &mut bytes)
             .unwrap();
-        write_verified(&file, &bytes).unwrap();
+        write_durable(&file, &seal(bytes)).unwrap();
         let err = load(&file, &["a", "b"], Device::Cpu).unwrap_err();
         assert!(err.contains(&format!("format {}", FORMAT + 1)), "{err}");
     }

@@ -25,7 +25,7 @@ pub(super) fn grouped(items: impl Iterator<Item = String>) -> String {
 /// What the sweep says of a unit of `trials` that stopped on request `at` where.
 pub(super) fn stopped_note(trials: &[&PlannedTrial], at: &str) -> String {
     format!(
-        "{} stopped {at}: its checkpoint is written, and the same command continues it there",
+        "{} stopped {at}; the same command continues it from its last checkpoint",
         label(trials)
     )
 }

@@ -79,12 +79,14 @@ pub enum Event {
         unit: Vec<usize>,
         at: String,
     },
-    /// Trial `index` ended on worker `slot`, which runs as `on`.
+    /// Trial `index` ended on worker `slot`, which runs as `on`. `lost`: the worker exited
+    /// during it (its outcome says so; a checkpoint it wrote stays, to continue from).
     Done {
         slot: usize,
         index: usize,
         outcome: Box<Outcome>,
         on: Slot,
+        lost: bool,
     },
 }
 
@@ -218,7 +220,10 @@ pub fn run(
             Some(Message::Stopped { unit, at }) => {
                 workers[i].busy.retain(|b| !unit.contains(b));
                 handle(Event::Stopped { unit, at })?;
-                give(plan, &mut workers, i, &mut queue, &mut handle)?;
+                // The worker exits after a stop, also one that it alone was signalled: the
+                // sweep stops too (no unit starts, the others checkpoint).
+                crate::run::stop::request();
+                workers[i].stdin = None;
             }
             Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
             Some(Message::Done { index, outcome }) => {
@@ -228,6 +233,7 @@ pub fn run(
                     index,
                     outcome: Box::new(outcome),
                     on: workers[i].slot.clone(),
+                    lost: false,
                 })?;
                 if workers[i].busy.is_empty() {
                     give(plan, &mut workers, i, &mut queue, &mut handle)?;
@@ -247,6 +253,7 @@ pub fn run(
                             status.map_or("unknown status".into(), |s| s.to_string())
                         ))),
                         on: workers[i].slot.clone(),
+                        lost: true,
                     })?;
                 }
             }
@@ -301,6 +308,7 @@ fn give(
                     "worker {i} could not take it (see the messages above)"
                 ))),
                 on: on.clone(),
+                lost: true,
             })?;
         }
         Ok(())

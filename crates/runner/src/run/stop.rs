@@ -2,8 +2,9 @@
 //! through the batch script) or SIGTERM (`kill`, `scancel`, a node's shutdown) asks a sweep to
 //! stop now without losing work: every trial in flight writes a checkpoint after its current
 //! step (mid-epoch if it must), no unit starts, and the sweep exits 3. Running it again
-//! continues those trials from their checkpoints and resumes the rest. A second SIGTERM ends
-//! the process at once.
+//! continues those trials from their checkpoints and resumes the rest. A SIGTERM that arrives
+//! once a stop is under way (a second signal, or one after the parent's stop line reached a
+//! worker) ends the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

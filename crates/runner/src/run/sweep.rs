@@ -135,13 +135,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         let dir = checkpoint::students_dir(&out);
         match opts.shard {
             None => checkpoint::clear_stale(&dir),
-            Some(_) => {
-                for unit in plan.units(&mine) {
-                    let trials: Vec<&PlannedTrial> =
-                        unit.iter().map(|&i| &plan.trials[i]).collect();
-                    checkpoint::remove(&checkpoint::unit_file_of(&dir, &trials));
-                }
-            }
+            Some(_) => checkpoint::remove_holding(&dir, &ids.iter().map(String::as_str).collect()),
         }
         (
             HashMap::new(),
@@ -388,10 +382,13 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
                     index,
                     outcome,
                     on,
+                    lost,
                 } => {
                     finish(index, *outcome, &on, &mut progress, slot)?;
-                    // The unit's records are all written: its checkpoint has served.
-                    if let Some((file, left)) = units.remove(&index) {
+                    // The unit's records are all written: its checkpoint has served (unless its
+                    // worker was lost: the next run continues from it).
+                    let unit = units.remove(&index).filter(|_| !lost);
+                    if let Some((file, left)) = unit {
                         left.set(left.get() - 1);
                         if left.get() == 0 {
                             checkpoint::remove(&file);
@@ -408,11 +405,17 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         ));
     }
     let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
-    if stopped == 0 && opts.shard.is_none() {
-        // Nothing is in flight any more, and no other shard shares the folder.
+    let merged = store.merge()?;
+    // Nothing is in flight any more, no trial will run again (a failed one continues from its
+    // checkpoint next time), and no other shard shares the folder.
+    let failed = merged
+        .planned
+        .rows
+        .iter()
+        .any(|r| r.status == Status::Failed);
+    if stopped == 0 && !failed && opts.shard.is_none() {
         checkpoint::clear_stale(&checkpoints.dir);
     }
-    let merged = store.merge()?;
     for note in end_notes(&out, &merged) {
         progress.note(&note);
     }

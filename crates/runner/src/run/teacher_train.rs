@@ -47,35 +47,45 @@ pub(super) fn train_teacher(
         }
     };
     let failures = std::cell::RefCell::new(Vec::new());
-    let durable = Durability {
+    let durable = |resume| Durability {
         resume,
         every,
         stop: Box::new(crate::run::stop::requested),
         save: Box::new(|snap| match checkpoint::save(ckpt, &ids, snap) {
-            Ok(()) => checkpoint::abort_for_tests(),
-            Err(e) => failures
-                .borrow_mut()
-                .push(format!("warning: {e}; training goes on without it")),
+            Ok(()) => {
+                checkpoint::abort_for_tests();
+                true
+            }
+            Err(e) => {
+                failures
+                    .borrow_mut()
+                    .push(format!("warning: {e}; training goes on without it"));
+                false
+            }
         }),
     };
-    let result = train::train(
-        net,
-        vs,
-        &t.cfg.train,
-        &kd_loss::KdWeights::hard_only(),
-        t.cfg.seed,
-        &TrainData {
-            train: &data.train,
-            val: &data.val,
-            test: &data.test,
-            soft_targets: None,
-            online_teacher: None,
-            reference: None,
-        },
-        &t.id,
-        durable,
-        |log| progress.epoch(0, log),
-    );
+    let data = TrainData {
+        train: &data.train,
+        val: &data.val,
+        test: &data.test,
+        soft_targets: None,
+        online_teacher: None,
+        reference: None,
+    };
+    let hard = kd_loss::KdWeights::hard_only();
+    let cfg = &t.cfg.train;
+    let attempt = |durable: Durability, progress: &mut Outputs| {
+        let on_epoch = |log: &kd_report::EpochRecord| progress.epoch(0, log);
+        train::train(
+            net, vs, cfg, &hard, t.cfg.seed, &data, &t.id, durable, on_epoch,
+        )
+    };
+    let mut result = attempt(durable(resume), progress);
+    if let Err(TrainError::Resume(why)) = &result {
+        // Found before anything was written: the teacher starts over as built.
+        progress.note(&checkpoint::refuse(ckpt, why));
+        result = attempt(durable(None), progress);
+    }
     for f in failures.take() {
         progress.note(&f);
     }
@@ -87,19 +97,9 @@ pub(super) fn train_teacher(
             Ok(o)
         }
         Err(TrainError::Stopped(at)) => Err(RunError::Stopped(format!(
-            "the teacher stopped {at}, its checkpoint {} written",
+            "the teacher stopped {at} ({})",
             ckpt.display()
         ))),
-        Err(TrainError::Resume(why)) => {
-            progress.note(&checkpoint::refuse(ckpt, &why));
-            Err(RunError::Checkpoint {
-                file: ckpt.to_path_buf(),
-                reason: format!(
-                    "does not fit this teacher ({why}); it is set aside, and the same command \
-                     trains the teacher from the start"
-                ),
-            })
-        }
         Err(e) => Err(e.into()),
     }
 }

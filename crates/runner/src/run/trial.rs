@@ -318,10 +318,16 @@ impl TrialContext {
             every: file.and(every),
             stop: Box::new(move || file.is_some() && crate::run::stop::requested()),
             save: Box::new(move |snap| {
-                let Some(f) = file else { return };
+                let Some(f) = file else { return false };
                 match checkpoint::save(f, ids, snap) {
-                    Ok(()) => checkpoint::abort_for_tests(),
-                    Err(e) => self.note(format!("warning: {e}; training goes on without it")),
+                    Ok(()) => {
+                        checkpoint::abort_for_tests();
+                        true
+                    }
+                    Err(e) => {
+                        self.note(format!("warning: {e}; training goes on without it"));
+                        false
+                    }
                 }
             }),
         }

@@ -83,7 +83,8 @@ pub(crate) fn run(
             &mut durable,
             t0,
         )?;
-        let seconds = (earlier + t0.elapsed().as_secs_f64()) / k as f64;
+        // The epoch's seconds run until its evaluation is done (`close_epoch` reads the clock).
+        let clock = (t0, earlier);
         let test = close_epoch(
             learner,
             members,
@@ -93,7 +94,7 @@ pub(crate) fn run(
             epoch,
             sums,
             lr,
-            seconds,
+            clock,
             &mut on_epoch,
         );
         if epoch as usize == cfg.epochs {
@@ -112,14 +113,23 @@ pub(crate) fn run(
             .every
             .is_some_and(|e| st.last_snapshot.elapsed() >= e);
         if stop || due {
-            (durable.save)(&st.snapshot(learner, None));
+            let saved = (durable.save)(&st.snapshot(learner, None));
             st.last_snapshot = Instant::now();
             if stop {
-                return Err(TrainError::Stopped(format!("after epoch {epoch}")));
+                return Err(stopped(format!("after epoch {epoch}"), saved));
             }
         }
     }
     Ok(finish(learner, members, cfg, data, st, last_test))
+}
+
+/// A stop `at` where, and whether its checkpoint was written.
+fn stopped(at: String, saved: bool) -> TrainError {
+    TrainError::Stopped(if saved {
+        format!("{at}: its checkpoint is written")
+    } else {
+        format!("{at}, but its checkpoint could not be written (see the warning above)")
+    })
 }
 
 /// Train the batches of `epoch` (from where `partial` stands, if given); the epoch's sums and
@@ -164,11 +174,11 @@ fn train_epoch(
         st.step += 1;
         if b + 1 < g.steps_per_epoch && (durable.stop)() {
             let seconds = earlier + t0.elapsed().as_secs_f64();
-            (durable.save)(&st.snapshot(learner, Some((b + 1, &sums, seconds, lr))));
-            return Err(TrainError::Stopped(format!(
-                "in epoch {epoch} after batch {}",
-                b + 1
-            )));
+            let saved = (durable.save)(&st.snapshot(learner, Some((b + 1, &sums, seconds, lr))));
+            return Err(stopped(
+                format!("in epoch {epoch} after batch {}", b + 1),
+                saved,
+            ));
         }
     }
     Ok((sums, lr))
@@ -186,7 +196,7 @@ fn close_epoch(
     epoch: u32,
     sums: Sums,
     lr: f64,
-    seconds: f64,
+    (t0, earlier): (Instant, f64),
     on_epoch: &mut impl FnMut(usize, &EpochRecord),
 ) -> Option<Tensor> {
     let k = members.len();
@@ -234,6 +244,8 @@ fn close_epoch(
     } else {
         vec![None; k]
     };
+    // Training and evaluation, each student's share.
+    let seconds = (earlier + t0.elapsed().as_secs_f64()) / k as f64;
     for i in 0..k {
         if !alive[i] {
             continue;

@@ -15,7 +15,7 @@
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
-use super::snapshot::{int, int_tensor, like, Named};
+use super::snapshot::{fits, int, int_tensor, like, Named};
 use crate::config::{Optimizer, TrainCfg};
 use crate::error::TrainError;
 
@@ -91,6 +91,20 @@ impl ExactOptimizer {
             }
         }
         out
+    }
+
+    /// Whether [`ExactOptimizer::import`] of `from` would succeed (it changes nothing).
+    pub(crate) fn check(&self, from: &Named) -> Result<(), String> {
+        int(from, "opt/step")?;
+        for (i, p) in self.params.iter().enumerate() {
+            for what in ["m", "v"] {
+                let name = format!("opt/{what}/{i}");
+                if from.contains_key(&name) {
+                    fits(&p.var, from, &name)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Put back the state [`ExactOptimizer::export`] gave.

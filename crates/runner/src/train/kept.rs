@@ -98,12 +98,12 @@ impl Kept {
         }
     }
 
-    /// Put back what [`Kept::export`] gave, holding `epochs`.
-    pub(crate) fn import(
-        &mut self,
+    /// A `Kept` of the same live state holding what [`Kept::export`] gave, for `epochs`.
+    pub(crate) fn imported(
+        &self,
         from: &super::snapshot::Named,
         epochs: &[Option<u32>],
-    ) -> Result<(), String> {
+    ) -> Result<Kept, String> {
         if epochs.len() != self.epoch.len() {
             return Err(format!(
                 "it holds {} students, not {}",
@@ -111,21 +111,28 @@ impl Kept {
                 self.epoch.len()
             ));
         }
-        self.epoch = epochs.to_vec();
-        self.copies = None;
-        if epochs.iter().any(Option::is_some) {
-            let copies = self
-                .live
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    super::snapshot::like(&v.detach(), from, &format!("kept/{i}"))?
-                        .ok_or_else(|| format!("it has no tensor `kept/{i}`"))
-                })
-                .collect::<Result<Vec<Tensor>, String>>()?;
-            self.copies = Some(copies);
-        }
-        Ok(())
+        let copies = if epochs.iter().any(Option::is_some) {
+            let copy = |(i, v): (usize, &Tensor)| {
+                let name = format!("kept/{i}");
+                super::snapshot::like(&v.detach(), from, &name)?
+                    .ok_or_else(|| format!("it has no tensor `{name}`"))
+            };
+            Some(
+                self.live
+                    .iter()
+                    .enumerate()
+                    .map(copy)
+                    .collect::<Result<Vec<Tensor>, String>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(Kept {
+            live: self.live.iter().map(Tensor::shallow_clone).collect(),
+            stacked: self.stacked,
+            copies,
+            epoch: epochs.to_vec(),
+        })
     }
 
     /// `f` run with the kept state in place of the live one, which is put back after (exactly).

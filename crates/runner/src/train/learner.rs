@@ -52,7 +52,8 @@ pub(crate) trait Learner {
     /// Everything a continued run needs of the learner: its model's tensors (`model/<name>`)
     /// and its optimiser's state (`opt/...`), shallow.
     fn export(&self) -> Vec<(String, Tensor)>;
-    /// Put back what [`Learner::export`] gave; what is missing or of another shape is an error.
+    /// Put back what [`Learner::export`] gave; what is missing or of another shape or number
+    /// format is an error, found before anything is written (the learner is then as it was).
     fn import(&mut self, from: &Named) -> Result<(), String>;
     /// Draw from libtorch's global generator what steps of `rows` rows each drew, in order,
     /// results discarded (see [`super::snapshot`]). False when the learner cannot say what it

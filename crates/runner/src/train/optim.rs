@@ -14,7 +14,7 @@
 
 use tch::Tensor;
 
-use super::snapshot::{int, int_tensor, like, put, Named};
+use super::snapshot::{fits, int, int_tensor, like, put, Named};
 use crate::config::{Optimizer, TrainCfg};
 
 /// Elements per chunk: 256k floats (1 MB) per operand.
@@ -123,6 +123,25 @@ impl PackedOptimizer {
             }
         }
         out
+    }
+
+    /// Whether [`PackedOptimizer::import`] of `from` would succeed (it changes nothing).
+    pub(crate) fn check(&self, from: &Named) -> Result<(), String> {
+        int(from, "opt/step")?;
+        for (i, s) in self.states.iter().enumerate() {
+            if s.work.is_some() {
+                fits(&s.var, from, &format!("opt/var/{i}"))?;
+            }
+            for (what, t) in [("m", &s.m), ("v", &s.v)] {
+                let name = format!("opt/{what}/{i}");
+                match t {
+                    Some(t) => fits(t, from, &name)?,
+                    None if from.contains_key(&name) => fits(&s.var, from, &name)?,
+                    None => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Put back the state [`PackedOptimizer::export`] gave (into the live tensors: the flat

@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::driver::{self, Batch, Learner, StepLoss};
 use super::optim::PackedOptimizer;
 use super::precision::Numerics;
-use super::snapshot::{put, Named};
+use super::snapshot::{fits, put, Named};
 use super::{Member, Outcome, TrainData};
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -244,8 +244,14 @@ impl Learner for Packed<'_> {
     }
 
     fn import(&mut self, from: &Named) -> Result<(), String> {
-        for (name, t) in super::single::model_tensors(&self.vs) {
-            put(&t, from, &name)?;
+        // All checked before anything is written.
+        let model = super::single::model_tensors(&self.vs);
+        for (name, t) in &model {
+            fits(t, from, name)?;
+        }
+        self.opt.check(from)?;
+        for (name, t) in &model {
+            put(t, from, name)?;
         }
         self.opt.import(from)
     }

@@ -109,6 +109,7 @@ impl Stopper {
                     progress: s.progress.clone(),
                     tensors,
                 });
+                true
             }),
         }
     }

@@ -156,30 +156,37 @@ impl RunState {
             ));
         }
         let tensors = named(snap.tensors);
-        learner.import(&tensors)?;
-        self.kept.import(&tensors, &p.kept)?;
-        learner.retire(&p.alive);
-        if p.batch > 0 {
-            let sum = |what: &str| {
-                let name = format!("sum/{what}");
+        // Everything that can fail is read before the learner is written: a snapshot that does
+        // not fit leaves it as built, so the caller can start over in place.
+        let partial = match p.batch {
+            0 => None,
+            batch => {
                 let device = learner.state().0[0].device();
-                tensors
-                    .get(&name)
-                    .map(|t| t.to_device(device))
-                    .ok_or_else(|| format!("it has no tensor `{name}`"))
-            };
-            self.partial = Some(Partial {
-                batch: p.batch,
-                sums: Sums {
-                    total: sum("total")?,
-                    soft: sum("soft")?,
-                    hard: sum("hard")?,
-                    correct: sum("correct")?,
-                },
-                seconds: p.epoch_seconds,
-                lr: p.lr,
-            });
-        }
+                let sum = |what: &str| {
+                    let name = format!("sum/{what}");
+                    match tensors.get(&name) {
+                        Some(t) if t.size() == [k as i64] => Ok(t.to_device(device)),
+                        _ => Err(format!("it has no tensor `{name}` of {k} sums")),
+                    }
+                };
+                Some(Partial {
+                    batch,
+                    sums: Sums {
+                        total: sum("total")?,
+                        soft: sum("soft")?,
+                        hard: sum("hard")?,
+                        correct: sum("correct")?,
+                    },
+                    seconds: p.epoch_seconds,
+                    lr: p.lr,
+                })
+            }
+        };
+        let kept = self.kept.imported(&tensors, &p.kept)?;
+        learner.import(&tensors)?;
+        self.kept = kept;
+        self.partial = partial;
+        learner.retire(&p.alive);
         let exact = learner.replay(&mut rows_of_steps(p.step, g.n, g.bs));
         let at = match p.batch {
             0 => format!("at epoch {}", p.epoch),

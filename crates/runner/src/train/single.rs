@@ -14,7 +14,7 @@ use super::exact::ExactOptimizer;
 use super::kept::tensors_of;
 use super::optim::PackedOptimizer;
 use super::precision::Numerics;
-use super::snapshot::{put, Named};
+use super::snapshot::{fits, put, Named};
 use super::TrainData;
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -32,6 +32,13 @@ impl Opt {
         match self {
             Opt::Torch(o) => o.export(),
             Opt::Masters(o) => o.export(),
+        }
+    }
+
+    fn check(&self, from: &Named) -> Result<(), String> {
+        match self {
+            Opt::Torch(o) => o.check(from),
+            Opt::Masters(o) => o.check(from),
         }
     }
 
@@ -215,8 +222,14 @@ impl Learner for Single<'_> {
     }
 
     fn import(&mut self, from: &Named) -> Result<(), String> {
-        for (name, t) in model_tensors(self.vs) {
-            put(&t, from, &name)?;
+        // All checked before anything is written.
+        let model = model_tensors(self.vs);
+        for (name, t) in &model {
+            fits(t, from, name)?;
+        }
+        self.opt.check(from)?;
+        for (name, t) in &model {
+            put(t, from, name)?;
         }
         self.opt.import(from)
     }

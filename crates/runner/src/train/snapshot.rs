@@ -72,8 +72,9 @@ pub struct Durability<'h> {
     /// Whether the run must stop now (a signal): it snapshots after the current step and
     /// returns [`crate::error::TrainError::Stopped`].
     pub stop: Box<dyn Fn() -> bool + 'h>,
-    /// Where snapshots go. Its failures are its own to report: training goes on.
-    pub save: Box<dyn FnMut(&Snapshot) + 'h>,
+    /// Where snapshots go; whether the snapshot was written. Its failures are its own to
+    /// report: training goes on.
+    pub save: Box<dyn FnMut(&Snapshot) -> bool + 'h>,
 }
 
 impl Durability<'_> {
@@ -83,7 +84,7 @@ impl Durability<'_> {
             resume: None,
             every: None,
             stop: Box::new(|| false),
-            save: Box::new(|_| {}),
+            save: Box::new(|_| false),
         }
     }
 }
@@ -93,20 +94,28 @@ pub fn named(tensors: Vec<(String, Tensor)>) -> Named {
     tensors.into_iter().collect()
 }
 
-/// Copy `from[name]` into `live` (same shape), in place: the live tensor keeps its layout and
-/// its place in the model.
-pub fn put(live: &Tensor, from: &Named, name: &str) -> Result<(), String> {
+/// Whether `from[name]` can be copied into `live`: there, of its shape and number format.
+pub fn fits(live: &Tensor, from: &Named, name: &str) -> Result<(), String> {
     let saved = from
         .get(name)
         .ok_or_else(|| format!("it has no tensor `{name}`"))?;
-    if saved.size() != live.size() {
+    if saved.size() != live.size() || saved.kind() != live.kind() {
         return Err(format!(
-            "its tensor `{name}` has shape {:?} where the model's has {:?}",
+            "its tensor `{name}` is {:?} {:?} where the model's is {:?} {:?}",
+            saved.kind(),
             saved.size(),
+            live.kind(),
             live.size()
         ));
     }
-    tch::no_grad(|| live.detach().copy_(saved));
+    Ok(())
+}
+
+/// Copy `from[name]` into `live` (see [`fits`]), in place: the live tensor keeps its layout
+/// and its place in the model.
+pub fn put(live: &Tensor, from: &Named, name: &str) -> Result<(), String> {
+    fits(live, from, name)?;
+    tch::no_grad(|| live.detach().copy_(&from[name]));
     Ok(())
 }
 
@@ -120,11 +129,12 @@ pub fn like(like: &Tensor, from: &Named, name: &str) -> Result<Option<Tensor>, S
     Ok(Some(t))
 }
 
-/// The integer `from[name]` (a 0-dim or 1-element tensor).
+/// The integer `from[name]` (a 0-dim int64 tensor).
 pub fn int(from: &Named, name: &str) -> Result<i64, String> {
-    from.get(name)
-        .map(|t| t.int64_value(&[]))
-        .ok_or_else(|| format!("it has no tensor `{name}`"))
+    match from.get(name) {
+        Some(t) if t.dim() == 0 && t.kind() == tch::Kind::Int64 => Ok(t.int64_value(&[])),
+        _ => Err(format!("it has no integer `{name}`")),
+    }
 }
 
 /// `x` as a 0-dim int64 tensor on the CPU.
