@@ -398,3 +398,59 @@ fn sigterm_with_workers_leaves_no_orphans_and_resumes_complete() {
     assert_eq!(rows.len(), 5, "teacher, baseline, three KD cells");
     assert!(rows.iter().all(|r| r.status == kd_report::Status::Ok));
 }
+
+/// A worker killed mid-trial (an OOM kill picks the biggest process, often a worker): its
+/// trials are recorded failed, but the checkpoint it wrote stays, and the next run continues
+/// from it.
+#[test]
+fn a_killed_worker_leaves_its_checkpoint_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut args, out, cache) = slow_sweep(dir.path(), "workers: 2\npack: off\n");
+    let cfg = Path::new(&args[1]);
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("epochs: 2,", "epochs: 8,");
+    std::fs::write(cfg, text).unwrap();
+    args.extend(["--checkpoint-every".into(), "1ms".into()]);
+    let child = spawn_kd(&args, &cache);
+    let ckpts = out.join(".checkpoints");
+    let count = || {
+        std::fs::read_dir(&ckpts).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+                .count()
+        })
+    };
+    let start = std::time::Instant::now();
+    while count() == 0 {
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "no checkpoint in 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Both workers are inside a student; kill them both, as the kernel would.
+    for w in children(child.id()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &w.to_string()])
+            .status();
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("exited"), "{err}");
+    assert!(count() >= 1, "the checkpoints stay: {err}");
+    let args: Vec<&str> = args[..args.len() - 2].iter().map(String::as_str).collect();
+    let o = kd(&args, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = records(&out);
+    assert!(rows.iter().all(|r| r.status == kd_report::Status::Ok));
+    assert!(
+        rows.iter().any(|r| r
+            .resumed
+            .as_deref()
+            .is_some_and(|n| n.starts_with("continued "))),
+        "{:?}",
+        rows.iter().map(|r| &r.resumed).collect::<Vec<_>>()
+    );
+    assert_eq!(count(), 0);
+}
