@@ -72,84 +72,9 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 tensorboard,
                 checkpoint_every: checkpoint_every.map(|e| e.0),
             };
-            let summary = run_sweep(&config, &sets, &opts)?;
-            let claims = if summary.verdicts.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "claims (a FAIL is a finding, not an error):\n{}\n",
-                    kd_report::claims::summary(&summary.verdicts)
-                )
-            };
-            let stdout = format!(
-                "{}\n{}\n{claims}results: {}\n",
-                kd_report::trials_table(&summary.trials),
-                kd_report::kd_vs_baseline(&summary.trials),
-                summary.out.display()
-            );
-            let stdout = match shard {
-                None => stdout,
-                Some(s) => format!(
-                    "shard {s} done: {} of the plan's trials have results in {} ({} still missing); `kd report {}` merges them into the frames and the report\n",
-                    summary.trials.len(),
-                    summary.out.display(),
-                    summary.missing,
-                    summary.out.display()
-                ),
-            };
-            let bad = summary.unfinished;
-            if summary.stopped > 0 {
-                return Ok(Done {
-                    stdout,
-                    stderr: Some(format!(
-                        "stopped on request (SIGUSR1 or SIGTERM) with {} trial(s) not finished; \
-                         run the same command again to resume (trials in flight continue from \
-                         their checkpoints)",
-                        summary.stopped
-                    )),
-                    code: crate::run::stop::EXIT_STOPPED,
-                });
-            }
-            Ok(Done {
-                stdout,
-                stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
-                code: u8::from(bad > 0),
-            })
+            sweep(&config, &sets, &opts)
         }
-        Cmd::Slurm {
-            config,
-            out,
-            sets,
-            partition,
-            gpus_per_task,
-            cpus_per_task,
-            time,
-            max_parallel,
-            shards,
-            packs_per_task,
-            submit,
-        } => {
-            let cfg = load_config(&config, &sets)?;
-            let written = crate::slurm::run(
-                &cfg,
-                &crate::slurm::SlurmOptions {
-                    config,
-                    sets,
-                    out,
-                    resources: crate::slurm::Resources {
-                        partition,
-                        gpus_per_task,
-                        cpus_per_task,
-                        time,
-                        max_parallel,
-                    },
-                    shards,
-                    packs_per_task,
-                    submit,
-                },
-            )?;
-            Ok(Done::ok(written))
-        }
+        cmd @ Cmd::Slurm { .. } => slurm(cmd),
         Cmd::Bench {
             epochs,
             repeats,
@@ -158,30 +83,17 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             scripts,
             only,
             cifar_steps,
-        } => {
-            if epochs == 0 || repeats == 0 || cifar_steps == 0 {
-                return Err(Failure::Input(
-                    "--epochs, --repeats and --cifar-steps must be > 0".into(),
-                ));
-            }
-            let table = crate::bench::run(&crate::bench::BenchOptions {
-                epochs,
-                repeats,
-                out: out.clone(),
-                python,
-                scripts,
-                temp_config: "experiments/temp.yaml".into(),
-                size_config: "experiments/student_size.yaml".into(),
-                only,
-                cifar_steps,
-            })?;
-            Ok(Done::ok(format!(
-                "{table}
-results: {}
-",
-                out.display()
-            )))
-        }
+        } => bench(crate::bench::BenchOptions {
+            epochs,
+            repeats,
+            out,
+            python,
+            scripts,
+            temp_config: "experiments/temp.yaml".into(),
+            size_config: "experiments/student_size.yaml".into(),
+            only,
+            cifar_steps,
+        }),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -200,61 +112,175 @@ results: {}
                 code: if ok { 0 } else { 2 },
             })
         }
-        Cmd::Report { out } => {
-            let name = out
-                .file_name()
-                .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-            let done = kd_report::regenerate(&out, &name).map_err(|e| report_failure(&out, e))?;
-            let mut notes: Vec<String> = done.notes;
-            if !done.from_frames.is_empty() {
-                notes.push(format!(
-                    "{} trial(s) have no readable file in {}: their rows are kept from the \
-                     frames (trials.parquet, epochs.parquet, confusion.parquet)",
-                    done.from_frames.len(),
-                    kd_report::store::records_dir(&out).display()
-                ));
-            }
-            if done.unplanned > 0 {
-                notes.push(format!(
-                    "{} trial(s) are not in the plan of {} (an earlier grid or config): their rows \
-                     are kept in {}, out of the report",
-                    done.unplanned,
-                    out.join("plan.json").display(),
-                    kd_report::store::unplanned_dir(&out).display()
-                ));
-            }
-            if !done.missing.is_empty() {
-                notes.push(kd_report::missing::missing_text(
-                    &out,
-                    done.missing.len(),
-                    done.planned,
-                ));
-            }
-            Ok(Done {
-                stdout: format!("{}\n", done.report.display()),
-                stderr: (!notes.is_empty()).then(|| notes.join("\n")),
-                code: 0,
-            })
-        }
+        Cmd::Report { out } => report(&out),
         Cmd::Download {
             dataset,
             dir,
             from,
             python,
-        } => {
-            let name = kd_data::DatasetName::parse(&dataset).ok_or_else(|| {
-                Failure::Input(format!(
-                    "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist, cifar10, \
-                     cifar100)"
-                ))
-            })?;
-            let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
-            let files = download(name, &dir, from, &python)?;
-            Ok(Done::ok(
-                files.iter().map(|f| format!("{}\n", f.display())).collect(),
-            ))
-        }
+        } => download_cmd(&dataset, dir, from, &python),
     }
+}
+
+/// `kd slurm`: the scripts written (and submitted with `--submit`).
+fn slurm(cmd: Cmd) -> Result<Done, Failure> {
+    let Cmd::Slurm {
+        config,
+        out,
+        sets,
+        partition,
+        gpus_per_task,
+        cpus_per_task,
+        time,
+        max_parallel,
+        shards,
+        packs_per_task,
+        submit,
+    } = cmd
+    else {
+        unreachable!("kd slurm")
+    };
+    let cfg = load_config(&config, &sets)?;
+    let written = crate::slurm::run(
+        &cfg,
+        &crate::slurm::SlurmOptions {
+            config,
+            sets,
+            out,
+            resources: crate::slurm::Resources {
+                partition,
+                gpus_per_task,
+                cpus_per_task,
+                time,
+                max_parallel,
+            },
+            shards,
+            packs_per_task,
+            submit,
+        },
+    )?;
+    Ok(Done::ok(written))
+}
+
+/// `kd download`: the files, one per line.
+fn download_cmd(
+    dataset: &str,
+    dir: Option<PathBuf>,
+    from: Source,
+    python: &Path,
+) -> Result<Done, Failure> {
+    let name = kd_data::DatasetName::parse(dataset).ok_or_else(|| {
+        Failure::Input(format!(
+            "unknown dataset `{dataset}` (downloadable: mnist, fashion-mnist, cifar10, \
+             cifar100)"
+        ))
+    })?;
+    let dir = dir.unwrap_or_else(|| kd_data::data_root().join(name.as_str()));
+    let files = download(name, &dir, from, python)?;
+    Ok(Done::ok(
+        files.iter().map(|f| format!("{}\n", f.display())).collect(),
+    ))
+}
+
+/// `kd bench`: the tables it wrote, and where.
+fn bench(opts: crate::bench::BenchOptions) -> Result<Done, Failure> {
+    if opts.epochs == 0 || opts.repeats == 0 || opts.cifar_steps == 0 {
+        return Err(Failure::Input(
+            "--epochs, --repeats and --cifar-steps must be > 0".into(),
+        ));
+    }
+    let table = crate::bench::run(&opts)?;
+    Ok(Done::ok(format!(
+        "{table}\nresults: {}\n",
+        opts.out.display()
+    )))
+}
+
+/// `kd sweep`: run it, then the tables, the claims' verdicts, and the exit code (3 when
+/// stopped on request, 1 when a trial did not finish).
+fn sweep(config: &Path, sets: &[String], opts: &RunOptions) -> Result<Done, Failure> {
+    let summary = run_sweep(config, sets, opts)?;
+    let claims = if summary.verdicts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "claims (a FAIL is a finding, not an error):\n{}\n",
+            kd_report::claims::summary(&summary.verdicts)
+        )
+    };
+    let stdout = format!(
+        "{}\n{}\n{claims}results: {}\n",
+        kd_report::trials_table(&summary.trials),
+        kd_report::kd_vs_baseline(&summary.trials),
+        summary.out.display()
+    );
+    let stdout = match opts.shard {
+        None => stdout,
+        Some(s) => format!(
+            "shard {s} done: {} of the plan's trials have results in {} ({} still missing); `kd report {}` merges them into the frames and the report\n",
+            summary.trials.len(),
+            summary.out.display(),
+            summary.missing,
+            summary.out.display()
+        ),
+    };
+    let bad = summary.unfinished;
+    if summary.stopped > 0 {
+        return Ok(Done {
+            stdout,
+            stderr: Some(format!(
+                "stopped on request (SIGUSR1 or SIGTERM) with {} trial(s) not finished; \
+                 run the same command again to resume (trials in flight continue from \
+                 their checkpoints)",
+                summary.stopped
+            )),
+            code: crate::run::stop::EXIT_STOPPED,
+        });
+    }
+    Ok(Done {
+        stdout,
+        stderr: (bad > 0).then(|| format!("{bad} trial(s) did not finish; see the report")),
+        code: u8::from(bad > 0),
+    })
+}
+
+/// `kd report OUT`: the frames merged from the record files and the report regenerated; what
+/// was kept from the frames, kept aside or is missing goes to stderr.
+fn report(out: &Path) -> Result<Done, Failure> {
+    let name = out
+        .file_name()
+        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+    let done = kd_report::regenerate(out, &name).map_err(|e| report_failure(out, e))?;
+    let mut notes: Vec<String> = done.notes;
+    if !done.from_frames.is_empty() {
+        notes.push(format!(
+            "{} trial(s) have no readable file in {}: their rows are kept from the \
+             frames (trials.parquet, epochs.parquet, confusion.parquet)",
+            done.from_frames.len(),
+            kd_report::store::records_dir(out).display()
+        ));
+    }
+    if done.unplanned > 0 {
+        notes.push(format!(
+            "{} trial(s) are not in the plan of {} (an earlier grid or config): their rows \
+             are kept in {}, out of the report",
+            done.unplanned,
+            out.join("plan.json").display(),
+            kd_report::store::unplanned_dir(out).display()
+        ));
+    }
+    if !done.missing.is_empty() {
+        notes.push(kd_report::missing::missing_text(
+            out,
+            done.missing.len(),
+            done.planned,
+        ));
+    }
+    Ok(Done {
+        stdout: format!("{}\n", done.report.display()),
+        stderr: (!notes.is_empty()).then(|| notes.join("\n")),
+        code: 0,
+    })
 }
 
 /// Why `kd report OUT` failed; an `OUT/plan.json` that does not parse says what the file is

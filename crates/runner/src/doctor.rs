@@ -73,6 +73,14 @@ pub fn report() -> (String, bool) {
         "teacher cache: {} ($KD_CACHE_DIR)",
         crate::data::cache_root().join("teachers").display()
     );
+    ok &= datasets(&mut s);
+    (s, ok)
+}
+
+/// Where each named dataset was found (its files) or searched for, and how to get it; whether
+/// Fashion-MNIST, which the default experiment needs, is there.
+fn datasets(s: &mut String) -> bool {
+    let mut ok = true;
     let _ = writeln!(s, "datasets:");
     for name in DatasetName::NAMED {
         match kd_data::locate(name, None) {
@@ -110,5 +118,5 @@ pub fn report() -> (String, bool) {
             }
         }
     }
-    (s, ok)
+    ok
 }

@@ -1,12 +1,16 @@
 //! The house's shape, checked from the sources: no import cycle between the runner's modules
 //! (nor between the files of one of its folders), `main.rs` only parses and dispatches, config
-//! resolution asks libtorch nothing, and no `src/` file's code (its test module aside) grows
-//! past the line limit.
+//! resolution asks libtorch nothing, no `src/` file's code (its test module aside) grows past
+//! the line limit, and no function there past [`MAX_FN_LINES`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const MAX_LINES: usize = 500;
+
+/// The most lines one non-test function in `crates/*/src` may span, from its `fn` line to its
+/// closing brace: beyond it a function holds more than one concern (split it by concern).
+const MAX_FN_LINES: usize = 100;
 
 fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -255,4 +259,163 @@ fn no_source_file_grows_past_the_limit() {
         }
     }
     assert!(over.is_empty(), "split these files: {over:#?}");
+}
+
+/// `code` with every comment, string literal (raw ones too) and char literal blanked out (the
+/// line breaks kept), so that the braces left are the code's own.
+fn blank_literals(code: &str) -> String {
+    let c: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let blank = |out: &mut String, s: &[char]| {
+        out.extend(s.iter().map(|&ch| if ch == '\n' { '\n' } else { ' ' }));
+    };
+    let mut i = 0;
+    while i < c.len() {
+        let rest = &c[i..];
+        let prev_ident = i > 0 && is_ident(c[i - 1]);
+        let end = if rest.starts_with(&['/', '/']) {
+            rest.iter().position(|&ch| ch == '\n').unwrap_or(rest.len())
+        } else if rest.starts_with(&['/', '*']) {
+            (2..rest.len())
+                .find(|&j| rest[j - 1] == '*' && rest[j] == '/')
+                .map_or(rest.len(), |j| j + 1)
+        } else if rest[0] == 'r' && !prev_ident && matches!(rest.get(1), Some('"' | '#')) {
+            // r"...", r#"..."#: ends at the quote followed by as many hashes.
+            let hashes = rest[1..].iter().take_while(|&&ch| ch == '#').count();
+            if rest.get(1 + hashes) != Some(&'"') {
+                0
+            } else {
+                let body = 2 + hashes;
+                (body..rest.len())
+                    .find(|&j| {
+                        rest[j] == '"'
+                            && rest[j + 1..]
+                                .iter()
+                                .take(hashes)
+                                .filter(|&&h| h == '#')
+                                .count()
+                                == hashes
+                    })
+                    .map_or(rest.len(), |j| j + 1 + hashes)
+            }
+        } else if rest[0] == '"' {
+            let mut j = 1;
+            while j < rest.len() && rest[j] != '"' {
+                j += if rest[j] == '\\' { 2 } else { 1 };
+            }
+            j + 1
+        } else if rest[0] == '\'' {
+            // A char literal ('{', '\'', '\u{7b}'), not a lifetime ('a).
+            match rest.iter().skip(1).position(|&ch| ch == '\'') {
+                Some(j) if j == 1 || (rest[1] == '\\' && j <= 9) => j + 2,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        if end == 0 {
+            out.push(c[i]);
+            i += 1;
+        } else {
+            let end = end.min(rest.len());
+            blank(&mut out, &rest[..end]);
+            i += end;
+        }
+    }
+    out
+}
+
+/// Each function with a body in `code` (literals blanked): its name, first line (1-based) and
+/// length in lines.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let b: Vec<char> = code.chars().collect();
+    let line_of = |i: usize| b[..i].iter().filter(|&&ch| ch == '\n').count() + 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 < b.len() {
+        let is_fn = b[i..].starts_with(&['f', 'n', ' ']) && (i == 0 || !is_ident(b[i - 1]));
+        if !is_fn {
+            i += 1;
+            continue;
+        }
+        let name: String = b[i + 3..].iter().take_while(|&&ch| is_ident(ch)).collect();
+        // Its body: the first `{` before any `;` (a declaration without a body has none).
+        let Some(open) = (i..b.len()).find(|&j| b[j] == '{' || b[j] == ';') else {
+            break;
+        };
+        if b[open] == ';' {
+            i = open;
+            continue;
+        }
+        let mut depth = 0;
+        let mut close = open;
+        for (j, &ch) in b.iter().enumerate().skip(open) {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let first = line_of(i);
+        out.push((name, first, line_of(close) - first + 1));
+        i += 3;
+    }
+    out
+}
+
+#[test]
+fn the_function_reader_knows_literals_and_nesting() {
+    let code =
+        "fn a() {\n    let c = '{';\n    let s = \"}}\";\n    let r = r#\"{\"#;\n    // {\n    \
+                fn inner<'x>(v: &'x str) -> &'x str { v }\n}\nfn b();\nfn c() { '\\'' }\n";
+    let found = functions(&blank_literals(code));
+    assert_eq!(
+        found,
+        [
+            ("a".to_string(), 1, 7),
+            ("inner".to_string(), 6, 1),
+            ("c".to_string(), 9, 1)
+        ]
+    );
+}
+
+#[test]
+fn no_function_grows_past_the_limit() {
+    let root = crates_dir();
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(&root).unwrap() {
+        let src = krate.unwrap().path().join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    let mut over = Vec::new();
+    let mut seen = 0;
+    for file in files {
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Tests aside: the code before the file's `#[cfg(test)] mod tests`.
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        for (name, line, len) in functions(&blank_literals(code)) {
+            seen += 1;
+            if len > MAX_FN_LINES {
+                over.push(format!("{rel}:{line}: fn {name} spans {len} lines"));
+            }
+        }
+    }
+    assert!(seen > 500, "read the functions: {seen}");
+    assert!(
+        over.is_empty(),
+        "split these functions by concern (at most {MAX_FN_LINES} lines): {over:#?}"
+    );
 }

@@ -17,45 +17,13 @@ pub fn fidelity_section(
     if students.iter().all(|r| r.teacher_agreement.is_none()) {
         return String::new();
     }
-    let label = |r: &TrialRecord| {
-        let mut l = format!("{} {}", r.kind, r.hidden);
-        if let Some(t) = r.temperature {
-            let _ = write!(l, " T={t}");
-        }
-        if let Some(a) = r.alpha {
-            let _ = write!(l, " alpha={a}");
-        }
-        if let Some(s) = r.soft_loss.as_deref().filter(|s| *s != "ce") {
-            let _ = write!(l, " {s}");
-        }
-        for (k, v) in &r.swept {
-            let _ = write!(l, " {k}={v}");
-        }
-        l
-    };
-    let mut groups: Vec<(String, Vec<&TrialRecord>)> = Vec::new();
-    for r in students {
-        let l = label(r);
-        match groups.iter_mut().find(|(k, _)| *k == l) {
-            Some((_, v)) => v.push(r),
-            None => groups.push((l, vec![r])),
-        }
-    }
+    let groups = setting_groups(students);
     let shifted = rows.iter().any(|r| r.shifted_classes.is_some());
     let mean = |v: Vec<f64>| (!v.is_empty()).then(|| crate::stats::mean_std(&v).0);
     let f2 = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     let f3 = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    let class_errors = |r: &TrialRecord, shifted: bool, classes: &[u32]| -> Option<f64> {
-        let mine: Vec<_> = confusion
-            .iter()
-            .filter(|c| c.trial_id == r.trial_id && c.shifted == shifted)
-            .collect();
-        (!mine.is_empty()).then(|| {
-            mine.iter()
-                .filter(|c| classes.contains(&c.label) && c.predicted != c.label)
-                .map(|c| c.count as f64)
-                .sum()
-        })
+    let class_errors = |r: &TrialRecord, shifted: bool, classes: &[u32]| {
+        class_errors(confusion, r, shifted, classes)
     };
     let mut s = String::from(
         "\n## Fidelity and per-class errors\n\nMeans over seeds, on the test set at T = 1. \
@@ -121,4 +89,54 @@ pub fn fidelity_section(
         s.push_str(" |\n");
     }
     s
+}
+
+/// The students grouped by setting (kind, size, T, alpha, soft loss, swept keys), each group
+/// labelled, in first-seen order.
+fn setting_groups(students: Vec<&TrialRecord>) -> Vec<(String, Vec<&TrialRecord>)> {
+    let label = |r: &TrialRecord| {
+        let mut l = format!("{} {}", r.kind, r.hidden);
+        if let Some(t) = r.temperature {
+            let _ = write!(l, " T={t}");
+        }
+        if let Some(a) = r.alpha {
+            let _ = write!(l, " alpha={a}");
+        }
+        if let Some(s) = r.soft_loss.as_deref().filter(|s| *s != "ce") {
+            let _ = write!(l, " {s}");
+        }
+        for (k, v) in &r.swept {
+            let _ = write!(l, " {k}={v}");
+        }
+        l
+    };
+    let mut groups: Vec<(String, Vec<&TrialRecord>)> = Vec::new();
+    for r in students {
+        let l = label(r);
+        match groups.iter_mut().find(|(k, _)| *k == l) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((l, vec![r])),
+        }
+    }
+    groups
+}
+
+/// Student `r`'s test errors on `classes` (with the bias shift applied or not), from its
+/// confusion counts; none when it has none.
+fn class_errors(
+    confusion: &[crate::record::ConfusionRecord],
+    r: &TrialRecord,
+    shifted: bool,
+    classes: &[u32],
+) -> Option<f64> {
+    let mine: Vec<_> = confusion
+        .iter()
+        .filter(|c| c.trial_id == r.trial_id && c.shifted == shifted)
+        .collect();
+    (!mine.is_empty()).then(|| {
+        mine.iter()
+            .filter(|c| classes.contains(&c.label) && c.predicted != c.label)
+            .map(|c| c.count as f64)
+            .sum()
+    })
 }

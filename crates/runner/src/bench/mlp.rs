@@ -88,27 +88,19 @@ fn workload_flops(trials: &[&PlannedTrial], d: &crate::data::DataPlan) -> f64 {
         .sum()
 }
 
-/// The MLP student phase, into `OUT/bench.json` and `OUT/report.md`.
-pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
-    let opts = &absolute(opts)?;
-    let base = load_config(&opts.temp_config, &[])?;
-    let threads = base.threads.unwrap_or(env::cores());
-    tch::set_num_threads(threads as i32);
-    let device = env::select_device(&base.device[0])?;
-    let data = data::load(&base.dataset)?;
-    let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
-    progress.note(&format!(
-        "kd bench: {} epochs, {} repeats, {} threads on {}",
-        opts.epochs,
-        opts.repeats,
-        threads,
-        env::device_label(device)
-    ));
+/// A workload: its name, its plan packed and alone, its trials (plan indices).
+type Load<'p> = (String, &'p Plan, &'p Plan, Vec<usize>);
+
+/// The teacher of temp.yaml when it is cached; otherwise a quick stand-in (an MLP trained for 2
+/// epochs), since only the students are timed. Its plan and how the report names it.
+fn bench_teacher(
+    opts: &BenchOptions,
+    temp_plan: &Plan,
+    data: &Data,
+) -> Result<(Plan, String), RunError> {
     // The teacher of temp.yaml when it is cached; otherwise a quick stand-in (an MLP trained
     // for 2 epochs), since only the students are timed.
-    // Packed mode packs every workload (`pack: 64`), whatever `pack: auto` would choose here.
-    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "64", &data)?;
-    let (teacher_plan, teacher_label) = if teacher::is_cached(&temp_plan) {
+    Ok(if teacher::is_cached(temp_plan) {
         (
             temp_plan.clone(),
             "temp.yaml's CNN teacher (cached)".to_string(),
@@ -122,52 +114,31 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
             ],
         )?;
         (
-            Plan::build(&cfg, &data)?,
+            Plan::build(&cfg, data)?,
             "a stand-in MLP teacher trained 2 epochs (temp.yaml's CNN is not cached)".into(),
         )
-    };
-    let tensors = Tensors::new(&data, device);
-    let t = teacher::obtain(&teacher_plan, &tensors, None, &mut progress)?;
-    let ctx = TrialContext::new(&data, &t.logits, Some(&t.files), device);
+    })
+}
 
-    // Workloads: names and their trials under each plan.
-    let size_packed = plan_of(&opts.size_config, opts.epochs, "64", &data)?;
-    let size_single = plan_of(&opts.size_config, opts.epochs, "off", &data)?;
-    let temp_single = plan_of(&opts.temp_config, opts.epochs, "off", &data)?;
-    let by_hidden = |p: &Plan, h: &str| -> Vec<usize> {
-        p.trials
-            .iter()
-            .filter(|t| t.student.model.shape_label() == h)
-            .map(|t| t.index)
-            .collect()
-    };
-    let mut loads: Vec<(String, &Plan, &Plan, Vec<usize>)> = vec![(
-        "temp".into(),
-        &temp_plan,
-        &temp_single,
-        (0..temp_plan.trials.len()).collect(),
-    )];
-    for h in ["800-800", "300-300", "30-30"] {
-        loads.push((
-            format!("size_{h}"),
-            &size_packed,
-            &size_single,
-            by_hidden(&size_packed, h),
-        ));
-    }
-
-    // The data the PyTorch scripts read.
-    let export = std::path::absolute(opts.out.join(".data")).map_err(io_err(&opts.out))?;
-    std::fs::create_dir_all(&export).map_err(io_err(&export))?;
-    let (transfer, soft) = tensors.transfer(&data.transfer, Some(&t.logits.train));
+/// Write the workloads' data and trials where the PyTorch scripts read them (`export`):
+/// the transfer set with the teacher's logits, the validation and test splits, `meta.json`.
+fn export_data(
+    export: &Path,
+    tensors: &Tensors,
+    data: &Data,
+    logits: &teacher::Logits,
+    loads: &[Load],
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(export).map_err(io_err(export))?;
+    let (transfer, soft) = tensors.transfer(&data.transfer, Some(&logits.train));
     let d = &data.plan;
-    write_raw(&export, "train_x.f32", &transfer.x)?;
-    write_raw(&export, "train_y.i64", &transfer.y)?;
-    write_raw(&export, "teacher.f32", &soft.expect("logits given"))?;
-    write_raw(&export, "val_x.f32", &tensors.val.x)?;
-    write_raw(&export, "val_y.i64", &tensors.val.y)?;
-    write_raw(&export, "test_x.f32", &tensors.test.x)?;
-    write_raw(&export, "test_y.i64", &tensors.test.y)?;
+    write_raw(export, "train_x.f32", &transfer.x)?;
+    write_raw(export, "train_y.i64", &transfer.y)?;
+    write_raw(export, "teacher.f32", &soft.expect("logits given"))?;
+    write_raw(export, "val_x.f32", &tensors.val.x)?;
+    write_raw(export, "val_y.i64", &tensors.val.y)?;
+    write_raw(export, "test_x.f32", &tensors.test.x)?;
+    write_raw(export, "test_y.i64", &tensors.test.y)?;
     let workloads: serde_json::Map<String, serde_json::Value> = loads
         .iter()
         .map(|(name, p, _, idx)| {
@@ -183,30 +154,27 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
     });
     let meta_file = export.join("meta.json");
     std::fs::write(&meta_file, meta.to_string()).map_err(io_err(&meta_file))?;
-    let export_arg = export.display().to_string();
 
-    // The roof is measured before every repeat and after the last; the best counts.
-    let mut roof_gflops = roof(device);
+    Ok(())
+}
 
-    let mut results: Vec<Workload> = loads
-        .iter()
-        .map(|(name, p, _, idx)| {
-            let trials: Vec<&PlannedTrial> = idx.iter().map(|&i| &p.trials[i]).collect();
-            Workload {
-                name: name.clone(),
-                students: idx.len(),
-                hidden: trials
-                    .first()
-                    .map_or(String::new(), |t| t.student.model.shape_label()),
-                flops: workload_flops(&trials, d),
-                modes: BTreeMap::new(),
-            }
-        })
-        .collect();
-    // (workload, mode) -> (wall seconds, mean test accuracy) per repeat.
+/// Every workload in every mode, `opts.repeats` times (the modes interleaved within a repeat);
+/// the roof measured before each repeat (the best counts). Per (workload, mode), the wall
+/// seconds and mean test accuracy of each repeat.
+#[allow(clippy::too_many_arguments)]
+fn time_modes(
+    opts: &BenchOptions,
+    loads: &[Load],
+    ctx: &TrialContext,
+    export_arg: &str,
+    threads: usize,
+    roof_gflops: &mut f64,
+    device: Device,
+    progress: &mut crate::track::Outputs,
+) -> Result<BTreeMap<(usize, &'static str), Runs>, RunError> {
     let mut raw: BTreeMap<(usize, &'static str), Runs> = BTreeMap::new();
     for rep in 0..opts.repeats {
-        roof_gflops = roof_gflops.max(roof(device));
+        *roof_gflops = roof_gflops.max(roof(device));
         for (w, (name, packed_plan, single_plan, idx)) in loads.iter().enumerate() {
             for mode in [
                 "kd-sweep packed",
@@ -238,7 +206,7 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
                         } else {
                             "pytorch_vmap.py"
                         };
-                        let o = run_script(opts, &[script, &export_arg, name], threads)?;
+                        let o = run_script(opts, &[script, export_arg, name], threads)?;
                         (o.wall_s.unwrap_or(f64::NAN), o.test_acc.unwrap_or_default())
                     }
                 };
@@ -253,13 +221,18 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
             }
         }
     }
-    roof_gflops = roof_gflops.max(roof(device));
-    progress.note(&format!(
-        "roof: {roof_gflops:.0} GFLOP/s (best 2048^3 float32 matmul)"
-    ));
-    // `pack: auto` picks packed or single per workload here: its row repeats that mode's runs.
-    let auto_plan = plan_of(&opts.size_config, opts.epochs, "auto", &data)?;
-    let temp_auto = plan_of(&opts.temp_config, opts.epochs, "auto", &data)?;
+    Ok(raw)
+}
+
+/// `pack: auto` picks packed or single per workload here: its row repeats that mode's runs.
+fn add_auto_rows(
+    opts: &BenchOptions,
+    data: &Data,
+    loads: &[Load],
+    raw: &mut BTreeMap<(usize, &'static str), Runs>,
+) -> Result<(), RunError> {
+    let auto_plan = plan_of(&opts.size_config, opts.epochs, "auto", data)?;
+    let temp_auto = plan_of(&opts.temp_config, opts.epochs, "auto", data)?;
     for (w, (name, _, _, idx)) in loads.iter().enumerate() {
         let p = if name == "temp" {
             &temp_auto
@@ -274,6 +247,16 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
             raw.insert((w, "kd-sweep auto"), r);
         }
     }
+    Ok(())
+}
+
+/// Each (workload, mode)'s medians into `results`, and the student_size grid as a whole.
+fn summarise(
+    raw: BTreeMap<(usize, &'static str), Runs>,
+    results: &mut Vec<Workload>,
+    roof_gflops: f64,
+    repeats: usize,
+) {
     for ((w, mode), (walls, accs)) in raw {
         let m = median(&walls);
         let gflops = results[w].flops / m / 1e9;
@@ -305,7 +288,7 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
         .map(|w| w.modes.keys().cloned().collect::<Vec<_>>())
         .unwrap_or_default()
     {
-        let runs: Vec<f64> = (0..opts.repeats)
+        let runs: Vec<f64> = (0..repeats)
             .map(|r| size.iter().map(|w| w.modes[&mode].runs[r]).sum())
             .collect();
         let m = median(&runs);
@@ -326,18 +309,24 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
         );
     }
     results.push(whole);
+}
 
+/// Samples per second of one KD step at batch 128 and 1024: kd-sweep alone and packed (18),
+/// and PyTorch eager.
+fn step_rows(
+    opts: &BenchOptions,
+    tensors: &Tensors,
+    logits: &Tensor,
+    input: kd_model_zoo::InputShape,
+    export_arg: &str,
+    threads: usize,
+) -> Result<Vec<StepResult>, RunError> {
     let mut step = vec![];
     for batch in [128i64, 1024] {
-        let (single, packed) = kd_step(&tensors, &t.logits.train, batch, d.input);
+        let (single, packed) = kd_step(tensors, logits, batch, input);
         let eager = run_script(
             opts,
-            &[
-                "pytorch_eager.py",
-                &export_arg,
-                "--step",
-                &batch.to_string(),
-            ],
+            &["pytorch_eager.py", export_arg, "--step", &batch.to_string()],
             threads,
         )?
         .samples_per_s
@@ -349,6 +338,125 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
             pytorch_eager: eager,
         });
     }
+    Ok(step)
+}
+
+/// The workloads: temp.yaml's students, and the student_size grid per student size; each
+/// with its packed and single plans.
+fn loads<'p>(
+    temp_plan: &'p Plan,
+    temp_single: &'p Plan,
+    size_packed: &'p Plan,
+    size_single: &'p Plan,
+) -> Vec<Load<'p>> {
+    let by_hidden = |p: &Plan, h: &str| -> Vec<usize> {
+        p.trials
+            .iter()
+            .filter(|t| t.student.model.shape_label() == h)
+            .map(|t| t.index)
+            .collect()
+    };
+    let mut loads: Vec<Load> = vec![(
+        "temp".into(),
+        temp_plan,
+        temp_single,
+        (0..temp_plan.trials.len()).collect(),
+    )];
+    for h in ["800-800", "300-300", "30-30"] {
+        loads.push((
+            format!("size_{h}"),
+            size_packed,
+            size_single,
+            by_hidden(size_packed, h),
+        ));
+    }
+    loads
+}
+
+/// Each workload's row, its modes not yet timed: its size and training FLOPs.
+fn workloads(loads: &[Load], d: &crate::data::DataPlan) -> Vec<Workload> {
+    loads
+        .iter()
+        .map(|(name, p, _, idx)| {
+            let trials: Vec<&PlannedTrial> = idx.iter().map(|&i| &p.trials[i]).collect();
+            Workload {
+                name: name.clone(),
+                students: idx.len(),
+                hidden: trials
+                    .first()
+                    .map_or(String::new(), |t| t.student.model.shape_label()),
+                flops: workload_flops(&trials, d),
+                modes: BTreeMap::new(),
+            }
+        })
+        .collect()
+}
+
+/// The MLP student phase, into `OUT/bench.json` and `OUT/report.md`.
+pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
+    let opts = &absolute(opts)?;
+    let base = load_config(&opts.temp_config, &[])?;
+    let threads = base.threads.unwrap_or(env::cores());
+    tch::set_num_threads(threads as i32);
+    let device = env::select_device(&base.device[0])?;
+    let data = data::load(&base.dataset)?;
+    let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
+    progress.note(&format!(
+        "kd bench: {} epochs, {} repeats, {} threads on {}",
+        opts.epochs,
+        opts.repeats,
+        threads,
+        env::device_label(device)
+    ));
+    // Packed mode packs every workload (`pack: 64`), whatever `pack: auto` would choose here.
+    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "64", &data)?;
+    let (teacher_plan, teacher_label) = bench_teacher(opts, &temp_plan, &data)?;
+    let tensors = Tensors::new(&data, device);
+    let t = teacher::obtain(&teacher_plan, &tensors, None, &mut progress)?;
+    let ctx = TrialContext::new(&data, &t.logits, Some(&t.files), device);
+
+    // Workloads: names and their trials under each plan.
+    let size_packed = plan_of(&opts.size_config, opts.epochs, "64", &data)?;
+    let size_single = plan_of(&opts.size_config, opts.epochs, "off", &data)?;
+    let temp_single = plan_of(&opts.temp_config, opts.epochs, "off", &data)?;
+    let loads = loads(&temp_plan, &temp_single, &size_packed, &size_single);
+
+    // The data the PyTorch scripts read.
+    let export = std::path::absolute(opts.out.join(".data")).map_err(io_err(&opts.out))?;
+    export_data(&export, &tensors, &data, &t.logits, &loads)?;
+    let d = &data.plan;
+    let export_arg = export.display().to_string();
+
+    // The roof is measured before every repeat and after the last; the best counts.
+    let mut roof_gflops = roof(device);
+
+    let mut results = workloads(&loads, d);
+    // (workload, mode) -> (wall seconds, mean test accuracy) per repeat.
+    let mut raw = time_modes(
+        opts,
+        &loads,
+        &ctx,
+        &export_arg,
+        threads,
+        &mut roof_gflops,
+        device,
+        &mut progress,
+    )?;
+    roof_gflops = roof_gflops.max(roof(device));
+    progress.note(&format!(
+        "roof: {roof_gflops:.0} GFLOP/s (best 2048^3 float32 matmul)"
+    ));
+    add_auto_rows(opts, &data, &loads, &mut raw)?;
+    summarise(raw, &mut results, roof_gflops, opts.repeats);
+
+    let step = step_rows(
+        opts,
+        &tensors,
+        &t.logits.train,
+        d.input,
+        &export_arg,
+        threads,
+    )?;
     progress.note("temp.yaml's seed-0 students at full epochs: test_every 1 vs best");
     let test_every =
         super::evaluation::compare(&opts.temp_config, &data, &ctx, 1, &mut |s| progress.note(s))?;

@@ -4,6 +4,7 @@
 //! [`Resolved`] config that a run writes to
 //! `OUT/config.resolved.yaml` before training. The plan (`crate::plan`) turns it into trials.
 
+mod checks;
 mod device;
 pub mod every;
 mod grid;

@@ -4,6 +4,7 @@
 use kd_data::DatasetName;
 use kd_model_zoo::Role;
 
+use super::checks::{check_classes, check_cudnn, check_name, resolve_expect};
 use super::device::resolve_device;
 use super::{
     enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, Precision, RawConfig,
@@ -55,6 +56,57 @@ impl RawTrain {
             None => Schedule::Cosine,
             Some(s) => parse_enum(format!("{key}.schedule"), "schedule", s, &Schedule::ALL)?,
         };
+        let (lr, momentum, weight_decay) = self.optimiser_numbers(key, optimizer)?;
+        let eval_every = self.eval_every.unwrap_or(1);
+        if eval_every == 0 {
+            return Err(invalid(
+                format!("{key}.eval_every"),
+                "must be > 0 (1 evaluates after every epoch), got 0",
+            ));
+        }
+        let test_every = super::TestEvery::parse(self.test_every.as_ref())
+            .map_err(|m| invalid(format!("{key}.test_every"), m))?;
+        let max_norm = self.max_norm(key)?;
+        let (milestones, gamma) = self.milestones_gamma(key, schedule, epochs)?;
+        let (jitter, crop) = self.shifts(key)?;
+        let label_smoothing = self.label_smoothing.unwrap_or(0.0);
+        if !(label_smoothing.is_finite() && (0.0..1.0).contains(&label_smoothing)) {
+            return Err(invalid(
+                format!("{key}.label_smoothing"),
+                format!("must be in [0, 1) (0.1 is usual), got {label_smoothing}"),
+            ));
+        }
+        let (precision, weights) = self.numerics(key, max_norm)?;
+        Ok(TrainCfg {
+            weights,
+            precision,
+            cudnn_benchmark: self.cudnn_benchmark.unwrap_or(false),
+            label_smoothing,
+            milestones,
+            gamma,
+            crop,
+            flip: self.flip.unwrap_or(false),
+            max_norm,
+            jitter,
+            eval_every,
+            test_every,
+            epochs,
+            batch_size,
+            optimizer,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+        })
+    }
+
+    /// `lr` (by default 0.05 for SGD, 0.001 otherwise), `momentum` and `weight_decay`, each
+    /// within the float32 range libtorch's optimisers hold them in.
+    fn optimiser_numbers(
+        &self,
+        key: &str,
+        optimizer: Optimizer,
+    ) -> Result<(f64, f64, f64), ConfigError> {
         let default_lr = if optimizer == Optimizer::Sgd {
             0.05
         } else {
@@ -95,15 +147,11 @@ impl RawTrain {
             ));
         }
         float32("weight_decay", weight_decay)?;
-        let eval_every = self.eval_every.unwrap_or(1);
-        if eval_every == 0 {
-            return Err(invalid(
-                format!("{key}.eval_every"),
-                "must be > 0 (1 evaluates after every epoch), got 0",
-            ));
-        }
-        let test_every = super::TestEvery::parse(self.test_every.as_ref())
-            .map_err(|m| invalid(format!("{key}.test_every"), m))?;
+        Ok((lr, momentum, weight_decay))
+    }
+
+    /// `jitter` and `crop`: the two ways of shifting the images, one at a time.
+    fn shifts(&self, key: &str) -> Result<(usize, usize), ConfigError> {
         let jitter = self.jitter.unwrap_or(0);
         if jitter > 8 {
             return Err(invalid(
@@ -111,6 +159,24 @@ impl RawTrain {
                 format!("must be at most 8 pixels (the paper shifts by up to 2), got {jitter}"),
             ));
         }
+        let crop = self.crop.unwrap_or(0);
+        if crop > 16 {
+            return Err(invalid(
+                format!("{key}.crop"),
+                format!("must be at most 16 pixels of padding (CIFAR recipes use 4), got {crop}"),
+            ));
+        }
+        if crop > 0 && jitter > 0 {
+            return Err(invalid(
+                format!("{key}.crop"),
+                "and train.jitter both shift the images; use one",
+            ));
+        }
+        Ok((jitter, crop))
+    }
+
+    /// `max_norm`, when set: a positive bound.
+    fn max_norm(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         let max_norm = self.max_norm;
         if let Some(c) = max_norm {
             if !(c.is_finite() && c > 0.0) {
@@ -123,6 +189,17 @@ impl RawTrain {
                 ));
             }
         }
+        Ok(max_norm)
+    }
+
+    /// `milestones` and `gamma`: with `schedule: multistep` (milestones required, increasing,
+    /// within the epochs; gamma by default [`DEFAULT_GAMMA`]), refused with any other schedule.
+    fn milestones_gamma(
+        &self,
+        key: &str,
+        schedule: Schedule,
+        epochs: usize,
+    ) -> Result<(Vec<usize>, Option<f64>), ConfigError> {
         let multistep = schedule == Schedule::Multistep;
         let milestones = self.milestones.clone().unwrap_or_default();
         if multistep {
@@ -175,26 +252,15 @@ impl RawTrain {
             Some(g) => Some(g),
             None => multistep.then_some(DEFAULT_GAMMA),
         };
-        let crop = self.crop.unwrap_or(0);
-        if crop > 16 {
-            return Err(invalid(
-                format!("{key}.crop"),
-                format!("must be at most 16 pixels of padding (CIFAR recipes use 4), got {crop}"),
-            ));
-        }
-        if crop > 0 && jitter > 0 {
-            return Err(invalid(
-                format!("{key}.crop"),
-                "and train.jitter both shift the images; use one",
-            ));
-        }
-        let label_smoothing = self.label_smoothing.unwrap_or(0.0);
-        if !(label_smoothing.is_finite() && (0.0..1.0).contains(&label_smoothing)) {
-            return Err(invalid(
-                format!("{key}.label_smoothing"),
-                format!("must be in [0, 1) (0.1 is usual), got {label_smoothing}"),
-            ));
-        }
+        Ok((milestones, gamma))
+    }
+
+    /// `precision` and `weights`, with what they do not combine with.
+    fn numerics(
+        &self,
+        key: &str,
+        max_norm: Option<f64>,
+    ) -> Result<(Precision, super::Weights), ConfigError> {
         let precision = match self.precision.as_deref() {
             None => Precision::Fp32,
             Some("tf32") => {
@@ -226,27 +292,7 @@ impl RawTrain {
                  weights: last",
             ));
         }
-        Ok(TrainCfg {
-            weights,
-            precision,
-            cudnn_benchmark: self.cudnn_benchmark.unwrap_or(false),
-            label_smoothing,
-            milestones,
-            gamma,
-            crop,
-            flip: self.flip.unwrap_or(false),
-            max_norm,
-            jitter,
-            eval_every,
-            test_every,
-            epochs,
-            batch_size,
-            optimizer,
-            lr,
-            momentum,
-            weight_decay,
-            schedule,
-        })
+        Ok((precision, weights))
     }
 }
 
@@ -271,172 +317,65 @@ pub(crate) fn parse_pack(v: Option<&serde_yaml::Value>) -> Result<Pack, ConfigEr
     }
 }
 
-/// `dataset.omit_classes` / `dataset.keep_classes`: one or the other, class numbers below 100
-/// without repeats; the data check that each exists comes with the data.
-fn check_classes(d: &DatasetCfg) -> Result<(), ConfigError> {
-    if !d.omit_classes.is_empty() && !d.keep_classes.is_empty() {
+/// `dataset:` with its defaults, checked.
+fn resolve_dataset(ds: &super::RawDataset) -> Result<DatasetCfg, ConfigError> {
+    let ds_name = ds.name.as_deref().unwrap_or("fashion-mnist");
+    let dataset = DatasetCfg {
+        name: DatasetName::parse(ds_name).ok_or_else(|| {
+            invalid(
+                "dataset.name",
+                format!(
+                    "unknown dataset `{ds_name}` (known: {})",
+                    DatasetName::known().join(", ")
+                ),
+            )
+        })?,
+        dir: ds.dir.clone(),
+        val_size: ds.val_size.unwrap_or(DEFAULT_VAL_SIZE),
+        train_limit: ds.train_limit,
+        data_seed: ds.data_seed.unwrap_or(0),
+        transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
+        omit_classes: ds.omit_classes.clone().unwrap_or_default(),
+        keep_classes: ds.keep_classes.clone().unwrap_or_default(),
+        classes: ds.classes,
+    };
+    check_classes(&dataset)?;
+    let f = dataset.transfer_fraction;
+    if !(f > 0.0 && f <= 1.0) {
         return Err(invalid(
-            "dataset.keep_classes",
-            "give dataset.omit_classes or dataset.keep_classes, not both",
-        ));
-    }
-    for (key, list) in [
-        ("omit_classes", &d.omit_classes),
-        ("keep_classes", &d.keep_classes),
-    ] {
-        for (i, &c) in list.iter().enumerate() {
-            if list[..i].contains(&c) {
-                return Err(invalid(
-                    format!("dataset.{key}[{i}]"),
-                    format!("class {c} appears twice"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `expect:`: each entry a claim; errors name `expect[i]` and what is wrong.
-fn resolve_expect(raw: Option<&[serde_yaml::Value]>) -> Result<Vec<kd_report::Claim>, ConfigError> {
-    raw.unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let claim: kd_report::Claim = serde_yaml::from_value(v.clone()).map_err(|e| {
-                invalid(
-                    format!("expect[{i}]"),
-                    format!("{e} (claims: {})", kd_report::claims::KNOWN.join(", ")),
-                )
-            })?;
-            claim
-                .validate()
-                .map_err(|m| invalid(format!("expect[{i}]"), m))?;
-            Ok(claim)
-        })
-        .collect()
-}
-
-/// The longest `name:`, in bytes: it names `results/<name>/` and is in every message and record.
-pub const MAX_NAME_BYTES: usize = 200;
-
-/// `name:`, trimmed: a file name on one line, at most [`MAX_NAME_BYTES`] long (errors show
-/// a long one cut short).
-fn check_name(raw: &str) -> Result<&str, ConfigError> {
-    let name = raw.trim();
-    if name.len() > MAX_NAME_BYTES {
-        let mut end = 40;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        return Err(invalid(
-            "name",
+            "dataset.transfer_fraction",
             format!(
-                "{} bytes long, at most {MAX_NAME_BYTES} (it names results/<name>/ and every \
-                 sweep's messages); it starts {:?}...: give the config a short name",
-                name.len(),
-                &name[..end]
+                "must be in (0, 1] (the share of the training images the students see), got {f}"
             ),
         ));
     }
-    if name.is_empty()
-        || name.contains(['/', '\\'])
-        || name.starts_with('.')
-        || name.chars().any(char::is_control)
-    {
+    if matches!(dataset.name, DatasetName::Folder(_)) && dataset.dir.is_none() {
+        return Err(invalid("dataset.dir", "required when dataset.name is idx"));
+    }
+    if let Some(c) = dataset.classes {
+        if !(2..=256).contains(&c) {
+            return Err(invalid(
+                "dataset.classes",
+                format!("must be 2 to 256 (labels are bytes), got {c}"),
+            ));
+        }
+    }
+    if dataset.train_limit == Some(0) {
         return Err(invalid(
-            "name",
-            format!(
-                "{name:?} must be a non-empty file name on one line, without / or control \
-                 characters (it names results/<name>/)"
-            ),
+            "dataset.train_limit",
+            "must be > 0 (or null for all images)",
         ));
     }
-    Ok(name)
+    Ok(dataset)
 }
 
 impl RawConfig {
     pub(super) fn resolve_base(&self, gpus: &dyn Fn() -> usize) -> Result<Resolved, ConfigError> {
         let name = check_name(&self.name)?;
-        let ds = &self.dataset;
-        let ds_name = ds.name.as_deref().unwrap_or("fashion-mnist");
-        let dataset = DatasetCfg {
-            name: DatasetName::parse(ds_name).ok_or_else(|| {
-                invalid(
-                    "dataset.name",
-                    format!(
-                        "unknown dataset `{ds_name}` (known: {})",
-                        DatasetName::known().join(", ")
-                    ),
-                )
-            })?,
-            dir: ds.dir.clone(),
-            val_size: ds.val_size.unwrap_or(DEFAULT_VAL_SIZE),
-            train_limit: ds.train_limit,
-            data_seed: ds.data_seed.unwrap_or(0),
-            transfer_fraction: ds.transfer_fraction.unwrap_or(1.0),
-            omit_classes: ds.omit_classes.clone().unwrap_or_default(),
-            keep_classes: ds.keep_classes.clone().unwrap_or_default(),
-            classes: ds.classes,
-        };
-        check_classes(&dataset)?;
-        let f = dataset.transfer_fraction;
-        if !(f > 0.0 && f <= 1.0) {
-            return Err(invalid(
-                "dataset.transfer_fraction",
-                format!("must be in (0, 1] (the share of the training images the students see), got {f}"),
-            ));
-        }
-        if matches!(dataset.name, DatasetName::Folder(_)) && dataset.dir.is_none() {
-            return Err(invalid("dataset.dir", "required when dataset.name is idx"));
-        }
-        if let Some(c) = dataset.classes {
-            if !(2..=256).contains(&c) {
-                return Err(invalid(
-                    "dataset.classes",
-                    format!("must be 2 to 256 (labels are bytes), got {c}"),
-                ));
-            }
-        }
-        if dataset.train_limit == Some(0) {
-            return Err(invalid(
-                "dataset.train_limit",
-                "must be > 0 (or null for all images)",
-            ));
-        }
-        let seeds = self.seeds.clone().unwrap_or_else(|| vec![0]);
-        if seeds.is_empty() {
-            return Err(invalid("seeds", "the list is empty"));
-        }
-        if let Some(i) = (1..seeds.len()).find(|&i| seeds[..i].contains(&seeds[i])) {
-            return Err(invalid(
-                format!("seeds[{i}]"),
-                format!("{} appears twice", seeds[i]),
-            ));
-        }
-        if self.threads == Some(0) {
-            return Err(invalid("threads", "must be > 0 (or null for one per core)"));
-        }
-        if self.workers == Some(0) {
-            return Err(invalid(
-                "workers",
-                "must be > 0 (or null for one worker per listed device)",
-            ));
-        }
+        let dataset = resolve_dataset(&self.dataset)?;
+        let seeds = self.seeds_and_counts()?;
         let device = resolve_device(self.device.as_ref(), gpus)?;
-        if self.teacher.torchscript.is_some() {
-            let alone = [
-                ("teacher.checkpoint", self.teacher.checkpoint.is_some()),
-                ("teacher.model", self.teacher.model.is_some()),
-                ("teacher.train", self.teacher.train.is_some()),
-            ];
-            if let Some((key, _)) = alone.iter().find(|(_, given)| *given) {
-                return Err(invalid(
-                    *key,
-                    "not used with teacher.torchscript (the TorchScript module is the whole \
-                     teacher, trained elsewhere); remove one of them",
-                ));
-            }
-        }
+        self.check_torchscript_alone()?;
         let model = |raw: &Option<RawModel>, role: Role| {
             RawModel::resolve(raw.as_ref(), &format!("{}.model", role.key()), role)
         };
@@ -449,21 +388,7 @@ impl RawConfig {
             train(&self.teacher.train, Role::Teacher)?,
             train(&self.student.train, Role::Student)?,
         );
-        for (role, t) in [
-            (Role::Teacher, &teacher_train),
-            (Role::Student, &student_train),
-        ] {
-            if t.cudnn_benchmark && !device.iter().any(|d| d.starts_with("cuda")) {
-                return Err(invalid(
-                    format!("{}.train.cudnn_benchmark", role.key()),
-                    format!(
-                        "needs a CUDA device: cuDNN does not run on the CPU (device: {}); \
-                         remove the key or set device: cuda",
-                        device.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_cudnn(&device, &teacher_train, &student_train)?;
         let checkpoint_every = super::every::resolve(self.checkpoint_every.as_ref())?;
         Ok(Resolved {
             checkpoint_every,
@@ -491,5 +416,48 @@ impl RawConfig {
             cells: vec![],
             expect: resolve_expect(self.expect.as_deref())?,
         })
+    }
+
+    /// `seeds` (by default `[0]`; none twice), and `threads` and `workers` above 0 when given.
+    fn seeds_and_counts(&self) -> Result<Vec<u64>, ConfigError> {
+        let seeds = self.seeds.clone().unwrap_or_else(|| vec![0]);
+        if seeds.is_empty() {
+            return Err(invalid("seeds", "the list is empty"));
+        }
+        if let Some(i) = (1..seeds.len()).find(|&i| seeds[..i].contains(&seeds[i])) {
+            return Err(invalid(
+                format!("seeds[{i}]"),
+                format!("{} appears twice", seeds[i]),
+            ));
+        }
+        if self.threads == Some(0) {
+            return Err(invalid("threads", "must be > 0 (or null for one per core)"));
+        }
+        if self.workers == Some(0) {
+            return Err(invalid(
+                "workers",
+                "must be > 0 (or null for one worker per listed device)",
+            ));
+        }
+        Ok(seeds)
+    }
+
+    /// A TorchScript teacher is the whole teacher: no model, train or checkpoint beside it.
+    fn check_torchscript_alone(&self) -> Result<(), ConfigError> {
+        if self.teacher.torchscript.is_some() {
+            let alone = [
+                ("teacher.checkpoint", self.teacher.checkpoint.is_some()),
+                ("teacher.model", self.teacher.model.is_some()),
+                ("teacher.train", self.teacher.train.is_some()),
+            ];
+            if let Some((key, _)) = alone.iter().find(|(_, given)| *given) {
+                return Err(invalid(
+                    *key,
+                    "not used with teacher.torchscript (the TorchScript module is the whole \
+                     teacher, trained elsewhere); remove one of them",
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -54,7 +54,32 @@ impl Plan {
                 " (0 if cached)"
             }
         );
-        let mut total = teacher_flops;
+        let total = teacher_flops + self.trial_lines(&mut s);
+        self.notes(&mut s);
+        self.pack_line(&mut s);
+        let _ = writeln!(
+            s,
+            "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
+             ~100 GFLOP/s measured here",
+            self.trials.len(),
+            total / 1e12,
+            total / 100e9 / 60.0
+        );
+        s
+    }
+}
+
+impl Plan {
+    /// One line per student trial (its id, settings, class, execution and training FLOPs) into
+    /// `s`; the trials' FLOPs in all.
+    fn trial_lines(&self, s: &mut String) -> f64 {
+        let d = &self.data;
+        let t = &self.teacher;
+        // Training costs about 3x the forward FLOPs (forward + backward) per image and epoch.
+        let cost = |spec: &ModelSpec, epochs: usize, images: usize| {
+            3.0 * spec.flops_per_sample(d.input, d.classes) as f64 * images as f64 * epochs as f64
+        };
+        let mut total = 0.0;
         // A KD student with augmented images runs the teacher forward on each batch (online):
         // its forward FLOPs per image and epoch (unknown for a TorchScript teacher, counted 0).
         let teacher_forward = match &t.torchscript {
@@ -102,7 +127,11 @@ impl Plan {
                 }
             );
         }
-        self.notes(&mut s);
+        total
+    }
+
+    /// The packs of the plan in one line (none when nothing is packed).
+    fn pack_line(&self, s: &mut String) {
         let all: Vec<usize> = (0..self.trials.len()).collect();
         let units = self.units(&all);
         let packs: Vec<&Vec<usize>> = units
@@ -130,15 +159,6 @@ impl Plan {
                 units.len() - packs.len()
             );
         }
-        let _ = writeln!(
-            s,
-            "{} student trials + teacher: {:.1} TFLOP, about {:.0} min on 2 CPU cores at the \
-             ~100 GFLOP/s measured here",
-            self.trials.len(),
-            total / 1e12,
-            total / 100e9 / 60.0
-        );
-        s
     }
 }
 

@@ -10,7 +10,7 @@
 //! (one student config and seed) to one class.
 
 use kd_loss::KdWeights;
-use kd_report::{Exec, Kind, TrialRecord, Value};
+use kd_report::{Exec, Kind, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +22,7 @@ use crate::error::{model_err, RunError};
 mod describe;
 pub(crate) mod records;
 mod shard;
+mod trials;
 mod unique;
 
 pub use shard::Shard;
@@ -191,119 +192,19 @@ impl Plan {
                 .validate(d.input)
                 .map_err(model_err("student.model"))?;
         }
-        let teacher_slot = env::slot(&cfg.device[0], cfg.threads.unwrap_or(env::cores()).max(1))?;
-        let checkpoint_digest = match &cfg.teacher.checkpoint {
-            Some(file) => Some(file_digest(file).map_err(|e| match e {
-                RunError::Io { file, source } => RunError::CheckpointRead { file, source },
-                other => other,
-            })?),
-            None => None,
-        };
-        let torchscript = match &cfg.teacher.torchscript {
-            Some(file) => Some(ScriptedTeacher::read(file, d.input, d.classes)?),
-            None => None,
-        };
-        // The module's digest stands where a checkpoint's would (one slot in the id: a config
-        // has one or the other), marked so that the same bytes as a checkpoint differ.
-        let weights_digest = match &torchscript {
-            Some(s) => Some(format!("torchscript:{}", s.digest)),
-            None => checkpoint_digest.clone(),
-        };
-        let t = &cfg.teacher;
-        let teacher_id = format!(
-            "teacher-{}",
-            content_hash(&(
-                "teacher-v2",
-                &t.model,
-                &t.train,
-                t.seed,
-                d.teacher_view(),
-                &weights_digest,
-                &teacher_slot.class,
-            ))
-        );
+        let teacher = trials::teacher_plan(cfg, d)?;
+        let teacher_id = teacher.id.clone();
         let slots = student_slots(cfg)?;
         let (classes, slot_class) = classes_of(&slots);
 
-        // The trials, in run order, and their groups (student config, seed).
-        let mut trials: Vec<PlannedTrial> = Vec::new();
-        let mut groups: Vec<(&StudentCfg, u64)> = Vec::new();
-        let mut group_of: Vec<usize> = Vec::new();
-        for &seed in &cfg.seeds {
-            for cell in &cfg.cells {
-                let group = match groups
-                    .iter()
-                    .position(|(s, g)| **s == cell.student && *g == seed)
-                {
-                    Some(g) => g,
-                    None => {
-                        groups.push((&cell.student, seed));
-                        if cfg.baseline {
-                            trials.push(PlannedTrial {
-                                index: trials.len(),
-                                id: String::new(),
-                                kind: Kind::Baseline,
-                                seed,
-                                student: cell.student.clone(),
-                                weights: KdWeights::hard_only(),
-                                teacher_id: None,
-                                baseline_id: None,
-                                swept: vec![],
-                                class: 0,
-                                exec: Exec::Single,
-                            });
-                            group_of.push(groups.len() - 1);
-                        }
-                        groups.len() - 1
-                    }
-                };
-                let swept = cell
-                    .swept
-                    .iter()
-                    .filter(|(k, _)| !TrialRecord::COLUMNS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), typed(v)))
-                    .collect();
-                trials.push(PlannedTrial {
-                    index: trials.len(),
-                    id: String::new(),
-                    kind: Kind::Kd,
-                    seed,
-                    student: cell.student.clone(),
-                    weights: cell.kd,
-                    teacher_id: Some(teacher_id.clone()),
-                    baseline_id: None,
-                    swept,
-                    class: 0,
-                    exec: Exec::Single,
-                });
-                group_of.push(group);
-            }
-        }
-        let group_class = assign_groups(groups.len(), &slot_class);
+        let (mut trials, groups, group_of) = trials::planned(cfg, &teacher_id);
+        let group_class = assign_groups(groups, &slot_class);
         for (t, &g) in trials.iter_mut().zip(&group_of) {
             t.class = group_class[g];
             t.exec = exec_of(cfg.pack, t, &classes[t.class], d);
             t.id = trial_id(t, d, &classes[t.class]);
         }
-        // Pairing: the baseline of the same group (same student, seed and so class).
-        let baseline_of: Vec<Option<String>> = trials
-            .iter()
-            .zip(&group_of)
-            .map(|(t, g)| {
-                (t.kind == Kind::Kd)
-                    .then(|| {
-                        trials
-                            .iter()
-                            .zip(&group_of)
-                            .find(|(b, bg)| b.kind == Kind::Baseline && *bg == g)
-                            .map(|(b, _)| b.id.clone())
-                    })
-                    .flatten()
-            })
-            .collect();
-        for (t, b) in trials.iter_mut().zip(baseline_of) {
-            t.baseline_id = b;
-        }
+        trials::pair_baselines(&mut trials, &group_of);
         let merged = unique::one_trial_per_id(&mut trials);
         // A slot beyond one per student trial never starts (`pool::run` starts one per pending
         // trial of its class at most); its threads stay those `workers` asked for (trial ids
@@ -314,13 +215,7 @@ impl Plan {
         Ok(Plan {
             name: cfg.name.clone(),
             data: d.clone(),
-            teacher: TeacherPlan {
-                id: teacher_id,
-                cfg: cfg.teacher.clone(),
-                slot: teacher_slot,
-                checkpoint_digest,
-                torchscript,
-            },
+            teacher,
             trials,
             slots,
             classes,

@@ -18,3 +18,4 @@ pub mod sweep;
 pub(crate) mod teacher;
 mod teacher_train;
 pub(crate) mod trial;
+mod units;

@@ -132,8 +132,80 @@ pub fn run(
     pending: &[usize],
     mut handle: impl FnMut(Event) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
-    let exe = worker_exe()?;
     let (tx, rx) = mpsc::channel::<(usize, Option<Message>)>();
+    let mut workers = start_workers(plan, &setup, pending, &tx)?;
+    drop(tx);
+    let mut queue: Vec<Vec<usize>> = plan.units(pending);
+    for i in 0..workers.len() {
+        give(plan, &mut workers, i, &mut queue, &mut handle)?;
+    }
+    let mut live = workers.len();
+    let mut told = false;
+    while live > 0 {
+        // A stop asked of this process goes to the workers in a unit, which stop after their
+        // current step (those between units get no more).
+        if !told && crate::run::stop::requested() {
+            told = true;
+            for w in workers.iter_mut().filter(|w| !w.busy.is_empty()) {
+                send_line(&mut w.stdin, &"stop");
+            }
+        }
+        let (i, msg) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            Some(Message::Stopped { unit, at }) => {
+                workers[i].busy.retain(|b| !unit.contains(b));
+                handle(Event::Stopped { unit, at })?;
+                // The worker exits after a stop, also one that it alone was signalled: the
+                // sweep stops too (no unit starts, the others checkpoint).
+                crate::run::stop::request();
+                workers[i].stdin = None;
+            }
+            Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
+            Some(Message::Done { index, outcome }) => {
+                workers[i].busy.retain(|&b| b != index);
+                handle(Event::Done {
+                    slot: i,
+                    index,
+                    outcome: Box::new(outcome),
+                    on: workers[i].slot.clone(),
+                    lost: false,
+                })?;
+                if workers[i].busy.is_empty() {
+                    give(plan, &mut workers, i, &mut queue, &mut handle)?;
+                }
+            }
+            None => {
+                live -= 1;
+                lost(&mut workers[i], i, &mut handle)?;
+            }
+        }
+    }
+    // Trials never handed out because every worker of their class had exited (not because a
+    // stop was asked for: the sweep says so itself).
+    if !queue.is_empty() && !crate::run::stop::requested() {
+        return Err(RunError::Worker(format!(
+            "every worker exited with {} trial(s) left; the finished ones are saved, run the \
+             sweep again to resume",
+            queue.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One worker per slot whose class has a pending trial it would not otherwise get, each
+/// started with its [`Setup`] and a thread that forwards its stdout's messages to `tx` (then
+/// `None` when it exits).
+fn start_workers(
+    plan: &Plan,
+    setup: &impl Fn(&Slot) -> Setup,
+    pending: &[usize],
+    tx: &mpsc::Sender<(usize, Option<Message>)>,
+) -> Result<Vec<Worker>, RunError> {
+    let exe = worker_exe()?;
     // A slot starts when its class has a pending trial it would not otherwise get.
     let mut wanted: Vec<usize> = vec![0; plan.classes.len()];
     for &t in pending {
@@ -195,78 +267,29 @@ pub fn run(
             class,
         });
     }
-    drop(tx);
-    let mut queue: Vec<Vec<usize>> = plan.units(pending);
-    for i in 0..workers.len() {
-        give(plan, &mut workers, i, &mut queue, &mut handle)?;
-    }
-    let mut live = workers.len();
-    let mut told = false;
-    while live > 0 {
-        // A stop asked of this process goes to the workers in a unit, which stop after their
-        // current step (those between units get no more).
-        if !told && crate::run::stop::requested() {
-            told = true;
-            for w in workers.iter_mut().filter(|w| !w.busy.is_empty()) {
-                send_line(&mut w.stdin, &"stop");
-            }
-        }
-        let (i, msg) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            Ok(m) => m,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        match msg {
-            Some(Message::Stopped { unit, at }) => {
-                workers[i].busy.retain(|b| !unit.contains(b));
-                handle(Event::Stopped { unit, at })?;
-                // The worker exits after a stop, also one that it alone was signalled: the
-                // sweep stops too (no unit starts, the others checkpoint).
-                crate::run::stop::request();
-                workers[i].stdin = None;
-            }
-            Some(Message::Epoch { log, .. }) => handle(Event::Epoch { slot: i, log })?,
-            Some(Message::Done { index, outcome }) => {
-                workers[i].busy.retain(|&b| b != index);
-                handle(Event::Done {
-                    slot: i,
-                    index,
-                    outcome: Box::new(outcome),
-                    on: workers[i].slot.clone(),
-                    lost: false,
-                })?;
-                if workers[i].busy.is_empty() {
-                    give(plan, &mut workers, i, &mut queue, &mut handle)?;
-                }
-            }
-            None => {
-                live -= 1;
-                workers[i].stdin = None;
-                let status = workers[i].child.wait().ok();
-                for index in std::mem::take(&mut workers[i].busy) {
-                    handle(Event::Done {
-                        slot: i,
-                        index,
-                        outcome: Box::new(Outcome::failed(format!(
-                            "worker {i} on {} exited ({}) during this trial",
-                            workers[i].slot.device,
-                            status.map_or("unknown status".into(), |s| s.to_string())
-                        ))),
-                        on: workers[i].slot.clone(),
-                        lost: true,
-                    })?;
-                }
-            }
-        }
-    }
-    // Trials never handed out because every worker of their class had exited (not because a
-    // stop was asked for: the sweep says so itself).
-    if !queue.is_empty() && !crate::run::stop::requested() {
-        return Err(RunError::Worker(format!(
-            "every worker exited with {} trial(s) left; the finished ones are saved, run the \
-             sweep again to resume",
-            queue.len()
-        )));
+    Ok(workers)
+}
+
+/// Worker `i` exited: each trial it had in flight ends failed (its checkpoint stays).
+fn lost(
+    w: &mut Worker,
+    i: usize,
+    handle: &mut impl FnMut(Event) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    w.stdin = None;
+    let status = w.child.wait().ok();
+    for index in std::mem::take(&mut w.busy) {
+        handle(Event::Done {
+            slot: i,
+            index,
+            outcome: Box::new(Outcome::failed(format!(
+                "worker {i} on {} exited ({}) during this trial",
+                w.slot.device,
+                status.map_or("unknown status".into(), |s| s.to_string())
+            ))),
+            on: w.slot.clone(),
+            lost: true,
+        })?;
     }
     Ok(())
 }

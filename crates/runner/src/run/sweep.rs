@@ -4,7 +4,7 @@
 //! before (in this process or on the worker pool), writing each one's record file and
 //! reassembling the frames after each, then the report (a whole sweep) or nothing (a shard).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use kd_report::store;
@@ -12,17 +12,16 @@ use kd_report::{Status, TrialRecord};
 use serde::Serialize;
 
 use crate::config::{self, Resolved};
-use crate::data::{self, DataPlan, Tensors};
+use crate::data::{self, Data, DataPlan, Tensors};
 use crate::env::{self, Slot};
 use crate::error::{io_err, RunError};
 use crate::plan::Shard;
-use crate::plan::{Plan, PlannedTrial, TeacherPlan};
+use crate::plan::{Plan, TeacherPlan};
 use crate::run::checkpoint::{self, Checkpoints};
-use crate::run::labels::{grouped, label, stopped_note};
-use crate::run::pool;
+use crate::run::labels::grouped;
 use crate::run::resume::{self, Done, OutLock};
 use crate::run::teacher;
-use crate::run::trial::TrialContext;
+use crate::run::units::Units;
 use crate::track::{Opening, Outputs};
 use crate::train::Outcome;
 
@@ -127,39 +126,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         None => (0..plan.trials.len()).collect(),
         Some(s) => plan.shard_trials(s),
     };
-    let (mut previous, notes) = if opts.fresh {
-        // The earlier results are set aside, never deleted, and stay in the frames until
-        // replaced; a marker makes a resume after a kill continue the fresh run.
-        let ids: Vec<String> = mine.iter().map(|&i| plan.trials[i].id.clone()).collect();
-        // Nor does it continue from checkpoints written before it (by other code, perhaps).
-        let dir = checkpoint::students_dir(&out);
-        match opts.shard {
-            None => checkpoint::clear_stale(&dir),
-            Some(_) => checkpoint::remove_holding(&dir, &ids.iter().map(String::as_str).collect()),
-        }
-        (
-            HashMap::new(),
-            vec![super::fresh::begin(&out, opts.shard, &ids)?],
-        )
-    } else {
-        resume::finished(&out)
-    };
-    // The resolved config goes first, so every result can be traced to its inputs.
-    let resolved = ResolvedFile {
-        config: cfg,
-        execution: Execution {
-            libtorch: env::LIBTORCH_VERSION,
-            teacher: &plan.teacher,
-            slots: &plan.slots,
-            data: &plan.data,
-        },
-    };
-    kd_report::write_atomic(
-        &out.join("config.resolved.yaml"),
-        serde_yaml::to_string(&resolved)
-            .expect("the resolved config serialises")
-            .as_bytes(),
-    )?;
+    let (mut previous, notes) = earlier_results(&plan, &out, opts, &mine)?;
+    write_resolved(cfg, &plan, &out)?;
     kd_report::write_claims(&out, &cfg.expect)?;
     let mut progress = Outputs::for_sweep(
         mine.len() as u64 + 1,
@@ -175,6 +143,185 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     {
         progress.note(&note);
     }
+    header_notes(&plan, opts.shard, mine.len(), &mut progress);
+
+    let checkpoints = Checkpoints {
+        dir: checkpoint::students_dir(&out),
+        every: opts.checkpoint_every.unwrap_or(cfg.checkpoint_every),
+    };
+    let store = Store {
+        plan: &plan,
+        out: &out,
+        index,
+    };
+    let (pending, kept) = keep_finished(&plan, &mut previous, &mine, &store, &mut progress)?;
+    let earlier_teacher = previous.remove(&plan.teacher.id);
+    let (teacher, splits) = if pending.is_empty() {
+        keep_teacher(&plan, earlier_teacher, &store, &mut progress)?;
+        (None, None)
+    } else {
+        let (t, splits) = teacher_phase(
+            &plan,
+            &data,
+            earlier_teacher,
+            &store,
+            &checkpoints,
+            &mut progress,
+        )?;
+        (Some(t), Some(splits))
+    };
+    store.merge()?;
+
+    // The pending trials that ended in this run (a trial whose earlier run failed has a file
+    // already, so the files cannot tell which ones a stop left unrun).
+    let mut units = Units {
+        plan: &plan,
+        store: &store,
+        checkpoints: &checkpoints,
+        finished: HashSet::new(),
+    };
+    if let Some(t) = teacher {
+        if plan.in_process() {
+            units.in_process(&data, &t, splits, &pending, &mut progress)?;
+        } else {
+            drop(splits);
+            units.on_workers(&t, &pending, &mut progress)?;
+        }
+    }
+    let finished = units.finished;
+    if kept > 0 {
+        progress.note(&format!(
+            "{kept} trial(s) were finished before and kept; --fresh re-runs them"
+        ));
+    }
+    let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
+    conclude(
+        cfg,
+        opts,
+        &plan,
+        &mine,
+        &store,
+        &checkpoints,
+        stopped,
+        progress,
+    )
+}
+
+/// The end of a sweep: the frames merged a last time, leftover checkpoints cleared when nothing
+/// is in flight, the closing notes, the report (a whole sweep), and the summary.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    cfg: &Resolved,
+    opts: &RunOptions,
+    plan: &Plan,
+    mine: &[usize],
+    store: &Store,
+    checkpoints: &Checkpoints,
+    stopped: usize,
+    mut progress: Outputs,
+) -> Result<Summary, RunError> {
+    let out = store.out;
+    let merged = store.merge()?;
+    // Nothing is in flight any more, no trial will run again (a failed one continues from its
+    // checkpoint next time), and no other shard shares the folder.
+    let failed = merged
+        .planned
+        .rows
+        .iter()
+        .any(|r| r.status == Status::Failed);
+    if stopped == 0 && !failed && opts.shard.is_none() {
+        checkpoint::clear_stale(&checkpoints.dir);
+    }
+    for note in end_notes(out, &merged) {
+        progress.note(&note);
+    }
+    if stopped > 0 {
+        progress.note(&format!(
+            "stopped on request (SIGUSR1 or SIGTERM) with {stopped} trial(s) not finished; the \
+             same command continues them from their checkpoints"
+        ));
+    }
+    progress.finish();
+    let mut verdicts = vec![];
+    if opts.shard.is_none() {
+        let extras = kd_report::Extras {
+            confusion: merged.planned.confusion.clone(),
+            claims: cfg.expect.clone(),
+            unplanned: merged.unplanned.rows.clone(),
+            missing: None,
+        };
+        let p = &merged.planned;
+        verdicts = kd_report::write_report(out, &cfg.name, &p.rows, &p.epochs, &extras)?.1;
+    }
+    let mine_ids: std::collections::HashSet<&str> =
+        mine.iter().map(|&i| plan.trials[i].id.as_str()).collect();
+    let unfinished = merged
+        .planned
+        .rows
+        .iter()
+        .filter(|r| r.kind == kd_report::Kind::Teacher || mine_ids.contains(r.trial_id.as_str()))
+        .filter(|r| r.status != Status::Ok)
+        .count();
+    Ok(Summary {
+        out: out.to_path_buf(),
+        trials: merged.planned.rows,
+        unfinished,
+        verdicts,
+        stopped,
+        missing: merged.missing.len(),
+    })
+}
+
+/// The results of earlier runs that this one keeps, by id, and what to say about them; with
+/// `--fresh` none (the earlier results are set aside, never deleted, and stay in the frames
+/// until replaced; a marker makes a resume after a kill continue the fresh run).
+fn earlier_results(
+    plan: &Plan,
+    out: &Path,
+    opts: &RunOptions,
+    mine: &[usize],
+) -> Result<(HashMap<String, Done>, Vec<String>), RunError> {
+    Ok(if opts.fresh {
+        // The earlier results are set aside, never deleted, and stay in the frames until
+        // replaced; a marker makes a resume after a kill continue the fresh run.
+        let ids: Vec<String> = mine.iter().map(|&i| plan.trials[i].id.clone()).collect();
+        // Nor does it continue from checkpoints written before it (by other code, perhaps).
+        let dir = checkpoint::students_dir(out);
+        match opts.shard {
+            None => checkpoint::clear_stale(&dir),
+            Some(_) => checkpoint::remove_holding(&dir, &ids.iter().map(String::as_str).collect()),
+        }
+        (
+            HashMap::new(),
+            vec![super::fresh::begin(out, opts.shard, &ids)?],
+        )
+    } else {
+        resume::finished(out)
+    })
+}
+
+/// `OUT/config.resolved.yaml`, first, so every result can be traced to its inputs.
+fn write_resolved(cfg: &Resolved, plan: &Plan, out: &Path) -> Result<(), RunError> {
+    let resolved = ResolvedFile {
+        config: cfg,
+        execution: Execution {
+            libtorch: env::LIBTORCH_VERSION,
+            teacher: &plan.teacher,
+            slots: &plan.slots,
+            data: &plan.data,
+        },
+    };
+    Ok(kd_report::write_atomic(
+        &out.join("config.resolved.yaml"),
+        serde_yaml::to_string(&resolved)
+            .expect("the resolved config serialises")
+            .as_bytes(),
+    )?)
+}
+
+/// What the sweep says first: the data, where the teacher and students run, the transfer set,
+/// the shard.
+fn header_notes(plan: &Plan, shard: Option<Shard>, mine: usize, progress: &mut Outputs) {
     let d = &plan.data;
     let slots = grouped(
         plan.slots
@@ -211,30 +358,31 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             d.transfer_rows, d.train, d.transfer_fraction
         ));
     }
-    if let Some(s) = opts.shard {
+    if let Some(s) = shard {
         progress.note(&format!(
             "shard {s}: {} of the plan's {} student trials",
-            mine.len(),
+            mine,
             plan.trials.len()
         ));
     }
+}
 
-    let checkpoints = Checkpoints {
-        dir: checkpoint::students_dir(&out),
-        every: opts.checkpoint_every.unwrap_or(cfg.checkpoint_every),
-    };
-    let store = Store {
-        plan: &plan,
-        out: &out,
-        index,
-    };
+/// Keep the trials an earlier run of this OUT finished with the same id; the pending trials of
+/// `mine` (plan indices) and how many of `mine` were kept.
+fn keep_finished(
+    plan: &Plan,
+    previous: &mut HashMap<String, Done>,
+    mine: &[usize],
+    store: &Store,
+    progress: &mut Outputs,
+) -> Result<(Vec<usize>, usize), RunError> {
     // Trials finished in an earlier run of this OUT with the same id are kept; their records are
     // re-derived from the plan (pairing, swept keys), their outcomes kept, and written to their
     // files (which also carries rows of older frames over into files). Every planned trial is,
     // not only this shard's: a frame rewritten from the files must not lose anyone's rows.
     let mut pending: Vec<usize> = Vec::new();
     let mut kept = 0;
-    let is_mine: std::collections::HashSet<usize> = mine.iter().copied().collect();
+    let is_mine: HashSet<usize> = mine.iter().copied().collect();
     for t in &plan.trials {
         match previous.remove(&t.id) {
             Some(done) => {
@@ -250,210 +398,58 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             None => {}
         }
     }
-    // When every trial of this process is finished, the teacher is not needed either (its cache
-    // may be gone): its row is kept like the others.
-    let earlier_teacher = previous.remove(&plan.teacher.id);
-    let mut teacher = None;
-    let mut splits = None;
-    if pending.is_empty() {
-        if let Some(done) = earlier_teacher {
-            let on = kept_on(&done, &plan.teacher.slot.class);
-            let record = plan.teacher_record(&done.outcome, &on);
-            progress.kept_trial(&record, &done.outcome.epochs);
-            store.keep(record, done)?;
-        }
-    } else {
-        // One sweep or shard at a time trains a teacher; the others wait here, then reuse it.
-        let _teacher_lock = teacher::lock_cache(&plan, &mut progress)?;
-        let device = env::select_device(&plan.teacher.slot.device)?;
-        tch::set_num_threads(plan.teacher.slot.threads as i32);
-        let tensors = Tensors::new(&data, device);
-        let t = teacher::obtain(&plan, &tensors, checkpoints.every, &mut progress)?;
-        // The row of a teacher trained here replaces any; a reused teacher keeps the row of
-        // the run that trained it where OUT has one (it says more: epochs, wall time).
-        let fresh_row = || Outcome {
-            epochs: t.epochs.clone(),
-            ..Outcome::empty(Status::Ok)
-        };
-        match earlier_teacher {
-            Some(done) if !t.trained => {
-                let on = kept_on(&done, &plan.teacher.slot.class);
-                store.keep(plan.teacher_record(&done.outcome, &on), done)?;
-            }
-            _ if t.trained || !store::trial_path(&out, &plan.teacher.id).exists() => {
-                store.save(t.record.clone(), fresh_row())?;
-            }
-            _ => {}
-        }
-        splits = Some(tensors);
-        teacher = Some(t);
-    }
-    store.merge()?;
+    Ok((pending, kept))
+}
 
-    // The pending trials that ended in this run (a trial whose earlier run failed has a file
-    // already, so the files cannot tell which ones a stop left unrun).
-    let mut finished: std::collections::HashSet<usize> = std::collections::HashSet::new();
-    if let Some(t) = teacher {
-        let mut finish =
-            |index: usize, outcome: Outcome, on: &Slot, progress: &mut Outputs, slot| {
-                finished.insert(index);
-                store.finish(index, outcome, on, progress, slot)
-            };
-        if plan.in_process() {
-            let slot = &plan.slots[0];
-            tch::set_num_threads(slot.threads as i32);
-            let device = env::select_device(&slot.device)?;
-            let splits = match splits {
-                Some(s) if s.train.x.device() == device => s,
-                _ => Tensors::new(&data, device),
-            };
-            let ctx = TrialContext::with_splits(splits, &data, &t.logits, Some(&t.files))
-                .with_checkpoints(Some(checkpoints.clone()));
-            for unit in plan.units(&pending) {
-                if crate::run::stop::requested() {
-                    break;
-                }
-                let trials: Vec<&PlannedTrial> = unit.iter().map(|&i| &plan.trials[i]).collect();
-                let epochs = trials[0].student.train.epochs as u64;
-                progress.start_trial(0, &label(&trials), epochs);
-                let outcomes = ctx.run_unit(&trials, |_, log| progress.epoch(0, log));
-                for note in ctx.take_notes() {
-                    progress.note(&note);
-                }
-                let outcomes = match outcomes {
-                    Ok(outcomes) => outcomes,
-                    Err(crate::run::trial::Stopped(at)) => {
-                        progress.note(&stopped_note(&trials, &at));
-                        break;
-                    }
-                };
-                for (t, outcome) in trials.iter().zip(outcomes) {
-                    finish(t.index, outcome, slot, &mut progress, 0)?;
-                }
-                // Its records are written: its checkpoint has served.
-                checkpoint::remove(&checkpoint::unit_file_of(&checkpoints.dir, &trials));
-            }
-        } else {
-            drop(splits);
-            progress.note(&format!(
-                "{} trials on {} workers: {}",
-                pending.len(),
-                plan.slots.len().min(pending.len()),
-                grouped(
-                    plan.slots
-                        .iter()
-                        .map(|s| format!("{} ({} threads)", s.device, s.threads))
-                )
-            ));
-            let setup = |slot: &Slot| pool::Setup {
-                data: plan.data.clone(),
-                teacher: t.files.clone(),
-                slot: slot.clone(),
-                checkpoints: Some(checkpoints.clone()),
-            };
-            // Per trial in flight, its unit's checkpoint and the unit's trials still running.
-            let mut units: HashMap<usize, (PathBuf, std::rc::Rc<std::cell::Cell<usize>>)> =
-                HashMap::new();
-            pool::run(&plan, setup, &pending, |event| match event {
-                pool::Event::Started { slot, unit } => {
-                    let trials: Vec<&PlannedTrial> =
-                        unit.iter().map(|&i| &plan.trials[i]).collect();
-                    let epochs = trials[0].student.train.epochs as u64;
-                    progress.start_trial(slot, &label(&trials), epochs);
-                    let left = std::rc::Rc::new(std::cell::Cell::new(unit.len()));
-                    let file = checkpoint::unit_file_of(&checkpoints.dir, &trials);
-                    for &i in &unit {
-                        units.insert(i, (file.clone(), left.clone()));
-                    }
-                    Ok(())
-                }
-                pool::Event::Epoch { slot, log } => {
-                    progress.epoch(slot, &log);
-                    Ok(())
-                }
-                pool::Event::Stopped { unit, at } => {
-                    let trials: Vec<&PlannedTrial> =
-                        unit.iter().map(|&i| &plan.trials[i]).collect();
-                    progress.note(&stopped_note(&trials, &at));
-                    Ok(())
-                }
-                pool::Event::Done {
-                    slot,
-                    index,
-                    outcome,
-                    on,
-                    lost,
-                } => {
-                    finish(index, *outcome, &on, &mut progress, slot)?;
-                    // The unit's records are all written: its checkpoint has served (unless its
-                    // worker was lost: the next run continues from it).
-                    let unit = units.remove(&index).filter(|_| !lost);
-                    if let Some((file, left)) = unit {
-                        left.set(left.get() - 1);
-                        if left.get() == 0 {
-                            checkpoint::remove(&file);
-                        }
-                    }
-                    Ok(())
-                }
-            })?;
+/// When every trial of this process is finished, the teacher is not needed either (its cache
+/// may be gone): its row is kept like the others.
+fn keep_teacher(
+    plan: &Plan,
+    earlier: Option<Done>,
+    store: &Store,
+    progress: &mut Outputs,
+) -> Result<(), RunError> {
+    if let Some(done) = earlier {
+        let on = kept_on(&done, &plan.teacher.slot.class);
+        let record = plan.teacher_record(&done.outcome, &on);
+        progress.kept_trial(&record, &done.outcome.epochs);
+        store.keep(record, done)?;
+    }
+    Ok(())
+}
+
+/// The teacher, trained or reused under the cache's lock (one sweep or shard at a time trains
+/// it; the others wait, then reuse it), its row written; and the splits on its device.
+fn teacher_phase(
+    plan: &Plan,
+    data: &Data,
+    earlier: Option<Done>,
+    store: &Store,
+    checkpoints: &Checkpoints,
+    progress: &mut Outputs,
+) -> Result<(teacher::Teacher, Tensors), RunError> {
+    let _teacher_lock = teacher::lock_cache(plan, progress)?;
+    let device = env::select_device(&plan.teacher.slot.device)?;
+    tch::set_num_threads(plan.teacher.slot.threads as i32);
+    let tensors = Tensors::new(data, device);
+    let t = teacher::obtain(plan, &tensors, checkpoints.every, progress)?;
+    // The row of a teacher trained here replaces any; a reused teacher keeps the row of the run
+    // that trained it where OUT has one (it says more: epochs, wall time).
+    let fresh_row = || Outcome {
+        epochs: t.epochs.clone(),
+        ..Outcome::empty(Status::Ok)
+    };
+    match earlier {
+        Some(done) if !t.trained => {
+            let on = kept_on(&done, &plan.teacher.slot.class);
+            store.keep(plan.teacher_record(&done.outcome, &on), done)?;
         }
+        _ if t.trained || !store::trial_path(store.out, &plan.teacher.id).exists() => {
+            store.save(t.record.clone(), fresh_row())?;
+        }
+        _ => {}
     }
-    if kept > 0 {
-        progress.note(&format!(
-            "{kept} trial(s) were finished before and kept; --fresh re-runs them"
-        ));
-    }
-    let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
-    let merged = store.merge()?;
-    // Nothing is in flight any more, no trial will run again (a failed one continues from its
-    // checkpoint next time), and no other shard shares the folder.
-    let failed = merged
-        .planned
-        .rows
-        .iter()
-        .any(|r| r.status == Status::Failed);
-    if stopped == 0 && !failed && opts.shard.is_none() {
-        checkpoint::clear_stale(&checkpoints.dir);
-    }
-    for note in end_notes(&out, &merged) {
-        progress.note(&note);
-    }
-    if stopped > 0 {
-        progress.note(&format!(
-            "stopped on request (SIGUSR1 or SIGTERM) with {stopped} trial(s) not finished; the \
-             same command continues them from their checkpoints"
-        ));
-    }
-    progress.finish();
-    let mut verdicts = vec![];
-    if opts.shard.is_none() {
-        let extras = kd_report::Extras {
-            confusion: merged.planned.confusion.clone(),
-            claims: cfg.expect.clone(),
-            unplanned: merged.unplanned.rows.clone(),
-            missing: None,
-        };
-        let p = &merged.planned;
-        verdicts = kd_report::write_report(&out, &cfg.name, &p.rows, &p.epochs, &extras)?.1;
-    }
-    let mine_ids: std::collections::HashSet<&str> =
-        mine.iter().map(|&i| plan.trials[i].id.as_str()).collect();
-    let unfinished = merged
-        .planned
-        .rows
-        .iter()
-        .filter(|r| r.kind == kd_report::Kind::Teacher || mine_ids.contains(r.trial_id.as_str()))
-        .filter(|r| r.status != Status::Ok)
-        .count();
-    Ok(Summary {
-        out,
-        trials: merged.planned.rows,
-        unfinished,
-        verdicts,
-        stopped,
-        missing: merged.missing.len(),
-    })
+    Ok((t, tensors))
 }
 
 /// What the last merge of a sweep has to say: rows kept aside as unplanned, files that could not

@@ -20,7 +20,7 @@ use tch::{nn, Device, Tensor};
 use crate::data::{cache_root, file_digest, Tensors};
 use crate::env::{now_rfc3339, select_device};
 use crate::error::{io_err, model_err, torch_err, RunError};
-use crate::plan::Plan;
+use crate::plan::{Plan, TeacherPlan};
 use crate::run::checkpoint;
 use crate::track::Outputs;
 use crate::train::{self, Outcome};
@@ -326,6 +326,69 @@ fn chance_warning(t: &crate::plan::TeacherPlan, r: &TrialRecord, classes: usize)
     ))
 }
 
+/// A loaded teacher evaluated here; its training accuracy comes from its logits on the training
+/// split, which the students need anyway: one pass over it, not two. Its epochs, best epoch and
+/// wall time come from `log`, the record of the run that trained it, where there is one.
+fn eval_only(
+    t: &TeacherPlan,
+    net: &Net,
+    data: &Tensors,
+    logits: &Logits,
+    log: Option<TeacherLog>,
+) -> Result<Outcome, RunError> {
+    let fail = |e: train::NonFinite| not_finite(t, e);
+    let test = train::evaluate(net, &data.test).map_err(fail)?;
+    let val = train::evaluate(net, &data.val).map_err(fail)?;
+    Ok(Outcome {
+        status: Status::Ok,
+        train_acc: Some(train::accuracy(&logits.train, &data.train.y).0),
+        val_acc: val.map(|v| v.0),
+        test_acc: test.map(|v| v.0),
+        test_errors: test.map(|v| v.1),
+        best_epoch: log.as_ref().and_then(|r| r.best_epoch),
+        wall_s: log.as_ref().map_or(0.0, |r| r.wall_s),
+        resumed: log.as_ref().and_then(|r| r.resumed.clone()),
+        epochs: log.map_or_else(Vec::new, |r| r.epochs),
+        message: None,
+        finished_at: now_rfc3339(),
+        measures: Default::default(),
+    })
+}
+
+/// Train the teacher (continuing from its checkpoint) and cache its weights and training log
+/// by its id's hash; the checkpoint then goes. A teacher that diverged is an error.
+fn train_and_cache(
+    plan: &Plan,
+    net: &Net,
+    vs: &nn::VarStore,
+    data: &Tensors,
+    every: Option<Duration>,
+    progress: &mut Outputs,
+) -> Result<Outcome, RunError> {
+    let t = &plan.teacher;
+    let dir = teachers_dir();
+    progress.start_trial(0, "teacher", t.cfg.train.epochs as u64);
+    let ckpt = dir.join(format!("{}.ckpt", t.hash()));
+    let outcome = super::teacher_train::train_teacher(plan, net, vs, data, &ckpt, every, progress)?;
+    if outcome.status != Status::Ok {
+        return Err(RunError::TeacherDiverged(
+            outcome.message.unwrap_or_else(|| "not finite".into()),
+        ));
+    }
+    save_atomic(&dir.join(format!("{}.ot", t.hash())), |tmp| vs.save(tmp))?;
+    let log = TeacherLog {
+        epochs: outcome.epochs.clone(),
+        best_epoch: outcome.best_epoch,
+        wall_s: outcome.wall_s,
+        resumed: outcome.resumed.clone(),
+    };
+    let log_file = dir.join(format!("{}.json", t.hash()));
+    write_verified(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
+    // The cache entry is written: the checkpoint has served.
+    checkpoint::remove(&ckpt);
+    Ok(outcome)
+}
+
 /// Get the teacher of `plan`: from `teacher.torchscript` or `teacher.checkpoint`, from the
 /// cache, or by training it (continuing from its checkpoint, and writing one every `every`).
 pub fn obtain(
@@ -353,28 +416,6 @@ pub fn obtain(
     let cached = dir.join(format!("{}.ot", t.hash()));
     let log_file = dir.join(format!("{}.json", t.hash()));
     let logits_file = dir.join(format!("{}.logits.pt", t.hash()));
-    // A loaded teacher is evaluated here; its training accuracy comes from its logits on the
-    // training split, which the students need anyway: one pass over it, not two.
-    let eval_only =
-        |net: &Net, logits: &Logits, log: Option<TeacherLog>| -> Result<Outcome, RunError> {
-            let fail = |e: train::NonFinite| not_finite(t, e);
-            let test = train::evaluate(net, &data.test).map_err(fail)?;
-            let val = train::evaluate(net, &data.val).map_err(fail)?;
-            Ok(Outcome {
-                status: Status::Ok,
-                train_acc: Some(train::accuracy(&logits.train, &data.train.y).0),
-                val_acc: val.map(|v| v.0),
-                test_acc: test.map(|v| v.0),
-                test_errors: test.map(|v| v.1),
-                best_epoch: log.as_ref().and_then(|r| r.best_epoch),
-                wall_s: log.as_ref().map_or(0.0, |r| r.wall_s),
-                resumed: log.as_ref().and_then(|r| r.resumed.clone()),
-                epochs: log.map_or_else(Vec::new, |r| r.epochs),
-                message: None,
-                finished_at: now_rfc3339(),
-                measures: Default::default(),
-            })
-        };
     let (outcome, weights_file) = if let Some(s) = &t.torchscript {
         progress.note(&format!(
             "teacher: loaded TorchScript {} ({} parameters), run in eval mode",
@@ -400,25 +441,7 @@ pub fn obtain(
         progress.note(&format!("teacher: reused cached {}", cached.display()));
         (None, cached.clone())
     } else {
-        progress.start_trial(0, "teacher", t.cfg.train.epochs as u64);
-        let ckpt = dir.join(format!("{}.ckpt", t.hash()));
-        let outcome =
-            super::teacher_train::train_teacher(plan, &net, &vs, data, &ckpt, every, progress)?;
-        if outcome.status != Status::Ok {
-            return Err(RunError::TeacherDiverged(
-                outcome.message.unwrap_or_else(|| "not finite".into()),
-            ));
-        }
-        save_atomic(&cached, |tmp| vs.save(tmp))?;
-        let log = TeacherLog {
-            epochs: outcome.epochs.clone(),
-            best_epoch: outcome.best_epoch,
-            wall_s: outcome.wall_s,
-            resumed: outcome.resumed.clone(),
-        };
-        write_verified(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
-        // The cache entry is written: the checkpoint has served.
-        checkpoint::remove(&ckpt);
+        let outcome = train_and_cache(plan, &net, &vs, data, every, progress)?;
         (Some(outcome), cached.clone())
     };
     let digest = file_digest(&weights_file)?;
@@ -430,7 +453,7 @@ pub fn obtain(
         // the students' logits, so its accuracies are theirs (as when it is reused), while its
         // epochs stay the bfloat16 model's as trained.
         Some(o) if t.cfg.train.precision != crate::config::Precision::Fp32 => {
-            let f32 = eval_only(&net, &logits, None)?;
+            let f32 = eval_only(t, &net, data, &logits, None)?;
             Outcome {
                 train_acc: f32.train_acc,
                 val_acc: f32.val_acc,
@@ -445,7 +468,7 @@ pub fn obtain(
             let log = trained_here
                 .then(|| read_log(&log_file, progress))
                 .flatten();
-            eval_only(&net, &logits, log)?
+            eval_only(t, &net, data, &logits, log)?
         }
     };
     let record = plan.teacher_record(&outcome, &t.slot);

@@ -283,6 +283,34 @@ fn close_epoch(
     logits
 }
 
+/// The kept best epochs' test accuracies, written into their epoch records: one pass with
+/// their weights in place. Per student, the kept epoch whose test logits were not finite.
+fn test_kept(
+    learner: &dyn Learner,
+    kept: &super::kept::Kept,
+    logs: &mut [Vec<EpochRecord>],
+    data: &TrainData,
+) -> Vec<Option<u32>> {
+    let mut late_diverged = vec![None; logs.len()];
+    if !kept.epochs().iter().any(Option::is_some) || data.test.is_empty() {
+        return late_diverged;
+    }
+    let logits = kept.with(|| learner.logits(&data.test.x));
+    let scores = score(&logits, &data.test.y);
+    for (i, e) in kept.epochs().iter().enumerate() {
+        let Some(e) = *e else { continue };
+        let Some(log) = logs[i].iter_mut().find(|l| l.epoch == e) else {
+            continue;
+        };
+        if scores[i].finite {
+            log.test_acc = Some(scores[i].acc);
+        } else {
+            late_diverged[i] = Some(e);
+        }
+    }
+    late_diverged
+}
+
 /// After the last epoch: the kept best epochs tested, the final scores and measures, one
 /// outcome per member.
 fn finish(
@@ -304,23 +332,7 @@ fn finish(
         start,
         ..
     } = st;
-    // The kept best epochs' test accuracies: one pass with their weights in place.
-    let mut late_diverged: Vec<Option<u32>> = vec![None; k];
-    if kept.epochs().iter().any(Option::is_some) && !data.test.is_empty() {
-        let logits = kept.with(|| learner.logits(&data.test.x));
-        let scores = score(&logits, &data.test.y);
-        for (i, e) in kept.epochs().iter().enumerate() {
-            let Some(e) = *e else { continue };
-            let Some(log) = logs[i].iter_mut().find(|l| l.epoch == e) else {
-                continue;
-            };
-            if scores[i].finite {
-                log.test_acc = Some(scores[i].acc);
-            } else {
-                late_diverged[i] = Some(e);
-            }
-        }
-    }
+    let late_diverged = test_kept(learner, &kept, &mut logs, data);
     // `train.weights: best`: the students end with their best validation epoch's weights.
     let best = cfg.weights == Weights::Best;
     if best && kept.epochs().iter().any(Option::is_some) {
