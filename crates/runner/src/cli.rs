@@ -11,12 +11,55 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
     Shard::parse(s)
 }
 
-/// A `--checkpoint-every` duration (none: `0`, off).
-#[derive(Debug, Clone, Copy)]
-pub struct Every(pub Option<std::time::Duration>);
+/// A `--checkpoint-every` duration as written (`text`) and read (none: `0`, off).
+#[derive(Debug, Clone)]
+pub struct Every {
+    pub text: String,
+    pub every: Option<std::time::Duration>,
+}
 
 fn parse_every(s: &str) -> Result<Every, String> {
-    crate::run::checkpoint::parse_every(s).map(Every)
+    crate::run::checkpoint::parse_every(s).map(|every| Every {
+        text: s.to_string(),
+        every,
+    })
+}
+
+/// The options of `kd sweep` that belong to every run of a sweep, so `kd slurm` takes them too
+/// and passes them to each task. The ones that must run once (`--fresh`, which on a requeued
+/// task would retrain everything at every requeue; `--dry-run`, `--shard`, `--replan`) are
+/// `kd sweep`'s alone. A new option of a sweep's runs goes here.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// Override a config key, e.g. --set kd.temperature=8 (VALUE is YAML). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Also write TensorBoard event files, one run per trial, to OUT/tensorboard/ (then
+    /// `tensorboard --logdir OUT/tensorboard`).
+    #[arg(long)]
+    pub tensorboard: bool,
+    /// How often a trial in flight writes a checkpoint, over the config's
+    /// `checkpoint_every` (default 5m): 500ms, 30s, 5m, 1h, or 0 for never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    pub checkpoint_every: Option<Every>,
+}
+
+impl TaskOptions {
+    /// The options as `kd sweep` arguments, for a task's command line.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .sets
+            .iter()
+            .flat_map(|v| ["--set".to_string(), v.clone()])
+            .collect();
+        if self.tensorboard {
+            args.push("--tensorboard".into());
+        }
+        if let Some(e) = &self.checkpoint_every {
+            args.extend(["--checkpoint-every".into(), e.text.clone()]);
+        }
+        args
+    }
 }
 
 #[derive(Parser)]
@@ -39,9 +82,9 @@ pub enum Cmd {
         /// Output folder (default results/<name>/).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Override a config key, e.g. --set kd.temperature=8 (VALUE is YAML). Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
+        /// What every run of the sweep takes (also every task of `kd slurm`).
+        #[command(flatten)]
+        task: TaskOptions,
         /// Print the planned trials (with the ids a run writes) and an estimated cost; train
         /// nothing.
         #[arg(long)]
@@ -57,14 +100,6 @@ pub enum Cmd {
         /// one); rows of trials no longer planned are kept in OUT/unplanned/, never deleted.
         #[arg(long)]
         replan: bool,
-        /// Also write TensorBoard event files, one run per trial, to OUT/tensorboard/ (then
-        /// `tensorboard --logdir OUT/tensorboard`).
-        #[arg(long)]
-        tensorboard: bool,
-        /// How often a trial in flight writes a checkpoint, over the config's
-        /// `checkpoint_every` (default 5m): 500ms, 30s, 5m, 1h, or 0 for never.
-        #[arg(long, value_name = "DURATION", value_parser = parse_every)]
-        checkpoint_every: Option<Every>,
     },
     /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
     /// report job that runs after it; `--submit` submits both with sbatch.
@@ -74,9 +109,9 @@ pub enum Cmd {
         /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Override a config key, as for `kd sweep` (passed on to every task). Repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
+        /// As for `kd sweep`, passed on to every task.
+        #[command(flatten)]
+        task: TaskOptions,
         /// The Slurm partition of every task (give one partition of like nodes: the ids carry
         /// the hardware class).
         #[arg(long)]

@@ -49,19 +49,17 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
     match cmd {
         Cmd::Sweep {
             config,
-            sets,
+            task,
             dry_run: true,
             ..
-        } => Ok(Done::ok(dry_run(&load_config(&config, &sets)?)?)),
+        } => Ok(Done::ok(dry_run(&load_config(&config, &task.sets)?)?)),
         Cmd::Sweep {
             config,
             out,
-            sets,
+            task,
             fresh,
             shard,
             replan,
-            tensorboard,
-            checkpoint_every,
             ..
         } => {
             let opts = RunOptions {
@@ -69,10 +67,10 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
                 fresh,
                 shard,
                 replan,
-                tensorboard,
-                checkpoint_every: checkpoint_every.map(|e| e.0),
+                tensorboard: task.tensorboard,
+                checkpoint_every: task.checkpoint_every.as_ref().map(|e| e.every),
             };
-            sweep(&config, &sets, &opts)
+            sweep(&config, &task.sets, &opts)
         }
         cmd @ Cmd::Slurm { .. } => slurm(cmd),
         Cmd::Bench {
@@ -127,7 +125,7 @@ fn slurm(cmd: Cmd) -> Result<Done, Failure> {
     let Cmd::Slurm {
         config,
         out,
-        sets,
+        task,
         partition,
         gpus_per_task,
         cpus_per_task,
@@ -140,12 +138,12 @@ fn slurm(cmd: Cmd) -> Result<Done, Failure> {
     else {
         unreachable!("kd slurm")
     };
-    let cfg = load_config(&config, &sets)?;
+    let cfg = load_config(&config, &task.sets)?;
     let written = crate::slurm::run(
         &cfg,
         &crate::slurm::SlurmOptions {
             config,
-            sets,
+            task_args: task.args(),
             out,
             resources: crate::slurm::Resources {
                 partition,

@@ -3,10 +3,11 @@
 //! `kd report OUT`, which merges the shards' record files into the frames and the report.
 //!
 //! Ahead of a task's time limit Slurm sends the batch script SIGUSR1 (`--signal=B:USR1@120`);
-//! the script passes it to kd, which finishes the units in flight and starts no more, and then
-//! requeues the task (`--requeue`), which resumes its shard. A unit still running 90 s later is
-//! abandoned (its trials have no file yet, so they run again). Nothing else is scheduled by kd:
-//! the plan is handed to Slurm.
+//! the script passes it to kd, which checkpoints the units in flight and starts no more, and
+//! then requeues the task (`--requeue`), which continues its shard from the checkpoints
+//! (docs/checkpoints.md). Each task takes `kd sweep`'s per-run options
+//! (`crate::cli::TaskOptions`: `--set`, `--tensorboard`, `--checkpoint-every`), never the
+//! ones that must run once. Nothing else is scheduled by kd: the plan is handed to Slurm.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,8 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Default)]
 pub struct SlurmOptions {
     pub config: PathBuf,
-    pub sets: Vec<String>,
+    /// The `kd sweep` options every task takes (`crate::cli::TaskOptions::args`).
+    pub task_args: Vec<String>,
     pub out: Option<PathBuf>,
     pub resources: Resources,
     /// N; by default one task per `packs_per_task` units of the plan.
@@ -55,7 +57,8 @@ pub struct ScriptSpec {
     pub workdir: PathBuf,
     pub config: PathBuf,
     pub out: PathBuf,
-    pub sets: Vec<String>,
+    /// The `kd sweep` options every task takes, as arguments.
+    pub task_args: Vec<String>,
     pub shards: usize,
     pub resources: Resources,
     /// Environment the jobs need (`KD_CACHE_DIR`, `KD_DATA_DIR` when set).
@@ -116,9 +119,9 @@ pub fn scripts(s: &ScriptSpec) -> Scripts {
         .map(|(k, v)| format!("export {k}={}\n", quote(v)))
         .collect();
     let sets: String = s
-        .sets
+        .task_args
         .iter()
-        .map(|v| format!(" --set {}", quote(v)))
+        .map(|v| format!(" {}", quote(v)))
         .collect();
     let sweep = format!(
         r#"#!/bin/bash
@@ -246,7 +249,7 @@ pub fn run(cfg: &Resolved, opts: &SlurmOptions) -> Result<String, RunError> {
         workdir: std::env::current_dir().map_err(io_err(Path::new(".")))?,
         config: absolute(&opts.config)?,
         out: out.clone(),
-        sets: opts.sets.clone(),
+        task_args: opts.task_args.clone(),
         shards,
         resources: opts.resources.clone(),
         env,
@@ -330,7 +333,12 @@ mod tests {
             workdir: "/home/r/kd-sweep".into(),
             config: "/home/r/kd-sweep/experiments/temp.yaml".into(),
             out: "/scratch/r/temp".into(),
-            sets: vec!["kd.alpha=0.5".into(), "name=it's".into()],
+            task_args: vec![
+                "--set".into(),
+                "kd.alpha=0.5".into(),
+                "--set".into(),
+                "name=it's".into(),
+            ],
             shards: 12,
             resources: Resources {
                 partition: Some("gpu".into()),

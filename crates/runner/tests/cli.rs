@@ -1327,3 +1327,44 @@ fn a_trial_at_chance_with_a_finite_loss_is_warned_about() {
     );
     assert!(err.contains(&rows[1].trial_id), "{err}");
 }
+
+/// One set of run options: `kd slurm` takes `kd sweep`'s per-run options and passes each to
+/// every task's `kd sweep`; the options that must run once (`--fresh` would retrain everything
+/// at every requeue) are refused, and the script never carries them.
+#[test]
+fn kd_slurm_passes_each_task_option_and_no_run_once_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.yaml", &tiny(""));
+    let out = dir.path().join("out");
+    let (cfg, out) = (cfg.to_str().unwrap(), out.to_str().unwrap());
+    let cache = dir.path().join("cache");
+    let task = [
+        &["--tensorboard"][..],
+        &["--checkpoint-every", "10m"],
+        &["--set", "kd.alpha=0.5"],
+    ];
+    let args = [&["slurm", cfg, "--out", out][..], &task.concat()].concat();
+    let o = kd(&args, &cache);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let script = std::fs::read_to_string(Path::new(out).join("slurm/sweep.sbatch")).unwrap();
+    let line = script
+        .lines()
+        .find(|l| l.contains(" sweep ") && l.contains("--shard"))
+        .unwrap_or_else(|| panic!("no task line in {script}"));
+    for want in task {
+        assert!(line.contains(&want.join(" ")), "{want:?} not in {line}");
+    }
+    for once in [
+        &["--fresh"][..],
+        &["--dry-run"],
+        &["--replan"],
+        &["--shard", "0/2"],
+    ] {
+        // The task's own `--shard` is the script's, from its array index.
+        let own = usize::from(once[0] == "--shard");
+        assert_eq!(line.matches(once[0]).count(), own, "{line}");
+        let o = kd(&[&["slurm", cfg, "--out", out][..], once].concat(), &cache);
+        assert_eq!(o.status.code(), Some(2), "{once:?}");
+        assert!(stderr(&o).contains("unexpected argument"), "{}", stderr(&o));
+    }
+}
