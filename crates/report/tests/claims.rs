@@ -327,3 +327,39 @@ fn converges_compares_two_families_across_temperature() {
     let v = one("{claim: agrees, student: 30-30, a: {soft_loss: ce}, b: {soft_loss: mse_logits}, tolerance: 2.01}", &r, &[]);
     assert!(v[0].pass, "{v:?}");
 }
+
+/// A per-size claim judges every student size, also after one that cannot be judged: 30-30
+/// without its baselines is "not measured", and 300-300 still gets its verdict.
+#[test]
+fn a_size_that_cannot_be_judged_does_not_hide_the_next() {
+    let r: Vec<TrialRecord> = rows("ce", "s")
+        .into_iter()
+        .filter(|r| !(r.hidden == "30-30" && r.kind == Kind::Baseline))
+        .collect();
+    let v = one("{claim: kd_beats_baseline}", &r, &[]);
+    assert_eq!(v.len(), 2, "{v:#?}");
+    assert!(
+        v[0].measured
+            .starts_with("not measured: no finished paired baseline"),
+        "{v:#?}"
+    );
+    assert!(v[1].measured.starts_with("gain"), "{v:#?}");
+}
+
+/// The claims of a config keep their stored form: a claim serialises as its kind's keys under
+/// `claim:`, as claims.parquet holds them, and reads back equal.
+#[test]
+fn a_claim_keeps_its_stored_form() {
+    let c = claim("{claim: gain_at_least, student: 30-30, points: 1.5, paper: x}");
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(
+        json,
+        r#"{"claim":"gain_at_least","student":"30-30","temperature":null,"points":1.5,"select":{},"paper":"x"}"#
+    );
+    assert_eq!(serde_json::from_str::<Claim>(&json).unwrap(), c);
+    let err = serde_yaml::from_str::<Claim>("{claim: gain_at_least, points: 1, pionts: 2}");
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `pionts`"));
+}

@@ -3,13 +3,26 @@
 use super::*;
 
 /// One claim being judged: it words the verdicts of claim number `index`.
-struct Judge<'c> {
-    index: usize,
-    claim: &'c Claim,
+pub(super) struct Judge<'c> {
+    pub index: usize,
+    pub claim: &'c Claim,
+}
+
+/// What claims are judged on: the finished records, their cells, the confusion counts.
+pub(super) struct On<'a> {
+    pub a: &'a Analysis<'a>,
+    pub rows: &'a [TrialRecord],
+    pub confusion: &'a [ConfusionRecord],
 }
 
 impl Judge<'_> {
-    fn verdict(&self, statement: String, measured: String, margin: String, pass: bool) -> Verdict {
+    pub(super) fn verdict(
+        &self,
+        statement: String,
+        measured: String,
+        margin: String,
+        pass: bool,
+    ) -> Verdict {
         Verdict {
             index: self.index,
             claim: self.claim.name(),
@@ -22,7 +35,7 @@ impl Judge<'_> {
     }
 
     /// A claim that cannot be judged: it fails, saying what was not measured.
-    fn missing(&self, statement: String, what: &str) -> Verdict {
+    pub(super) fn missing(&self, statement: String, what: &str) -> Verdict {
         self.verdict(
             statement,
             format!("not measured: {what}"),
@@ -39,76 +52,31 @@ pub fn check(
     confusion: &[ConfusionRecord],
 ) -> Vec<Verdict> {
     let a = Analysis::new(rows);
+    let on = On {
+        a: &a,
+        rows,
+        confusion,
+    };
     let mut out = Vec::new();
     for (i, claim) in claims.iter().enumerate() {
         let j = Judge {
             index: i + 1,
             claim,
         };
-        let out = &mut out;
-        match claim {
-            Claim::KdBeatsBaseline {
-                student,
-                temperature,
-                select,
-                ..
-            }
-            | Claim::GainAtLeast {
-                student,
-                temperature,
-                select,
-                ..
-            } => gains(&j, &a, student, *temperature, select, out),
-            Claim::BestTemperatureIn {
-                student,
-                range,
-                select,
-                ..
-            } => best_temperature(&j, &a, student, range, select, out),
-            Claim::FlatAbove {
-                student,
-                temperature,
-                tolerance,
-                select,
-                ..
-            } => flat_above(&j, &a, student, *temperature, *tolerance, select, out),
-            Claim::Converges {
-                student,
-                a: sa,
-                b: sb,
-                tolerance,
-                ..
-            }
-            | Claim::Agrees {
-                student,
-                a: sa,
-                b: sb,
-                tolerance,
-                ..
-            } => apart(&j, &a, student, sa, sb, *tolerance, out),
-            Claim::ErrorsAtMost { select, errors, .. } => {
-                errors_at_most(&j, rows, confusion, select, *errors, out)
-            }
-            Claim::Reference {
-                select,
-                metric,
-                value,
-                tolerance,
-                ..
-            } => reference(&j, rows, confusion, select, metric, *value, *tolerance, out),
-        }
+        claim.kind().judge(&j, &on, &mut out);
     }
     out
 }
 
-/// `kd_beats_baseline` and `gain_at_least`: per student size, the KD cell chosen on validation
-/// (or at `temperature`) against its paired baselines.
-fn gains(
+/// `kd_beats_baseline` and `gain_at_least` (at least `points`): per student size, the KD cell
+/// chosen on validation (or at `temperature`) against its paired baselines.
+pub(super) fn gains(
     j: &Judge,
     a: &Analysis,
     student: &Option<String>,
     temperature: Option<f64>,
     select: &Select,
+    points: Option<f64>,
     out: &mut Vec<Verdict>,
 ) {
     let claim = j.claim;
@@ -130,13 +98,13 @@ fn gains(
             .filter(|c| c.first().hidden == s || c.student == s)
             .collect();
         let at = temperature.map_or(String::new(), |t| format!(" at T = {}", fmt(t)));
-        let statement = match claim {
-            Claim::GainAtLeast { points, .. } => format!(
+        let statement = match points {
+            Some(points) => format!(
                 "KD{at} gains at least {} points over the baseline ({})",
-                fmt(*points),
+                fmt(points),
                 who(Some(&s), select)
             ),
-            _ => format!(
+            None => format!(
                 "KD{at} beats the hard-target baseline by more than the seed spread ({})",
                 who(Some(&s), select)
             ),
@@ -146,11 +114,11 @@ fn gains(
                 statement,
                 "no KD cell (or no validation split to choose one)",
             ));
-            return;
+            continue;
         };
         let Some(cmp) = cell.comparison() else {
             out.push(j.missing(statement, "no finished paired baseline"));
-            return;
+            continue;
         };
         let ci = cmp.ci;
         let ci_text = ci.map_or(" (one seed: no spread)".to_string(), |c| {
@@ -160,12 +128,12 @@ fn gains(
             "gain {:+.2} points{ci_text}: KD {:.2}% vs baseline {:.2}% ({which})",
             cmp.gain.0, cmp.kd.0, cmp.baseline.0
         );
-        let (margin, pass) = match claim {
-            Claim::GainAtLeast { points, .. } => {
+        let (margin, pass) = match points {
+            Some(points) => {
                 let m = cmp.gain.0 - points;
                 (format!("{m:+.2} points"), m >= 0.0)
             }
-            _ => {
+            None => {
                 let m = cmp.gain.0 - ci.unwrap_or(0.0);
                 (format!("{m:+.2} points beyond the interval"), m > 0.0)
             }
@@ -174,118 +142,18 @@ fn gains(
     }
 }
 
-/// `best_temperature_in`: the temperature of the KD cell best on validation.
-fn best_temperature(
-    j: &Judge,
-    a: &Analysis,
-    student: &Option<String>,
-    range: &[f64; 2],
-    select: &Select,
-    out: &mut Vec<Verdict>,
-) {
-    let who = who(student.as_deref(), select);
-    let statement = format!(
-        "the best temperature lies in [{}, {}] ({who})",
-        fmt(range[0]),
-        fmt(range[1])
-    );
-    let cells = cells_of(a, student.as_deref(), select);
-    let Some((cell, _)) = chosen(&cells, None) else {
-        out.push(j.missing(statement, "no KD cell with a validation accuracy"));
-        return;
-    };
-    let Some(t) = cell.temperature() else {
-        out.push(j.missing(statement, "the best cell has no temperature"));
-        return;
-    };
-    let test_best = cells
-        .iter()
-        .max_by(|x, y| test_mean(x).total_cmp(&test_mean(y)))
-        .and_then(|c| c.temperature());
-    let by_t: Vec<String> = cells
-        .iter()
-        .filter_map(|c| Some((c.temperature()?, c.val_mean()?)))
-        .map(|(t, v)| format!("{}: {:.2}", fmt(t), 100.0 * v))
-        .collect();
-    let measured = format!(
-        "best on validation T = {} (best on test T = {}); validation % by T: {}",
-        fmt(t),
-        test_best.map_or("-".into(), fmt),
-        by_t.join(", ")
-    );
-    let outside = if t < range[0] {
-        range[0] - t
-    } else if t > range[1] {
-        t - range[1]
-    } else {
-        0.0
-    };
-    let margin = if outside == 0.0 {
-        "inside".into()
-    } else {
-        format!("{} outside", fmt(outside))
-    };
-    out.push(j.verdict(statement, measured, margin, outside == 0.0));
-}
-
-/// `flat_above`: the spread of test accuracy over the KD cells at T >= `temperature`.
-#[allow(clippy::too_many_arguments)]
-fn flat_above(
-    j: &Judge,
-    a: &Analysis,
-    student: &Option<String>,
-    temperature: f64,
-    tolerance: f64,
-    select: &Select,
-    out: &mut Vec<Verdict>,
-) {
-    let who = who(student.as_deref(), select);
-    let statement = format!(
-        "every T >= {} is about equally good, within {} points ({who})",
-        fmt(temperature),
-        fmt(tolerance)
-    );
-    let cells: Vec<&Cell> = cells_of(a, student.as_deref(), select)
-        .into_iter()
-        .filter(|c| c.temperature().is_some_and(|t| t >= temperature - 1e-9))
-        .collect();
-    if cells.len() < 2 {
-        out.push(j.missing(statement, "fewer than two KD cells at those temperatures"));
-        return;
-    }
-    let accs: Vec<(f64, f64)> = cells
-        .iter()
-        .map(|c| (c.temperature().unwrap_or(f64::NAN), test_mean(c)))
-        .collect();
-    let hi = accs.iter().map(|x| x.1).fold(f64::MIN, f64::max);
-    let lo = accs.iter().map(|x| x.1).fold(f64::MAX, f64::min);
-    let spread = hi - lo;
-    let list: Vec<String> = accs
-        .iter()
-        .map(|(t, v)| format!("T {}: {v:.2}%", fmt(*t)))
-        .collect();
-    let measured = format!("spread {spread:.2} points ({})", list.join(", "));
-    out.push(j.verdict(
-        statement,
-        measured,
-        format!("{:+.2} points", tolerance - spread),
-        spread <= tolerance,
-    ));
-}
-
 /// `converges` and `agrees`: how far apart the cells of `sa` and `sb` are at each temperature.
 #[allow(clippy::too_many_arguments)]
-fn apart(
+pub(super) fn apart(
     j: &Judge,
     a: &Analysis,
     student: &Option<String>,
     sa: &Select,
     sb: &Select,
     tolerance: f64,
+    agrees: bool,
     out: &mut Vec<Verdict>,
 ) {
-    let claim = j.claim;
-    let agrees = matches!(claim, Claim::Agrees { .. });
     let statement = if agrees {
         format!(
             "{} and {} agree within {} points at every T",
@@ -352,72 +220,9 @@ fn apart(
     out.push(j.verdict(statement, measured, margin, pass));
 }
 
-/// `errors_at_most`: the mean of the metric (test errors by default) against a bound.
-fn errors_at_most(
-    j: &Judge,
-    rows: &[TrialRecord],
-    confusion: &[ConfusionRecord],
-    select: &Select,
-    errors: f64,
-    out: &mut Vec<Verdict>,
-) {
-    let claim = j.claim;
-    let m = metric_name(claim);
-    let statement = format!(
-        "{m} of {} is at most {}{}",
-        describe_select(select),
-        fmt(errors),
-        unit(m)
-    );
-    match mean_metric(rows, select, m, confusion) {
-        Some((v, measured)) => {
-            let margin = format!("{} below the bound", fmt(errors - v));
-            out.push(j.verdict(statement, measured, margin, v <= errors));
-        }
-        None => out.push(j.missing(statement, "no finished trial matches")),
-    }
-}
-
-/// `reference`: the mean of a metric against the paper's value, within a tolerance.
-#[allow(clippy::too_many_arguments)]
-fn reference(
-    j: &Judge,
-    rows: &[TrialRecord],
-    confusion: &[ConfusionRecord],
-    select: &Select,
-    metric: &str,
-    value: f64,
-    tolerance: f64,
-    out: &mut Vec<Verdict>,
-) {
-    let statement = format!(
-        "{metric} of {} is {}{u} ± {}{u}",
-        describe_select(select),
-        fmt(value),
-        fmt(tolerance),
-        u = unit(metric)
-    );
-    match mean_metric(rows, select, metric, confusion) {
-        Some((v, measured)) => {
-            let off = (v - value).abs();
-            let margin = format!("{} of {} allowed", fmt(off), fmt(tolerance));
-            out.push(j.verdict(statement, measured, margin, off <= tolerance));
-        }
-        None => out.push(j.missing(statement, "no finished trial matches")),
-    }
-}
-
-fn metric_name(claim: &Claim) -> &str {
-    match claim {
-        Claim::ErrorsAtMost { metric, .. } => metric.as_deref().unwrap_or("test_errors"),
-        Claim::Reference { metric, .. } => metric,
-        _ => "test_errors",
-    }
-}
-
 /// The mean of `metric` over the finished trials that match `select`, and it in words:
 /// `114 (mean of 3, sd 11.14)`.
-fn mean_metric(
+pub(super) fn mean_metric(
     rows: &[TrialRecord],
     select: &Select,
     metric: &str,

@@ -22,99 +22,63 @@ mod check;
 
 pub use check::{check, claims_section, summary};
 
-/// The claim names `claim:` takes.
-pub const KNOWN: &[&str] = &[
-    "kd_beats_baseline",
-    "best_temperature_in",
-    "flat_above",
-    "gain_at_least",
-    "converges",
-    "agrees",
-    "errors_at_most",
-    "reference",
-];
-
 /// Rows a claim is about: column name (or `student` for `hidden`, or a swept key) to value.
 pub type Select = BTreeMap<String, serde_yaml::Value>;
 
-/// One claim of `expect:`. Every claim takes `paper:` (what the paper reports, as text).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "claim", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Claim {
-    /// For each student size (or `student`), the KD cell chosen on validation accuracy (or the
-    /// one at `temperature`) beats its paired baselines by more than the seed spread: the 95%
-    /// interval of the paired gain lies above 0.
-    KdBeatsBaseline {
-        student: Option<String>,
-        temperature: Option<f64>,
-        #[serde(default)]
-        select: Select,
-        paper: Option<String>,
-    },
-    /// The temperature of the KD cell with the best validation accuracy lies in `range`.
-    BestTemperatureIn {
-        student: Option<String>,
-        range: [f64; 2],
-        #[serde(default)]
-        select: Select,
-        paper: Option<String>,
-    },
-    /// Every KD cell at T >= `temperature` is within `tolerance` accuracy points of the others
-    /// (test accuracy, mean over seeds).
-    FlatAbove {
-        student: Option<String>,
-        temperature: f64,
-        tolerance: f64,
-        #[serde(default)]
-        select: Select,
-        paper: Option<String>,
-    },
-    /// The KD cell chosen on validation (or at `temperature`) gains at least `points` over its
-    /// paired baselines.
-    GainAtLeast {
-        student: Option<String>,
-        temperature: Option<f64>,
-        points: f64,
-        #[serde(default)]
-        select: Select,
-        paper: Option<String>,
-    },
-    /// KD cells selected by `a` and by `b` come together as T grows: their test accuracies
-    /// differ by at most `tolerance` points at the highest common T, and by no more there than
-    /// at the lowest (e.g. soft targets approaching logit matching).
-    Converges {
-        student: Option<String>,
-        a: Select,
-        b: Select,
-        tolerance: f64,
-        paper: Option<String>,
-    },
-    /// KD cells selected by `a` and by `b` agree within `tolerance` points of test accuracy at
-    /// every temperature they share (e.g. two forms of one loss with the same gradient).
-    Agrees {
-        student: Option<String>,
-        a: Select,
-        b: Select,
-        tolerance: f64,
-        paper: Option<String>,
-    },
-    /// The mean over seeds of `metric` (default `test_errors`) on the rows of `select` is at
-    /// most `errors`.
-    ErrorsAtMost {
-        select: Select,
-        metric: Option<String>,
-        errors: f64,
-        paper: Option<String>,
-    },
-    /// The mean of `metric` on the rows of `select` is within `tolerance` of the paper's
-    /// `value`.
-    Reference {
-        select: Select,
-        metric: String,
-        value: f64,
-        tolerance: f64,
-        paper: Option<String>,
-    },
+/// The claim kinds, `claim: <name>` in `expect:`: each a file of this folder with its keys (a
+/// struct whose fields are the YAML keys, `paper:` among them), their check, and its verdicts
+/// on the finished records ([`Kind`]); this list generates the [`Claim`] enum, [`KNOWN`] and
+/// every dispatch, so nothing else names a kind. To add one: write `<name>.rs` (copy
+/// `errors_at_most.rs`) and add a line here.
+macro_rules! claim_kinds {
+    ($($file:ident => $kind:ident),+ $(,)?) => {
+        $(mod $file; pub use $file::$kind;)+
+
+        /// One claim of `expect:`, by its kind (`claim:`); every claim takes `paper:` (what
+        /// the paper reports, as text).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "claim", rename_all = "snake_case")]
+        pub enum Claim {
+            $($kind($kind),)+
+        }
+
+        /// The claim names `claim:` takes.
+        pub const KNOWN: &[&str] = &[$(stringify!($file),)+];
+
+        impl Claim {
+            fn kind(&self) -> &dyn Kind {
+                match self {
+                    $(Claim::$kind(c) => c,)+
+                }
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Claim::$kind(_) => stringify!($file),)+
+                }
+            }
+        }
+    };
+}
+
+claim_kinds! {
+    kd_beats_baseline => KdBeatsBaseline,
+    best_temperature_in => BestTemperatureIn,
+    flat_above => FlatAbove,
+    gain_at_least => GainAtLeast,
+    converges => Converges,
+    agrees => Agrees,
+    errors_at_most => ErrorsAtMost,
+    reference => Reference,
+}
+
+/// What a claim kind does: say what the paper reports, check its keys, judge the records.
+trait Kind {
+    fn paper(&self) -> Option<&str>;
+    /// Check what the config can: ranges, tolerances, metric names and selected columns.
+    fn validate(&self) -> Result<(), String>;
+    /// Its verdicts (one, or one per student size) on what `on` holds.
+    fn judge(&self, j: &check::Judge, on: &check::On, out: &mut Vec<Verdict>);
 }
 
 /// Metrics a claim can read besides the numeric record columns: per-class test errors.
@@ -166,102 +130,22 @@ fn check_metric(metric: &str) -> Result<(), String> {
 }
 
 impl Claim {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Claim::KdBeatsBaseline { .. } => "kd_beats_baseline",
-            Claim::BestTemperatureIn { .. } => "best_temperature_in",
-            Claim::FlatAbove { .. } => "flat_above",
-            Claim::GainAtLeast { .. } => "gain_at_least",
-            Claim::Converges { .. } => "converges",
-            Claim::Agrees { .. } => "agrees",
-            Claim::ErrorsAtMost { .. } => "errors_at_most",
-            Claim::Reference { .. } => "reference",
-        }
-    }
-
     pub fn paper(&self) -> Option<&str> {
-        match self {
-            Claim::KdBeatsBaseline { paper, .. }
-            | Claim::BestTemperatureIn { paper, .. }
-            | Claim::FlatAbove { paper, .. }
-            | Claim::GainAtLeast { paper, .. }
-            | Claim::Converges { paper, .. }
-            | Claim::Agrees { paper, .. }
-            | Claim::ErrorsAtMost { paper, .. }
-            | Claim::Reference { paper, .. } => paper.as_deref(),
-        }
+        self.kind().paper()
     }
 
     /// Check what the config can: ranges, tolerances, metric names and selected columns.
     pub fn validate(&self) -> Result<(), String> {
-        let finite = |name: &str, v: f64, min: f64| {
-            if v.is_finite() && v >= min {
-                Ok(())
-            } else {
-                Err(format!("{name}: must be a number >= {min}, got {v}"))
-            }
-        };
-        match self {
-            Claim::KdBeatsBaseline { select, .. } => check_select(select),
-            Claim::BestTemperatureIn { range, select, .. } => {
-                if !(range[0].is_finite() && range[1].is_finite() && range[0] <= range[1]) {
-                    return Err(format!(
-                        "range: expected [low, high] with low <= high, got {range:?}"
-                    ));
-                }
-                check_select(select)
-            }
-            Claim::FlatAbove {
-                temperature,
-                tolerance,
-                select,
-                ..
-            } => {
-                finite("temperature", *temperature, 0.0)?;
-                finite("tolerance", *tolerance, 0.0)?;
-                check_select(select)
-            }
-            Claim::GainAtLeast { points, select, .. } => {
-                if !points.is_finite() {
-                    return Err(format!("points: must be a number, got {points}"));
-                }
-                check_select(select)
-            }
-            Claim::Converges {
-                a, b, tolerance, ..
-            }
-            | Claim::Agrees {
-                a, b, tolerance, ..
-            } => {
-                finite("tolerance", *tolerance, 0.0)?;
-                check_select(a)?;
-                check_select(b)
-            }
-            Claim::ErrorsAtMost {
-                select,
-                metric,
-                errors,
-                ..
-            } => {
-                finite("errors", *errors, 0.0)?;
-                check_metric(metric.as_deref().unwrap_or("test_errors"))?;
-                check_select(select)
-            }
-            Claim::Reference {
-                select,
-                metric,
-                value,
-                tolerance,
-                ..
-            } => {
-                finite("tolerance", *tolerance, 0.0)?;
-                if !value.is_finite() {
-                    return Err(format!("value: must be a number, got {value}"));
-                }
-                check_metric(metric)?;
-                check_select(select)
-            }
-        }
+        self.kind().validate()
+    }
+}
+
+/// `v` is a number of at least `min`, else why not (naming the key `name`).
+fn finite(name: &str, v: f64, min: f64) -> Result<(), String> {
+    if v.is_finite() && v >= min {
+        Ok(())
+    } else {
+        Err(format!("{name}: must be a number >= {min}, got {v}"))
     }
 }
 
