@@ -78,9 +78,13 @@ fn write_durable(file: &Path, bytes: &[u8]) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The version of the file layout. Raise it when a file of the old layout can no longer be
-/// read into the same numbers.
-pub const FORMAT: u32 = 1;
+/// The version of the file layout written. Raise it when the layout changes, and keep reading
+/// the old ones ([`READS`]): a new commit must not throw away a three-hour teacher.
+pub const FORMAT: u32 = 2;
+
+/// The layouts read: 2, the archive with its SHA-256 at its end; 1, the archive alone with its
+/// SHA-256 in `<file>.sha256` beside it (the first checkpoints, 2026-12-06).
+pub const READS: [u32; 2] = [1, 2];
 
 /// What a checkpoint says of itself, beside its tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,10 +163,14 @@ pub fn load(file: &Path, ids: &[&str], device: Device) -> Result<Option<(Meta, S
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("it cannot be read ({e})")),
     };
-    let (meta, tensors) = parse(&bytes, device)?;
-    if meta.format != FORMAT {
+    let archive = match unseal(&bytes) {
+        Ok(archive) => archive,
+        Err(why) => format_1(file, &bytes).ok_or(why)?,
+    };
+    let (meta, tensors) = parse(archive, device)?;
+    if !READS.contains(&meta.format) {
         return Err(format!(
-            "it is of checkpoint format {}, and this kd-sweep reads format {FORMAT}",
+            "it is of checkpoint format {}, and this kd-sweep reads formats {READS:?}",
             meta.format
         ));
     }
@@ -180,9 +188,22 @@ pub fn load(file: &Path, ids: &[&str], device: Device) -> Result<Option<(Meta, S
     Ok(Some((meta, snap)))
 }
 
-/// The metadata and tensors of a checkpoint file's `bytes`, on `device`.
-fn parse(bytes: &[u8], device: Device) -> Result<(Meta, Vec<(String, Tensor)>), String> {
-    let archive = unseal(bytes)?;
+/// A format 1 file's archive: all of `bytes`, when `<file>.sha256` beside it holds their
+/// SHA-256.
+fn format_1<'b>(file: &Path, bytes: &'b [u8]) -> Option<&'b [u8]> {
+    let want = std::fs::read_to_string(digest_file(file)).ok()?;
+    (hex::encode(Sha256::digest(bytes)) == want.trim()).then_some(bytes)
+}
+
+/// Where a format 1 file kept its SHA-256.
+fn digest_file(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The metadata and tensors of a checkpoint's `archive`, on `device`.
+fn parse(archive: &[u8], device: Device) -> Result<(Meta, Vec<(String, Tensor)>), String> {
     let mut tensors = Tensor::load_multi_from_stream_with_device(Cursor::new(archive), device)
         .map_err(|e| format!("it is not a libtorch archive ({e})"))?;
     let at = tensors
@@ -209,9 +230,10 @@ pub fn remove_holding(dir: &Path, ids: &std::collections::HashSet<&str>) {
         if path.extension().is_none_or(|x| x != "ckpt") {
             continue;
         }
-        let meta = std::fs::read(&path)
-            .ok()
-            .and_then(|b| parse(&b, Device::Cpu).ok().map(|(m, _)| m));
+        let meta = std::fs::read(&path).ok().and_then(|b| {
+            let archive = unseal(&b).ok().or_else(|| format_1(&path, &b))?;
+            parse(archive, Device::Cpu).ok().map(|(m, _)| m)
+        });
         if meta.is_some_and(|m| m.ids.iter().any(|i| ids.contains(i.as_str()))) {
             remove(&path);
         }
@@ -224,6 +246,7 @@ pub fn refuse(file: &Path, why: &str) -> String {
     let mut aside = file.as_os_str().to_os_string();
     aside.push(".refused");
     let _ = std::fs::rename(file, &aside);
+    let _ = std::fs::remove_file(digest_file(file));
     format!(
         "warning: checkpoint {} cannot be used: {why}; set aside as {}, the trial starts over",
         file.display(),
@@ -231,9 +254,10 @@ pub fn refuse(file: &Path, why: &str) -> String {
     )
 }
 
-/// Remove the checkpoint `file` and its digest (its unit is done).
+/// Remove the checkpoint `file` (and a format 1 file's digest beside it): its unit is done.
 pub fn remove(file: &Path) {
     let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(digest_file(file));
 }
 
 /// Remove every checkpoint left in `dir` (units that no longer form: a pack whose members
@@ -245,7 +269,7 @@ pub fn clear_stale(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".ckpt") {
+        if name.ends_with(".ckpt") || name.ends_with(".ckpt.sha256") {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -368,6 +392,37 @@ mod tests {
         }
     }
 
+    /// A format 1 file (the archive alone, its SHA-256 beside it in `<file>.sha256`) is still
+    /// read; with a digest that does not match, refused.
+    #[test]
+    fn a_format_1_checkpoint_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = unit_file(dir.path(), &["old"]);
+        let meta = Meta {
+            format: 1,
+            ids: vec!["old".into()],
+            cpu: "x".into(),
+            written_at: "now".into(),
+            progress: progress(),
+        };
+        let yaml = serde_yaml::to_string(&meta).unwrap();
+        let mut bytes = Vec::new();
+        let tensors = [
+            ("meta", Tensor::from_slice(yaml.as_bytes())),
+            ("opt/step", Tensor::from(17i64)),
+        ];
+        Tensor::save_multi_to_stream(&tensors, &mut bytes).unwrap();
+        std::fs::write(&file, &bytes).unwrap();
+        std::fs::write(digest_file(&file), hex::encode(Sha256::digest(&bytes))).unwrap();
+        let (got, snap) = load(&file, &["old"], Device::Cpu).unwrap().unwrap();
+        assert_eq!((got.format, snap.progress), (1, progress()));
+        std::fs::write(digest_file(&file), "0".repeat(64)).unwrap();
+        let err = load(&file, &["old"], Device::Cpu).unwrap_err();
+        assert!(err.contains("no digest at its end"), "{err}");
+        remove(&file);
+        assert!(!file.exists() && !digest_file(&file).exists());
+    }
+
     #[test]
     fn another_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -392,5 +447,6 @@ mod tests {
         write_durable(&file, &seal(bytes)).unwrap();
         let err = load(&file, &["a", "b"], Device::Cpu).unwrap_err();
         assert!(err.contains(&format!("format {}", FORMAT + 1)), "{err}");
+        assert!(err.contains("reads formats [1, 2]"), "{err}");
     }
 }
