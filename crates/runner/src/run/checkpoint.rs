@@ -154,6 +154,21 @@ pub fn save(file: &Path, ids: &[&str], snap: &Snapshot) -> Result<(), RunError> 
     write_durable(file, &seal(bytes))
 }
 
+/// [`save`] as a run's snapshot hook: whether it was written; a failure goes to `note` as a
+/// warning (training goes on without it). The tests' kill hook runs after each write.
+pub fn save_or_warn(file: &Path, ids: &[&str], snap: &Snapshot, note: impl FnOnce(String)) -> bool {
+    match save(file, ids, snap) {
+        Ok(()) => {
+            abort_for_tests();
+            true
+        }
+        Err(e) => {
+            note(format!("warning: {e}; training goes on without it"));
+            false
+        }
+    }
+}
+
 /// The snapshot in `file` for the trials `ids`, on `device`: none when there is no file; an
 /// error naming the file and why when it cannot be trusted (the caller sets it aside with
 /// [`refuse`] and starts over).

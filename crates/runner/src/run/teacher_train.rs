@@ -51,17 +51,8 @@ pub(super) fn train_teacher(
         resume,
         every,
         stop: Box::new(crate::run::stop::requested),
-        save: Box::new(|snap| match checkpoint::save(ckpt, &ids, snap) {
-            Ok(()) => {
-                checkpoint::abort_for_tests();
-                true
-            }
-            Err(e) => {
-                failures
-                    .borrow_mut()
-                    .push(format!("warning: {e}; training goes on without it"));
-                false
-            }
+        save: Box::new(|snap| {
+            checkpoint::save_or_warn(ckpt, &ids, snap, |w| failures.borrow_mut().push(w))
         }),
     };
     let data = TrainData {

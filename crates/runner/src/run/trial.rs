@@ -319,16 +319,7 @@ impl TrialContext {
             stop: Box::new(move || file.is_some() && crate::run::stop::requested()),
             save: Box::new(move |snap| {
                 let Some(f) = file else { return false };
-                match checkpoint::save(f, ids, snap) {
-                    Ok(()) => {
-                        checkpoint::abort_for_tests();
-                        true
-                    }
-                    Err(e) => {
-                        self.note(format!("warning: {e}; training goes on without it"));
-                        false
-                    }
-                }
+                checkpoint::save_or_warn(f, ids, snap, |w| self.note(w))
             }),
         }
     }

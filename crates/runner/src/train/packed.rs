@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::driver::{self, Batch, Learner, StepLoss};
 use super::optim::PackedOptimizer;
 use super::precision::Numerics;
-use super::snapshot::{fits, put, Named};
+use super::snapshot::Named;
 use super::{Member, Outcome, TrainData};
 use crate::config::TrainCfg;
 use crate::error::TrainError;
@@ -244,16 +244,8 @@ impl Learner for Packed<'_> {
     }
 
     fn import(&mut self, from: &Named) -> Result<(), String> {
-        // All checked before anything is written.
-        let model = super::single::model_tensors(&self.vs);
-        for (name, t) in &model {
-            fits(t, from, name)?;
-        }
-        self.opt.check(from)?;
-        for (name, t) in &model {
-            put(t, from, name)?;
-        }
-        self.opt.import(from)
+        let check = self.opt.check(from);
+        super::single::import_checked(&self.vs, from, check, || self.opt.import(from))
     }
 
     fn replay(&self, _rows: &mut dyn Iterator<Item = i64>) -> bool {

@@ -28,6 +28,20 @@ struct Task {
     teacher: Tensor,
 }
 
+impl Task {
+    /// Its splits to train on, with the teacher's logits when `kd`.
+    fn data(&self, kd: bool) -> TrainData<'_> {
+        TrainData {
+            train: &self.train,
+            val: &self.val,
+            test: &self.test,
+            soft_targets: kd.then_some(&self.teacher),
+            online_teacher: None,
+            reference: None,
+        }
+    }
+}
+
 fn task() -> Task {
     tch::manual_seed(11);
     let w = Tensor::randn([108, 10], (Kind::Float, Device::Cpu));
@@ -215,14 +229,7 @@ const STOPS: [usize; 4] = [5, 8, 15, 19];
 fn a_student_alone_continues_as_if_never_stopped() {
     let _g = lock();
     let t = task();
-    let data = TrainData {
-        train: &t.train,
-        val: &t.val,
-        test: &t.test,
-        soft_targets: Some(&t.teacher),
-        online_teacher: None,
-        reference: None,
-    };
+    let data = t.data(true);
     let spec = mlp(0.3);
     let (kd, adam) = (member(3, 0.7), member(4, 0.0));
     let mut sgd = cfg(Optimizer::Sgd, 0.05);
@@ -246,14 +253,7 @@ fn a_student_alone_continues_as_if_never_stopped() {
 fn a_pack_continues_as_if_never_stopped() {
     let _g = lock();
     let t = task();
-    let data = TrainData {
-        train: &t.train,
-        val: &t.val,
-        test: &t.test,
-        soft_targets: Some(&t.teacher),
-        online_teacher: None,
-        reference: None,
-    };
+    let data = t.data(true);
     let spec = mlp(0.2);
     let members = [member(1, 0.0), member(2, 0.5), member(3, 0.9)];
     for c in [
@@ -273,14 +273,7 @@ fn a_pack_continues_as_if_never_stopped() {
 fn a_batch_norm_resnet_with_crop_and_flip_continues_as_if_never_stopped() {
     let _g = lock();
     let t = task();
-    let data = TrainData {
-        train: &t.train,
-        val: &t.val,
-        test: &t.test,
-        soft_targets: None,
-        online_teacher: None,
-        reference: None,
-    };
+    let data = t.data(false);
     let spec = ModelSpec::ResNet(kd_model_zoo::ResNetSpec {
         depth: 8,
         widths: vec![4, 4, 8, 8],
@@ -303,14 +296,7 @@ fn a_batch_norm_resnet_with_crop_and_flip_continues_as_if_never_stopped() {
 fn weights_best_ends_with_the_best_validation_epochs_weights() {
     let _g = lock();
     let t = task();
-    let data = TrainData {
-        train: &t.train,
-        val: &t.val,
-        test: &t.test,
-        soft_targets: None,
-        online_teacher: None,
-        reference: None,
-    };
+    let data = t.data(false);
     let spec = mlp(0.3);
     let m = member(7, 0.0);
     let run = |epochs: usize, weights: crate::config::Weights| {

@@ -222,16 +222,9 @@ impl Learner for Single<'_> {
     }
 
     fn import(&mut self, from: &Named) -> Result<(), String> {
-        // All checked before anything is written.
-        let model = model_tensors(self.vs);
-        for (name, t) in &model {
-            fits(t, from, name)?;
-        }
-        self.opt.check(from)?;
-        for (name, t) in &model {
-            put(t, from, name)?;
-        }
-        self.opt.import(from)
+        import_checked(self.vs, from, self.opt.check(from), || {
+            self.opt.import(from)
+        })
     }
 
     fn replay(&self, rows: &mut dyn Iterator<Item = i64>) -> bool {
@@ -258,6 +251,26 @@ impl Learner for Single<'_> {
         }
         true
     }
+}
+
+/// Put back `vs`'s tensors from `from` and then an optimiser's state (`import_opt`), only once
+/// every model tensor fits and the optimiser's own check (`opt_check`) passed: a snapshot that
+/// does not fit leaves the learner as it was.
+pub(crate) fn import_checked(
+    vs: &nn::VarStore,
+    from: &Named,
+    opt_check: Result<(), String>,
+    import_opt: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let model = model_tensors(vs);
+    for (name, t) in &model {
+        fits(t, from, name)?;
+    }
+    opt_check?;
+    for (name, t) in &model {
+        put(t, from, name)?;
+    }
+    import_opt()
 }
 
 /// Every tensor of `vs` (weights and buffers) as `model/<name>`.
