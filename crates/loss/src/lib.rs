@@ -2,7 +2,9 @@
 //!
 //! Owns the tempered softmax, the soft losses (Hinton's cross-entropy form, the KL form and
 //! Caruana's logit matching), the hard cross-entropy and their weighted sum. It must not do IO,
-//! choose devices, touch RNG state or know about models and datasets.
+//! choose devices, touch RNG state or know about models and datasets. It declares the config's
+//! `kd:` block ([`RawKd`]), as that block holds each objective's own keys; the runner resolves
+//! it.
 //!
 //! # Convention
 //! `total = alpha * s * L_soft + beta * L_hard`, where **alpha always weights the soft term**,
@@ -19,7 +21,8 @@
 mod objectives;
 mod targets;
 
-pub use objectives::{DistWeights, DkdWeights, Objective, SoftLoss};
+// The registry: SoftLoss, Objective, Params, RawKd and each objective's parameter type.
+pub use objectives::*;
 pub use targets::Targets;
 
 use serde::{Deserialize, Serialize};
@@ -57,12 +60,9 @@ pub struct KdWeights {
     /// serialised form (and so of every id) when off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub standardise: bool,
-    /// DKD's weights and warm-up, for `soft_loss: dkd` only (else unset, and left out).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dkd: Option<DkdWeights>,
-    /// DIST's weights, for `soft_loss: dist` only (else unset, and left out).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dist: Option<DistWeights>,
+    /// The objective's own parameters (`"dkd": {...}` for `soft_loss: dkd`; none for ce).
+    #[serde(flatten)]
+    pub params: Params,
 }
 
 fn is_false(v: &bool) -> bool {
@@ -79,23 +79,20 @@ impl KdWeights {
             soft_loss: SoftLoss::Ce,
             t2_scaling: true,
             standardise: false,
-            dkd: None,
-            dist: None,
+            params: Params::default(),
         }
     }
 
-    /// Whether students with these weights can train in a pack: their objective packs and
-    /// logits are not standardised.
+    /// Whether students with these weights can train in a pack: their objective packs, it has
+    /// no parameters of its own (a pack computes one soft term for all its members, with the
+    /// first member's parameters) and logits are not standardised.
     pub fn packs(&self) -> bool {
-        self.soft_loss.objective().packs() && !self.standardise
+        self.soft_loss.objective().packs() && self.params == Params::default() && !self.standardise
     }
 
     /// The warm-up epochs of the soft term (DKD's), 0 for none.
     pub fn warmup(&self) -> u32 {
-        match self.soft_loss {
-            SoftLoss::Dkd => self.dkd.unwrap_or_default().warmup,
-            _ => 0,
-        }
+        self.soft_loss.objective().warmup(self)
     }
 
     /// The weights in force in 1-based `epoch`: `alpha` times `min(epoch / warmup, 1)` during a

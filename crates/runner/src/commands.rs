@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, Cmd, Source};
+use crate::cli::{Cli, Cmd, SlurmArgs, Source};
 use crate::error::RunError;
 use crate::run::sweep::{dry_run, load_config, run_sweep, RunOptions};
 
@@ -72,7 +72,7 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             };
             sweep(&config, &task.sets, &opts)
         }
-        cmd @ Cmd::Slurm { .. } => slurm(cmd),
+        Cmd::Slurm(args) => slurm(args),
         Cmd::Bench {
             epochs,
             repeats,
@@ -121,8 +121,8 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
 }
 
 /// `kd slurm`: the scripts written (and submitted with `--submit`).
-fn slurm(cmd: Cmd) -> Result<Done, Failure> {
-    let Cmd::Slurm {
+fn slurm(args: SlurmArgs) -> Result<Done, Failure> {
+    let SlurmArgs {
         config,
         out,
         task,
@@ -134,10 +134,7 @@ fn slurm(cmd: Cmd) -> Result<Done, Failure> {
         shards,
         packs_per_task,
         submit,
-    } = cmd
-    else {
-        unreachable!("kd slurm")
-    };
+    } = args;
     let cfg = load_config(&config, &task.sets)?;
     let written = crate::slurm::run(
         &cfg,

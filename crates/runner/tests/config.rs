@@ -155,6 +155,19 @@ fn unknown_nested_key_names_its_path() {
     assert!(e.contains("teacher.model"), "{e}");
     assert!(e.contains("unknown field `widthz`"), "{e}");
     assert!(e.contains("line 5"), "{e}");
+    // An objective's own block (declared in its file in the loss crate) is checked the same.
+    let e = err("name: x\nkd:\n  soft_loss: dkd\n  dkd:\n    nckk: 2\n");
+    assert!(
+        e.contains("kd.dkd: unknown field `nckk`, expected one of `tckd`, `nckd`, `warmup`"),
+        "{e}"
+    );
+    assert!(e.contains("line 5"), "{e}");
+    let e = err("name: x\nkd:\n  dks: {nckd: 2}\n");
+    assert!(
+        e.contains("kd: unknown field `dks`, expected one of"),
+        "{e}"
+    );
+    assert!(e.contains("`dkd`, `dist`"), "{e}");
 }
 
 #[test]
@@ -671,10 +684,9 @@ fn the_kd_axis_sets_several_keys_per_cell() {
     );
     assert_eq!(kd[0].temperature, 4.0, "the kd: block's temperature stays");
     assert_eq!(kd[1].soft_loss, SoftLoss::Dkd);
-    let dkd = kd[1].dkd.unwrap();
     assert_eq!(
-        (dkd.tckd, dkd.nckd, dkd.warmup),
-        (1.0, 6.0, 20),
+        serde_json::to_value(kd[1]).unwrap()["dkd"],
+        serde_json::json!({"tckd": 1.0, "nckd": 6.0, "warmup": 20}),
         "defaults fill the rest"
     );
     assert!(kd[2].standardise && kd[2].temperature == 2.0 && kd[2].alpha == 9.0);

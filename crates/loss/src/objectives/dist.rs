@@ -9,19 +9,27 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::Objective;
+use super::{non_negative, Objective, ObjectiveParams, ParamError};
 use crate::{KdWeights, LossError, Targets};
 
 pub(super) struct Dist;
 
 /// DIST's own weights (the paper's beta and gamma; its code defaults to 1 and 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DistWeights {
     /// Weight of the inter-class relation (per sample, across classes).
     pub inter: f64,
     /// Weight of the intra-class relation (per class, across the batch).
     pub intra: f64,
+}
+
+impl ObjectiveParams for DistWeights {
+    fn check(&self) -> Result<(), ParamError> {
+        non_negative("inter", self.inter)?;
+        non_negative("intra", self.intra)?;
+        Ok(())
+    }
 }
 
 impl Default for DistWeights {
@@ -58,7 +66,7 @@ impl Objective for Dist {
     }
 
     fn formula(&self, w: &KdWeights) -> String {
-        let d = w.dist.unwrap_or_default();
+        let d = w.params.dist.unwrap_or_default();
         format!(
             "({} * inter + {} * intra)(y_s, y_t) at T = {}",
             d.inter, d.intra, w.temperature
@@ -71,7 +79,7 @@ impl Objective for Dist {
         targets: &Targets,
         w: &KdWeights,
     ) -> Result<Tensor, LossError> {
-        let d = w.dist.unwrap_or_default();
+        let d = w.params.dist.unwrap_or_default();
         let ys = targets
             .student_tempered(student)
             .f_softmax(-1, student.kind())?;

@@ -11,14 +11,14 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::Objective;
+use super::{non_negative, Objective, ObjectiveParams, ParamError};
 use crate::{KdWeights, LossError, Targets};
 
 pub(super) struct Dkd;
 
 /// DKD's own weights and warm-up (mdistiller's CIFAR defaults: 1, 8, 20 epochs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DkdWeights {
     /// Weight of the target-class term (the paper's alpha).
     pub tckd: f64,
@@ -26,6 +26,14 @@ pub struct DkdWeights {
     pub nckd: f64,
     /// Epochs over which the soft term ramps up linearly from `1 / warmup` (0: none).
     pub warmup: u32,
+}
+
+impl ObjectiveParams for DkdWeights {
+    fn check(&self) -> Result<(), ParamError> {
+        non_negative("tckd", self.tckd)?;
+        non_negative("nckd", self.nckd)?;
+        Ok(())
+    }
 }
 
 impl Default for DkdWeights {
@@ -48,7 +56,7 @@ impl Objective for Dkd {
     }
 
     fn formula(&self, w: &KdWeights) -> String {
-        let d = w.dkd.unwrap_or_default();
+        let d = w.params.dkd.unwrap_or_default();
         format!(
             "({} * TCKD + {} * NCKD) at T = {}",
             d.tckd, d.nckd, w.temperature
@@ -61,7 +69,7 @@ impl Objective for Dkd {
         targets: &Targets,
         w: &KdWeights,
     ) -> Result<Tensor, LossError> {
-        let d = w.dkd.unwrap_or_default();
+        let d = w.params.dkd.unwrap_or_default();
         let labels = targets.labels("DKD")?;
         let classes = *student.size().last().unwrap_or(&0);
         let gt = labels.f_one_hot(classes)?.to_kind(student.kind());
@@ -93,5 +101,9 @@ impl Objective for Dkd {
 
     fn recipe(&self) -> &'static str {
         "mdistiller's DKD recipe: CE + DKD, each weighted 1 (configs/cifar100/dkd)"
+    }
+
+    fn warmup(&self, w: &KdWeights) -> u32 {
+        w.params.dkd.unwrap_or_default().warmup
     }
 }

@@ -1,5 +1,5 @@
 //! Checks of the config that are not about defaults: the class lists, the claims, the name,
-//! cuDNN's device.
+//! cuDNN's device, a probability.
 
 use kd_model_zoo::Role;
 
@@ -109,4 +109,15 @@ pub(super) fn check_cudnn(
         }
     }
     Ok(())
+}
+
+/// `p` where it is a probability: in [0, 1] (`closed_top`) or [0, 1), else the error for `key`.
+pub(super) fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, ConfigError> {
+    let ok = p.is_finite() && p >= 0.0 && if closed_top { p <= 1.0 } else { p < 1.0 };
+    if ok {
+        Ok(p)
+    } else {
+        let range = if closed_top { "[0, 1]" } else { "[0, 1)" };
+        Err(invalid(key, format!("must be in {range}, got {p}")))
+    }
 }

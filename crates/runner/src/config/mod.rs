@@ -17,13 +17,16 @@ use std::path::{Path, PathBuf};
 
 use kd_data::DatasetName;
 use kd_loss::KdWeights;
+/// The `kd:` block as written; it holds each objective's own keys, so the loss crate declares it.
+pub use kd_loss::RawKd;
 use kd_model_zoo::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 pub use device::{expand_all, parse_device_name};
 pub use grid::{grid_key, value_text};
+pub use kd::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE};
 pub use model::RawModel;
-pub use resolve::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DEFAULT_VAL_SIZE};
+pub use resolve::DEFAULT_VAL_SIZE;
 pub use train::{Optimizer, Precision, Schedule, TestEvery, TrainCfg, Weights};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
@@ -173,36 +176,6 @@ pub struct RawTrain {
     pub cudnn_benchmark: Option<bool>,
     /// `last` or `best`: the weights a trial ends with ([`Weights`]).
     pub weights: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKd {
-    pub temperature: Option<f64>,
-    pub alpha: Option<f64>,
-    pub beta: Option<f64>,
-    pub soft_loss: Option<String>,
-    pub t2_scaling: Option<bool>,
-    pub standardise: Option<bool>,
-    pub dkd: Option<RawDkd>,
-    pub dist: Option<RawDist>,
-}
-
-/// `kd.dkd`: DKD's weights and warm-up, used where `kd.soft_loss` is `dkd`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDkd {
-    pub tckd: Option<f64>,
-    pub nckd: Option<f64>,
-    pub warmup: Option<u32>,
-}
-
-/// `kd.dist`: DIST's weights, used where `kd.soft_loss` is `dist`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDist {
-    pub inter: Option<f64>,
-    pub intra: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------

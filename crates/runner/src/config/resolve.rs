@@ -1,10 +1,10 @@
-//! Defaults (the only place they are written; a model's are in its family's file in the zoo) and
-//! the validation of every key.
+//! Defaults (the only place they are written; a model's are in its family's file in the zoo,
+//! the `kd:` block's in `kd.rs`) and the validation of every key.
 
 use kd_data::DatasetName;
 use kd_model_zoo::Role;
 
-use super::checks::{check_classes, check_cudnn, check_name, resolve_expect};
+use super::checks::{check_classes, check_cudnn, check_name, check_prob, resolve_expect};
 use super::device::resolve_device;
 use super::{
     enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, Precision, RawConfig,
@@ -15,26 +15,14 @@ use super::{
 // Defaults: the only place they are written.
 
 pub const DEFAULT_VAL_SIZE: usize = 5000;
-pub const DEFAULT_TEMPERATURE: f64 = 4.0;
 /// `schedule: multistep`'s factor when `train.gamma` is unset (RepDistiller's and
 /// torchvision's 0.1).
 pub const DEFAULT_GAMMA: f64 = 0.1;
-pub const DEFAULT_ALPHA: f64 = 0.9;
 
 fn default_epochs(role: Role) -> usize {
     match role {
         Role::Teacher => 20,
         Role::Student => 15,
-    }
-}
-
-pub(super) fn check_prob(key: &str, p: f64, closed_top: bool) -> Result<f64, ConfigError> {
-    let ok = p.is_finite() && p >= 0.0 && if closed_top { p <= 1.0 } else { p < 1.0 };
-    if ok {
-        Ok(p)
-    } else {
-        let range = if closed_top { "[0, 1]" } else { "[0, 1)" };
-        Err(invalid(key, format!("must be in {range}, got {p}")))
     }
 }
 
@@ -410,7 +398,7 @@ impl RawConfig {
                 model: model(&self.student.model, Role::Student)?,
                 train: student_train,
             },
-            kd: self.kd.resolve()?,
+            kd: super::kd::resolve(&self.kd)?,
             baseline: self.baseline.unwrap_or(true),
             grid: vec![],
             cells: vec![],
