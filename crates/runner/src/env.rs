@@ -79,17 +79,43 @@ fn native_isa() -> String {
     format!("{} default", std::env::consts::ARCH)
 }
 
-/// The CPU's model name (for `kd doctor`; not part of any id).
+/// The CPU's model: its name, then vendor, family and model numbers from `/proc/cpuinfo`, e.g.
+/// `AMD EPYC (AuthenticAMD family 25 model 17)` (a virtual machine may shorten the name; the
+/// numbers still tell a Zen 4 from a Xeon). Recorded with every trial and checkpoint and printed
+/// by `kd doctor`; never part of an id (docs/sweeps.md, "Which CPU ran it").
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    // The tests play a machine of another CPU model (tests/checkpoints.rs).
+    if let Ok(model) = std::env::var("KD_TEST_CPU_MODEL") {
+        return model;
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_model_of(&info)
+}
+
+/// [`cpu_model`] from the text of `/proc/cpuinfo` (its first processor).
+pub fn cpu_model_of(cpuinfo: &str) -> String {
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let name = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    match (field("vendor_id"), field("cpu family"), field("model")) {
+        (Some(vendor), Some(family), Some(model)) => {
+            format!("{name} ({vendor} family {family} model {model})")
+        }
+        _ => name,
+    }
+}
+
+/// Whether a CPU model written down earlier (`recorded`) is this machine's: its [`cpu_model`],
+/// or, for a checkpoint written before the vendor and numbers were added, its name alone.
+pub fn is_this_cpu(recorded: &str) -> bool {
+    let here = cpu_model();
+    recorded == here || here.split(" (").next() == Some(recorded)
 }
 
 /// The names of the GPUs nvidia-smi lists, in its order (empty without a driver).
@@ -248,6 +274,21 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model as issue 36 asks for it: name, vendor, family and model numbers, from the
+    /// first processor of `/proc/cpuinfo` (this session's machine, a virtual one, as written).
+    #[test]
+    fn the_cpu_model_names_vendor_family_and_model() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: \
+                    17\nmodel name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nvendor_id\t: \
+                    AuthenticAMD\n";
+        assert_eq!(
+            cpu_model_of(info),
+            "AMD EPYC (AuthenticAMD family 25 model 17)"
+        );
+        assert_eq!(cpu_model_of("model name\t: Some CPU\n"), "Some CPU");
+        assert_eq!(cpu_model_of(""), std::env::consts::ARCH);
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -120,6 +120,74 @@ fn a_student_alone_with_dropout_continues_from_its_checkpoint() {
     );
 }
 
+/// Issue 36: a resume on another CPU model of the same execution class continues (the ids do
+/// not hold the model), says so on stderr, and records it: the row says which CPU finished it
+/// and where it continued, and the report which trials each CPU model finished.
+#[test]
+fn a_resume_on_another_cpu_model_continues_says_so_and_records_it() {
+    const XEON: &str = "Intel Xeon (GenuineIntel family 6 model 143)";
+    const EPYC: &str = "AMD EPYC (AuthenticAMD family 25 model 17)";
+    let student = "{model: {arch: mlp, hidden: [48], dropout: 0.3, input_dropout: 0.1}, \
+                   train: {epochs: 4, batch_size: 64, lr: 0.05, schedule: cosine}}";
+    let config = on_fashion(student, TEACHER, "pack: off\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = sweep_env(
+        dir.path(),
+        &config,
+        &["--checkpoint-every", "1ms"],
+        &[
+            ("KD_TEST_ABORT_AFTER_CHECKPOINTS", "2"),
+            ("KD_TEST_CPU_MODEL", XEON),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    let (o, _) = sweep_env(dir.path(), &config, &[], &[("KD_TEST_CPU_MODEL", EPYC)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "continuing from a checkpoint written on another CPU model of the same execution \
+             class ({XEON}; this machine: {EPYC})"
+        )),
+        "{err}"
+    );
+    let mut rows: Vec<_> = records(&out)
+        .into_iter()
+        .map(|r| (r.kind.to_string(), r.cpu, r.resumed))
+        .collect();
+    rows.sort();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows,
+        [
+            (
+                "baseline".into(),
+                s(EPYC),
+                s(&format!(
+                    "continued at epoch 2, from a checkpoint written on {XEON} (this machine: \
+                     {EPYC})"
+                ))
+            ),
+            ("kd".into(), s(EPYC), None),
+            ("teacher".into(), s(XEON), None),
+        ]
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let teacher = records(&out)
+        .into_iter()
+        .find(|r| r.kind.to_string() == "teacher")
+        .unwrap()
+        .trial_id;
+    assert!(
+        report.contains(&format!(
+            "**The trials ran on 2 CPU models** (one execution class, so the same ids; a seed on \
+             another CPU model is another draw of the same recipe, whose last digits may \
+             differ): {XEON}: {teacher}; {EPYC}: "
+        )),
+        "{report}"
+    );
+}
+
 /// A pack (the KD student and its baseline) in bfloat16, killed after its first epoch.
 #[test]
 fn a_bf16_pack_continues_from_its_checkpoint() {

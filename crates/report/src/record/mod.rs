@@ -165,6 +165,8 @@ pub const ADDED_LATER: &[&str] = &[
     "shifted_test_errors",
     // Issue 33: rows written before checkpoints were trained in one go.
     "resumed",
+    // Issue 36: rows written before it did not record the CPU model.
+    "cpu",
 ];
 
 fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {
@@ -413,6 +415,9 @@ record! {
         pub hardware: String,
         /// libtorch intra-op threads.
         pub threads: u32,
+        /// The CPU model of the machine that finished it (`env::cpu_model`: name, vendor,
+        /// family and model), not part of the id; null in rows written before it was recorded.
+        pub cpu: Option<String>,
         /// `single` (trained alone) or `packed` (in a pack of students of its shape).
         pub exec: Exec,
         pub libtorch: String,

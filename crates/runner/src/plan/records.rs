@@ -150,6 +150,7 @@ impl Plan {
             device: ran_on.device.clone(),
             hardware: ran_on.class.hardware.clone(),
             threads: ran_on.threads as u32,
+            cpu: o.cpu.clone(),
             exec: Exec::Single,
             libtorch: ran_on.class.libtorch.clone(),
             train_acc: o.train_acc,

@@ -309,11 +309,25 @@ pub fn abort_for_tests() {
     }
 }
 
+/// What stderr says when `what` continues from a checkpoint that another CPU model wrote (the
+/// execution class, so the id, is the same; the last digits from here on may not be).
+pub fn other_cpu_note(what: &str, meta: &Meta) -> Option<String> {
+    (!crate::env::is_this_cpu(&meta.cpu)).then(|| {
+        format!(
+            "{what}: continuing from a checkpoint written on another CPU model of the same \
+             execution class ({}; this machine: {}); its numbers from here on may differ in the \
+             last digits from an uninterrupted run's, and its record says where it continued",
+            meta.cpu,
+            crate::env::cpu_model()
+        )
+    })
+}
+
 /// How a continued run's record says where it continued: the driver's note, and the CPU that
 /// wrote the checkpoint when it is not this one.
 pub fn resumed_note(note: &str, meta: &Meta) -> String {
     let here = crate::env::cpu_model();
-    if meta.cpu == here {
+    if crate::env::is_this_cpu(&meta.cpu) {
         note.to_string()
     } else {
         format!(

@@ -154,6 +154,7 @@ fn done_of(f: TrialFile, stored: bool) -> (String, Done) {
             finished_at: r.finished_at,
             measures,
             resumed: r.resumed,
+            cpu: r.cpu,
         },
         device: r.device,
         threads: r.threads as usize,

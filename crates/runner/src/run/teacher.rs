@@ -38,6 +38,9 @@ struct TeacherLog {
     /// Where its training continued from a checkpoint, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resumed: Option<String>,
+    /// The CPU model that finished its training (none in logs written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu: Option<String>,
 }
 
 /// What the students need of the teacher, once it is trained or loaded.
@@ -348,6 +351,7 @@ fn eval_only(
         best_epoch: log.as_ref().and_then(|r| r.best_epoch),
         wall_s: log.as_ref().map_or(0.0, |r| r.wall_s),
         resumed: log.as_ref().and_then(|r| r.resumed.clone()),
+        cpu: log.as_ref().and_then(|r| r.cpu.clone()),
         epochs: log.map_or_else(Vec::new, |r| r.epochs),
         message: None,
         finished_at: now_rfc3339(),
@@ -381,6 +385,7 @@ fn train_and_cache(
         best_epoch: outcome.best_epoch,
         wall_s: outcome.wall_s,
         resumed: outcome.resumed.clone(),
+        cpu: outcome.cpu.clone(),
     };
     let log_file = dir.join(format!("{}.json", t.hash()));
     write_verified(&log_file, &serde_json::to_vec(&log).expect("serialises"))?;
@@ -528,6 +533,7 @@ mod tests {
             best_epoch: Some(1),
             wall_s: 1.5,
             resumed: None,
+            cpu: None,
         };
         let back: TeacherLog = serde_json::from_slice(&serde_json::to_vec(&log).unwrap()).unwrap();
         for (a, b) in log.epochs.iter().zip(&back.epochs) {

@@ -38,6 +38,9 @@ pub(super) fn train_teacher(
                 meta.progress.epoch,
                 t.cfg.train.epochs
             ));
+            if let Some(note) = checkpoint::other_cpu_note("teacher", &meta) {
+                progress.note(&note);
+            }
             (Some(meta), Some(snap))
         }
         Ok(None) => (None, None),

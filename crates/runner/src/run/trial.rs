@@ -264,7 +264,12 @@ impl TrialContext {
             .map(|c| checkpoint::unit_file(&c.dir, &ids));
         let file = file.as_deref();
         let (meta, resume) = match file.map(|f| (f, checkpoint::load(f, &ids, self.device))) {
-            Some((_, Ok(Some((meta, snap))))) => (Some(meta), Some(snap)),
+            Some((_, Ok(Some((meta, snap))))) => {
+                if let Some(note) = checkpoint::other_cpu_note(&ids.join(", "), &meta) {
+                    self.note(note);
+                }
+                (Some(meta), Some(snap))
+            }
             Some((f, Err(why))) => {
                 self.note(checkpoint::refuse(f, &why));
                 (None, None)

@@ -80,6 +80,10 @@ pub struct Outcome {
     /// A run continued from a checkpoint: where (and whether on another draw).
     #[serde(default)]
     pub resumed: Option<String>,
+    /// The CPU model of the machine that trained it (`env::cpu_model`); none for a teacher
+    /// loaded from a file, or cached before the model was recorded.
+    #[serde(default)]
+    pub cpu: Option<String>,
 }
 
 impl Outcome {
@@ -107,6 +111,7 @@ impl Outcome {
             finished_at: now_rfc3339(),
             measures: Default::default(),
             resumed: None,
+            cpu: Some(crate::env::cpu_model()),
         }
     }
 
