@@ -219,10 +219,17 @@ pub fn read_extras(out: &Path) -> Result<Extras> {
 pub fn write_report(
     out: &Path,
     name: &str,
-    rows: &[TrialRecord],
+    all_rows: &[TrialRecord],
     epochs: &[EpochRecord],
     extras: &Extras,
 ) -> Result<(PathBuf, Vec<Verdict>)> {
+    // Trials pruned by successive halving have their own section and no part in the rest.
+    let rows: Vec<TrialRecord> = all_rows
+        .iter()
+        .filter(|r| r.status != Status::Pruned)
+        .cloned()
+        .collect();
+    let rows = rows.as_slice();
     let a = analysis::Analysis::new(rows);
     // The report is written even when a figure cannot be (a full disk): then without figures,
     // and the figure's error is returned after it.
@@ -238,7 +245,19 @@ pub fn write_report(
         Ok(f) => (f, None),
         Err(e) => (vec![], Some(e)),
     };
-    let verdicts = claims::check(&extras.claims, rows, &extras.confusion);
+    let mut verdicts = claims::check(&extras.claims, rows, &extras.confusion);
+    let pruned = all_rows.len() - rows.len();
+    if pruned > 0 {
+        for v in verdicts
+            .iter_mut()
+            .filter(|v| v.measured.starts_with("not measured"))
+        {
+            v.measured.push_str(&format!(
+                " (the search pruned {pruned} trial(s); a claim on their cells is judged only \
+                 by a search: grid run, which trains them)"
+            ));
+        }
+    }
     let path = out.join("report.md");
     let mut text = render_report(name, rows, epochs, &figures, out);
     if let Some(m) = &extras.missing {
@@ -246,6 +265,7 @@ pub fn write_report(
     }
     let insert = text.find("\n## Distillation against").unwrap_or(text.len());
     let mut head = markdown::unplanned_section(&extras.unplanned);
+    head.push_str(&markdown::halving_section(all_rows, epochs));
     head.push_str(&claims::claims_section(&verdicts));
     head.push_str(&markdown::fidelity_section(rows, &extras.confusion));
     text.insert_str(insert, &head);

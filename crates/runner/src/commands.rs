@@ -203,10 +203,20 @@ fn sweep(config: &Path, sets: &[String], opts: &RunOptions) -> Result<Done, Fail
             kd_report::claims::summary(&summary.verdicts)
         )
     };
+    // Trials that successive halving pruned are in the report's own section, not the tables.
+    let (pruned, trials): (Vec<_>, Vec<_>) = summary
+        .trials
+        .iter()
+        .cloned()
+        .partition(|r| r.status == kd_report::Status::Pruned);
+    let pruned = match pruned.len() {
+        0 => String::new(),
+        n => format!("{n} KD trial(s) pruned by the search: see report.md, Successive halving\n"),
+    };
     let stdout = format!(
-        "{}\n{}\n{claims}results: {}\n",
-        kd_report::trials_table(&summary.trials),
-        kd_report::kd_vs_baseline(&summary.trials),
+        "{}\n{}{pruned}\n{claims}results: {}\n",
+        kd_report::trials_table(&trials),
+        kd_report::kd_vs_baseline(&trials),
         summary.out.display()
     );
     let stdout = match opts.shard {

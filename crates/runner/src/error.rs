@@ -20,6 +20,19 @@ pub enum TrainError {
     /// and whether it was written).
     #[error("stopped {0}")]
     Stopped(String),
+    /// Paused at a rung of successive halving (`train::snapshot::Rung`), its snapshot written:
+    /// each member's state there.
+    #[error("paused at a rung of the search")]
+    Paused(Vec<AtRung>),
+}
+
+/// A member of a run paused at a rung: its status there (`diverged` before it), its epochs up to
+/// the rung, and why it stopped if it did.
+#[derive(Debug, Clone)]
+pub struct AtRung {
+    pub status: kd_report::Status,
+    pub epochs: Vec<kd_report::EpochRecord>,
+    pub message: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

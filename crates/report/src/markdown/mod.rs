@@ -7,8 +7,10 @@ use crate::analysis::{Analysis, Comparison};
 use crate::record::{EpochRecord, Kind, Status, TrialRecord};
 
 mod fidelity;
+mod halving;
 mod policy;
 
+pub use halving::halving_section;
 pub use policy::execution_of;
 use policy::policy;
 

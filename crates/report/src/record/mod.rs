@@ -90,6 +90,9 @@ pub enum Status {
     Diverged,
     /// The trial could not run to its end (its worker died, or it raised an error).
     Failed,
+    /// Stopped at a rung by successive halving (`search: halving`), its cell behind on
+    /// validation; its epochs so far are kept, it has no test numbers.
+    Pruned,
 }
 
 macro_rules! text_enum {
@@ -124,7 +127,7 @@ pub enum Exec {
 text_enum!(Exec { Single => "single", Packed => "packed" });
 
 text_enum!(Kind { Teacher => "teacher", Baseline => "baseline", Kd => "kd" });
-text_enum!(Status { Ok => "ok", Diverged => "diverged", Failed => "failed" });
+text_enum!(Status { Ok => "ok", Diverged => "diverged", Failed => "failed", Pruned => "pruned" });
 
 /// A Rust type that is one column: how a `Vec` of it becomes a Polars column and back, and
 /// its [`Value`].

@@ -95,6 +95,7 @@ pub(super) fn row(device: Device, out: &std::path::Path) -> Result<CheckpointRow
                 }
             }
         }),
+        rung: Default::default(),
     };
     let outcome = crate::train::train(
         &net,

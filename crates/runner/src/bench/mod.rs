@@ -10,7 +10,8 @@
 //! `--only checkpoint` runs the checkpoint row alone ([`checkpoint`]: what checkpoints cost
 //! a long trial). `--only conv` runs the convolutional rows alone ([`cifar`]: a resnet8x4 step of
 //! RepDistiller's recipe; [`teacher`]: temp.yaml's CNN teacher's step and evaluation pass; both
-//! against PyTorch eager, NCHW and channels_last), `--only mlp` the rest.
+//! against PyTorch eager, NCHW and channels_last), `--only halving` the search rows
+//! ([`halving`]: successive halving against the full grid, real sweeps), `--only mlp` the rest.
 //!
 //! Every number is a median of `--repeats` runs, the modes interleaved within each repeat so a
 //! noisy neighbour hits them alike; ratios are what to compare, absolute times are context.
@@ -24,6 +25,7 @@ use serde::Serialize;
 mod checkpoint;
 mod cifar;
 mod evaluation;
+mod halving;
 mod mlp;
 mod render;
 mod step;
@@ -63,6 +65,8 @@ pub enum BenchPart {
     Conv,
     /// What checkpoints cost a long trial (the MNIST headline's teacher): writes, size, replay.
     Checkpoint,
+    /// Time to the best cell: successive halving against the full grid, on two grids.
+    Halving,
 }
 
 /// The convolutional rows' file (`OUT/conv.json`).
@@ -175,7 +179,31 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     if opts.only.is_none() || opts.only == Some(BenchPart::Checkpoint) {
         report += &run_checkpoint(opts)?;
     }
+    if opts.only.is_none() || opts.only == Some(BenchPart::Halving) {
+        report += &run_halving(opts)?;
+    }
     Ok(report)
+}
+
+/// The halving rows, into `OUT/halving.json` and `OUT/halving.md`.
+fn run_halving(opts: &BenchOptions) -> Result<String, RunError> {
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let rows = halving::rows(opts)?;
+    let json = serde_json::json!({
+        "cpu": env::cpu_model(),
+        "search": halving::SEARCH,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&json).expect("bench results serialise");
+    kd_report::write_atomic(&opts.out.join("halving.json"), text.as_bytes())?;
+    let mut md = format!(
+        "# kd bench: successive halving\n\n{}. Regenerate with `just bench --only halving` \
+         (the sweeps' folders are under OUT/halving/).\n",
+        env::cpu_model()
+    );
+    halving::render(&rows, &mut md);
+    kd_report::write_atomic(&opts.out.join("halving.md"), md.as_bytes())?;
+    Ok(md)
 }
 
 /// The checkpoint row, into `OUT/checkpoint.json` and `OUT/checkpoint.md`.

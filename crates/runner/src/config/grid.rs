@@ -334,6 +334,7 @@ impl RawConfig {
         }
         base.grid = axes.into_iter().map(|(_, a)| a).collect();
         base.cells = cells;
+        super::search::check(&base)?;
         Ok(base)
     }
 

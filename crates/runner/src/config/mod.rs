@@ -11,6 +11,7 @@ mod grid;
 mod kd;
 mod model;
 mod resolve;
+pub mod search;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,9 @@ pub struct RawConfig {
     /// option: in no id, not sweepable.
     #[serde(default)]
     pub checkpoint_every: Option<serde_yaml::Value>,
+    /// `grid` (default) or successive halving over the KD cells ([`search::Search`]).
+    #[serde(default)]
+    pub search: Option<search::RawSearch>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -205,6 +209,9 @@ pub struct Resolved {
     /// The claims the report checks (`expect:`), validated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<kd_report::Claim>,
+    /// How the KD cells are trained: all to the end, or successive halving. In no id.
+    #[serde(default, skip_serializing_if = "search::Search::is_grid")]
+    pub search: search::Search,
     /// `checkpoint_every` (none: off): a run option, so in no id and not in the config's
     /// digest (never serialised).
     #[serde(skip, default = "default_checkpoint_every")]

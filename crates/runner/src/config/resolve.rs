@@ -380,6 +380,7 @@ impl RawConfig {
         let checkpoint_every = super::every::resolve(self.checkpoint_every.as_ref())?;
         Ok(Resolved {
             checkpoint_every,
+            search: self.search.clone().unwrap_or_default().resolve()?,
             name: name.to_string(),
             dataset,
             workers: self.workers.unwrap_or(device.len()),

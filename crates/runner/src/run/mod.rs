@@ -8,6 +8,8 @@
 mod cache_file;
 pub(crate) mod checkpoint;
 pub(crate) mod fresh;
+mod halving;
+mod keep;
 mod labels;
 mod out_store;
 mod plan_file;

@@ -119,6 +119,7 @@ pub fn finished(out: &Path) -> (HashMap<String, Done>, Vec<String>) {
     let done = files
         .into_values()
         .filter(|f| f.record.status != Status::Failed)
+        // A pruned row is kept: `keep_finished` keeps it pruned (search: halving) or trains it.
         .map(|f| {
             let stored = in_files.contains(&f.record.trial_id);
             done_of(f, stored)

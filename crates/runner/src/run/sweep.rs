@@ -25,6 +25,7 @@ use crate::run::units::Units;
 use crate::track::{Opening, Outputs};
 use crate::train::Outcome;
 
+use super::keep::{keep_finished, keep_teacher, kept_on};
 use super::out_store::Store;
 use super::plan_file::plan_file;
 
@@ -96,13 +97,14 @@ struct Execution<'a> {
     data: &'a DataPlan,
 }
 
-/// The slot a kept trial recorded: its device and threads, in its planned class.
-fn kept_on(done: &Done, class: &env::ExecClass) -> Slot {
-    Slot {
-        device: done.device.clone(),
-        threads: done.threads,
-        class: class.clone(),
-    }
+/// OUT, made: `--out`, or `results/<name>/`.
+fn out_dir(cfg: &Resolved, opts: &RunOptions) -> Result<PathBuf, RunError> {
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    Ok(out)
 }
 
 /// Run an already resolved config: every trial of its plan, or with `opts.shard` one share of
@@ -113,11 +115,8 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
     // data, before anything is written.
     let data = data::load(&cfg.dataset)?;
     let plan = Plan::build(cfg, &data)?;
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    super::halving::check(cfg, &plan, opts.shard.is_some())?;
+    let out = out_dir(cfg, opts)?;
     let _lock = OutLock::acquire(&out, opts.shard)?;
     crate::run::stop::install();
     let (index, replanned) = plan_file(cfg, &plan, &out, opts.shard, opts.replan)?;
@@ -136,13 +135,11 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
             tensorboard: opts.tensorboard,
         },
     );
-    for note in replanned
+    let notes = replanned
         .into_iter()
         .chain(notes)
-        .chain(plan.merged.clone())
-    {
-        progress.note(&note);
-    }
+        .chain(plan.merged.clone());
+    notes.for_each(|note| progress.note(&note));
     header_notes(&plan, opts.shard, mine.len(), &mut progress);
 
     let checkpoints = Checkpoints {
@@ -154,7 +151,15 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         out: &out,
         index,
     };
-    let (pending, kept) = keep_finished(&plan, &mut previous, &mine, &store, &mut progress)?;
+    let kept = keep_finished(
+        &plan,
+        &mut previous,
+        &mine,
+        &store,
+        cfg.search,
+        &mut progress,
+    )?;
+    let (pending, pruned) = (kept.pending, kept.pruned);
     let earlier_teacher = previous.remove(&plan.teacher.id);
     let (teacher, splits) = if pending.is_empty() {
         keep_teacher(&plan, earlier_teacher, &store, &mut progress)?;
@@ -181,17 +186,14 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         finished: HashSet::new(),
     };
     if let Some(t) = teacher {
-        if plan.in_process() {
-            units.in_process(&data, &t, splits, &pending, &mut progress)?;
-        } else {
-            drop(splits);
-            units.on_workers(&t, &pending, &mut progress)?;
-        }
+        let search = (cfg.search, pruned);
+        units.train(&data, &t, splits, &pending, search, &mut progress)?;
     }
     let finished = units.finished;
-    if kept > 0 {
+    if kept.kept > 0 {
         progress.note(&format!(
-            "{kept} trial(s) were finished before and kept; --fresh re-runs them"
+            "{} trial(s) were finished before and kept; --fresh re-runs them",
+            kept.kept
         ));
     }
     let stopped = pending.iter().filter(|i| !finished.contains(i)).count();
@@ -260,7 +262,7 @@ fn conclude(
         .rows
         .iter()
         .filter(|r| r.kind == kd_report::Kind::Teacher || mine_ids.contains(r.trial_id.as_str()))
-        .filter(|r| r.status != Status::Ok)
+        .filter(|r| r.status != Status::Ok && r.status != Status::Pruned)
         .count();
     Ok(Summary {
         out: out.to_path_buf(),
@@ -365,57 +367,6 @@ fn header_notes(plan: &Plan, shard: Option<Shard>, mine: usize, progress: &mut O
             plan.trials.len()
         ));
     }
-}
-
-/// Keep the trials an earlier run of this OUT finished with the same id; the pending trials of
-/// `mine` (plan indices) and how many of `mine` were kept.
-fn keep_finished(
-    plan: &Plan,
-    previous: &mut HashMap<String, Done>,
-    mine: &[usize],
-    store: &Store,
-    progress: &mut Outputs,
-) -> Result<(Vec<usize>, usize), RunError> {
-    // Trials finished in an earlier run of this OUT with the same id are kept; their records are
-    // re-derived from the plan (pairing, swept keys), their outcomes kept, and written to their
-    // files (which also carries rows of older frames over into files). Every planned trial is,
-    // not only this shard's: a frame rewritten from the files must not lose anyone's rows.
-    let mut pending: Vec<usize> = Vec::new();
-    let mut kept = 0;
-    let is_mine: HashSet<usize> = mine.iter().copied().collect();
-    for t in &plan.trials {
-        match previous.remove(&t.id) {
-            Some(done) => {
-                let on = kept_on(&done, &plan.classes[t.class]);
-                let record = plan.trial_record(t, &done.outcome, &on);
-                if is_mine.contains(&t.index) {
-                    progress.kept_trial(&record, &done.outcome.epochs);
-                    kept += 1;
-                }
-                store.keep(record, done)?;
-            }
-            None if is_mine.contains(&t.index) => pending.push(t.index),
-            None => {}
-        }
-    }
-    Ok((pending, kept))
-}
-
-/// When every trial of this process is finished, the teacher is not needed either (its cache
-/// may be gone): its row is kept like the others.
-fn keep_teacher(
-    plan: &Plan,
-    earlier: Option<Done>,
-    store: &Store,
-    progress: &mut Outputs,
-) -> Result<(), RunError> {
-    if let Some(done) = earlier {
-        let on = kept_on(&done, &plan.teacher.slot.class);
-        let record = plan.teacher_record(&done.outcome, &on);
-        progress.kept_trial(&record, &done.outcome.epochs);
-        store.keep(record, done)?;
-    }
-    Ok(())
 }
 
 /// The teacher, trained or reused under the cache's lock (one sweep or shard at a time trains

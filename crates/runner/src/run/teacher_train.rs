@@ -57,6 +57,7 @@ pub(super) fn train_teacher(
         save: Box::new(|snap| {
             checkpoint::save_or_warn(ckpt, &ids, snap, |w| failures.borrow_mut().push(w))
         }),
+        rung: Default::default(),
     };
     let data = TrainData {
         train: &data.train,

@@ -10,7 +10,7 @@ use crate::plan::PlannedTrial;
 use crate::run::checkpoint::{self, Checkpoints};
 use crate::run::teacher::{Logits, TeacherFiles};
 use crate::train::measure::Reference;
-use crate::train::snapshot::{Durability, Snapshot};
+use crate::train::snapshot::{Durability, Rung, Snapshot};
 use crate::train::{self, Member, Outcome, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
@@ -43,6 +43,15 @@ pub struct TrialContext {
 /// A unit that stopped on request (a signal) before its end, its checkpoint written.
 #[derive(Debug)]
 pub struct Stopped(pub String);
+
+/// How a unit's run ended: every member's outcome, or each member's state at a rung of
+/// successive halving (its checkpoint written; see [`crate::train::snapshot::Rung`]): its
+/// epochs so far, `val_acc` its last epoch's, no test numbers.
+#[derive(Debug)]
+pub enum UnitEnd {
+    Finished(Vec<Outcome>),
+    Paused(Vec<Outcome>),
+}
 
 impl TrialContext {
     /// The context on `device`: `data` with its planned transfer rows, `logits` (the
@@ -255,8 +264,21 @@ impl TrialContext {
     pub fn run_unit(
         &self,
         trials: &[&PlannedTrial],
-        mut on_epoch: impl FnMut(usize, &EpochRecord),
+        on_epoch: impl FnMut(usize, &EpochRecord),
     ) -> Result<Vec<Outcome>, Stopped> {
+        match self.run_unit_to(trials, &Rung::default(), on_epoch)? {
+            UnitEnd::Finished(outcomes) | UnitEnd::Paused(outcomes) => Ok(outcomes),
+        }
+    }
+
+    /// [`TrialContext::run_unit`] as successive halving runs it: pausing at `rung.until` (its
+    /// checkpoint written) and with the members `rung.pruned` retired.
+    pub fn run_unit_to(
+        &self,
+        trials: &[&PlannedTrial],
+        rung: &Rung,
+        mut on_epoch: impl FnMut(usize, &EpochRecord),
+    ) -> Result<UnitEnd, Stopped> {
         let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
         let file = self
             .checkpoints
@@ -277,7 +299,8 @@ impl TrialContext {
             _ => (None, None),
         };
         let mut attempt = |resume: Option<Snapshot>| {
-            let durable = self.durability(file, &ids, resume);
+            let mut durable = self.durability(file, &ids, resume);
+            durable.rung = rung.clone();
             match trials {
                 [t] if t.exec == Exec::Single => {
                     let index = t.index;
@@ -299,13 +322,27 @@ impl TrialContext {
                         o.resumed = Some(checkpoint::resumed_note(note, meta));
                     }
                 }
-                Ok(outcomes)
+                Ok(UnitEnd::Finished(outcomes))
             }
             Err(TrainError::Stopped(at)) => Err(Stopped(at)),
-            Err(e) => Ok(trials
-                .iter()
-                .map(|_| Outcome::failed(e.to_string()))
-                .collect()),
+            Err(TrainError::Paused(members)) => Ok(UnitEnd::Paused(
+                members
+                    .into_iter()
+                    .map(|m| {
+                        let mut o = Outcome::empty(m.status);
+                        o.val_acc = m.epochs.last().and_then(|e| e.val_acc);
+                        o.epochs = m.epochs;
+                        o.message = m.message;
+                        o
+                    })
+                    .collect(),
+            )),
+            Err(e) => Ok(UnitEnd::Finished(
+                trials
+                    .iter()
+                    .map(|_| Outcome::failed(e.to_string()))
+                    .collect(),
+            )),
         }
     }
 
@@ -326,6 +363,7 @@ impl TrialContext {
                 let Some(f) = file else { return false };
                 checkpoint::save_or_warn(f, ids, snap, |w| self.note(w))
             }),
+            rung: Default::default(),
         }
     }
 

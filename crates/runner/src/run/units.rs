@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use crate::config::search::Search;
 use crate::data::{Data, Tensors};
 use crate::env::{self, Slot};
 use crate::error::RunError;
@@ -32,7 +33,7 @@ pub(super) struct Units<'a> {
 
 impl Units<'_> {
     /// Record trial `index` as `outcome` ended on `on`.
-    fn finish(
+    pub(super) fn finish(
         &mut self,
         index: usize,
         outcome: Outcome,
@@ -44,8 +45,51 @@ impl Units<'_> {
         self.store.finish(index, outcome, on, progress, slot)
     }
 
-    fn trials(&self, unit: &[usize]) -> Vec<&PlannedTrial> {
+    pub(super) fn trials(&self, unit: &[usize]) -> Vec<&PlannedTrial> {
         unit.iter().map(|&i| &self.plan.trials[i]).collect()
+    }
+
+    /// Train the units of `pending` after the teacher: by successive halving (`search`, with the
+    /// trials an earlier run of it pruned), else in this process or on the workers.
+    pub fn train(
+        &mut self,
+        data: &Data,
+        t: &Teacher,
+        splits: Option<Tensors>,
+        pending: &[usize],
+        (search, pruned): (Search, HashMap<usize, Outcome>),
+        progress: &mut Outputs,
+    ) -> Result<(), RunError> {
+        if !search.is_grid() {
+            let ctx = self.context(data, t, splits)?;
+            self.halving(&ctx, pending, pruned, search, progress)
+        } else if self.plan.in_process() {
+            self.in_process(data, t, splits, pending, progress)
+        } else {
+            drop(splits);
+            self.on_workers(t, pending, progress)
+        }
+    }
+
+    /// What this process's trials train on, on the plan's one slot: the teacher's splits where
+    /// they are on its device.
+    pub(super) fn context(
+        &self,
+        data: &Data,
+        t: &Teacher,
+        splits: Option<Tensors>,
+    ) -> Result<TrialContext, RunError> {
+        let slot = &self.plan.slots[0];
+        tch::set_num_threads(slot.threads as i32);
+        let device = env::select_device(&slot.device)?;
+        let splits = match splits {
+            Some(s) if s.train.x.device() == device => s,
+            _ => Tensors::new(data, device),
+        };
+        Ok(
+            TrialContext::with_splits(splits, data, &t.logits, Some(&t.files))
+                .with_checkpoints(Some(self.checkpoints.clone())),
+        )
     }
 
     /// Train the units of `pending` in this process on the plan's one slot, with the teacher's
@@ -60,14 +104,7 @@ impl Units<'_> {
     ) -> Result<(), RunError> {
         let plan = self.plan;
         let slot = &plan.slots[0];
-        tch::set_num_threads(slot.threads as i32);
-        let device = env::select_device(&slot.device)?;
-        let splits = match splits {
-            Some(s) if s.train.x.device() == device => s,
-            _ => Tensors::new(data, device),
-        };
-        let ctx = TrialContext::with_splits(splits, data, &t.logits, Some(&t.files))
-            .with_checkpoints(Some(self.checkpoints.clone()));
+        let ctx = self.context(data, t, splits)?;
         for unit in plan.units(pending) {
             if crate::run::stop::requested() {
                 break;

@@ -17,7 +17,7 @@ use super::{best_epoch, epoch_order, lr_at, Member, Outcome, TrainData};
 use crate::config::{TrainCfg, Weights};
 use crate::data::SplitTensors;
 use crate::env::now_rfc3339;
-use crate::error::TrainError;
+use crate::error::{AtRung, TrainError};
 
 /// Per student, the scores of `learner` on `split`; none for an empty split.
 fn evaluate(learner: &dyn Learner, split: &SplitTensors, k: usize) -> Vec<Option<Score>> {
@@ -64,6 +64,12 @@ pub(crate) fn run(
         st.restore(learner, snap, &g, k)
             .map_err(TrainError::Resume)?;
     }
+    prune(learner, &mut st, &durable.rung.pruned);
+    // A run continued from past its rung (a checkpoint written on the way to the next one, by a
+    // run that was stopped there) reports the rung from its epoch records.
+    if let Some(until) = durable.rung.until.filter(|&u| st.epoch >= u) {
+        return Err(TrainError::Paused(paused(&st, until)));
+    }
     // The last epoch's test logits, which are also the final ones (the weights do not change).
     let mut last_test: Option<Tensor> = None;
     while (st.epoch as usize) < cfg.epochs {
@@ -108,6 +114,10 @@ pub(crate) fn run(
         if epoch as usize == cfg.epochs {
             break;
         }
+        if durable.rung.until == Some(epoch) {
+            (durable.save)(&st.snapshot(learner, None));
+            return Err(TrainError::Paused(paused(&st, epoch)));
+        }
         let stop = (durable.stop)();
         let due = durable
             .every
@@ -121,6 +131,49 @@ pub(crate) fn run(
         }
     }
     Ok(finish(learner, members, cfg, data, st, last_test))
+}
+
+/// Retire the members the search pruned (`pruned[i]`), as a diverged one is: a pack trains on
+/// with their losses masked out, so the others' numbers are what they would have been.
+fn prune(learner: &mut dyn Learner, st: &mut RunState, pruned: &[bool]) {
+    let mut any = false;
+    for (i, _) in pruned.iter().enumerate().filter(|(_, &p)| p) {
+        if st.alive[i] {
+            st.alive[i] = false;
+            st.message[i] = Some("pruned by the search".into());
+            any = true;
+        }
+    }
+    if any {
+        learner.retire(&st.alive);
+    }
+}
+
+/// Each member's state at the rung `until`: its epochs up to it (a member that diverged before:
+/// its status and message).
+fn paused(st: &RunState, until: u32) -> Vec<AtRung> {
+    (0..st.alive.len())
+        .map(|i| {
+            let epochs: Vec<EpochRecord> = st.logs[i]
+                .iter()
+                .filter(|e| e.epoch <= until)
+                .cloned()
+                .collect();
+            let reached = epochs.last().is_some_and(|e| e.epoch == until);
+            let status = if reached && (st.alive[i] || st.epoch > until) {
+                Status::Ok
+            } else {
+                Status::Diverged
+            };
+            AtRung {
+                message: (status != Status::Ok)
+                    .then(|| st.message[i].clone())
+                    .flatten(),
+                status,
+                epochs,
+            }
+        })
+        .collect()
 }
 
 /// A stop `at` where, and whether its checkpoint was written.

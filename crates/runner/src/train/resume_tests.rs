@@ -1,7 +1,8 @@
 //! A run stopped at a step and continued from its snapshot in a fresh learner gives the
 //! outcome of an uninterrupted run, every number and epoch record to the bit (timings aside):
 //! alone with dropout (SGD with momentum, KD), Adam, bf16, a pack with dropout, a batch-norm
-//! ResNet with crop and flip; stopped at an epoch's end and mid-epoch.
+//! ResNet with crop and flip; stopped at an epoch's end and mid-epoch; paused at a rung of
+//! successive halving, with a pack member pruned.
 
 use std::cell::{Cell, RefCell};
 
@@ -9,7 +10,7 @@ use kd_loss::KdWeights;
 use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::snapshot::{Durability, Snapshot};
+use super::snapshot::{Durability, Rung, Snapshot};
 use super::{train, train_pack, Member, Outcome, TrainData};
 use crate::config::{Optimizer, Precision, Schedule, TrainCfg};
 use crate::data::SplitTensors;
@@ -94,6 +95,7 @@ struct Stopper {
     asked: Cell<usize>,
     at: Option<usize>,
     saved: RefCell<Vec<Snapshot>>,
+    rung: Rung,
 }
 
 impl Stopper {
@@ -102,6 +104,7 @@ impl Stopper {
             asked: Cell::new(0),
             at,
             saved: RefCell::new(vec![]),
+            rung: Rung::default(),
         }
     }
 
@@ -125,6 +128,7 @@ impl Stopper {
                 });
                 true
             }),
+            rung: self.rung.clone(),
         }
     }
 }
@@ -267,6 +271,70 @@ fn a_pack_continues_as_if_never_stopped() {
             |d: Durability| train_pack(&spec, &members, &c, &data, INPUT, 10, d, |_, _| {});
         continues_exactly("pack", &trainer, &STOPS);
     }
+}
+
+/// Issue 36: a pack paused at a rung (the end of epoch 2 of 4) and continued with one member
+/// pruned: the others end exactly as in an uninterrupted run (the pruned member's loss is
+/// masked out, as a diverged one's), and the pause reports each member's epochs so far and its
+/// last validation accuracy. A student alone paused and continued likewise.
+#[test]
+fn a_paused_pack_continues_with_a_member_pruned_as_if_never_paused() {
+    let _g = lock();
+    let t = task();
+    let data = t.data(true);
+    let spec = mlp(0.2);
+    let members = [member(1, 0.0), member(2, 0.5), member(3, 0.9)];
+    let c = cfg(Optimizer::Sgd, 0.05);
+    let trainer = |d: Durability| train_pack(&spec, &members, &c, &data, INPUT, 10, d, |_, _| {});
+    let whole = trainer(Durability::none()).unwrap();
+    let mut pause = Stopper::new(None);
+    pause.rung.until = Some(2);
+    let Err(TrainError::Paused(at_rung)) = trainer(pause.durability(None)) else {
+        panic!("no pause at the rung");
+    };
+    for (o, w) in at_rung.iter().zip(&whole) {
+        assert_eq!(o.epochs.len(), 2);
+        assert_eq!(o.status, kd_report::Status::Ok);
+        assert_eq!(o.epochs[1].val_acc, w.epochs[1].val_acc);
+        assert_eq!(
+            format!(
+                "{:?}",
+                o.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
+            ),
+            format!(
+                "{:?}",
+                w.epochs[..2]
+                    .iter()
+                    .map(|e| e.train_loss)
+                    .collect::<Vec<_>>()
+            )
+        );
+    }
+    let snap = pause
+        .saved
+        .borrow_mut()
+        .pop()
+        .expect("a snapshot at the rung");
+    let mut go_on = Stopper::new(None);
+    go_on.rung.pruned = vec![false, true, false];
+    let ended = trainer(go_on.durability(Some(snap))).unwrap();
+    let (ended, whole) = (numbers(&ended), numbers(&whole));
+    assert_eq!(ended[0], whole[0], "the baseline");
+    assert_eq!(ended[2], whole[2], "the survivor");
+    assert_ne!(ended[1], whole[1], "the pruned member stopped");
+
+    let m = member(4, 0.7);
+    let one = alone(&spec, &m, &c, &data);
+    let whole = one(Durability::none()).unwrap();
+    let mut pause = Stopper::new(None);
+    pause.rung.until = Some(3);
+    assert!(matches!(
+        one(pause.durability(None)),
+        Err(TrainError::Paused(_))
+    ));
+    let snap = pause.saved.borrow_mut().pop().expect("a snapshot");
+    let ended = one(Stopper::new(None).durability(Some(snap))).unwrap();
+    assert_eq!(numbers(&ended), numbers(&whole));
 }
 
 #[test]

@@ -75,6 +75,19 @@ pub struct Durability<'h> {
     /// Where snapshots go; whether the snapshot was written. Its failures are its own to
     /// report: training goes on.
     pub save: Box<dyn FnMut(&Snapshot) -> bool + 'h>,
+    /// Where successive halving pauses the run and which members it pruned.
+    pub rung: Rung,
+}
+
+/// A run's part in successive halving: pause at the end of epoch `until` (a rung; never the
+/// last epoch) with a snapshot written, returning [`crate::error::TrainError::Paused`]; and
+/// retire the members marked in `pruned` when the run starts or continues (a pack trains on,
+/// their losses masked out, as a diverged member's are). Default: neither.
+#[derive(Debug, Clone, Default)]
+pub struct Rung {
+    pub until: Option<u32>,
+    /// Per member (empty: none pruned).
+    pub pruned: Vec<bool>,
 }
 
 impl Durability<'_> {
@@ -85,6 +98,7 @@ impl Durability<'_> {
             every: None,
             stop: Box::new(|| false),
             save: Box::new(|_| false),
+            rung: Rung::default(),
         }
     }
 }
