@@ -16,6 +16,7 @@ Run:
   .venv/bin/python experiments/reference/pytorch_mnist.py student --teacher teacher.pt|ID.ot
       [--epochs 60] [--temperature 20] [--alpha 0.9] [--seeds 0 1 2] [--hidden 800 800] [--jitter 0]
       [--baseline] [--lr 0.05] [--transfer-fraction F] [--keep-classes C ...] [--omit-classes C ...]
+      [--milestones 100 200 --gamma 0.5] (multistep instead of cosine, both parts)
 Each run prints one JSON line per model: test errors, train/val/test accuracy, wall seconds.
 Compare with results/hinton_mnist/trials.csv.
 """
@@ -136,10 +137,12 @@ def scores(net, data):
     return out
 
 
-def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=None):
-    """kd-sweep's train::train with SGD and the cosine schedule; `soft` = (teacher, T, alpha,
-    beta): the teacher's logits per batch, on the cached unshifted images or online on the
-    shifted ones."""
+def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=None,
+          milestones=None, gamma=0.1):
+    """kd-sweep's train::train with SGD and the cosine schedule, or with `milestones` the
+    multistep one (`lr * gamma^k` from each 0-based milestone epoch on, as `schedule:
+    multistep`); `soft` = (teacher, T, alpha, beta): the teacher's logits per batch, on the
+    cached unshifted images or online on the shifted ones."""
     x, y = data["train"]
     n = len(y)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
@@ -155,7 +158,10 @@ def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=N
             xb = jitter(x[rows], jitter_px, seed, epoch, b, fill)
             yb = y[rows]
             for g in opt.param_groups:
-                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+                if milestones is None:
+                    g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+                else:
+                    g["lr"] = lr * gamma ** sum(1 for m in milestones if epoch - 1 >= m)
             logits = net(xb)
             hard = F.cross_entropy(logits, yb)
             if soft is None:
@@ -219,6 +225,9 @@ def main():
     ap.add_argument("--keep-classes", type=int, nargs="+", default=None, help="student: dataset.keep_classes")
     ap.add_argument("--omit-classes", type=int, nargs="+", default=None, help="student: dataset.omit_classes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--milestones", type=int, nargs="+", default=None,
+                    help="schedule: multistep at these 0-based epochs (default: cosine)")
+    ap.add_argument("--gamma", type=float, default=0.1, help="multistep factor")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     data = load()
@@ -227,7 +236,8 @@ def main():
         torch.manual_seed(a.seed)
         net = Mlp(a.hidden or [1200, 1200], dropout=0.5, input_dropout=0.2)
         jit = 2 if a.jitter is None else a.jitter
-        train(net, data, a.seed, a.epochs, a.lr, a.momentum, a.batch_size, jit, a.max_norm)
+        train(net, data, a.seed, a.epochs, a.lr, a.momentum, a.batch_size, jit, a.max_norm,
+              milestones=a.milestones, gamma=a.gamma)
         if a.save:
             torch.save(net.state_dict(), a.save)
         row = {"kind": "teacher", "seed": a.seed, "epochs": a.epochs, "lr": a.lr,
@@ -248,7 +258,8 @@ def main():
             torch.manual_seed(seed)
             net = Mlp(a.hidden or [800, 800])
             soft = None if kind == "baseline" else (teacher, a.temperature, a.alpha, beta)
-            train(net, data, seed, a.epochs, a.lr, a.momentum, a.batch_size, jit, a.max_norm, soft)
+            train(net, data, seed, a.epochs, a.lr, a.momentum, a.batch_size, jit, a.max_norm, soft,
+                  a.milestones, a.gamma)
             finite = all(torch.isfinite(p).all() for p in net.parameters())
             row = {"status": "ok" if finite else "diverged","kind": kind, "seed": seed, "epochs": a.epochs, "hidden": a.hidden or [800, 800],
                    "temperature": a.temperature if soft else None, "alpha": a.alpha if soft else None,
