@@ -245,19 +245,12 @@ pub fn write_report(
         Ok(f) => (f, None),
         Err(e) => (vec![], Some(e)),
     };
-    let mut verdicts = claims::check(&extras.claims, rows, &extras.confusion);
-    let pruned = all_rows.len() - rows.len();
-    if pruned > 0 {
-        for v in verdicts
-            .iter_mut()
-            .filter(|v| v.measured.starts_with("not measured"))
-        {
-            v.measured.push_str(&format!(
-                " (the search pruned {pruned} trial(s); a claim on their cells is judged only \
-                 by a search: grid run, which trains them)"
-            ));
-        }
-    }
+    let pruned: Vec<TrialRecord> = all_rows
+        .iter()
+        .filter(|r| r.status == Status::Pruned)
+        .cloned()
+        .collect();
+    let verdicts = claims::check_with_pruned(&extras.claims, rows, &pruned, &extras.confusion);
     let path = out.join("report.md");
     let mut text = render_report(name, rows, epochs, &figures, out);
     if let Some(m) = &extras.missing {

@@ -364,3 +364,51 @@ fn a_claim_keeps_its_stored_form() {
         .to_string()
         .contains("unknown field `pionts`"));
 }
+
+/// Issue 36: after successive halving, a claim the pruned cells could change is NOT JUDGED
+/// (neither PASS nor FAIL); one they cannot change (the best cell on validation is a survivor)
+/// is judged on the survivors. Here the 30-30 cells at T = 1 and 16 were pruned at a rung (their
+/// validation accuracy there lower than the survivors' at the end).
+#[test]
+fn claims_that_need_a_pruned_cell_are_not_judged() {
+    let all = rows("ce", "h");
+    let pruned_t = |r: &TrialRecord| {
+        r.hidden == "30-30" && matches!(r.temperature, Some(t) if t == 1.0 || t == 16.0)
+    };
+    let mut pruned: Vec<TrialRecord> = all.iter().filter(|r| pruned_t(r)).cloned().collect();
+    for r in &mut pruned {
+        r.status = Status::Pruned;
+        r.val_acc = Some(0.70);
+        (r.test_acc, r.test_error, r.test_errors, r.best_test_acc) = (None, None, None, None);
+    }
+    let kept: Vec<TrialRecord> = all.into_iter().filter(|r| !pruned_t(r)).collect();
+    let claims = [
+        claim("{claim: best_temperature_in, student: 30-30, range: [2.5, 4]}"),
+        claim("{claim: errors_at_most, select: {kind: kd, hidden: 30-30, temperature: 16}, errors: 5000}"),
+        claim("{claim: errors_at_most, select: {kind: kd, hidden: 30-30}, errors: 5000}"),
+        claim("{claim: errors_at_most, select: {kind: baseline}, errors: 5000}"),
+    ];
+    let v = kd_report::claims::check_with_pruned(&claims, &kept, &pruned, &[]);
+    let labels: Vec<&str> = v.iter().map(|v| v.label()).collect();
+    assert_eq!(
+        labels,
+        ["PASS", "NOT JUDGED", "NOT JUDGED", "PASS"],
+        "{v:?}"
+    );
+    assert!(
+        v[1].measured
+            .ends_with("not judged: the 6 trial(s) the search pruned could change it"),
+        "{}",
+        v[1].measured
+    );
+    let section = claims_section(&v);
+    assert!(
+        section.contains("2 of 4 claims passed. 2 not judged: they need cells the search pruned."),
+        "{section}"
+    );
+    // Without pruned trials, the same as `check`.
+    assert_eq!(
+        kd_report::claims::check_with_pruned(&claims, &kept, &[], &[]),
+        check(&claims, &kept, &[])
+    );
+}

@@ -31,6 +31,7 @@ impl Judge<'_> {
             measured,
             margin,
             pass,
+            judged: true,
         }
     }
 
@@ -43,6 +44,73 @@ impl Judge<'_> {
             false,
         )
     }
+}
+
+/// Check every claim on the finished records, where a successive-halving search `pruned` some
+/// trials: a verdict those trials could change is not judged. Each pruned trial stands in as
+/// finished, its last validation accuracy as its test accuracy; a verdict whose outcome or margin
+/// then differs needs a pruned cell, and says so instead of passing or failing (a
+/// `search: grid` run trains them). One the stand-ins leave as it is (the best cell on
+/// validation is a survivor, say) is judged on the survivors.
+pub fn check_with_pruned(
+    claims: &[Claim],
+    rows: &[TrialRecord],
+    pruned: &[TrialRecord],
+    confusion: &[ConfusionRecord],
+) -> Vec<Verdict> {
+    let mut verdicts = check(claims, rows, confusion);
+    if pruned.is_empty() {
+        return verdicts;
+    }
+    let mut all = rows.to_vec();
+    all.extend(pruned.iter().map(stand_in));
+    let with = check(claims, &all, confusion);
+    for (i, claim_verdicts) in group_by_index(&mut verdicts) {
+        let others: Vec<&Verdict> = with.iter().filter(|w| w.index == i).collect();
+        let same_count = others.len() == claim_verdicts.len();
+        for (k, v) in claim_verdicts.into_iter().enumerate() {
+            // The outcome and its margin: the measured text may list every cell (the best
+            // temperature's does) without the verdict depending on them.
+            let unchanged = same_count
+                && others[k].pass == v.pass
+                && others[k].margin == v.margin
+                && others[k].statement == v.statement;
+            if !unchanged {
+                v.judged = false;
+                v.measured = format!(
+                    "{}; not judged: the {} trial(s) the search pruned could change it",
+                    v.measured,
+                    pruned.len()
+                );
+            }
+        }
+    }
+    verdicts
+}
+
+/// A pruned trial as if it had finished with its last validation accuracy as its test numbers.
+fn stand_in(r: &TrialRecord) -> TrialRecord {
+    let mut r = r.clone();
+    r.status = crate::Status::Ok;
+    r.test_acc = r.val_acc;
+    r.best_test_acc = r.val_acc;
+    r.test_error = r.val_acc.map(|a| 1.0 - a);
+    r.test_errors = r
+        .val_acc
+        .map(|a| ((1.0 - a) * r.test_images as f64).round() as u64);
+    r
+}
+
+/// The verdicts of each claim (by `index`), in order.
+fn group_by_index(verdicts: &mut [Verdict]) -> Vec<(usize, Vec<&mut Verdict>)> {
+    let mut out: Vec<(usize, Vec<&mut Verdict>)> = Vec::new();
+    for v in verdicts.iter_mut() {
+        match out.last_mut() {
+            Some((i, vs)) if *i == v.index => vs.push(v),
+            _ => out.push((v.index, vec![v])),
+        }
+    }
+    out
 }
 
 /// Check every claim on the finished records.
@@ -260,7 +328,7 @@ pub fn claims_section(verdicts: &[Verdict]) -> String {
             s,
             "| {} | **{}** | {} (`{}`) | {} | {} | {} |",
             v.index,
-            if v.pass { "PASS" } else { "FAIL" },
+            v.label(),
             cell(&v.statement),
             v.claim,
             cell(v.paper.as_deref().unwrap_or("-")),
@@ -268,8 +336,20 @@ pub fn claims_section(verdicts: &[Verdict]) -> String {
             cell(&v.margin)
         );
     }
-    let passed = verdicts.iter().filter(|v| v.pass).count();
-    let _ = writeln!(s, "\n{passed} of {} claims passed.", verdicts.len());
+    let _ = writeln!(s, "\n{}", tally(verdicts));
+    s
+}
+
+/// `3 of 4 claims passed.`, and how many were not judged.
+fn tally(verdicts: &[Verdict]) -> String {
+    let passed = verdicts.iter().filter(|v| v.judged && v.pass).count();
+    let mut s = format!("{passed} of {} claims passed.", verdicts.len());
+    let unjudged = verdicts.iter().filter(|v| !v.judged).count();
+    if unjudged > 0 {
+        s.push_str(&format!(
+            " {unjudged} not judged: they need cells the search pruned."
+        ));
+    }
     s
 }
 
@@ -280,7 +360,7 @@ pub fn summary(verdicts: &[Verdict]) -> String {
         let _ = writeln!(
             s,
             "{} #{} {}: {} (paper: {}; margin {})",
-            if v.pass { "PASS" } else { "FAIL" },
+            v.label(),
             v.index,
             v.statement,
             v.measured,
@@ -289,8 +369,7 @@ pub fn summary(verdicts: &[Verdict]) -> String {
         );
     }
     if !verdicts.is_empty() {
-        let passed = verdicts.iter().filter(|v| v.pass).count();
-        let _ = writeln!(s, "{passed} of {} claims passed.", verdicts.len());
+        let _ = writeln!(s, "{}", tally(verdicts));
     }
     s
 }

@@ -20,7 +20,7 @@ use crate::stats::mean_std;
 
 mod check;
 
-pub use check::{check, claims_section, summary};
+pub use check::{check, check_with_pruned, claims_section, summary};
 
 /// Rows a claim is about: column name (or `student` for `hidden`, or a swept key) to value.
 pub type Select = BTreeMap<String, serde_yaml::Value>;
@@ -162,6 +162,20 @@ pub struct Verdict {
     /// How far the measurement is from the threshold (positive: on the passing side).
     pub margin: String,
     pub pass: bool,
+    /// False where the cells a successive-halving search pruned could change it (see
+    /// [`check_with_pruned`]): then it neither passes nor fails.
+    pub judged: bool,
+}
+
+impl Verdict {
+    /// `PASS`, `FAIL` or `NOT JUDGED`.
+    pub fn label(&self) -> &'static str {
+        match (self.judged, self.pass) {
+            (false, _) => "NOT JUDGED",
+            (true, true) => "PASS",
+            (true, false) => "FAIL",
+        }
+    }
 }
 
 fn yaml_matches(v: &Value, want: &serde_yaml::Value) -> bool {
