@@ -84,8 +84,12 @@ fn halving_against_the_full_grid(pack: &str) {
     for r in &rows {
         let trained = epochs.iter().filter(|e| e.trial_id == r.trial_id).count();
         match r.status {
-            // The survivors, the baselines and the teacher: the full grid's, to the bit.
-            Status::Ok => assert_eq!(mine[&r.trial_id], full[&r.trial_id], "{}", r.trial_id),
+            // The survivors, the baselines and the teacher: the full grid's, to the bit; their
+            // pauses at the rungs are the search's, not resumes.
+            Status::Ok => {
+                assert_eq!(mine[&r.trial_id], full[&r.trial_id], "{}", r.trial_id);
+                assert_eq!(r.resumed, None, "{}", r.trial_id);
+            }
             Status::Pruned => {
                 assert!(trained == 2 || trained == 4, "{trained}");
                 assert!(r.test_acc.is_none() && r.val_acc.is_some());
@@ -144,29 +148,47 @@ fn halving_in_packs_masks_the_pruned_and_keeps_the_survivors() {
     halving_against_the_full_grid("auto");
 }
 
-/// A halving search killed mid-way and run again keeps its cuts and ends as if never killed.
+/// A halving search killed mid-way and run again keeps its cuts and ends as if never killed,
+/// alone and packed (a pack's checkpoint holds its members the search pruned); and a `search:
+/// grid` run after the kill ends as the full grid (the pruned members of a pack's checkpoint
+/// cannot continue: the pack starts over).
 #[test]
 fn a_killed_halving_search_continues_to_the_same_end() {
-    let halving = config("{method: halving, eta: 2, min_epochs: 2}", "off");
-    let whole = tempfile::tempdir().unwrap();
-    let (o, whole_out) = sweep(whole.path(), &halving, &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    for k in ["5", "11"] {
-        let dir = tempfile::tempdir().unwrap();
-        let (o, out) = sweep_env(
-            dir.path(),
-            &halving,
-            &["--checkpoint-every", "1ms"],
-            &[("KD_TEST_ABORT_AFTER_CHECKPOINTS", k)],
-        );
-        assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
-        let (o, _) = sweep(dir.path(), &halving, &[]);
+    // Kill points: the teacher writes one checkpoint, then each unit one per epoch (a pause at a
+    // rung is one); the pack's 4th and 6th fall after the first and the second cut.
+    for (pack, kills) in [("off", ["5", "11"]), ("auto", ["4", "6"])] {
+        let halving = config("{method: halving, eta: 2, min_epochs: 2}", pack);
+        let grid = config("{method: grid}", pack);
+        let whole = tempfile::tempdir().unwrap();
+        let (o, whole_out) = sweep(whole.path(), &halving, &[]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert_eq!(
-            by_id(&out),
-            by_id(&whole_out),
-            "killed after checkpoint {k}"
-        );
+        let full = tempfile::tempdir().unwrap();
+        let (o, full_out) = sweep(full.path(), &grid, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        for k in kills {
+            for then in [&halving, &grid] {
+                let dir = tempfile::tempdir().unwrap();
+                let (o, out) = sweep_env(
+                    dir.path(),
+                    &halving,
+                    &["--checkpoint-every", "1ms"],
+                    &[("KD_TEST_ABORT_AFTER_CHECKPOINTS", k)],
+                );
+                assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+                let (o, _) = sweep(dir.path(), then, &[]);
+                assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+                let want = if then == &halving {
+                    &whole_out
+                } else {
+                    &full_out
+                };
+                assert_eq!(
+                    by_id(&out),
+                    by_id(want),
+                    "pack {pack}, killed after checkpoint {k}, then {then}"
+                );
+            }
+        }
     }
 }
 

@@ -23,8 +23,9 @@ pub fn halving_section(rows: &[TrialRecord], epochs: &[EpochRecord]) -> String {
     let spent: u64 = kd
         .iter()
         .map(|r| match r.status {
-            Status::Pruned => trained.get(r.trial_id.as_str()).copied().unwrap_or(0) as u64,
-            _ => r.epochs as u64,
+            Status::Ok => r.epochs as u64,
+            // Pruned, or diverged: the epochs it trained.
+            _ => trained.get(r.trial_id.as_str()).copied().unwrap_or(0) as u64,
         })
         .sum();
     let mut s = format!(

@@ -70,10 +70,16 @@ fn cells(rows: &[TrialRecord]) -> Vec<(String, f64, f64)> {
         .iter()
         .filter(|r| r.kind == Kind::Kd && r.status == Status::Ok)
     {
+        let swept: Vec<String> = r.swept.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         let label = format!(
-            "T={} {}",
+            "T={} {}{}{}",
             r.temperature.unwrap_or(f64::NAN),
-            r.hidden.as_str()
+            r.hidden.as_str(),
+            match (r.alpha, r.beta) {
+                (Some(a), Some(b)) if (a, b) != (0.9, 0.1) => format!(" alpha={a} beta={b}"),
+                _ => String::new(),
+            },
+            swept.concat()
         );
         let v = (r.val_acc.unwrap_or(0.0), r.test_acc.unwrap_or(0.0));
         match out.iter_mut().find(|(l, _)| *l == label) {

@@ -37,10 +37,15 @@ struct Race {
     groups: Vec<(Vec<u32>, Vec<Vec<usize>>)>,
     /// Pruned trials and the epoch they were pruned at.
     pruned: HashMap<usize, u32>,
-    /// Trials with a final outcome recorded in this run (diverged before a rung, or finished).
+    /// Trials with a final outcome: recorded by an earlier run, or in this one (diverged before
+    /// a rung, or finished).
     done: HashSet<usize>,
-    /// Trials an earlier run pruned: their outcome at their rung.
-    earlier: HashMap<usize, Outcome>,
+    /// The outcomes earlier runs recorded: their epoch records rank their cells at a rung as
+    /// the uninterrupted search ranked them.
+    recorded: HashMap<usize, Outcome>,
+    /// Units (by their first member) this run paused at a rung: their continuing from it is
+    /// the search's, not a resume, and their records do not say `resumed`.
+    paused: HashSet<usize>,
 }
 
 /// The key trials of one group share: the student model, its epochs and validation schedule,
@@ -77,11 +82,8 @@ impl Race {
         trials: &[PlannedTrial],
         all: &[usize],
         search: Search,
-        earlier: HashMap<usize, Outcome>,
+        recorded: HashMap<usize, Outcome>,
     ) -> Race {
-        let Search::Halving { eta, .. } = search else {
-            unreachable!("a halving race needs search: halving")
-        };
         // Per group: its key, its rungs and its cells (each keyed, with its seeds).
         type Cells = Vec<(String, Vec<usize>)>;
         let mut groups: Vec<(String, Vec<u32>, Cells)> = Vec::new();
@@ -106,10 +108,18 @@ impl Race {
                 None => cells.push((c, vec![i])),
             }
         }
-        let pruned = earlier
-            .iter()
-            .map(|(&i, o)| (i, o.epochs.last().map_or(0, |e| e.epoch)))
-            .collect();
+        let (mut pruned, mut done) = (HashMap::new(), HashSet::new());
+        for (&i, o) in &recorded {
+            if o.status == Status::Pruned {
+                pruned.insert(i, o.epochs.last().map_or(0, |e| e.epoch));
+            } else {
+                done.insert(i);
+            }
+        }
+        let eta = match search {
+            Search::Halving { eta, .. } => eta,
+            Search::Grid => 1,
+        };
         Race {
             eta,
             groups: groups
@@ -117,9 +127,24 @@ impl Race {
                 .map(|(_, rungs, cells)| (rungs, cells.into_iter().map(|(_, s)| s).collect()))
                 .collect(),
             pruned,
-            done: HashSet::new(),
-            earlier,
+            done,
+            recorded,
+            paused: HashSet::new(),
         }
+    }
+
+    /// Trial `i`'s validation accuracy at `epoch`: from this run's pause there, else from its
+    /// recorded epochs; none where it diverged before.
+    fn val_at(&self, i: usize, epoch: u32, at_rung: &HashMap<usize, Outcome>) -> Option<f64> {
+        match at_rung.get(&i) {
+            Some(o) => o.val_acc,
+            None => self
+                .recorded
+                .get(&i)
+                .and_then(|o| o.epochs.iter().find(|e| e.epoch == epoch))
+                .and_then(|e| e.val_acc),
+        }
+        .filter(|v| v.is_finite())
     }
 
     /// Whether trial `i` still trains.
@@ -143,123 +168,131 @@ impl Race {
 }
 
 impl Units<'_> {
-    /// Train the units of `pending` (and of `earlier`, the trials an earlier run of this search
-    /// pruned, kept pruned) by successive halving, until a stop is asked for.
+    /// Train the units of `pending` by successive halving, until a stop is asked for;
+    /// `recorded`: the outcomes of this process's other trials, which earlier runs of the search
+    /// recorded (its cuts stand, and its packs form as they did).
     pub fn halving(
         &mut self,
         ctx: &TrialContext,
         pending: &[usize],
-        earlier: HashMap<usize, Outcome>,
+        recorded: HashMap<usize, Outcome>,
         search: Search,
         progress: &mut Outputs,
     ) -> Result<(), RunError> {
         let plan = self.plan;
-        let mut all: Vec<usize> = pending.iter().chain(earlier.keys()).copied().collect();
+        let mut all: Vec<usize> = pending.iter().chain(recorded.keys()).copied().collect();
         all.sort_unstable();
         all.dedup();
         let units = plan.units(&all);
-        let mut race = Race::new(&plan.trials, &all, search, earlier);
+        let mut race = Race::new(&plan.trials, &all, search, recorded);
         let rungs = race.groups.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
         for r in 0..rungs {
-            let Some(at_rung) = self.train_to_rung(ctx, &units, &mut race, r, progress)? else {
+            let Some(at_rung) = self.stage(ctx, &units, &mut race, Some(r), progress)? else {
                 return Ok(());
             };
             self.cut(&mut race, r, at_rung, progress)?;
         }
-        for unit in &units {
-            if unit.iter().any(|&i| race.live(i)) {
-                let trials = self.trials(unit);
-                let rung = Rung {
-                    until: None,
-                    pruned: race.mask(unit),
-                };
-                let epochs = trials[0].student.train.epochs as u64;
-                progress.start_trial(0, &label(&trials), epochs);
-                let end = ctx.run_unit_to(&trials, &rung, |_, log| progress.epoch(0, log));
-                for note in ctx.take_notes() {
-                    progress.note(&note);
-                }
-                let outcomes = match end {
-                    Ok(UnitEnd::Finished(o) | UnitEnd::Paused(o)) => o,
-                    Err(Stopped(at)) => {
-                        progress.note(&stopped_note(&trials, &at));
-                        return Ok(());
-                    }
-                };
-                for (&i, o) in unit.iter().zip(outcomes) {
-                    if race.live(i) {
-                        self.finish(i, o, &plan.slots[0], progress, 0)?;
-                        race.done.insert(i);
-                    }
-                }
-            }
-            // Every member is finished or pruned: the unit's checkpoint has served.
-            checkpoint::remove(&checkpoint::unit_file_of(
-                &self.checkpoints.dir,
-                &self.trials(unit),
-            ));
-        }
+        self.stage(ctx, &units, &mut race, None, progress)?;
         Ok(())
     }
 
-    /// Train every unit with a live KD member whose group has rung `r` to that rung. Returns
-    /// each live KD trial's state there (none: a stop was asked for). A member that diverged
-    /// before the rung is recorded as it ended.
-    fn train_to_rung(
+    /// Train every unit with a live KD member whose group has rung `r` to that rung, or with
+    /// `r` none every unit with a live member to the end (then the units' checkpoints have
+    /// served). Returns each live KD trial's state at the rung (none: a stop was asked for). A
+    /// member that diverged before the rung, or finished, is recorded as it ended.
+    fn stage(
         &mut self,
         ctx: &TrialContext,
         units: &[Vec<usize>],
         race: &mut Race,
-        r: usize,
+        r: Option<usize>,
         progress: &mut Outputs,
     ) -> Result<Option<HashMap<usize, Outcome>>, RunError> {
-        let plan = self.plan;
         let mut at_rung = HashMap::new();
         for unit in units {
-            let Some(until) = unit
-                .iter()
-                .filter(|&&i| race.live(i))
-                .find_map(|&i| race.rung_of(i, r))
-            else {
-                continue;
-            };
-            let trials = self.trials(unit);
-            let rung = Rung {
-                until: Some(until),
-                pruned: race.mask(unit),
-            };
-            progress.start_trial(
-                0,
-                &format!("{} to epoch {until}", label(&trials)),
-                until as u64,
-            );
-            let end = ctx.run_unit_to(&trials, &rung, |_, log| progress.epoch(0, log));
-            for note in ctx.take_notes() {
-                progress.note(&note);
+            if crate::run::stop::requested() {
+                return Ok(None);
             }
-            let (paused, outcomes) = match end {
-                Ok(UnitEnd::Paused(o)) => (true, o),
-                Ok(UnitEnd::Finished(o)) => (false, o),
-                Err(Stopped(at)) => {
-                    progress.note(&stopped_note(&trials, &at));
-                    return Ok(None);
-                }
+            let until = match r {
+                Some(r) => match unit
+                    .iter()
+                    .filter(|&&i| race.live(i))
+                    .find_map(|&i| race.rung_of(i, r))
+                {
+                    Some(until) => Some(until),
+                    None => continue,
+                },
+                None => None,
             };
-            for (&i, o) in unit.iter().zip(outcomes) {
-                if !race.live(i) {
-                    continue;
-                }
-                if paused && o.status == Status::Ok {
-                    if plan.trials[i].kind == Kind::Kd {
-                        at_rung.insert(i, o);
-                    }
-                } else {
-                    self.finish(i, o, &plan.slots[0], progress, 0)?;
-                    race.done.insert(i);
-                }
+            if unit.iter().any(|&i| race.live(i))
+                && !self.run_unit(ctx, unit, race, until, &mut at_rung, progress)?
+            {
+                return Ok(None);
+            }
+            if r.is_none() {
+                // Every member is finished or pruned: the unit's checkpoint has served.
+                let trials = self.trials(unit);
+                checkpoint::remove(&checkpoint::unit_file_of(&self.checkpoints.dir, &trials));
             }
         }
         Ok(Some(at_rung))
+    }
+
+    /// Train `unit` to epoch `until` (none: the end), its pruned members masked; the live KD
+    /// members' states at the rung go to `at_rung`, every other live member's outcome is
+    /// recorded. False when a stop was asked for.
+    fn run_unit(
+        &mut self,
+        ctx: &TrialContext,
+        unit: &[usize],
+        race: &mut Race,
+        until: Option<u32>,
+        at_rung: &mut HashMap<usize, Outcome>,
+        progress: &mut Outputs,
+    ) -> Result<bool, RunError> {
+        let plan = self.plan;
+        let trials = self.trials(unit);
+        let rung = Rung {
+            until,
+            pruned: race.mask(unit),
+        };
+        let (what, epochs) = match until {
+            Some(u) => (format!("{} to epoch {u}", label(&trials)), u as u64),
+            None => (label(&trials), trials[0].student.train.epochs as u64),
+        };
+        progress.start_trial(0, &what, epochs);
+        let end = ctx.run_unit_to(&trials, &rung, |_, log| progress.epoch(0, log));
+        for note in ctx.take_notes() {
+            progress.note(&note);
+        }
+        let (paused, mut outcomes) = match end {
+            Ok(UnitEnd::Paused(o)) => (true, o),
+            Ok(UnitEnd::Finished(o)) => (false, o),
+            Err(Stopped(at)) => {
+                progress.note(&stopped_note(&trials, &at));
+                return Ok(false);
+            }
+        };
+        if !race.paused.insert(unit[0]) {
+            // It continued from this run's own pause: no resume to report.
+            for o in &mut outcomes {
+                o.resumed = None;
+            }
+        }
+        for (&i, o) in unit.iter().zip(outcomes) {
+            if !race.live(i) {
+                continue;
+            }
+            if paused && o.status == Status::Ok {
+                if plan.trials[i].kind == Kind::Kd {
+                    at_rung.insert(i, o);
+                }
+            } else {
+                self.finish(i, o, &plan.slots[0], progress, 0)?;
+                race.done.insert(i);
+            }
+        }
+        Ok(true)
     }
 
     /// The cut at rung `r`: per group, its cells still in the race ranked by their mean
@@ -276,7 +309,8 @@ impl Units<'_> {
             let Some(&epoch) = race.groups[g].0.get(r) else {
                 continue;
             };
-            // In the race: cells none of whose seeds was pruned at an earlier rung.
+            // In the race: cells none of whose seeds was pruned at an earlier rung, and with a
+            // seed that reached this one (every seed diverged before: recorded, out).
             let mut ranked: Vec<(f64, usize)> = Vec::new();
             for (c, seeds) in race.groups[g].1.iter().enumerate() {
                 if seeds
@@ -285,15 +319,14 @@ impl Units<'_> {
                 {
                     continue;
                 }
-                let val = |i: &usize| {
-                    at_rung
-                        .get(i)
-                        .or_else(|| race.earlier.get(i))
-                        .and_then(|o| o.val_acc)
-                        .filter(|v| v.is_finite())
-                        .unwrap_or(0.0)
-                };
-                let mean = seeds.iter().map(val).sum::<f64>() / seeds.len() as f64;
+                let vals: Vec<Option<f64>> = seeds
+                    .iter()
+                    .map(|&i| race.val_at(i, epoch, &at_rung))
+                    .collect();
+                if vals.iter().all(Option::is_none) {
+                    continue;
+                }
+                let mean = vals.iter().map(|v| v.unwrap_or(0.0)).sum::<f64>() / seeds.len() as f64;
                 ranked.push((mean, c));
             }
             // Best first; ties in plan order.

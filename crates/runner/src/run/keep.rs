@@ -30,9 +30,11 @@ pub(super) struct Kept {
     pub pending: Vec<usize>,
     /// How many of its trials' earlier results were kept.
     pub kept: usize,
-    /// With `search: halving`, the trials an earlier run of the search pruned, kept pruned with
-    /// their outcome at their rung (with `search: grid` a pruned trial trains to the end).
-    pub pruned: HashMap<usize, Outcome>,
+    /// With `search: halving`, the outcomes of this process's trials that earlier runs
+    /// recorded (finished, diverged, or pruned by the search, which stays pruned): the search
+    /// ranks and packs with them as the uninterrupted search did. With `search: grid` a pruned
+    /// trial trains to the end instead.
+    pub recorded: HashMap<usize, Outcome>,
 }
 
 /// Keep the trials an earlier run of this OUT finished with the same id ([`Kept`]); `mine`: the
@@ -51,7 +53,7 @@ pub(super) fn keep_finished(
     // not only this shard's: a frame rewritten from the files must not lose anyone's rows.
     let mut pending: Vec<usize> = Vec::new();
     let mut kept = 0;
-    let mut pruned = HashMap::new();
+    let mut recorded = HashMap::new();
     let mut unpruned = 0;
     let is_mine: HashSet<usize> = mine.iter().copied().collect();
     for t in &plan.trials {
@@ -65,8 +67,8 @@ pub(super) fn keep_finished(
                 unpruned += 1;
             }
             Some(done) => {
-                if done.outcome.status == Status::Pruned && is_mine.contains(&t.index) {
-                    pruned.insert(t.index, done.outcome.clone());
+                if !search.is_grid() && is_mine.contains(&t.index) {
+                    recorded.insert(t.index, done.outcome.clone());
                 }
                 let on = kept_on(&done, &plan.classes[t.class]);
                 let record = plan.trial_record(t, &done.outcome, &on);
@@ -89,7 +91,7 @@ pub(super) fn keep_finished(
     Ok(Kept {
         pending,
         kept,
-        pruned,
+        recorded,
     })
 }
 

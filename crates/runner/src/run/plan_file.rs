@@ -24,7 +24,12 @@ pub(super) fn plan_file(
     let planned_on: Vec<String> = plan.classes.iter().map(|c| c.describe()).collect();
     let index = PlanFile {
         name: plan.name.clone(),
-        config_digest: crate::plan::content_hash(cfg),
+        // `search` decides which trials train how far, never what a trial is: a grid run may
+        // follow a halving one in the same folder (its shards too).
+        config_digest: crate::plan::content_hash(&crate::config::Resolved {
+            search: Default::default(),
+            ..cfg.clone()
+        }),
         planned_on: planned_on.join(", "),
         ids: std::iter::once(plan.teacher.id.clone())
             .chain(plan.trials.iter().map(|t| t.id.clone()))

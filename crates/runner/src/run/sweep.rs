@@ -159,7 +159,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         cfg.search,
         &mut progress,
     )?;
-    let (pending, pruned) = (kept.pending, kept.pruned);
+    let (pending, recorded) = (kept.pending, kept.recorded);
     let earlier_teacher = previous.remove(&plan.teacher.id);
     let (teacher, splits) = if pending.is_empty() {
         keep_teacher(&plan, earlier_teacher, &store, &mut progress)?;
@@ -186,7 +186,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         finished: HashSet::new(),
     };
     if let Some(t) = teacher {
-        let search = (cfg.search, pruned);
+        let search = (cfg.search, recorded);
         units.train(&data, &t, splits, &pending, search, &mut progress)?;
     }
     let finished = units.finished;

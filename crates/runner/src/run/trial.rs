@@ -331,6 +331,7 @@ impl TrialContext {
                     .map(|m| {
                         let mut o = Outcome::empty(m.status);
                         o.val_acc = m.epochs.last().and_then(|e| e.val_acc);
+                        o.wall_s = m.epochs.iter().map(|e| e.seconds).sum();
                         o.epochs = m.epochs;
                         o.message = m.message;
                         o

@@ -50,19 +50,19 @@ impl Units<'_> {
     }
 
     /// Train the units of `pending` after the teacher: by successive halving (`search`, with the
-    /// trials an earlier run of it pruned), else in this process or on the workers.
+    /// outcomes earlier runs of it recorded), else in this process or on the workers.
     pub fn train(
         &mut self,
         data: &Data,
         t: &Teacher,
         splits: Option<Tensors>,
         pending: &[usize],
-        (search, pruned): (Search, HashMap<usize, Outcome>),
+        (search, recorded): (Search, HashMap<usize, Outcome>),
         progress: &mut Outputs,
     ) -> Result<(), RunError> {
         if !search.is_grid() {
             let ctx = self.context(data, t, splits)?;
-            self.halving(&ctx, pending, pruned, search, progress)
+            self.halving(&ctx, pending, recorded, search, progress)
         } else if self.plan.in_process() {
             self.in_process(data, t, splits, pending, progress)
         } else {

@@ -64,6 +64,18 @@ pub(crate) fn run(
         st.restore(learner, snap, &g, k)
             .map_err(TrainError::Resume)?;
     }
+    if let Some(i) = (0..k).find(|&i| {
+        st.message[i].as_deref() == Some(PRUNED)
+            && !durable.rung.pruned.get(i).copied().unwrap_or(false)
+    }) {
+        // A halving search's checkpoint, with a member it pruned that must train now (a grid
+        // run after it): the member's state stopped at its rung, so the unit starts over.
+        return Err(TrainError::Resume(format!(
+            "its member {} was pruned by a successive-halving search in it, and trains to the \
+             end now",
+            members[i].trial_id
+        )));
+    }
     prune(learner, &mut st, &durable.rung.pruned);
     // A run continued from past its rung (a checkpoint written on the way to the next one, by a
     // run that was stopped there) reports the rung from its epoch records.
@@ -133,6 +145,9 @@ pub(crate) fn run(
     Ok(finish(learner, members, cfg, data, st, last_test))
 }
 
+/// Why a member retired by [`prune`] stopped, as its snapshot keeps it.
+const PRUNED: &str = "pruned by the search";
+
 /// Retire the members the search pruned (`pruned[i]`), as a diverged one is: a pack trains on
 /// with their losses masked out, so the others' numbers are what they would have been.
 fn prune(learner: &mut dyn Learner, st: &mut RunState, pruned: &[bool]) {
@@ -140,7 +155,7 @@ fn prune(learner: &mut dyn Learner, st: &mut RunState, pruned: &[bool]) {
     for (i, _) in pruned.iter().enumerate().filter(|(_, &p)| p) {
         if st.alive[i] {
             st.alive[i] = false;
-            st.message[i] = Some("pruned by the search".into());
+            st.message[i] = Some(PRUNED.into());
             any = true;
         }
     }
@@ -160,7 +175,10 @@ fn paused(st: &RunState, until: u32) -> Vec<AtRung> {
                 .cloned()
                 .collect();
             let reached = epochs.last().is_some_and(|e| e.epoch == until);
-            let status = if reached && (st.alive[i] || st.epoch > until) {
+            // Healthy at the rung: alive now, or alive past it (a run continued from a later
+            // checkpoint), not dead in the rung's epoch itself.
+            let lived_past = st.logs[i].last().is_some_and(|e| e.epoch > until);
+            let status = if reached && (st.alive[i] || lived_past) {
                 Status::Ok
             } else {
                 Status::Diverged
