@@ -3,7 +3,9 @@
 //! one shard) and earlier results; [`teacher`]: the teacher, its cache and its logits;
 //! [`trial`]: one student trial (or pack) on the shared data; [`checkpoint`]: checkpoint files,
 //! so a trial continues where it stopped; [`stop`]: SIGUSR1 and SIGTERM, which checkpoint the
-//! trials in flight and end a sweep; [`fresh`]: `--fresh` without losing what it replaces.
+//! trials in flight and end a sweep; [`fresh`]: `--fresh` without losing what it replaces;
+//! `keep`: what a sweep keeps of earlier runs; `halving`: successive halving
+//! (`search: halving`), rung by rung through the checkpoints.
 
 mod cache_file;
 pub(crate) mod checkpoint;
