@@ -27,6 +27,10 @@ struct Running {
     epochs: u64,
     started: std::time::Instant,
     printed: std::time::Instant,
+    /// The first epoch record this process saw for the trial, and when: a continued trial's
+    /// rate counts only the epochs trained since (not those before the checkpoint, nor the
+    /// time its continuation took).
+    first: Option<(u32, std::time::Instant)>,
 }
 
 /// `1h02m`, `4m10s`, `12s`.
@@ -39,20 +43,39 @@ fn duration(d: std::time::Duration) -> String {
     }
 }
 
-/// The plain-mode line of epoch `log` of a running trial, `elapsed` after it started.
-fn epoch_line(label: &str, epochs: u64, log: &EpochRecord, elapsed: std::time::Duration) -> String {
+/// The plain-mode line of epoch `log` of a running trial, `elapsed` after it started, with the
+/// time an epoch takes where known (`per_epoch`).
+fn epoch_line(
+    label: &str,
+    epochs: u64,
+    log: &EpochRecord,
+    elapsed: std::time::Duration,
+    per_epoch: Option<std::time::Duration>,
+) -> String {
     let val = log
         .val_acc
         .map_or(String::new(), |v| format!(" val {:.2}%", 100.0 * v));
-    let done = u64::from(log.epoch).max(1);
-    let eta = elapsed.mul_f64(epochs.saturating_sub(done) as f64 / done as f64);
+    let left = epochs.saturating_sub(u64::from(log.epoch));
+    let eta = per_epoch.map_or("?".into(), |d| duration(d.mul_f64(left as f64)));
     format!(
-        "  {label}: epoch {}/{epochs} loss {:.4}{val} elapsed {} eta {}",
+        "  {label}: epoch {}/{epochs} loss {:.4}{val} elapsed {} eta {eta}",
         log.epoch,
         log.train_loss,
         duration(elapsed),
-        duration(eta)
     )
+}
+
+impl Running {
+    /// The time an epoch takes, from the epochs this process trained: since the first epoch
+    /// record it saw, or since the start where that record is the trial's first epoch.
+    fn per_epoch(&mut self, epoch: u32, now: std::time::Instant) -> Option<std::time::Duration> {
+        let (first, at) = *self.first.get_or_insert((epoch, now));
+        match epoch.checked_sub(first) {
+            Some(n) if n > 0 => Some(now.duration_since(at).div_f64(n as f64)),
+            _ if epoch == 1 => Some(now.duration_since(self.started)),
+            _ => None,
+        }
+    }
 }
 
 impl Progress {
@@ -109,6 +132,7 @@ impl Progress {
                 epochs,
                 started: now,
                 printed: now,
+                first: None,
             });
             return;
         };
@@ -129,11 +153,13 @@ impl Progress {
             let every = self.every;
             if let Some(Some(r)) = self.running.get_mut(slot) {
                 let now = std::time::Instant::now();
+                let per_epoch = r.per_epoch(log.epoch, now);
                 if now.duration_since(r.printed) >= every {
                     r.printed = now;
+                    let elapsed = now.duration_since(r.started);
                     eprintln!(
                         "{}",
-                        epoch_line(&r.label, r.epochs, log, now.duration_since(r.started))
+                        epoch_line(&r.label, r.epochs, log, elapsed, per_epoch)
                     );
                 }
             }
@@ -273,12 +299,39 @@ mod tests {
             lr: 0.1,
             seconds: 10.0,
         };
-        let line = epoch_line("teacher", 100, &log, std::time::Duration::from_secs(250));
+        let secs = std::time::Duration::from_secs;
+        let line = epoch_line("teacher", 100, &log, secs(250), Some(secs(10)));
         assert_eq!(
             line,
             "  teacher: epoch 25/100 loss 0.1235 val 98.12% elapsed 4m10s eta 12m30s"
         );
+        let unknown = epoch_line("teacher", 100, &log, secs(250), None);
+        assert!(unknown.ends_with("elapsed 4m10s eta ?"), "{unknown}");
         assert_eq!(duration(std::time::Duration::from_secs(3720)), "1h02m");
         assert_eq!(duration(std::time::Duration::from_secs(7)), "7s");
+    }
+
+    /// A trial continued at epoch 747 that took 17 minutes to get back to where it was
+    /// (the dropout replay) and then 10 s an epoch: its ETA is 10 s per epoch left, not the
+    /// 17 minutes spread over 748 epochs (the ETA said 6 minutes for 250 epochs before).
+    #[test]
+    fn a_continued_trials_eta_counts_the_epochs_it_trained_since() {
+        let t0 = std::time::Instant::now();
+        let secs = std::time::Duration::from_secs;
+        let mut r = Running {
+            label: "teacher".into(),
+            epochs: 1000,
+            started: t0,
+            printed: t0,
+            first: None,
+        };
+        assert_eq!(r.per_epoch(748, t0 + secs(1020)), None);
+        assert_eq!(r.per_epoch(758, t0 + secs(1120)), Some(secs(10)));
+        let mut fresh = Running {
+            first: None,
+            ..r.clone()
+        };
+        assert_eq!(fresh.per_epoch(1, t0 + secs(8)), Some(secs(8)));
+        assert_eq!(fresh.per_epoch(3, t0 + secs(28)), Some(secs(10)));
     }
 }
