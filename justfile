@@ -1,7 +1,7 @@
 # kd-sweep tasks. Every recipe that builds or runs Rust code depends on `setup`, which is
 # idempotent: it creates .venv with the pinned torch (requirements-torch.txt) unless LIBTORCH
-# points at your own libtorch, adds TensorBoard (requirements-tensorboard.txt), and installs
-# Fashion-MNIST when no copy is found.
+# points at your own libtorch, adds TensorBoard (requirements-tensorboard.txt) and onnxruntime
+# (requirements-onnx.txt), and installs Fashion-MNIST when no copy is found.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -29,6 +29,11 @@ _venv:
     if ! have tensorboard requirements-tensorboard.txt; then
         echo "setup: installing tensorboard into .venv" >&2
         .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-tensorboard.txt
+    fi
+    # onnxruntime, to run the students `kd export --format onnx` writes back in the tests.
+    if ! have onnxruntime requirements-onnx.txt; then
+        echo "setup: installing onnxruntime into .venv" >&2
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-onnx.txt
     fi
 
 _data:

@@ -185,6 +185,22 @@ impl Family for CnnSpec {
         0
     }
 
+    fn graph(&self, g: &mut crate::Graph, _input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        let (k, pad) = (self.kernel as i64, (self.kernel / 2) as i64);
+        for i in 0..self.channels.len() {
+            g.conv(&format!("conv{}", i + 1), k, 1, pad, 1, true);
+            g.relu();
+            g.max_pool(2);
+        }
+        g.flatten();
+        for i in 0..self.fc.len() {
+            g.linear(&format!("fc{}", i + 1));
+            g.relu();
+        }
+        g.linear("out");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let c = self;
         let pad = (c.kernel / 2) as i64;

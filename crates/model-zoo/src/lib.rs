@@ -5,6 +5,7 @@
 //! its parameter count and FLOPs per sample. It must not train, load data, pick devices or seed RNGs:
 //! the caller passes the `nn::Path` (and so the device) and sets the seed.
 
+pub mod graph;
 mod keys;
 mod packed;
 
@@ -12,6 +13,7 @@ mod cifar;
 mod scripted;
 mod weights;
 
+pub use graph::Graph;
 pub use keys::{check_key, model_keys, Role, DEFAULT_ARCH};
 pub use packed::PackedMlp;
 pub use scripted::Scripted;
@@ -262,6 +264,18 @@ pub trait Family {
     fn channels_last(&self) -> bool {
         false
     }
+    /// The name the family's PyTorch reference definition gives the tensor the zoo names
+    /// `name` (kept students' files and exports use these): the zoo's own name unless the
+    /// family says otherwise. The VarStore keeps the zoo's names (cached teachers load by them).
+    fn reference_name(&self, name: &str) -> String {
+        name.to_string()
+    }
+    /// The evaluation-mode forward pass as ONNX operators, appended to `g` (whose last value is
+    /// the `[batch, C, H, W]` input) and reading the zoo's tensor names; an error for a family
+    /// that cannot be exported yet.
+    fn graph(&self, _g: &mut Graph, _input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        Err(spec_err("arch", "cannot be exported to ONNX yet"))
+    }
 }
 
 impl ModelSpec {
@@ -330,6 +344,23 @@ impl ModelSpec {
     /// Whether the conv weights are in channels_last memory format (`channels_last: true`).
     pub fn channels_last(&self) -> bool {
         self.family().channels_last()
+    }
+
+    /// [`Family::reference_name`].
+    pub fn reference_name(&self, name: &str) -> String {
+        self.family().reference_name(name)
+    }
+
+    /// [`Family::graph`]: the forward pass appended to `g` from its last value (standardised
+    /// `[batch, C, H, W]` images) to the logits (its last value after).
+    pub fn graph(
+        &self,
+        g: &mut Graph,
+        shape: InputShape,
+        classes: usize,
+    ) -> Result<(), ModelError> {
+        self.validate(shape)?;
+        self.family().graph(g, shape, classes)
     }
 }
 
@@ -992,5 +1023,29 @@ mod tests {
     fn shape_labels() {
         assert_eq!(mlp(&[800, 800]).shape_label(), "800-800");
         assert_eq!(cnn().shape_label(), "c32-c64-f256");
+    }
+
+    /// Kept students are named as `experiments/reference/models.py` names them: the MLP's
+    /// layers are a `ModuleList`, the CNN's names are the zoo's.
+    #[test]
+    fn reference_names_are_the_pytorch_definitions() {
+        let vs = VarStore::new(Device::Cpu);
+        let m = mlp(&[30, 20]);
+        m.build(&vs, MNIST, 10).unwrap();
+        let mut names: Vec<String> = vs.variables().keys().map(|n| m.reference_name(n)).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "layers.0.bias",
+                "layers.0.weight",
+                "layers.1.bias",
+                "layers.1.weight",
+                "layers.2.bias",
+                "layers.2.weight"
+            ]
+        );
+        assert_eq!(cnn().reference_name("conv2.weight"), "conv2.weight");
+        assert_eq!(cnn().reference_name("out.bias"), "out.bias");
     }
 }

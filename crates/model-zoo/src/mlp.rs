@@ -129,6 +129,31 @@ impl Family for MlpSpec {
             input_dropout: m.input_dropout,
         })
     }
+
+    fn graph(&self, g: &mut crate::Graph, _input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        g.flatten();
+        for i in 0..=self.hidden.len() {
+            if i == self.hidden.len() {
+                g.linear("out");
+            } else {
+                g.linear(&format!("fc{}", i + 1));
+                g.relu();
+            }
+        }
+        Ok(())
+    }
+
+    /// `experiments/reference/models.py`'s `Mlp` holds its layers in `nn.ModuleList` `layers`:
+    /// `fc1` is `layers.0`, ..., `out` is `layers.<hidden layers>`.
+    fn reference_name(&self, name: &str) -> String {
+        let (layer, rest) = name.split_once('.').unwrap_or((name, ""));
+        let index = match layer.strip_prefix("fc").map(str::parse::<usize>) {
+            Some(Ok(i)) if i >= 1 => i - 1,
+            _ if layer == "out" => self.hidden.len(),
+            _ => return name.to_string(),
+        };
+        format!("layers.{index}.{rest}")
+    }
 }
 
 /// A built MLP.

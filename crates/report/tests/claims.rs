@@ -48,6 +48,7 @@ fn rec(id: &str, kind: Kind, seed: u64, hidden: &str, acc: f64) -> TrialRecord {
         hardware: "avx512".into(),
         threads: 2,
         cpu: None,
+        model_file: None,
         exec: Exec::Single,
         libtorch: "2.13.0".into(),
         train_acc: Some(0.99),

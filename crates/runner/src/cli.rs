@@ -150,6 +150,12 @@ pub enum Cmd {
         #[arg(long, default_value_t = 10)]
         cifar_steps: usize,
     },
+    /// Evaluate a kept student (OUT/models/<trial id>.safetensors, `save:`) at T = 1:
+    /// accuracy, errors per class, the confusion matrix, and whether they are its record's.
+    Eval(crate::model_eval::EvalArgs),
+    /// Export a kept student as an ONNX model (opset 17) for a deployment runtime: its input is
+    /// a batch of standardised images, or with --pixels raw uint8 pixels; its output the logits.
+    Export(crate::export::ExportArgs),
     /// Download a dataset (mnist, fashion-mnist, cifar10 or cifar100) with checksums.
     Download {
         /// `mnist`, `fashion-mnist`, `cifar10` or `cifar100` (CIFAR: the python version, unpacked

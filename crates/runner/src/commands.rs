@@ -111,6 +111,18 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             })
         }
         Cmd::Report { out } => report(&out),
+        Cmd::Export(args) => {
+            let file = crate::export::export(&args)?;
+            Ok(Done::ok(format!("{}\n", file.display())))
+        }
+        Cmd::Eval(args) => {
+            let e = crate::model_eval::eval(&args)?;
+            Ok(Done {
+                stdout: e.text,
+                code: if e.differs.is_some() { 1 } else { 0 },
+                stderr: e.differs,
+            })
+        }
         Cmd::Download {
             dataset,
             dir,

@@ -192,18 +192,7 @@ pub fn load(cfg: &DatasetCfg) -> Result<Data, RunError> {
 
 /// Read the data a sweep planned (in a worker), checking it is still what was planned.
 pub fn load_planned(plan: &DataPlan) -> Result<Data, RunError> {
-    let cfg = DatasetCfg {
-        name: plan.name,
-        dir: Some(plan.dir.clone()),
-        val_size: plan.split.val_size,
-        train_limit: plan.split.train_limit,
-        data_seed: plan.split.data_seed,
-        transfer_fraction: plan.transfer_fraction,
-        omit_classes: plan.omit_classes.clone(),
-        keep_classes: plan.keep_classes.clone(),
-        classes: plan.split.classes,
-    };
-    let data = load(&cfg)?;
+    let data = load(&planned_cfg(plan))?;
     if data.plan != *plan {
         return Err(RunError::Data(kd_data::DataError::Invalid {
             what: plan.dir.display().to_string(),
@@ -215,6 +204,21 @@ pub fn load_planned(plan: &DataPlan) -> Result<Data, RunError> {
         }));
     }
     Ok(data)
+}
+
+/// The dataset config that reads `plan`'s data again.
+pub fn planned_cfg(plan: &DataPlan) -> DatasetCfg {
+    DatasetCfg {
+        name: plan.name,
+        dir: Some(plan.dir.clone()),
+        val_size: plan.split.val_size,
+        train_limit: plan.split.train_limit,
+        data_seed: plan.split.data_seed,
+        transfer_fraction: plan.transfer_fraction,
+        omit_classes: plan.omit_classes.clone(),
+        keep_classes: plan.keep_classes.clone(),
+        classes: plan.split.classes,
+    }
 }
 
 /// Tensors of one split on the training device.

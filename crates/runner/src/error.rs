@@ -63,6 +63,9 @@ pub enum RunError {
     },
     #[error("{file}: cannot use the TorchScript teacher: {reason}. teacher.torchscript must be a torch.jit.trace or torch.jit.script export (torch.jit.save) that takes a float32 [batch, C, H, W] batch of standardised images and gives [batch, classes] logits")]
     TorchScript { file: PathBuf, reason: String },
+    /// A kept student's file (`OUT/models/`, `kd eval`) that cannot be written or read.
+    #[error("{file}: {reason}")]
+    ModelFile { file: PathBuf, reason: String },
     #[error("{file}: {source}")]
     Io {
         file: PathBuf,
@@ -128,6 +131,7 @@ impl RunError {
             | RunError::Checkpoint { .. }
             | RunError::CheckpointLoad { .. }
             | RunError::TorchScript { .. }
+            | RunError::ModelFile { .. }
             | RunError::TeacherNotFinite { .. }
             | RunError::Io { .. }
             | RunError::Torch { .. }

@@ -32,6 +32,8 @@ pub mod data;
 pub(crate) mod doctor;
 pub(crate) mod env;
 pub mod error;
+pub mod export;
+pub mod model_eval;
 pub mod plan;
 pub mod run;
 pub(crate) mod slurm;

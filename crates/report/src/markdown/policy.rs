@@ -277,6 +277,22 @@ fn packing(rows: &[TrialRecord]) -> String {
     }
 }
 
+/// " The weights of N students are kept ...", when any are (`save:`).
+fn kept(rows: &[TrialRecord]) -> String {
+    let finished = rows
+        .iter()
+        .filter(|r| r.kind != Kind::Teacher && r.status == crate::Status::Ok)
+        .count();
+    match rows.iter().filter(|r| r.model_file.is_some()).count() {
+        0 => String::new(),
+        n => format!(
+            " The weights of {n} of the {finished} finished students are kept in `models/` \
+             (`<trial id>.safetensors`, the epoch each record's numbers measure: see \
+             docs/students.md); `kd eval models/<trial id>.safetensors` evaluates one again."
+        ),
+    }
+}
+
 pub(super) fn policy(a: &Analysis, epochs: &[EpochRecord]) -> String {
     let any_student = a.rows.iter().any(|r| r.kind != Kind::Teacher);
     let choice = if a.has_validation {
@@ -293,10 +309,11 @@ pub(super) fn policy(a: &Analysis, epochs: &[EpochRecord]) -> String {
          measured in evaluation mode after training, on the images the trial trained on. Gains \
          are KD minus the paired hard-target-only baseline (same student, seed, initialisation, \
          data order, device kind and threads), in accuracy points; the interval is a 95% \
-         Student-t interval over seeds, and a cell with one seed shows no spread.{}{}{}{}\n\n",
+         Student-t interval over seeds, and a cell with one seed shows no spread.{}{}{}{}{}\n\n",
         data_sizes(a.rows),
         execution(a.rows),
         packing(a.rows),
-        evaluation(a.rows, epochs)
+        evaluation(a.rows, epochs),
+        kept(a.rows)
     )
 }

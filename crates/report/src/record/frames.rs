@@ -7,6 +7,32 @@ use polars::prelude::*;
 
 use super::*;
 
+/// Optional columns added after the typed frames were first written (issue 9): a file without
+/// one reads it as null in every row, since those trials did not measure it.
+pub const ADDED_LATER: &[&str] = &[
+    "loss",
+    "soft_reduction",
+    "teacher_mode",
+    "transfer_classes",
+    "jitter",
+    "augment",
+    "max_norm",
+    "precision",
+    "cudnn_benchmark",
+    "best_test_acc",
+    "teacher_agreement",
+    "teacher_kl",
+    "shifted_classes",
+    "bias_shift",
+    "shifted_test_errors",
+    // Issue 33: rows written before checkpoints were trained in one go.
+    "resumed",
+    // Issue 36: rows written before it did not record the CPU model.
+    "cpu",
+    // Issue 37: students kept.
+    "model_file",
+];
+
 /// Decode column `name` of `df` as `T`, naming the file and the column in any error. A file
 /// written before a column existed fails here, with how to regenerate it, unless the column's
 /// type says what such rows were ([`Field::absent`]).

@@ -18,7 +18,7 @@ mod frames;
 
 pub use frames::{
     confusion_frame, epoch_records, epochs_frame, read_column, swept_keys, trial_records,
-    trials_frame,
+    trials_frame, ADDED_LATER,
 };
 
 /// A cell value of any column, for keys and labels: a setting of a trial (`lr`, `soft_loss`,
@@ -147,30 +147,6 @@ pub trait Field: Sized + Clone {
         None
     }
 }
-
-/// Optional columns added after the typed frames were first written (issue 9): a file without
-/// one reads it as null in every row, since those trials did not measure it.
-pub const ADDED_LATER: &[&str] = &[
-    "loss",
-    "soft_reduction",
-    "teacher_mode",
-    "transfer_classes",
-    "jitter",
-    "augment",
-    "max_norm",
-    "precision",
-    "cudnn_benchmark",
-    "best_test_acc",
-    "teacher_agreement",
-    "teacher_kl",
-    "shifted_classes",
-    "bias_shift",
-    "shifted_test_errors",
-    // Issue 33: rows written before checkpoints were trained in one go.
-    "resumed",
-    // Issue 36: rows written before it did not record the CPU model.
-    "cpu",
-];
 
 fn all_present<T>(values: Vec<Option<T>>) -> std::result::Result<Vec<T>, String> {
     values
@@ -454,6 +430,8 @@ record! {
         /// A trial continued from a checkpoint: where, and on which CPU when not the one that
         /// wrote it (null: trained in one go).
         pub resumed: Option<String>,
+        /// Its kept weights (`save:`), relative to OUT; null: not kept.
+        pub model_file: Option<String>,
     }
     extra {
         /// Grid values of the trial's cell whose key is not a column already (e.g.

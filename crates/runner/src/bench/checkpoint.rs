@@ -96,6 +96,7 @@ pub(super) fn row(device: Device, out: &std::path::Path) -> Result<CheckpointRow
             }
         }),
         rung: Default::default(),
+        models: Default::default(),
     };
     let outcome = crate::train::train(
         &net,

@@ -28,7 +28,7 @@ pub use grid::{grid_key, value_text};
 pub use kd::{DEFAULT_ALPHA, DEFAULT_TEMPERATURE};
 pub use model::RawModel;
 pub use resolve::DEFAULT_VAL_SIZE;
-pub use train::{Optimizer, Precision, Schedule, TestEvery, TrainCfg, Weights};
+pub use train::{Optimizer, Precision, Save, Schedule, TestEvery, TrainCfg, Weights};
 
 /// A config problem: the dotted key (or file) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,9 @@ pub struct RawConfig {
     /// `grid` (default) or successive halving over the KD cells ([`search::Search`]).
     #[serde(default)]
     pub search: Option<search::RawSearch>,
+    /// `best | last | none`: the students' weights kept in `OUT/models/` ([`Save`]).
+    #[serde(default)]
+    pub save: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -212,6 +215,9 @@ pub struct Resolved {
     /// How the KD cells are trained: all to the end, or successive halving. In no id.
     #[serde(default, skip_serializing_if = "search::Search::is_grid")]
     pub search: search::Search,
+    /// Which weights of each student are kept in `OUT/models/`. In no id.
+    #[serde(default, skip_serializing_if = "Save::is_best")]
+    pub save: Save,
     /// `checkpoint_every` (none: off): a run option, so in no id and not in the config's
     /// digest (never serialised).
     #[serde(skip, default = "default_checkpoint_every")]

@@ -8,7 +8,7 @@ use super::checks::{check_classes, check_cudnn, check_name, check_prob, resolve_
 use super::device::resolve_device;
 use super::{
     enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, Precision, RawConfig,
-    RawModel, RawTrain, Resolved, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    RawModel, RawTrain, Resolved, Save, Schedule, StudentCfg, TeacherCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -381,6 +381,10 @@ impl RawConfig {
         Ok(Resolved {
             checkpoint_every,
             search: self.search.clone().unwrap_or_default().resolve()?,
+            save: match &self.save {
+                Some(s) => parse_enum("save".into(), "save", s, &Save::ALL)?,
+                None => Save::default(),
+            },
             name: name.to_string(),
             dataset,
             workers: self.workers.unwrap_or(device.len()),

@@ -117,6 +117,28 @@ impl Weights {
     }
 }
 
+/// `save:`, which weights of every student a sweep keeps in `OUT/models/<trial id>.safetensors`
+/// (`run/models.rs`): those of its best validation epoch (default), its last epoch's, or none.
+/// A run option: in no id. The weights kept are those its record's numbers measure:
+/// `best_test_acc` for `best`, `test_acc` for `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Save {
+    /// The best validation epoch's (the last epoch's without a validation split).
+    #[default]
+    Best,
+    Last,
+    None,
+}
+
+impl Save {
+    pub const ALL: [Save; 3] = [Save::Best, Save::Last, Save::None];
+
+    pub fn is_best(&self) -> bool {
+        *self == Save::Best
+    }
+}
+
 /// `train.precision`: the number format a role's trials train and evaluate in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]

@@ -151,6 +151,7 @@ impl Plan {
             hardware: ran_on.class.hardware.clone(),
             threads: ran_on.threads as u32,
             cpu: o.cpu.clone(),
+            model_file: o.model_file.clone(),
             exec: Exec::Single,
             libtorch: ran_on.class.libtorch.clone(),
             train_acc: o.train_acc,

@@ -68,6 +68,7 @@ pub(crate) fn begin(out: &Path, shard: Option<Shard>, ids: &[String]) -> Result<
     let set: HashSet<String> = ids.iter().cloned().collect();
     let n = store::set_aside(out, &set, &replaced)?;
     std::fs::create_dir_all(&replaced).map_err(io_err(&replaced))?;
+    crate::run::models::set_aside(out, &set, &replaced)?;
     Ok(format!(
         "--fresh: {} trial(s) train again; the {n} earlier result(s) among them are kept in {} \
          (and in the frames until replaced)",

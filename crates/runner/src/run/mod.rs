@@ -5,7 +5,8 @@
 //! so a trial continues where it stopped; [`stop`]: SIGUSR1 and SIGTERM, which checkpoint the
 //! trials in flight and end a sweep; [`fresh`]: `--fresh` without losing what it replaces;
 //! `keep`: what a sweep keeps of earlier runs; `halving`: successive halving
-//! (`search: halving`), rung by rung through the checkpoints.
+//! (`search: halving`), rung by rung through the checkpoints; [`models`]: the students' weights
+//! kept (`save:`) and read back.
 
 mod cache_file;
 pub(crate) mod checkpoint;
@@ -13,6 +14,7 @@ pub(crate) mod fresh;
 mod halving;
 mod keep;
 mod labels;
+pub mod models;
 mod out_store;
 mod plan_file;
 pub(crate) mod pool;

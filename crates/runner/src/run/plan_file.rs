@@ -25,9 +25,10 @@ pub(super) fn plan_file(
     let index = PlanFile {
         name: plan.name.clone(),
         // `search` decides which trials train how far, never what a trial is: a grid run may
-        // follow a halving one in the same folder (its shards too).
+        // follow a halving one in the same folder (its shards too); `save` what is kept.
         config_digest: crate::plan::content_hash(&crate::config::Resolved {
             search: Default::default(),
+            save: Default::default(),
             ..cfg.clone()
         }),
         planned_on: planned_on.join(", "),

@@ -35,6 +35,9 @@ pub struct Setup {
     /// Where and how often its units checkpoint.
     #[serde(default)]
     pub checkpoints: Option<crate::run::checkpoint::Checkpoints>,
+    /// Where and which of its students' weights are kept (`save:`).
+    #[serde(default)]
+    pub models: Option<crate::run::models::ModelsOut>,
 }
 
 /// What a worker writes on stdout.
@@ -46,7 +49,7 @@ pub enum Message {
     },
     Done {
         index: usize,
-        outcome: Outcome,
+        outcome: Box<Outcome>,
     },
     /// The unit of trials `unit` stopped on request (`at`: where), its checkpoint written; the
     /// worker then exits.
@@ -170,7 +173,7 @@ pub fn run(
                 handle(Event::Done {
                     slot: i,
                     index,
-                    outcome: Box::new(outcome),
+                    outcome,
                     on: workers[i].slot.clone(),
                     lost: false,
                 })?;
@@ -401,7 +404,8 @@ pub fn worker_main() -> Result<(), RunError> {
             ))
         })?;
     let ctx = TrialContext::new(&data, &logits, Some(files), device)
-        .with_checkpoints(setup.checkpoints.clone());
+        .with_checkpoints(setup.checkpoints.clone())
+        .with_models(setup.models.clone());
     let stdout = std::io::stdout();
     let send = |m: &Message| {
         let mut out = stdout.lock();
@@ -436,7 +440,7 @@ pub fn worker_main() -> Result<(), RunError> {
         for (t, outcome) in unit.iter().zip(outcomes) {
             send(&Message::Done {
                 index: t.index,
-                outcome,
+                outcome: Box::new(outcome),
             });
         }
     }

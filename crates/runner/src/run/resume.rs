@@ -156,6 +156,7 @@ fn done_of(f: TrialFile, stored: bool) -> (String, Done) {
             measures,
             resumed: r.resumed,
             cpu: r.cpu,
+            model_file: r.model_file,
         },
         device: r.device,
         threads: r.threads as usize,

@@ -183,6 +183,7 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         plan: &plan,
         store: &store,
         checkpoints: &checkpoints,
+        models: crate::run::models::ModelsOut::of_sweep(cfg.save, &out),
         finished: HashSet::new(),
     };
     if let Some(t) = teacher {

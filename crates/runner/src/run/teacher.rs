@@ -356,6 +356,7 @@ fn eval_only(
         message: None,
         finished_at: now_rfc3339(),
         measures: Default::default(),
+        model_file: None,
     })
 }
 

@@ -58,6 +58,7 @@ pub(super) fn train_teacher(
             checkpoint::save_or_warn(ckpt, &ids, snap, |w| failures.borrow_mut().push(w))
         }),
         rung: Default::default(),
+        models: Default::default(),
     };
     let data = TrainData {
         train: &data.train,

@@ -4,13 +4,14 @@
 use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
-use crate::data::{Data, SplitTensors, Tensors};
+use crate::data::{Data, DataPlan, SplitTensors, Tensors};
 use crate::error::TrainError;
 use crate::plan::PlannedTrial;
 use crate::run::checkpoint::{self, Checkpoints};
+use crate::run::models::{self, ModelMeta, ModelsOut};
 use crate::run::teacher::{Logits, TeacherFiles};
 use crate::train::measure::Reference;
-use crate::train::snapshot::{Durability, Rung, Snapshot};
+use crate::train::snapshot::{Durability, Keep, KeptModel, Rung, Snapshot};
 use crate::train::{self, Member, Outcome, TrainData};
 
 /// Everything student trials train on in one process: the splits on its device, the transfer
@@ -36,6 +37,11 @@ pub struct TrialContext {
     device: Device,
     /// Where and how often units checkpoint; none: never.
     checkpoints: Option<Checkpoints>,
+    /// Where and which students' weights are kept; none: nowhere.
+    models: Option<ModelsOut>,
+    /// The planned data and its standardisation (per channel mean and std), for the kept
+    /// models' metadata.
+    data: (DataPlan, Vec<f64>, Vec<f64>),
     /// Warnings about checkpoints, for the caller to show ([`TrialContext::take_notes`]).
     notes: std::cell::RefCell<Vec<String>>,
 }
@@ -118,8 +124,19 @@ impl TrialContext {
             classes: data.plan.classes,
             device,
             checkpoints: None,
+            models: None,
+            data: (
+                data.plan.clone(),
+                data.dataset.mean.clone(),
+                data.dataset.std.clone(),
+            ),
             notes: Default::default(),
         }
+    }
+
+    /// Keep the students' weights as `m` says.
+    pub fn with_models(self, m: Option<ModelsOut>) -> TrialContext {
+        TrialContext { models: m, ..self }
     }
 
     /// Checkpoint the units this context trains as `c` says, and continue from theirs.
@@ -301,6 +318,7 @@ impl TrialContext {
         let mut attempt = |resume: Option<Snapshot>| {
             let mut durable = self.durability(file, &ids, resume);
             durable.rung = rung.clone();
+            durable.models = self.keep(trials);
             match trials {
                 [t] if t.exec == Exec::Single => {
                     let index = t.index;
@@ -365,6 +383,66 @@ impl TrialContext {
                 checkpoint::save_or_warn(f, ids, snap, |w| self.note(w))
             }),
             rung: Default::default(),
+            models: Default::default(),
+        }
+    }
+
+    /// Where the finished students of `trials` (a unit, in order) go, as `save:` says.
+    fn keep<'a>(&'a self, trials: &'a [&'a PlannedTrial]) -> Keep<'a> {
+        let Some(m) = &self.models else {
+            return Keep::default();
+        };
+        Keep {
+            save: m.save,
+            sink: Box::new(move |i, model| match model {
+                Ok(model) => self.write_model(m, trials[i], &model),
+                Err(why) => {
+                    self.note(format!(
+                        "warning: student {} was not kept: {why}",
+                        trials[i].id
+                    ));
+                    None
+                }
+            }),
+        }
+    }
+
+    /// Write `model`, trial `t`'s weights; its path relative to OUT, or none (with a warning)
+    /// when it could not be written.
+    fn write_model(&self, m: &ModelsOut, t: &PlannedTrial, model: &KeptModel) -> Option<String> {
+        let (plan, mean, std) = &self.data;
+        let meta = ModelMeta {
+            format: models::FORMAT.into(),
+            trial_id: t.id.clone(),
+            model: t.student.model.clone(),
+            input: [self.input.channels, self.input.height, self.input.width],
+            classes: self.classes,
+            mean: mean.clone(),
+            std: std.clone(),
+            data: plan.clone(),
+            precision: t.student.train.precision,
+            exec: t.exec,
+            device: crate::env::device_label(self.device),
+            threads: tch::get_num_threads().max(1) as usize,
+            weights: model.which,
+            epoch: model.epoch,
+            test_acc: model.test.map(|(a, _)| a),
+            test_errors: model.test.and_then(|(_, e)| e),
+        };
+        match models::write(&m.dir, &meta, model) {
+            Ok(file) => {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                let dir = m.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                Some(format!(
+                    "{}/{}",
+                    dir.unwrap_or_default(),
+                    name.unwrap_or_default()
+                ))
+            }
+            Err(e) => {
+                self.note(format!("warning: student {} was not kept: {e}", t.id));
+                None
+            }
         }
     }
 

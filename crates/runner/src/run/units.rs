@@ -13,6 +13,7 @@ use crate::error::RunError;
 use crate::plan::{Plan, PlannedTrial};
 use crate::run::checkpoint::{self, Checkpoints};
 use crate::run::labels::{grouped, label, stopped_note};
+use crate::run::models::ModelsOut;
 use crate::run::pool;
 use crate::run::teacher::Teacher;
 use crate::run::trial::{Stopped, TrialContext};
@@ -26,6 +27,8 @@ pub(super) struct Units<'a> {
     pub plan: &'a Plan,
     pub store: &'a Store<'a>,
     pub checkpoints: &'a Checkpoints,
+    /// Where and which students' weights are kept (`save:`).
+    pub models: Option<ModelsOut>,
     /// The pending trials that ended in this run (a trial whose earlier run failed has a file
     /// already, so the files cannot tell which ones a stop left unrun).
     pub finished: HashSet<usize>,
@@ -88,7 +91,8 @@ impl Units<'_> {
         };
         Ok(
             TrialContext::with_splits(splits, data, &t.logits, Some(&t.files))
-                .with_checkpoints(Some(self.checkpoints.clone())),
+                .with_checkpoints(Some(self.checkpoints.clone()))
+                .with_models(self.models.clone()),
         )
     }
 
@@ -151,11 +155,13 @@ impl Units<'_> {
                     .map(|s| format!("{} ({} threads)", s.device, s.threads))
             )
         ));
+        let models = self.models.clone();
         let setup = |slot: &Slot| pool::Setup {
             data: plan.data.clone(),
             teacher: t.files.clone(),
             slot: slot.clone(),
             checkpoints: Some(self.checkpoints.clone()),
+            models: models.clone(),
         };
         // Per trial in flight, its unit's checkpoint and how many of the unit's trials run.
         let mut in_flight: HashMap<usize, (PathBuf, std::rc::Rc<std::cell::Cell<usize>>)> =

@@ -12,9 +12,9 @@ use tch::Tensor;
 use super::eval::{score, Score};
 pub(crate) use super::learner::{Batch, Learner, StepLoss};
 use super::run_state::{Geometry, Partial, RunState, Sums};
-use super::snapshot::Durability;
+use super::snapshot::{Durability, Keep};
 use super::{best_epoch, epoch_order, lr_at, Member, Outcome, TrainData};
-use crate::config::{TrainCfg, Weights};
+use crate::config::{Save, TrainCfg, Weights};
 use crate::data::SplitTensors;
 use crate::env::now_rfc3339;
 use crate::error::{AtRung, TrainError};
@@ -53,13 +53,12 @@ pub(crate) fn run(
     mut on_epoch: impl FnMut(usize, &EpochRecord),
 ) -> Result<Vec<Outcome>, TrainError> {
     let k = members.len();
-    let device = data.train.x.device();
-    if device.is_cuda() {
+    if data.train.x.device().is_cuda() {
         // Process-wide in libtorch: set for every trial, so each runs as its recipe says.
         tch::Cuda::cudnn_set_benchmark(cfg.cudnn_benchmark);
     }
     let g = Geometry::new(cfg, data.train.len() as usize);
-    let mut st = RunState::new(learner, k, cfg.epochs);
+    let mut st = RunState::new(learner, k, cfg.epochs, durable.models.save == Save::Best);
     if let Some(snap) = durable.resume.take() {
         st.restore(learner, snap, &g, k)
             .map_err(TrainError::Resume)?;
@@ -142,7 +141,8 @@ pub(crate) fn run(
             }
         }
     }
-    Ok(finish(learner, members, cfg, data, st, last_test))
+    let keep = std::mem::take(&mut durable.models);
+    Ok(finish(learner, members, cfg, data, st, last_test, keep))
 }
 
 /// Why a member retired by [`prune`] stopped, as its snapshot keeps it.
@@ -291,8 +291,8 @@ fn close_epoch(
             if alive[i] && sound && new_best {
                 st.best_val[i] = val[i].map_or(st.best_val[i], |v| v.acc);
                 // With `train.weights: best` the weights are kept though tested now: the
-                // trial ends with them.
-                if now && cfg.weights != Weights::Best {
+                // trial ends with them; with `save: best` they are written at the end.
+                if now && cfg.weights != Weights::Best && !st.keep_best {
                     st.kept.forget(i);
                 } else {
                     st.kept.keep(i, epoch);
@@ -354,8 +354,8 @@ fn close_epoch(
     logits
 }
 
-/// The kept best epochs' test accuracies, written into their epoch records: one pass with
-/// their weights in place. Per student, the kept epoch whose test logits were not finite.
+/// The kept best epochs' test accuracies, written into the epoch records that have none (one
+/// pass with their weights in place). Per student, the kept epoch whose logits were not finite.
 fn test_kept(
     learner: &dyn Learner,
     kept: &super::kept::Kept,
@@ -363,12 +363,15 @@ fn test_kept(
     data: &TrainData,
 ) -> Vec<Option<u32>> {
     let mut late_diverged = vec![None; logs.len()];
-    if !kept.epochs().iter().any(Option::is_some) || data.test.is_empty() {
+    let untested: Vec<Option<u32>> = (kept.epochs().iter().zip(logs.iter()))
+        .map(|(e, log)| e.filter(|&e| log.iter().any(|l| l.epoch == e && l.test_acc.is_none())))
+        .collect();
+    if !untested.iter().any(Option::is_some) || data.test.is_empty() {
         return late_diverged;
     }
     let logits = kept.with(|| learner.logits(&data.test.x));
     let scores = score(&logits, &data.test.y);
-    for (i, e) in kept.epochs().iter().enumerate() {
+    for (i, e) in untested.iter().enumerate() {
         let Some(e) = *e else { continue };
         let Some(log) = logs[i].iter_mut().find(|l| l.epoch == e) else {
             continue;
@@ -391,6 +394,7 @@ fn finish(
     data: &TrainData,
     st: RunState,
     mut last_test: Option<Tensor>,
+    models: Keep,
 ) -> Vec<Outcome> {
     let k = members.len();
     let RunState {
@@ -404,25 +408,14 @@ fn finish(
         ..
     } = st;
     let late_diverged = test_kept(learner, &kept, &mut logs, data);
+    let kept_epochs = kept.epochs().to_vec();
     // `train.weights: best`: the students end with their best validation epoch's weights.
     let best = cfg.weights == Weights::Best;
     if best && kept.epochs().iter().any(Option::is_some) {
         kept.install();
         last_test = None;
     }
-    // The test logits are scored and, for the measures, kept.
-    let any = alive.iter().any(|&a| a);
-    let test = (any && !data.test.is_empty())
-        .then(|| last_test.unwrap_or_else(|| learner.logits(&data.test.x)));
-    let (train_scores, test_scores) = if any {
-        let t = test.as_ref().map_or_else(
-            || vec![None; k],
-            |t| score(t, &data.test.y).into_iter().map(Some).collect(),
-        );
-        (evaluate(learner, data.train, k), t)
-    } else {
-        (vec![None; k], vec![None; k])
-    };
+    let (test, train_scores, test_scores) = final_scores(learner, data, &alive, last_test);
     // Confusion, fidelity and bias shift, from each student's own logits.
     let val = match (data.reference, &test) {
         (Some(_), Some(_)) if !data.val.is_empty() => Some(learner.logits(&data.val.x)),
@@ -430,7 +423,7 @@ fn finish(
     };
     let wall_s = (before + start.elapsed().as_secs_f64()) / k as f64;
     let finished_at = now_rfc3339();
-    (0..k)
+    let mut outcomes: Vec<Outcome> = (0..k)
         .map(|i| {
             let (train, test_score) = (train_scores[i], test_scores[i]);
             let mut out = Outcome {
@@ -476,5 +469,32 @@ fn finish(
             }
             out
         })
-        .collect()
+        .collect();
+    let best_copies = (kept.copies(), kept_epochs.as_slice());
+    let n = data.test.len();
+    super::save::keep_models(learner, cfg, n, best_copies, &mut outcomes, models);
+    outcomes
+}
+
+/// After training, if any student of `alive` is: the test logits (`last_test` when the
+/// weights have not changed since they were measured), kept for the measures, and per student
+/// the scores on the training and test splits.
+#[allow(clippy::type_complexity)]
+fn final_scores(
+    learner: &dyn Learner,
+    data: &TrainData,
+    alive: &[bool],
+    last_test: Option<Tensor>,
+) -> (Option<Tensor>, Vec<Option<Score>>, Vec<Option<Score>>) {
+    let k = alive.len();
+    if !alive.iter().any(|&a| a) {
+        return (None, vec![None; k], vec![None; k]);
+    }
+    let test =
+        (!data.test.is_empty()).then(|| last_test.unwrap_or_else(|| learner.logits(&data.test.x)));
+    let t = test.as_ref().map_or_else(
+        || vec![None; k],
+        |t| score(t, &data.test.y).into_iter().map(Some).collect(),
+    );
+    (test, evaluate(learner, data.train, k), t)
 }

@@ -12,6 +12,13 @@ pub(crate) fn tensors_of(vs: &nn::VarStore) -> Vec<Tensor> {
     named.into_iter().map(|(_, t)| t).collect()
 }
 
+/// The names of `vs`'s tensors, in [`tensors_of`]'s order.
+pub(crate) fn names_of(vs: &nn::VarStore) -> Vec<String> {
+    let mut names: Vec<String> = vs.variables().into_keys().collect();
+    names.sort();
+    names
+}
+
 /// A copy of a learner's state (every tensor its evaluation-mode logits read: weights and
 /// buffers such as batch-norm statistics), per student the epoch it holds.
 pub(crate) struct Kept {
@@ -61,6 +68,14 @@ impl Kept {
     /// Per student, the epoch whose state is kept and not yet measured.
     pub(crate) fn epochs(&self) -> &[Option<u32>] {
         &self.epoch
+    }
+
+    /// The copy of every student's state (in the learner's [`Learner::state`] order), if one
+    /// was made; student `i`'s holds epoch [`Kept::epochs`]`[i]` where that is set.
+    ///
+    /// [`Learner::state`]: super::learner::Learner::state
+    pub(crate) fn copies(&self) -> Option<&[Tensor]> {
+        self.copies.as_deref()
     }
 
     /// Put each kept student's copy in place of its live state for good (`train.weights:

@@ -49,6 +49,10 @@ pub(crate) trait Learner {
     /// Every tensor [`Learner::logits`] reads (weights and buffers), shallow, in a fixed order;
     /// and whether they hold the K students along dim 0.
     fn state(&self) -> (Vec<Tensor>, bool);
+    /// Student `i`'s tensors in `state` (ordered as [`Learner::state`] orders them: the live
+    /// ones or a kept copy), named and shaped as the zoo names and shapes a net of its spec
+    /// built alone (a pack's are sliced and transposed back), shallow where they can be.
+    fn member(&self, state: &[Tensor], i: usize) -> Vec<(String, Tensor)>;
     /// Everything a continued run needs of the learner: its model's tensors (`model/<name>`)
     /// and its optimiser's state (`opt/...`), shallow.
     fn export(&self) -> Vec<(String, Tensor)>;

@@ -31,7 +31,9 @@ pub(crate) mod measure;
 pub(crate) mod optim;
 pub(crate) mod packed;
 mod precision;
+pub(crate) mod reload;
 mod run_state;
+mod save;
 pub(crate) mod single;
 pub mod snapshot;
 
@@ -84,6 +86,9 @@ pub struct Outcome {
     /// loaded from a file, or cached before the model was recorded.
     #[serde(default)]
     pub cpu: Option<String>,
+    /// Where its weights were kept (`save:`), relative to OUT: `models/<trial id>.safetensors`.
+    #[serde(default)]
+    pub model_file: Option<String>,
 }
 
 impl Outcome {
@@ -112,6 +117,7 @@ impl Outcome {
             measures: Default::default(),
             resumed: None,
             cpu: Some(crate::env::cpu_model()),
+            model_file: None,
         }
     }
 

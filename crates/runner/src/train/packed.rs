@@ -37,7 +37,7 @@ pub fn bytes_per_student(
 }
 
 /// Evaluation rows per chunk of a pack's forward pass.
-const EVAL_CHUNK: i64 = 5000;
+pub(crate) const EVAL_CHUNK: i64 = 5000;
 
 /// How many students of `spec` one pack holds on `device`: what fits a memory budget (2 GiB on
 /// a CPU, 8 GiB on a GPU), at most 64 (beyond that one kernel call is already large).
@@ -235,6 +235,25 @@ impl Learner for Packed<'_> {
 
     fn state(&self) -> (Vec<Tensor>, bool) {
         (super::kept::tensors_of(&self.vs), true)
+    }
+
+    fn member(&self, state: &[Tensor], i: usize) -> Vec<(String, Tensor)> {
+        // `fcN.weight` `[K, in, out]` and `fcN.bias` `[K, 1, out]` (`PackedMlp::stack`): a
+        // lone MLP's `[out, in]` and `[out]`.
+        let names = super::kept::names_of(&self.vs);
+        names
+            .into_iter()
+            .zip(state)
+            .map(|(name, t)| {
+                let one = t.get(i as i64);
+                let t = if one.dim() == 2 && name.ends_with(".weight") {
+                    one.tr()
+                } else {
+                    one.view([-1])
+                };
+                (name, t)
+            })
+            .collect()
     }
 
     fn export(&self) -> Vec<(String, Tensor)> {

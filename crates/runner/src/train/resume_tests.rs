@@ -129,6 +129,7 @@ impl Stopper {
                 true
             }),
             rung: self.rung.clone(),
+            models: Default::default(),
         }
     }
 }

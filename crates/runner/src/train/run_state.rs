@@ -108,10 +108,15 @@ pub(super) struct RunState {
     pub partial: Option<Partial>,
     /// A continued run: where it continued, as its outcome says.
     pub resumed: Option<String>,
+    /// Keep each student's best epoch's weights to the end even when that epoch was tested
+    /// as it happened (`save: best`).
+    pub keep_best: bool,
 }
 
 impl RunState {
-    pub fn new(learner: &dyn Learner, k: usize, epochs: usize) -> RunState {
+    /// The state at step 0 of `k` students training `epochs` epochs; `keep_best`: see
+    /// [`RunState::keep_best`].
+    pub fn new(learner: &dyn Learner, k: usize, epochs: usize, keep_best: bool) -> RunState {
         let (state, stacked) = learner.state();
         RunState {
             alive: vec![true; k],
@@ -126,6 +131,7 @@ impl RunState {
             last_snapshot: Instant::now(),
             partial: None,
             resumed: None,
+            keep_best,
         }
     }
 

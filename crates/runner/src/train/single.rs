@@ -215,6 +215,14 @@ impl Learner for Single<'_> {
         (tensors_of(self.vs), false)
     }
 
+    fn member(&self, state: &[Tensor], _i: usize) -> Vec<(String, Tensor)> {
+        let names = super::kept::names_of(self.vs);
+        names
+            .into_iter()
+            .zip(state.iter().map(Tensor::shallow_clone))
+            .collect()
+    }
+
     fn export(&self) -> Vec<(String, Tensor)> {
         let mut out = model_tensors(self.vs);
         out.extend(self.opt.export());

@@ -77,6 +77,42 @@ pub struct Durability<'h> {
     pub save: Box<dyn FnMut(&Snapshot) -> bool + 'h>,
     /// Where successive halving pauses the run and which members it pruned.
     pub rung: Rung,
+    /// Which weights of each finished student are kept, and where they go.
+    pub models: Keep<'h>,
+}
+
+/// `save:` in a run: which weights of each student that finishes are handed to `sink` (with
+/// `Save::None`, none), as a [`KeptModel`], or why they cannot be; the sink says where it put
+/// them (a path relative to OUT), or none when it could not (its failures are its own to
+/// report: the trial's record is written either way).
+pub struct Keep<'h> {
+    pub save: crate::config::Save,
+    pub sink: Box<Sink<'h>>,
+}
+
+/// Where [`Keep`] hands member `i`'s weights, or why they cannot be kept; the path written.
+pub type Sink<'h> = dyn FnMut(usize, Result<KeptModel, String>) -> Option<String> + 'h;
+
+impl Default for Keep<'_> {
+    fn default() -> Self {
+        Keep {
+            save: crate::config::Save::None,
+            sink: Box::new(|_, _| None),
+        }
+    }
+}
+
+/// One student's weights as its record measured them.
+pub struct KeptModel {
+    /// Its tensors, named and shaped as the zoo names a net of its spec built alone.
+    pub tensors: Vec<(String, Tensor)>,
+    /// `Best` (the best validation epoch's) or `Last` (those it ended with).
+    pub which: crate::config::Save,
+    /// The epoch whose weights they are.
+    pub epoch: u32,
+    /// Their test accuracy and errors, as the record has them (`best_test_acc` or
+    /// `test_acc`).
+    pub test: Option<(f64, Option<u64>)>,
 }
 
 /// A run's part in successive halving: pause at the end of epoch `until` (a rung; never the
@@ -99,6 +135,7 @@ impl Durability<'_> {
             stop: Box::new(|| false),
             save: Box::new(|_| false),
             rung: Rung::default(),
+            models: Keep::default(),
         }
     }
 }

@@ -1,0 +1,227 @@
+//! Kept students (`save:`): each finished student's weights and buffers, as its record measured
+//! them, in `OUT/models/<trial id>.safetensors`, written through a temporary file and a rename
+//! with its SHA-256 beside it (the caches' mechanism, `cache_file.rs`). Tensors are named as
+//! the family's PyTorch reference definition names them ([`kd_model_zoo::Family::reference_name`]:
+//! `experiments/reference/models.py` for mlp and cnn, RepDistiller's for the CIFAR families)
+//! and kept in the number format the student was evaluated in (bfloat16 for a bf16 student).
+//! The file's metadata ([`ModelMeta`], one JSON value per key) says what it is and how its
+//! inputs were standardised; `kd eval` reads it back (`model_eval.rs`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kd_model_zoo::ModelSpec;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::config::{Precision, Save};
+use crate::data::DataPlan;
+use crate::error::{io_err, RunError};
+use crate::train::snapshot::KeptModel;
+
+/// The format written in every kept file's metadata (`format`).
+pub const FORMAT: &str = "kd-sweep student 1";
+
+/// Where and which students' weights a sweep keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelsOut {
+    /// `OUT/models`.
+    pub dir: PathBuf,
+    pub save: Save,
+}
+
+impl ModelsOut {
+    /// Where a sweep writing to `out` keeps its students, as `save` says (none: nowhere).
+    pub fn of_sweep(save: Save, out: &Path) -> Option<ModelsOut> {
+        (save != Save::None).then(|| ModelsOut {
+            dir: models_dir(out),
+            save,
+        })
+    }
+}
+
+/// The folder of a sweep's kept students: `OUT/models`.
+pub fn models_dir(out: &Path) -> PathBuf {
+    out.join("models")
+}
+
+/// Move the kept files of trials `ids` (`models/<id>.*`: the weights, their digest, exports) to
+/// `replaced/models/`, so a trial trained again never leaves its earlier model beside its new
+/// record (`--fresh`).
+pub fn set_aside(
+    out: &Path,
+    ids: &std::collections::HashSet<String>,
+    replaced: &Path,
+) -> Result<(), RunError> {
+    let Ok(entries) = std::fs::read_dir(models_dir(out)) else {
+        return Ok(());
+    };
+    let to = replaced.join("models");
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let id = name.split('.').next().unwrap_or_default();
+        if ids.contains(id) {
+            std::fs::create_dir_all(&to).map_err(io_err(&to))?;
+            let dest = to.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&path, &dest).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a kept file says of itself: its safetensors metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// [`FORMAT`].
+    pub format: String,
+    pub trial_id: String,
+    /// The student's model spec, as the config resolves it (`{"arch": "mlp", ...}`).
+    pub model: ModelSpec,
+    /// `[channels, height, width]` of an input image.
+    pub input: [usize; 3],
+    pub classes: usize,
+    /// Per channel, the mean and std the inputs were standardised with: `x = (pixel / 255 -
+    /// mean) / std`, from the training split.
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// The data the sweep planned (dataset, folder, fingerprint, split).
+    pub data: DataPlan,
+    /// `fp32` or `bf16`: the number format of the tensors and of the evaluation.
+    pub precision: Precision,
+    /// `single`, or `packed` when it trained in a pack (evaluated as a pack of one, as its
+    /// record was).
+    pub exec: kd_report::Exec,
+    /// Where it was evaluated for its record: `cpu`, `cuda:0`, ..., and libtorch's threads
+    /// (the arithmetic's order, and so the last bits, may depend on both).
+    pub device: String,
+    pub threads: usize,
+    /// `best` (its best validation epoch's weights) or `last` (those it ended with).
+    pub weights: Save,
+    pub epoch: u32,
+    /// Its record's test accuracy and errors for these weights.
+    pub test_acc: Option<f64>,
+    pub test_errors: Option<u64>,
+}
+
+/// The keys whose metadata values are plain strings; every other value is JSON.
+const TEXT_KEYS: [&str; 3] = ["format", "trial_id", "precision"];
+
+impl ModelMeta {
+    fn to_metadata(&self) -> HashMap<String, String> {
+        let serde_json::Value::Object(map) = serde_json::to_value(self).expect("serialises") else {
+            unreachable!("a struct serialises to an object")
+        };
+        map.into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) if TEXT_KEYS.contains(&k.as_str()) => (k, s),
+                v => (k, v.to_string()),
+            })
+            .collect()
+    }
+
+    fn from_metadata(meta: &HashMap<String, String>) -> Result<ModelMeta, String> {
+        let map: serde_json::Map<String, serde_json::Value> = meta
+            .iter()
+            .map(|(k, v)| {
+                let value = if TEXT_KEYS.contains(&k.as_str()) {
+                    Ok(serde_json::Value::String(v.clone()))
+                } else {
+                    serde_json::from_str(v).map_err(|e| format!("metadata `{k}`: {e}"))
+                };
+                value.map(|v| (k.clone(), v))
+            })
+            .collect::<Result<_, String>>()?;
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("metadata: {e}"))
+    }
+}
+
+/// A tensor's bytes, as safetensors stores them.
+struct Raw {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &Raw {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn raw(t: &Tensor) -> Result<Raw, String> {
+    let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+    let dtype = match t.kind() {
+        Kind::Float => safetensors::Dtype::F32,
+        Kind::BFloat16 => safetensors::Dtype::BF16,
+        Kind::Int64 => safetensors::Dtype::I64,
+        k => return Err(format!("a tensor of kind {k:?} cannot be kept")),
+    };
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)
+        .map_err(|e| e.to_string())?;
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    Ok(Raw { dtype, shape, data })
+}
+
+/// Write `model` as `dir/<meta.trial_id>.safetensors`, its tensors under their reference
+/// names, with its digest beside it; the path written.
+pub fn write(dir: &Path, meta: &ModelMeta, model: &KeptModel) -> Result<PathBuf, RunError> {
+    let file = dir.join(format!("{}.safetensors", meta.trial_id));
+    let fail = |reason: String| RunError::ModelFile {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let mut raws = Vec::with_capacity(model.tensors.len());
+    for (name, t) in &model.tensors {
+        raws.push((meta.model.reference_name(name), raw(t).map_err(fail)?));
+    }
+    let views = raws.iter().map(|(n, r)| (n.as_str(), r));
+    let bytes = safetensors::serialize(views, &Some(meta.to_metadata()))
+        .map_err(|e| fail(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    super::cache_file::write_verified(&file, &bytes)?;
+    Ok(file)
+}
+
+/// A kept file's metadata and tensors (under their reference names), its digest checked when
+/// it has one beside it (a file copied without it is read as it is).
+pub fn read(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunError> {
+    let fail = |reason: String| RunError::ModelFile {
+        file: file.to_path_buf(),
+        reason,
+    };
+    if let super::cache_file::Check::Bad(why) = super::cache_file::check(file) {
+        return Err(fail(why));
+    }
+    let bytes = std::fs::read(file).map_err(io_err(file))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| fail("it has no metadata: not a model kd-sweep kept".into()))?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(fail(format!(
+            "its metadata does not say `format: {FORMAT}`: not a model kd-sweep kept"
+        )));
+    }
+    let meta = ModelMeta::from_metadata(meta).map_err(fail)?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let t = Tensor::try_from(view).map_err(|e| fail(format!("tensor `{name}`: {e}")))?;
+        tensors.push((name, t));
+    }
+    Ok((meta, tensors))
+}
