@@ -117,6 +117,86 @@ impl Graph {
         )
     }
 
+    /// Batch normalisation `prefix` in evaluation mode (`weight`, `bias`, `running_mean`,
+    /// `running_var`; epsilon 1e-5, `nn.BatchNorm2d`'s and tch's).
+    pub fn batch_norm(&mut self, prefix: &str) -> String {
+        let names =
+            ["weight", "bias", "running_mean", "running_var"].map(|n| format!("{prefix}.{n}"));
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.then(
+            "BatchNormalization",
+            &refs,
+            vec![("epsilon", Attr::Float(1e-5))],
+        )
+    }
+
+    /// `a + b`, elementwise.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.node("Add", &[a, b], vec![])
+    }
+
+    /// The mean over each channel's map: `[batch, C, H, W]` to `[batch, C, 1, 1]`.
+    pub fn global_avg_pool(&mut self) -> String {
+        self.then("GlobalAveragePool", &[], vec![])
+    }
+
+    /// An int64 constant of `values` (a shape, slice bounds); its name.
+    pub fn ints(&mut self, values: Vec<i64>) -> String {
+        self.counter += 1;
+        let name = format!("const_{}", self.counter);
+        self.constants.push(Constant::Ints(
+            name.clone(),
+            vec![values.len() as i64],
+            values,
+        ));
+        name
+    }
+
+    /// The ShuffleNets' channel shuffle of the last value, `[N, C, side, side]` in `groups`
+    /// groups: `Reshape` to `[N, g, C/g, side, side]`, `Transpose` the two group axes, `Reshape`
+    /// back.
+    pub fn shuffle(&mut self, groups: i64, channels: i64, side: i64) -> String {
+        let split = self.ints(vec![0, groups, channels / groups, side, side]);
+        let back = self.ints(vec![0, channels, side, side]);
+        self.then("Reshape", &[&split], vec![]);
+        self.then(
+            "Transpose",
+            &[],
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))],
+        );
+        self.then("Reshape", &[&back], vec![])
+    }
+
+    /// Channels `start..end` of `x`.
+    pub fn channels(&mut self, x: &str, start: i64, end: i64) -> String {
+        let (s, e, axes) = (
+            self.ints(vec![start]),
+            self.ints(vec![end]),
+            self.ints(vec![1]),
+        );
+        self.node("Slice", &[x, &s, &e, &axes], vec![])
+    }
+
+    /// `a` and `b` concatenated along the channels.
+    pub fn concat(&mut self, a: &str, b: &str) -> String {
+        self.node("Concat", &[a, b], vec![("axis", Attr::Int(1))])
+    }
+
+    /// Average pooling of the last value, window `k`, `stride`, zero padding `pad` counted in
+    /// the average (PyTorch's `count_include_pad=True`), floor mode.
+    pub fn avg_pool(&mut self, k: i64, stride: i64, pad: i64) -> String {
+        self.then(
+            "AveragePool",
+            &[],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![stride, stride])),
+                ("pads", Attr::Ints(vec![pad, pad, pad, pad])),
+                ("count_include_pad", Attr::Int(1)),
+            ],
+        )
+    }
+
     /// `Relu` on the last value.
     pub fn relu(&mut self) -> String {
         self.then("Relu", &[], vec![])

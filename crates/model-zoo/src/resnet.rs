@@ -156,6 +156,40 @@ impl Family for ResNetSpec {
         0
     }
 
+    /// As [`ResNetNet`]'s forward pass, by the names [`ResNetSpec::build`] gives.
+    fn graph(&self, g: &mut crate::Graph, _input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        g.conv("conv1", 3, 1, 1, 1, false);
+        g.batch_norm("bn1");
+        g.relu();
+        let mut c = self.widths[0];
+        for (stage, &planes) in self.widths[1..].iter().enumerate() {
+            for b in 0..self.blocks() {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                let q = format!("layer{}.{b}", stage + 1);
+                let x = g.last.clone();
+                g.conv(&format!("{q}.conv1"), 3, stride, 1, 1, false);
+                g.batch_norm(&format!("{q}.bn1"));
+                g.relu();
+                g.conv(&format!("{q}.conv2"), 3, 1, 1, 1, false);
+                let main = g.batch_norm(&format!("{q}.bn2"));
+                let residual = if stride != 1 || c != planes {
+                    g.last = x;
+                    g.conv(&format!("{q}.downsample.0"), 1, stride, 0, 1, false);
+                    g.batch_norm(&format!("{q}.downsample.1"))
+                } else {
+                    x
+                };
+                g.add(&main, &residual);
+                g.relu();
+                c = planes;
+            }
+        }
+        g.global_avg_pool();
+        g.flatten();
+        g.linear("fc");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let conv = |p: nn::Path, cin, cout, k, stride| conv(p, cin, cout, k, stride, false);
         let w = &self.widths;

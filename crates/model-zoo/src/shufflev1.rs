@@ -197,6 +197,43 @@ impl Family for ShuffleV1Spec {
         0
     }
 
+    /// As [`ShuffleV1Net`]'s forward pass, by the names [`ShuffleV1Spec::build`] gives.
+    fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        g.conv("conv1", 1, 1, 0, 1, false);
+        g.batch_norm("bn1");
+        g.relu();
+        let side = input.height.max(input.width);
+        let mut s_in = side as i64;
+        for (l, stage) in self.bottlenecks(side).iter().enumerate() {
+            for (b, &(_, mid, _, gr, stride, s)) in stage.iter().enumerate() {
+                let q = format!("layer{}.{b}", l + 1);
+                let x = g.last.clone();
+                g.conv(&format!("{q}.conv1"), 1, 1, 0, gr as i64, false);
+                g.batch_norm(&format!("{q}.bn1"));
+                g.relu();
+                g.shuffle(gr as i64, mid as i64, s_in);
+                g.conv(&format!("{q}.conv2"), 3, stride as i64, 1, mid as i64, false);
+                g.batch_norm(&format!("{q}.bn2"));
+                g.relu();
+                g.conv(&format!("{q}.conv3"), 1, 1, 0, self.groups as i64, false);
+                let out = g.batch_norm(&format!("{q}.bn3"));
+                if stride == 2 {
+                    g.last = x;
+                    let res = g.avg_pool(3, 2, 1);
+                    g.concat(&out, &res);
+                } else {
+                    g.add(&out, &x);
+                }
+                g.relu();
+                s_in = s as i64;
+            }
+        }
+        g.avg_pool(4, 4, 0);
+        g.flatten();
+        g.linear("linear");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let conv =
             |p: nn::Path, io, k, stride, groups| grouped(p, io, k, stride, groups, ConvInit::Torch);

@@ -225,6 +225,54 @@ impl Family for ShuffleV2Spec {
         0
     }
 
+    /// As [`ShuffleV2Net`]'s forward pass, by the names [`ShuffleV2Spec::build`] gives.
+    fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        let conv_bn = |g: &mut crate::Graph, q: &str, i: usize, k: i64, stride: i64, groups: usize| {
+            let at = |what: &str| match q {
+                "" => format!("{what}{i}"),
+                q => format!("{q}.{what}{i}"),
+            };
+            g.conv(&at("conv"), k, stride, k / 2, groups as i64, false);
+            g.batch_norm(&at("bn"))
+        };
+        conv_bn(g, "", 1, 1, 1, 1);
+        g.relu();
+        for (l, (cin, out, n, s)) in self.stages(input.height.max(input.width)).into_iter().enumerate() {
+            let (layer, mid, s) = (format!("layer{}", l + 1), out / 2, s as i64);
+            let (d, x) = (format!("{layer}.0"), g.last.clone());
+            conv_bn(g, &d, 1, 3, 2, cin);
+            conv_bn(g, &d, 2, 1, 1, 1);
+            let left = g.relu();
+            g.last = x;
+            conv_bn(g, &d, 3, 1, 1, 1);
+            g.relu();
+            conv_bn(g, &d, 4, 3, 2, mid);
+            conv_bn(g, &d, 5, 1, 1, 1);
+            let right = g.relu();
+            g.concat(&left, &right);
+            g.shuffle(2, out as i64, s);
+            for b in 1..=n {
+                let (q, x) = (format!("{layer}.{b}"), g.last.clone());
+                let (half, all) = ((out / 2) as i64, out as i64);
+                let x1 = g.channels(&x, 0, half);
+                g.channels(&x, half, all);
+                conv_bn(g, &q, 1, 1, 1, 1);
+                g.relu();
+                conv_bn(g, &q, 2, 3, 1, out / 2);
+                conv_bn(g, &q, 3, 1, 1, 1);
+                let o = g.relu();
+                g.concat(&x1, &o);
+                g.shuffle(2, all, s);
+            }
+        }
+        conv_bn(g, "", 2, 1, 1, 1);
+        g.relu();
+        g.avg_pool(4, 4, 0);
+        g.flatten();
+        g.linear("linear");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let conv =
             |p: nn::Path, io, k, stride, groups| grouped(p, io, k, stride, groups, ConvInit::Torch);

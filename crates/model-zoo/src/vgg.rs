@@ -171,6 +171,27 @@ impl Family for VggSpec {
         0
     }
 
+    /// As [`VggNet`]'s forward pass, by the names [`VggSpec::build`] gives.
+    fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        let convs = self.convs(input);
+        let blocks = convs.iter().map(|c| c.0 + 1).max().unwrap_or(0);
+        let pool4 = input.height.max(input.width) == 64;
+        for b in 0..blocks {
+            for &(_, j, ..) in convs.iter().filter(|c| c.0 == b) {
+                g.conv(&format!("block{b}.{}", 3 * j), 3, 1, 1, 1, true);
+                g.batch_norm(&format!("block{b}.{}", 3 * j + 1));
+                g.relu();
+            }
+            if b < 3 || (b == 3 && pool4) {
+                g.max_pool(2);
+            }
+        }
+        g.global_avg_pool();
+        g.flatten();
+        g.linear("classifier");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let mut blocks: Vec<Vec<(nn::Conv2D, nn::BatchNorm)>> = Vec::new();
         for (b, j, cin, cout, _) in self.convs(input) {

@@ -143,6 +143,37 @@ impl Family for WrnSpec {
         0
     }
 
+    /// As [`WrnNet`]'s forward pass (pre-activation blocks), by the names
+    /// [`WrnSpec::build`] gives.
+    fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
+        g.conv("conv1", 3, 1, 1, 1, false);
+        let n = (self.depth - 4) / 6;
+        for (j, &(cin, cout, stride, _)) in self.blocks(input).iter().enumerate() {
+            let q = format!("block{}.layer.{}", j / n + 1, j % n);
+            let stride = stride as i64;
+            let x = g.last.clone();
+            g.batch_norm(&format!("{q}.bn1"));
+            let pre = g.relu();
+            g.conv(&format!("{q}.conv1"), 3, stride, 1, 1, false);
+            g.batch_norm(&format!("{q}.bn2"));
+            g.relu();
+            let main = g.conv(&format!("{q}.conv2"), 3, 1, 1, 1, false);
+            let residual = if cin != cout {
+                g.last = pre;
+                g.conv(&format!("{q}.convShortcut"), 1, stride, 0, 1, false)
+            } else {
+                x
+            };
+            g.add(&main, &residual);
+        }
+        g.batch_norm("bn1");
+        g.relu();
+        g.global_avg_pool();
+        g.flatten();
+        g.linear("fc");
+        Ok(())
+    }
+
     fn build(&self, p: &nn::Path, input: InputShape, classes: usize) -> Net {
         let w = self.widths();
         let stem = conv(p / "conv1", input.channels, w[0], 3, 1, false);

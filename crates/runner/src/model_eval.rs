@@ -42,10 +42,11 @@ pub struct EvalArgs {
     /// libtorch's intra-op threads (default: those of its record's evaluation).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Also write the logits (`[images, classes]`, float32) to this safetensors file, as
-    /// tensor `logits`.
+    /// Also write what was evaluated to this safetensors file: `pixels` (uint8 `[n, C, H,
+    /// W]`), `input` (the standardised float32 images), `labels` (int64) and `logits` (float32
+    /// `[n, classes]`), to check an export against (`experiments/reference/onnx_run.py`).
     #[arg(long)]
-    pub logits: Option<PathBuf>,
+    pub dump: Option<PathBuf>,
 }
 
 /// What `kd eval` found: its text, and whether it contradicts the model's record.
@@ -148,10 +149,16 @@ pub fn eval(args: &EvalArgs) -> Result<Evaluated, RunError> {
     }
     let (x, y) = ds.tensors(split, device);
     let logits = model.logits(&x);
-    if let Some(file) = &args.logits {
-        let cpu = logits.to_device(tch::Device::Cpu);
-        Tensor::write_safetensors(&[("logits", &cpu)], file)
-            .map_err(crate::error::torch_err(file))?;
+    if let Some(file) = &args.dump {
+        let cpu = |t: &Tensor| t.to_device(tch::Device::Cpu);
+        let pixels = Tensor::from_slice(&split.images).view(x.size().as_slice());
+        let named = [
+            ("pixels", pixels),
+            ("input", cpu(&x)),
+            ("labels", cpu(&y)),
+            ("logits", cpu(&logits)),
+        ];
+        Tensor::write_safetensors(&named, file).map_err(crate::error::torch_err(file))?;
     }
     let predicted = crate::train::host::i64s(&logits.argmax(-1, false));
     let truth = crate::train::host::i64s(&y);

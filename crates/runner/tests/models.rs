@@ -30,9 +30,9 @@ fn errors_in(text: &str) -> u64 {
     rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// The errors of `acc` on the 10,000 test images.
-fn errors_of(acc: f64) -> u64 {
-    ((1.0 - acc) * 10_000.0).round() as u64
+/// The errors of `acc` on `r`'s test images.
+fn errors_of(r: &TrialRecord, acc: f64) -> u64 {
+    ((1.0 - acc) * r.test_images as f64).round() as u64
 }
 
 /// Every finished student of `out` has its file, and `kd eval` gives its record's errors for the
@@ -52,7 +52,7 @@ fn check_kept(out: &Path, cache: &Path, save: &str, pytorch: bool) -> Vec<TrialR
         let (code, text, err) = eval(&file, cache);
         assert_eq!(code, 0, "{text}{err}");
         let want = match save {
-            "best" => errors_of(r.best_test_acc.unwrap()),
+            "best" => errors_of(r, r.best_test_acc.unwrap()),
             _ => r.test_errors.unwrap(),
         };
         assert_eq!(errors_in(&text), want, "{}: {text}", r.trial_id);
@@ -80,16 +80,16 @@ fn check_kept(out: &Path, cache: &Path, save: &str, pytorch: bool) -> Vec<TrialR
     rows
 }
 
-/// `kd export FILE --format onnx` (and `--pixels`) run in onnxruntime on the test images: the
-/// errors `kd eval` gives, and its logits to 1e-4.
-fn check_onnx(file: &Path, cache: &Path) {
-    let kd_logits = file.with_extension("logits.safetensors");
+/// `kd export FILE --format onnx` (and `--pixels`) run in onnxruntime on the images `kd eval`
+/// evaluated: its errors on `n` images, and its logits to 1e-4.
+fn check_onnx(file: &Path, cache: &Path, n: usize) {
+    let dump = file.with_extension("eval.safetensors");
     let o = kd(
         &[
             "eval",
             file.to_str().unwrap(),
-            "--logits",
-            kd_logits.to_str().unwrap(),
+            "--dump",
+            dump.to_str().unwrap(),
         ],
         cache,
     );
@@ -106,16 +106,12 @@ fn check_onnx(file: &Path, cache: &Path) {
         assert!(o.status.success(), "{}", stderr(&o));
         let onnx = String::from_utf8_lossy(&o.stdout).trim().to_string();
         let o = std::process::Command::new(python())
-            .args([script.as_os_str(), onnx.as_ref(), file.as_os_str()])
-            .args(["--logits", kd_logits.to_str().unwrap()])
+            .args([script.as_os_str(), onnx.as_ref(), dump.as_os_str()])
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{said}{}", stderr(&o));
-        assert!(
-            said.contains(&format!("errors {errors} of 10000")),
-            "{said}"
-        );
+        assert!(said.contains(&format!("errors {errors} of {n}")), "{said}");
         let diff: f64 = said.split_whitespace().last().unwrap().parse().unwrap();
         assert!(diff < 1e-4, "pixels {pixels}: {said}");
     }
@@ -179,6 +175,7 @@ fn packed_students_keep_their_last_weights_fp32_and_bf16() {
     check_onnx(
         &out.join(kd.model_file.as_ref().unwrap()),
         &dir.path().join("cache"),
+        10_000,
     );
 }
 
@@ -202,6 +199,7 @@ fn a_cnn_student_is_kept_and_save_none_keeps_nothing() {
     check_onnx(
         &out.join(rows[0].model_file.as_ref().unwrap()),
         &dir.path().join("cache"),
+        10_000,
     );
     // --fresh sets the earlier model (and its exports) aside with the earlier record.
     let (o, out) = sweep(dir.path(), &cfg, &["--fresh"]);
@@ -265,4 +263,62 @@ fn a_damaged_or_foreign_file_is_refused() {
         err.contains("foreign.safetensors") && err.contains("not a model kd-sweep kept"),
         "{err}"
     );
+}
+
+/// Every CIFAR family that exports (batch norm, residual sums and projections, depthwise
+/// convolutions, global average pooling) as a student on synthetic 32x32 colour images, trained
+/// two epochs so its batch-norm statistics have moved: kept, evaluated to its record, and
+/// exported to ONNX with kd's logits.
+#[test]
+fn the_cifar_families_export_to_onnx_with_moved_batch_norm_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-100-binary");
+    let format = &kd_data::formats::cifar_bin::CIFAR100;
+    kd_data::formats::cifar_bin::testing::write_bin_set(format, &bin, 300, 100);
+    let cache = dir.path().join("cache");
+    for (name, model, bn) in [
+        (
+            "resnet",
+            "{arch: resnet, depth: 8, widths: [8, 8, 16, 32]}",
+            "bn1",
+        ),
+        ("wrn", "{arch: wrn, depth: 10, widen: 1}", "bn1"),
+        ("vgg", "{arch: vgg, depth: 8}", "block0.1"),
+        ("mobilenetv2", "{arch: mobilenetv2, width: 0.25}", "conv1.1"),
+        ("shufflev1", "{arch: shufflev1}", "bn1"),
+        ("shufflev2", "{arch: shufflev2}", "bn1"),
+    ] {
+        let config = format!(
+            "name: {name}-onnx\ndataset: {{name: cifar100, dir: {}, val_size: 100}}\n\
+             device: cpu\nthreads: 1\nseeds: [0]\n\
+             teacher: {{model: {{arch: cnn, channels: [8], fc: []}}, \
+                        train: {{epochs: 1, batch_size: 64}}}}\n\
+             student: {{model: {model}, train: {{epochs: 2, batch_size: 64, lr: 0.05}}}}\n\
+             kd: {{temperature: 4, alpha: 0.9}}\nbaseline: false\n",
+            dir.path().display()
+        );
+        let cfg = write(dir.path(), &format!("{name}.yaml"), &config);
+        let out = dir.path().join(name);
+        let o = kd(
+            &[
+                "sweep",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let rows = check_kept(&out, &cache, "best", false);
+        let file = out.join(rows[0].model_file.as_ref().unwrap());
+        // Its running variances are not their initial ones.
+        let (_, tensors) = kd_runner::run::models::read(&file).unwrap();
+        let key = format!("{bn}.running_var");
+        let var = &tensors.iter().find(|(n, _)| *n == key).expect(&key).1;
+        assert!(
+            f64::try_from((var - 1.0).abs().max()).unwrap() > 1e-2,
+            "{name}"
+        );
+        check_onnx(&file, &cache, 100);
+    }
 }
