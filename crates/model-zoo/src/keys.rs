@@ -241,7 +241,8 @@ mod tests {
                 "width",
                 "blocks",
                 "groups",
-                "size"
+                "size",
+                "file"
             ]
         );
     }
@@ -291,7 +292,7 @@ mod tests {
         assert_eq!(
             err("{arch: vit}"),
             "arch: unknown architecture `vit` (known: mlp, cnn, resnet, wrn, vgg, mobilenetv2, shufflev1, \
-             shufflev2)"
+             shufflev2, torchscript)"
         );
         assert_eq!(
             err("{kernel: 3}"),

@@ -47,42 +47,12 @@ impl Scripted {
             .iter()
             .map(|(_, t)| t.numel())
             .sum();
-        let shape = format!("{}x{}x{}", input.channels, input.height, input.width);
-        // Two batch sizes: a trace that fixed its batch size (a `view(2, -1)`) fails the second.
-        for n in [2i64, 3] {
-            let probe = Tensor::zeros(
-                [
-                    n,
-                    input.channels as i64,
-                    input.height as i64,
-                    input.width as i64,
-                ],
-                (Kind::Float, device),
-            );
-            let fixed = if n == 2 {
-                ""
-            } else {
-                "; it ran on a batch of 2: was it traced with a fixed batch size?"
-            };
-            let out = tch::no_grad(|| module.forward_ts(&[&probe])).map_err(|e| {
-                let first = e.to_string();
-                let first = first.lines().next().unwrap_or_default().to_string();
-                format!("its forward fails on a [{n}, {shape}] float32 batch ({first}){fixed}")
-            })?;
-            if out.size() != [n, classes as i64] {
-                return Err(format!(
-                    "it gives a tensor of shape {:?} for a batch of {n} {shape} images; the \
-                     dataset needs [{n}, {classes}] logits{fixed}",
-                    out.size()
-                ));
-            }
-            if out.kind() != Kind::Float {
-                return Err(format!(
-                    "it gives {:?} logits; kd-sweep needs float32",
-                    out.kind()
-                ));
-            }
-        }
+        probe(
+            &|x| tch::no_grad(|| module.forward_ts(&[x])).map_err(|e| crate::torch_message(&e)),
+            device,
+            input,
+            classes,
+        )?;
         Ok(Scripted { module, params })
     }
 
@@ -95,6 +65,50 @@ impl Scripted {
     pub fn into_net(self) -> Net {
         Net::new(self)
     }
+}
+
+/// Check a TorchScript module's `forward` on batches of two and three blank `input` images
+/// on `device`: it must give `[n, classes]` float32 logits. The error says what went wrong.
+pub(crate) fn probe(
+    forward: &dyn Fn(&Tensor) -> Result<Tensor, String>,
+    device: Device,
+    input: InputShape,
+    classes: usize,
+) -> Result<(), String> {
+    let shape = format!("{}x{}x{}", input.channels, input.height, input.width);
+    // Two batch sizes: a trace that fixed its batch size (a `view(2, -1)`) fails the second.
+    for n in [2i64, 3] {
+        let size = [
+            n,
+            input.channels as i64,
+            input.height as i64,
+            input.width as i64,
+        ];
+        let probe = Tensor::zeros(size, (Kind::Float, device));
+        let fixed = if n == 2 {
+            ""
+        } else {
+            "; it ran on a batch of 2: was it traced with a fixed batch size?"
+        };
+        let out = tch::no_grad(|| forward(&probe)).map_err(|e| {
+            let first = e.lines().next().unwrap_or_default().to_string();
+            format!("its forward fails on a [{n}, {shape}] float32 batch ({first}){fixed}")
+        })?;
+        if out.size() != [n, classes as i64] {
+            return Err(format!(
+                "it gives a tensor of shape {:?} for a batch of {n} {shape} images; the dataset \
+                 needs [{n}, {classes}] logits{fixed}",
+                out.size()
+            ));
+        }
+        if out.kind() != Kind::Float {
+            return Err(format!(
+                "it gives {:?} logits; kd-sweep needs float32",
+                out.kind()
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Layers for Scripted {

@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod claims;
+pub mod deployment;
 pub mod figures;
 pub mod markdown;
 pub mod missing;
@@ -153,6 +154,8 @@ pub struct Extras {
     /// What [`missing::missing_text`] says of planned trials without a result, when some are:
     /// a section right after the report's title.
     pub missing: Option<String>,
+    /// Each model's size and speed (`OUT/deployment.json`, [`deployment`]).
+    pub deployment: Vec<deployment::Footprint>,
 }
 
 /// Write `OUT/confusion.parquet` and `OUT/claims.parquet` (each claim as its JSON).
@@ -190,7 +193,10 @@ pub fn write_claims(out: &Path, claims: &[Claim]) -> Result<()> {
 /// Read `OUT/confusion.parquet`, `OUT/claims.parquet` and the rows of `OUT/unplanned/`; a
 /// folder written before they existed has none of them (no confusion matrices, no claims).
 pub fn read_extras(out: &Path) -> Result<Extras> {
-    let mut extras = Extras::default();
+    let mut extras = Extras {
+        deployment: deployment::read(out)?,
+        ..Extras::default()
+    };
     let file = store::unplanned_dir(out).join("trials.parquet");
     if file.exists() {
         extras.unplanned = record::trial_records(&read_parquet(&file)?, &file)?;
@@ -239,6 +245,9 @@ pub fn write_report(
             rows,
             &extras.confusion,
         )?);
+        if let Some(fig) = deployment::figure(rows, &extras.deployment) {
+            f.extend(figures::draw_figure(&out.join("figures"), &fig)?);
+        }
         Ok(f)
     });
     let (figures, figure_error) = match drawn {
@@ -262,6 +271,12 @@ pub fn write_report(
     head.push_str(&claims::claims_section(&verdicts));
     head.push_str(&markdown::fidelity_section(rows, &extras.confusion));
     text.insert_str(insert, &head);
+    let buys = deployment::section(rows, &extras.deployment);
+    let at = ["\n## Figures\n", "\n## Trials\n"]
+        .iter()
+        .find_map(|h| text.find(h))
+        .map_or(text.len(), |i| i + 1);
+    text.insert_str(at, &buys);
     write_atomic(&path, text.as_bytes())?;
     if let Some(e) = figure_error {
         return Err(e);

@@ -577,3 +577,56 @@ fn sparse_test_epochs_are_said_and_the_curves_follow_validation() {
     // Epoch 2's validation error: the mean of 15% and 19%.
     assert!((curves[0].1[1].1 - 17.0).abs() < 1e-9);
 }
+
+/// Issue 37, item 5: the footprints' section says how much faster and smaller each student is
+/// than its teacher beside its accuracies, and `kd report` draws it from `deployment.json`.
+#[test]
+fn what_the_student_buys_is_in_the_report_and_regenerated() {
+    use kd_report::deployment::{self, Footprint};
+    let mut teacher = rec("teacher-t", Kind::Teacher, 0, 0.92);
+    teacher.arch = "cnn".into();
+    teacher.hidden = "c32-c64-f256".into();
+    let mut rows = sample();
+    rows.push(teacher);
+    let fp = |role: &str, arch: &str, hidden: &str, b1: f64, b256: f64| Footprint {
+        role: role.into(),
+        arch: arch.into(),
+        hidden: hidden.into(),
+        precision: "fp32".into(),
+        params: 1000,
+        bytes: 4000,
+        batch1_ms: b1,
+        batch256_ms: b256,
+        runs: [5, 5],
+        device: "cpu".into(),
+        threads: 2,
+        hardware: "AMD EPYC".into(),
+    };
+    let fps = vec![
+        fp("teacher", "cnn", "c32-c64-f256", 2.0, 64.0),
+        fp("student", "mlp", "800-800", 0.5, 8.0),
+    ];
+    let text = deployment::section(&rows, &fps);
+    assert!(
+        text.contains(
+            "| cnn c32-c64-f256 | teacher | 1000 | 0.00 | 2.000 | 64.00 | 4000 | - | 92.00 |"
+        ),
+        "{text}"
+    );
+    // 4x and 8x faster; the KD cell's mean test accuracy and its baselines'.
+    assert!(
+        text.contains("| mlp 800-800 | student | 1000 | 0.00 | 0.500 | 8.00 | 32000 | 4.0 / 8.0 | 90.10 / 89.50 |"),
+        "{text}"
+    );
+    let fig = deployment::figure(&rows, &fps).unwrap();
+    assert_eq!(fig.title(), "Test accuracy vs inference latency at batch 1");
+
+    let dir = tempfile::tempdir().unwrap();
+    kd_report::write_frames(dir.path(), &rows, &[]).unwrap();
+    deployment::write(dir.path(), &fps).unwrap();
+    let done = kd_report::regenerate(dir.path(), "t").unwrap();
+    let md = std::fs::read_to_string(done.report).unwrap();
+    assert!(md.contains("## What the student buys"), "{md}");
+    assert!(md.contains("accuracy_vs_latency.png"), "{md}");
+    assert!(md.find("## What the student buys") < md.find("## Trials\n"));
+}

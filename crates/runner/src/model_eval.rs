@@ -25,7 +25,8 @@ pub enum EvalSplit {
 /// `kd eval`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// A kept student: OUT/models/<trial id>.safetensors.
+    /// A kept student: OUT/models/<trial id>.safetensors, or a TorchScript student's trained
+    /// module (`<trial id>.pt`, with its `.safetensors` beside it).
     pub model: PathBuf,
     /// Evaluate on another dataset of the same image shape and classes (default: the model's,
     /// as its sweep planned it). Its images are standardised with the model's statistics.
@@ -109,7 +110,7 @@ fn input_of(meta: &ModelMeta) -> InputShape {
 
 /// Evaluate the kept student `args.model`.
 pub fn eval(args: &EvalArgs) -> Result<Evaluated, RunError> {
-    let (meta, tensors) = models::read(&args.model)?;
+    let (meta, tensors) = models::read_any(&args.model)?;
     let (data, mut note) = data_of(&meta, args)?;
     let device = crate::env::select_device(args.device.as_deref().unwrap_or(&meta.device))?;
     let threads = args.threads.unwrap_or(meta.threads);

@@ -120,6 +120,31 @@ fn a_student_alone_with_dropout_continues_from_its_checkpoint() {
     );
 }
 
+/// Issue 37: a TorchScript student with batch norm continues from its checkpoint with its
+/// buffers (running statistics) and its optimiser's momentum: the numbers of an uninterrupted
+/// run.
+#[test]
+fn a_torchscript_student_continues_from_its_checkpoint() {
+    let files = tempfile::tempdir().unwrap();
+    write_scripted_nets(files.path());
+    let student = format!(
+        "{{torchscript: {}/student.pt, train: {{epochs: 3, batch_size: 128, optimizer: sgd, \
+         lr: 0.05, momentum: 0.9}}}}",
+        files.path().display()
+    );
+    let config = on_fashion(&student, TEACHER, "");
+    let (_dir, out) = killed_and_continued(&config, 2, "out/.checkpoints");
+    let notes = notes(&out);
+    assert!(
+        notes[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("continued at epoch 2"),
+        "{notes:?}"
+    );
+}
+
 /// Issue 36: a resume on another CPU model of the same execution class continues (the ids do
 /// not hold the model), says so on stderr, and records it: the row says which CPU finished it
 /// and where it continued, and the report which trials each CPU model finished.

@@ -365,6 +365,13 @@ pub fn render_figures(
     Ok(out)
 }
 
+/// Draw `figure` into `dir`: its title and PNG, none when it has nothing to show.
+pub fn draw_figure(dir: &Path, figure: &Figure) -> Result<Option<(String, PathBuf)>> {
+    Ok(figure
+        .draw(dir)?
+        .map(|png| (figure.title().to_string(), png)))
+}
+
 /// Confusion matrices of the KD students where classes were missing from their transfer set:
 /// the KD cell chosen on validation (all its seeds, mean counts), with raw logits and after the
 /// bias shift. Nothing when no class was missing or no matrix was recorded.

@@ -26,6 +26,7 @@ mod checkpoint;
 mod cifar;
 mod evaluation;
 mod halving;
+mod inference;
 mod mlp;
 mod render;
 mod step;
@@ -67,6 +68,8 @@ pub enum BenchPart {
     Checkpoint,
     /// Time to the best cell: successive halving against the full grid, on two grids.
     Halving,
+    /// Inference of temp.yaml's teacher and student: kd against PyTorch and ONNX Runtime.
+    Inference,
 }
 
 /// The convolutional rows' file (`OUT/conv.json`).
@@ -182,6 +185,9 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     if opts.only.is_none() || opts.only == Some(BenchPart::Halving) {
         report += &run_halving(opts)?;
     }
+    if opts.only.is_none() || opts.only == Some(BenchPart::Inference) {
+        report += &run_inference(opts)?;
+    }
     Ok(report)
 }
 
@@ -203,6 +209,33 @@ fn run_halving(opts: &BenchOptions) -> Result<String, RunError> {
     );
     halving::render(&rows, &mut md);
     kd_report::write_atomic(&opts.out.join("halving.md"), md.as_bytes())?;
+    Ok(md)
+}
+
+/// The inference rows, into `OUT/inference.json` and `OUT/inference.md`.
+fn run_inference(opts: &BenchOptions) -> Result<String, RunError> {
+    let opts = &absolute(opts)?;
+    let base = load_config(&opts.temp_config, &[])?;
+    let threads = base.threads.unwrap_or(env::cores());
+    tch::set_num_threads(threads as i32);
+    let data = crate::data::load(&base.dataset)?;
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let rows = inference::rows(opts, &base, &data, threads)?;
+    let json = serde_json::json!({
+        "cpu": env::cpu_model(),
+        "threads": threads,
+        "libtorch": env::LIBTORCH_VERSION,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&json).expect("bench results serialise");
+    kd_report::write_atomic(&opts.out.join("inference.json"), text.as_bytes())?;
+    let mut md = format!(
+        "# kd bench: inference\n\n{}, {threads} threads on the CPU. Regenerate with `just bench \
+         --only inference`.\n",
+        env::cpu_model()
+    );
+    inference::render(&rows, &mut md);
+    kd_report::write_atomic(&opts.out.join("inference.md"), md.as_bytes())?;
     Ok(md)
 }
 

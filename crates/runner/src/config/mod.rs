@@ -156,6 +156,9 @@ pub struct RawTeacher {
 #[serde(deny_unknown_fields)]
 pub struct RawStudent {
     pub model: Option<RawModel>,
+    /// A PyTorch student of any architecture, a `torch.jit.script` export: the same as
+    /// `model: {arch: torchscript, file: FILE}` (`kd_model_zoo::TorchscriptSpec`).
+    pub torchscript: Option<PathBuf>,
     pub train: Option<RawTrain>,
 }
 

@@ -2,7 +2,7 @@
 //! the `kd:` block's in `kd.rs`) and the validation of every key.
 
 use kd_data::DatasetName;
-use kd_model_zoo::Role;
+use kd_model_zoo::{ModelSpec, Role};
 
 use super::checks::{check_classes, check_cudnn, check_name, check_prob, resolve_expect};
 use super::device::resolve_device;
@@ -357,6 +357,18 @@ fn resolve_dataset(ds: &super::RawDataset) -> Result<DatasetCfg, ConfigError> {
     Ok(dataset)
 }
 
+/// A TorchScript student trains in float32: bf16 is refused.
+fn check_scripted_student(model: &ModelSpec, train: &TrainCfg) -> Result<(), ConfigError> {
+    if matches!(model, ModelSpec::Torchscript(_)) && train.precision == Precision::Bf16 {
+        return Err(invalid(
+            "student.train.precision",
+            "bf16 is not offered for a TorchScript student (kd-sweep trains its module in \
+             float32); use fp32, or a zoo student for bf16",
+        ));
+    }
+    Ok(())
+}
+
 impl RawConfig {
     pub(super) fn resolve_base(&self, gpus: &dyn Fn() -> usize) -> Result<Resolved, ConfigError> {
         let name = check_name(&self.name)?;
@@ -377,6 +389,8 @@ impl RawConfig {
             train(&self.student.train, Role::Student)?,
         );
         check_cudnn(&device, &teacher_train, &student_train)?;
+        let student_model = model(&self.student_model()?, Role::Student)?;
+        check_scripted_student(&student_model, &student_train)?;
         let checkpoint_every = super::every::resolve(self.checkpoint_every.as_ref())?;
         Ok(Resolved {
             checkpoint_every,
@@ -400,7 +414,7 @@ impl RawConfig {
                 train: teacher_train,
             },
             student: StudentCfg {
-                model: model(&self.student.model, Role::Student)?,
+                model: student_model,
                 train: student_train,
             },
             kd: super::kd::resolve(&self.kd)?,
@@ -433,6 +447,24 @@ impl RawConfig {
             ));
         }
         Ok(seeds)
+    }
+
+    /// `student.model`, or the model `student.torchscript` stands for.
+    fn student_model(&self) -> Result<Option<RawModel>, ConfigError> {
+        let Some(file) = &self.student.torchscript else {
+            return Ok(self.student.model.clone());
+        };
+        if self.student.model.is_some() {
+            return Err(invalid(
+                "student.model",
+                "not used with student.torchscript (the TorchScript module is the whole \
+                 student); remove one of them",
+            ));
+        }
+        let mut m = serde_yaml::Mapping::new();
+        m.insert("arch".into(), "torchscript".into());
+        m.insert("file".into(), file.to_string_lossy().as_ref().into());
+        Ok(Some(RawModel(m)))
     }
 
     /// A TorchScript teacher is the whole teacher: no model, train or checkpoint beside it.

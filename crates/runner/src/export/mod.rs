@@ -25,14 +25,17 @@ use proto::*;
 pub struct ExportArgs {
     /// A kept student: OUT/models/<trial id>.safetensors.
     pub model: PathBuf,
-    /// `onnx`.
+    /// `onnx` (a zoo student), `torchscript` (a TorchScript student: the trained module, as
+    /// `torch.jit.save` writes it), or `safetensors` (the kept tensors under their reference
+    /// names, with the kept file's metadata).
     #[arg(long, value_enum, default_value_t = Format::Onnx)]
     pub format: Format,
     /// The model takes raw uint8 pixels and standardises them itself (default: standardised
     /// float32 images).
     #[arg(long)]
     pub pixels: bool,
-    /// Where to write it (default: beside MODEL, `<trial id>.onnx` or `<trial id>.pixels.onnx`).
+    /// Where to write it (default: beside MODEL, `<trial id>.onnx`, `<trial id>.pixels.onnx` or
+    /// `<trial id>.pt`; safetensors needs it).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
 }
@@ -40,6 +43,8 @@ pub struct ExportArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Onnx,
+    Torchscript,
+    Safetensors,
 }
 
 /// Export `args.model`; where it was written.
@@ -49,13 +54,43 @@ pub fn export(args: &ExportArgs) -> Result<PathBuf, RunError> {
         file: args.model.clone(),
         reason,
     };
-    let bytes = onnx(&meta, &tensors, args.pixels).map_err(fail)?;
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output(&args.model, args.pixels));
-    kd_report::write_atomic(&out, &bytes)?;
-    Ok(out)
+    if args.pixels && args.format != Format::Onnx {
+        return Err(fail(
+            "--pixels is an ONNX graph's input; a TorchScript or safetensors export takes \
+             standardised images"
+                .into(),
+        ));
+    }
+    match args.format {
+        Format::Onnx => {
+            let bytes = onnx(&meta, &tensors, args.pixels).map_err(fail)?;
+            let out = args
+                .output
+                .clone()
+                .unwrap_or_else(|| default_output(&args.model, args.pixels));
+            kd_report::write_atomic(&out, &bytes)?;
+            Ok(out)
+        }
+        Format::Torchscript => {
+            let out = args
+                .output
+                .clone()
+                .unwrap_or_else(|| args.model.with_extension("pt"));
+            models::write_torchscript(&out, &meta.model, &tensors)?;
+            Ok(out)
+        }
+        Format::Safetensors => {
+            let out = args.output.clone().ok_or_else(|| {
+                fail("--format safetensors needs -o FILE (MODEL is already one)".into())
+            })?;
+            let bytes = std::fs::read(&args.model).map_err(|e| RunError::Io {
+                file: args.model.clone(),
+                source: e,
+            })?;
+            kd_report::write_atomic(&out, &bytes)?;
+            Ok(out)
+        }
+    }
 }
 
 fn attr(name: &str, a: &Attr) -> AttributeProto {

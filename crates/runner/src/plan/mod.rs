@@ -198,6 +198,7 @@ impl Plan {
         let (classes, slot_class) = classes_of(&slots);
 
         let (mut trials, groups, group_of) = trials::planned(cfg, &teacher_id);
+        trials::read_scripted_students(&mut trials, d)?;
         let group_class = assign_groups(groups, &slot_class);
         for (t, &g) in trials.iter_mut().zip(&group_of) {
             t.class = group_class[g];

@@ -2,6 +2,7 @@
 //! in run order with their groups (student config, seed), and each KD trial's paired baseline.
 
 use kd_loss::KdWeights;
+use kd_model_zoo::ModelSpec;
 use kd_report::{Exec, Kind, TrialRecord};
 
 use super::{content_hash, typed, PlannedTrial, ScriptedTeacher, TeacherPlan};
@@ -110,6 +111,32 @@ pub(super) fn planned(cfg: &Resolved, teacher_id: &str) -> (Vec<PlannedTrial>, u
         }
     }
     (trials, groups.len(), group_of)
+}
+
+/// Fill in each TorchScript student's digest and parameter count (they stand in its trial id),
+/// each file read once and checked to give the dataset's logits.
+pub(super) fn read_scripted_students(
+    trials: &mut [PlannedTrial],
+    d: &DataPlan,
+) -> Result<(), RunError> {
+    let mut read: Vec<kd_model_zoo::TorchscriptSpec> = Vec::new();
+    for t in trials.iter_mut() {
+        let ModelSpec::Torchscript(spec) = &mut t.student.model else {
+            continue;
+        };
+        if let Some(r) = read.iter().find(|r| r.file == spec.file) {
+            *spec = r.clone();
+            continue;
+        }
+        *spec = spec
+            .read(d.input, d.classes)
+            .map_err(|reason| RunError::ScriptedStudent {
+                file: spec.file.clone(),
+                reason,
+            })?;
+        read.push(spec.clone());
+    }
+    Ok(())
 }
 
 /// Pair each KD trial with the baseline of its group (same student, seed and so class).

@@ -10,6 +10,7 @@
 
 mod cache_file;
 pub(crate) mod checkpoint;
+pub(crate) mod footprint;
 pub(crate) mod fresh;
 mod halving;
 mod keep;

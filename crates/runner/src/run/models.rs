@@ -193,6 +193,103 @@ pub fn write(dir: &Path, meta: &ModelMeta, model: &KeptModel) -> Result<PathBuf,
     Ok(file)
 }
 
+/// A TorchScript student's trained module: the module of its spec's file (its code), its
+/// parameters and buffers replaced by `tensors` (named as the module names them), written with
+/// `torch.jit.save` to `file` atomically with its digest beside it. Loads in PyTorch with
+/// `torch.jit.load(file)`.
+pub fn write_torchscript(
+    file: &Path,
+    spec: &ModelSpec,
+    tensors: &[(String, Tensor)],
+) -> Result<(), RunError> {
+    let fail = |reason: String| RunError::ModelFile {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let ModelSpec::Torchscript(s) = spec else {
+        return Err(fail(format!(
+            "a student of arch `{}` is not TorchScript: only a TorchScript student \
+             (student.torchscript) exports as TorchScript (export a zoo student to ONNX)",
+            spec.arch()
+        )));
+    };
+    let source = |m: String| fail(format!("its module's file {}: {m}", s.file.display()));
+    let now = kd_model_zoo::file_sha256(&s.file).map_err(|e| source(e.to_string()))?;
+    if now != s.sha256 {
+        return Err(source(format!(
+            "changed since the student trained (SHA-256 {} then, {now} now): the trained \
+             module needs the code it trained with",
+            s.sha256
+        )));
+    }
+    let module = kd_jit::Module::load(&s.file, tch::Device::Cpu).map_err(source)?;
+    let mut named = module.parameters().map_err(source)?;
+    named.extend(module.buffers().map_err(source)?);
+    for (name, t) in &named {
+        let Some((_, v)) = tensors.iter().find(|(n, _)| n == name) else {
+            return Err(fail(format!(
+                "it has no tensor `{name}`, which the module reads"
+            )));
+        };
+        if v.size() != t.size() {
+            return Err(fail(format!(
+                "tensor `{name}` is {:?}, the module's {:?}",
+                v.size(),
+                t.size()
+            )));
+        }
+        tch::no_grad(|| t.shallow_clone().copy_(v));
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let scratch = tempfile::Builder::new()
+        .suffix(".pt")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    module.save(scratch.path()).map_err(fail)?;
+    let bytes = std::fs::read(scratch.path()).map_err(io_err(scratch.path()))?;
+    super::cache_file::write_verified(file, &bytes)
+}
+
+/// [`read`], or for a TorchScript student's trained module (`OUT/models/<id>.pt`, or a
+/// `kd export --format torchscript` copy beside its kept file) the metadata of the kept
+/// `.safetensors` file of the same name and the module's own tensors, its spec naming the
+/// module itself.
+pub fn read_any(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunError> {
+    if file.extension().is_none_or(|e| e != "pt") {
+        return read(file);
+    }
+    let fail = |reason: String| RunError::ModelFile {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let kept = file.with_extension("safetensors");
+    if !kept.exists() {
+        return Err(fail(format!(
+            "a TorchScript student is evaluated with its kept file beside it ({} is missing: \
+             it holds the data plan and the standardisation); or evaluate that file",
+            kept.display()
+        )));
+    }
+    let (mut meta, _) = read(&kept)?;
+    let ModelSpec::Torchscript(spec) = &mut meta.model else {
+        return Err(fail(format!(
+            "{} is not a TorchScript student's",
+            kept.display()
+        )));
+    };
+    spec.file = file.to_path_buf();
+    spec.sha256 = kd_model_zoo::file_sha256(file).map_err(|e| fail(e.to_string()))?;
+    let module = kd_jit::Module::load(file, tch::Device::Cpu).map_err(fail)?;
+    let mut tensors = module.parameters().map_err(fail)?;
+    tensors.extend(module.buffers().map_err(fail)?);
+    let tensors = tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    Ok((meta, tensors))
+}
+
 /// A kept file's metadata and tensors (under their reference names), its digest checked when
 /// it has one beside it (a file copied without it is read as it is).
 pub fn read(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunError> {

@@ -252,6 +252,7 @@ fn conclude(
             claims: cfg.expect.clone(),
             unplanned: merged.unplanned.rows.clone(),
             missing: None,
+            deployment: footprints(out, plan, stopped)?,
         };
         let p = &merged.planned;
         verdicts = kd_report::write_report(out, &cfg.name, &p.rows, &p.epochs, &extras)?.1;
@@ -273,6 +274,24 @@ fn conclude(
         stopped,
         missing: merged.missing.len(),
     })
+}
+
+/// The models' footprints ([`super::footprint`]): measured and written to
+/// `OUT/deployment.json` by a sweep that ran to its end, else those an earlier run wrote.
+fn footprints(
+    out: &Path,
+    plan: &Plan,
+    stopped: usize,
+) -> Result<Vec<kd_report::deployment::Footprint>, RunError> {
+    if stopped > 0 {
+        return Ok(kd_report::deployment::read(out)?);
+    }
+    let (measured, notes) = super::footprint::measure(plan);
+    for note in notes {
+        eprintln!("warning: {note}");
+    }
+    kd_report::deployment::write(out, &measured)?;
+    Ok(measured)
 }
 
 /// The results of earlier runs that this one keeps, by id, and what to say about them; with

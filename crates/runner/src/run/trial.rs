@@ -1,6 +1,7 @@
 //! A student trial: the data it trains on (shared by every trial one process runs) and the
 //! training of one [`PlannedTrial`].
 
+use kd_model_zoo::ModelSpec;
 use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
@@ -429,7 +430,14 @@ impl TrialContext {
             test_acc: model.test.map(|(a, _)| a),
             test_errors: model.test.and_then(|(_, e)| e),
         };
-        match models::write(&m.dir, &meta, model) {
+        let written = models::write(&m.dir, &meta, model).and_then(|file| {
+            if let ModelSpec::Torchscript(_) = &meta.model {
+                let pt = file.with_extension("pt");
+                models::write_torchscript(&pt, &meta.model, &model.tensors)?;
+            }
+            Ok(file)
+        });
+        match written {
             Ok(file) => {
                 let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
                 let dir = m.dir.file_name().map(|n| n.to_string_lossy().into_owned());

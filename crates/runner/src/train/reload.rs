@@ -48,16 +48,22 @@ impl Reloaded {
                 let t = file
                     .remove(&key)
                     .ok_or_else(|| format!("it has no tensor `{key}`"))?;
-                if t.size() != var.size() || t.kind() != kind {
+                // Counters such as batch norm's `num_batches_tracked` keep their integer kind.
+                let want = if var.is_floating_point() {
+                    kind
+                } else {
+                    var.kind()
+                };
+                if t.size() != var.size() || t.kind() != want {
                     return Err(format!(
-                        "tensor `{key}` is {:?} {:?}; the model's is {kind:?} {:?} (its \
+                        "tensor `{key}` is {:?} {:?}; the model's is {want:?} {:?} (its \
                          precision)",
                         t.kind(),
                         t.size(),
                         var.size()
                     ));
                 }
-                var.shallow_clone().copy_(&t.to_kind(tch::Kind::Float));
+                var.shallow_clone().copy_(&t);
             }
             Ok(())
         })?;

@@ -154,3 +154,39 @@ pub fn spawn_kd(args: &[String], cache: &Path) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// Writes `student.pt` (conv, batch norm, a residual block, pooling, linear) and `teacher.pt`
+/// (a small MLP) into `sys.argv[1]`.
+pub const SCRIPTED_NETS: &str = r#"
+import sys, torch
+import torch.nn as nn
+class Student(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+    def forward(self, x):
+        h = torch.relu(self.bn0(self.stem(x)))
+        h = torch.relu(h + self.bn1(self.conv(h)))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+class Teacher(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(784, 64)
+        self.b = nn.Linear(64, 10)
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x.flatten(1))))
+torch.manual_seed(0)
+torch.jit.save(torch.jit.script(Student()), sys.argv[1] + '/student.pt')
+torch.manual_seed(1)
+torch.jit.save(torch.jit.script(Teacher()), sys.argv[1] + '/teacher.pt')
+"#;
+
+/// Write [`SCRIPTED_NETS`]'s `student.pt` and `teacher.pt` into `dir`.
+pub fn write_scripted_nets(dir: &Path) {
+    let script = write(dir, "nets.py", SCRIPTED_NETS);
+    run_python(&[script.as_os_str(), dir.as_os_str()]);
+}
