@@ -111,11 +111,13 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             })
         }
         Cmd::Report { out } => report(&out),
-        Cmd::Export(args) => {
+        Cmd::Export(mut args) => {
+            args.model = crate::run::models::locate(&args.model)?;
             let file = crate::export::export(&args)?;
             Ok(Done::ok(format!("{}\n", file.display())))
         }
-        Cmd::Eval(args) => {
+        Cmd::Eval(mut args) => {
+            args.model = crate::run::models::locate(&args.model)?;
             let e = crate::model_eval::eval(&args)?;
             Ok(Done {
                 stdout: e.text,

@@ -25,8 +25,9 @@ pub enum EvalSplit {
 /// `kd eval`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// A kept student: OUT/models/<trial id>.safetensors, or a TorchScript student's trained
-    /// module (`<trial id>.pt`, with its `.safetensors` beside it).
+    /// A kept student: OUT/models/<trial id>.safetensors, a TorchScript student's trained
+    /// module (`<trial id>.pt`, with its `.safetensors` beside it), or a trial id kept in one
+    /// `results/*/models/`.
     pub model: PathBuf,
     /// Evaluate on another dataset of the same image shape and classes (default: the model's,
     /// as its sweep planned it). Its images are standardised with the model's statistics.

@@ -219,6 +219,28 @@ fn a_cnn_student_is_kept_and_save_none_keeps_nothing() {
     assert!(out.join(format!("models/{id}.safetensors")).exists());
     assert!(!out.join(format!("models/{id}.onnx")).exists());
 
+    // A trial id names the file a `results/*/models/` here keeps (the sweep's OUT is one).
+    std::fs::create_dir_all(dir.path().join("results")).unwrap();
+    std::fs::rename(&out, dir.path().join("results/tiny")).unwrap();
+    let by_id = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args(["eval", id])
+            .current_dir(dir.path())
+            .env("KD_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let o = by_id(id);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": the same"));
+    let o = by_id("kd-000000000000");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no results/*/models/ here keeps"),
+        "{}",
+        stderr(&o)
+    );
+
     let none = tempfile::tempdir().unwrap();
     let (o, out) = sweep(none.path(), &tiny("save: none\n"), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

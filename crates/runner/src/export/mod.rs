@@ -23,7 +23,8 @@ use proto::*;
 /// `kd export`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// A kept student: OUT/models/<trial id>.safetensors.
+    /// A kept student: OUT/models/<trial id>.safetensors, or a trial id kept in one
+    /// `results/*/models/`.
     pub model: PathBuf,
     /// `onnx` (a zoo student), `torchscript` (a TorchScript student: the trained module, as
     /// `torch.jit.save` writes it), or `safetensors` (the kept tensors under their reference

@@ -290,6 +290,47 @@ pub fn read_any(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunEr
     Ok((meta, tensors))
 }
 
+/// The kept file `model` names: itself when it is a path, or for a trial id
+/// (`kd-17ea8fc05acd`) the one `results/*/models/<id>.safetensors` under the working directory.
+pub fn locate(model: &Path) -> Result<PathBuf, RunError> {
+    let fail = |reason: String| RunError::ModelFile {
+        file: model.to_path_buf(),
+        reason,
+    };
+    let text = model.to_string_lossy();
+    let is_id = ["kd-", "baseline-"].iter().any(|p| {
+        text.strip_prefix(p)
+            .is_some_and(|h| h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    });
+    if model.exists() || !is_id {
+        return Ok(model.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("results")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("models").join(format!("{text}.safetensors")))
+        .filter(|f| f.exists())
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(fail(
+            "no such file, and no results/*/models/ here keeps a student of that trial id: give \
+             the kept file's path (OUT/models/<id>.safetensors)"
+                .into(),
+        )),
+        _ => Err(fail(format!(
+            "kept in several folders ({}): give the path of the one you mean",
+            found
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// A kept file's metadata and tensors (under their reference names), its digest checked when
 /// it has one beside it (a file copied without it is read as it is).
 pub fn read(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunError> {
