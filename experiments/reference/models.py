@@ -92,6 +92,8 @@ def build(meta):
         net = Mlp(input[0] * input[1] * input[2], spec["hidden"], classes, spec["dropout"], spec["input_dropout"])
     elif spec["arch"] == "cnn":
         net = Cnn(input, spec["channels"], spec["kernel"], spec["fc"], classes, spec["dropout"])
+    elif spec["arch"] == "torchscript":
+        raise SystemExit("arch torchscript: torch.jit.load the trained module kept beside it (<trial id>.pt)")
     else:
         raise SystemExit(f"arch {spec['arch']}: RepDistiller's definitions take these weights (its state_dict names)")
     return net.eval()

@@ -3,8 +3,8 @@
 //! tch's `TrainableCModule` trains a scripted module's parameters, but it cannot list the
 //! module's buffers (batch-norm running statistics): a kept best-epoch copy, a checkpoint or a
 //! trained file written back would miss them. [`Module`] loads, runs, lists (parameters and
-//! buffers, sharing the module's storage) and saves a module through five C++ functions
-//! (`csrc/jit.cpp`, compiled against the libtorch torch-sys links). This crate is the only place
+//! buffers, sharing the module's storage) and saves a module through the seven C++ functions of
+//! `csrc/jit.cpp`, compiled against the libtorch torch-sys links. This crate is the only place
 //! in the workspace with `unsafe` code: the foreign calls below and nothing else.
 #![allow(unsafe_code)]
 
@@ -50,14 +50,21 @@ fn checked<T>(call: impl FnOnce(*mut *mut c_char) -> T) -> Result<T, String> {
     Err(first_line(&message))
 }
 
-/// A C++ exception's first line (libtorch appends the TorchScript source and a trace).
+/// What a C++ exception says, in one line: for an error inside the TorchScript interpreter
+/// (whose message opens with "The following operation failed in the TorchScript interpreter",
+/// then the TorchScript traceback) its last line, where the cause is (`RuntimeError: Expected
+/// 4D input...`); otherwise its first line (libtorch appends the source and a C++ trace).
 fn first_line(message: &str) -> String {
-    message
+    let mut lines = message
         .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Exception raised from"));
+    let line = if message.contains("failed in the TorchScript interpreter") {
+        lines.next_back()
+    } else {
+        lines.next()
+    };
+    line.unwrap_or("an error without a message").to_string()
 }
 
 fn c_path(file: &Path) -> Result<CString, String> {

@@ -1,6 +1,6 @@
 //! A student of any architecture, written in PyTorch: `student.torchscript: FILE` (the same as
-//! `student.model: {arch: torchscript, file: FILE}`), a `torch.jit.script` (or trace) export
-//! saved with `torch.jit.save`. kd-sweep trains the module itself ([`kd_jit::Module`]): its
+//! `student.model: {arch: torchscript, file: FILE}`), a `torch.jit.script` export saved with
+//! `torch.jit.save` (a trace would freeze batch norm's and dropout's mode at trace time). kd-sweep trains the module itself ([`kd_jit::Module`]): its
 //! parameters join the VarStore under their PyTorch names (`layer1.0.conv1.weight`) as
 //! trainable variables, its buffers (batch-norm running statistics) as non-trainable ones, so
 //! the optimiser, checkpoints and kept copies see every tensor the module reads, and
@@ -78,9 +78,15 @@ impl TorchscriptSpec {
     pub fn read(&self, input: InputShape, classes: usize) -> Result<TorchscriptSpec, String> {
         let sha256 = file_sha256(&self.file).map_err(|e| format!("cannot be read ({e})"))?;
         let module = kd_jit::Module::load(&self.file, tch::Device::Cpu).map_err(not_torchscript)?;
+        let (parameters, buffers) = (module.parameters()?, module.buffers()?);
+        check_tensors(&parameters, &buffers)?;
         module.set_train(false)?;
         probe(&|x| module.forward(x), tch::Device::Cpu, input, classes)?;
-        let params = module.parameters()?.iter().map(|(_, t)| t.numel()).sum();
+        // Training mode too (batch statistics, dropout): this copy's buffers may move.
+        module.set_train(true)?;
+        probe(&|x| module.forward(x), tch::Device::Cpu, input, classes)
+            .map_err(|e| format!("in training mode (module.train()), {e}"))?;
+        let params = parameters.iter().map(|(_, t)| t.numel()).sum();
         Ok(TorchscriptSpec {
             file: self.file.clone(),
             sha256,
@@ -115,6 +121,43 @@ impl TorchscriptSpec {
     }
 }
 
+/// What kd-sweep can train and keep: float32 parameters, at least one of them trainable, none
+/// shared between two names; float32 or int64 buffers (batch norm's `num_batches_tracked`).
+fn check_tensors(
+    parameters: &[(String, Tensor)],
+    buffers: &[(String, Tensor)],
+) -> Result<(), String> {
+    for (name, t) in parameters {
+        if t.kind() != tch::Kind::Float {
+            return Err(format!(
+                "parameter `{name}` is {:?}; kd-sweep trains float32 parameters (call .float() \
+                 before scripting)",
+                t.kind()
+            ));
+        }
+    }
+    for (name, t) in buffers {
+        if !matches!(t.kind(), tch::Kind::Float | tch::Kind::Int64) {
+            return Err(format!(
+                "buffer `{name}` is {:?}; kd-sweep keeps float32 and int64 buffers",
+                t.kind()
+            ));
+        }
+    }
+    if !parameters.iter().any(|(_, t)| t.requires_grad()) {
+        return Err("it has no trainable parameter (every requires_grad is False)".into());
+    }
+    for (i, (a, t)) in parameters.iter().enumerate() {
+        if let Some((b, _)) = parameters[..i].iter().find(|(_, u)| u.data_ptr() == t.data_ptr()) {
+            return Err(format!(
+                "parameters `{b}` and `{a}` are one tensor (tied weights), which kd-sweep's \
+                 optimiser would update twice; untie them"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn not_torchscript(e: String) -> String {
     format!("not a TorchScript module torch.jit.load can read ({e})")
 }
@@ -138,7 +181,8 @@ impl Family for TorchscriptSpec {
         Init::Torch
     }
 
-    /// The file's stem: `resnet_small.pt` is `resnet_small`.
+    /// The file's stem: `resnet_small.pt` is `resnet_small` (a TorchScript teacher's row names it
+    /// so too).
     fn shape_label(&self) -> String {
         self.file
             .file_stem()

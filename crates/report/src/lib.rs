@@ -156,6 +156,8 @@ pub struct Extras {
     pub missing: Option<String>,
     /// Each model's size and speed (`OUT/deployment.json`, [`deployment`]).
     pub deployment: Vec<deployment::Footprint>,
+    /// What reading them found wrong (an optional file that could not be read).
+    pub notes: Vec<String>,
 }
 
 /// Write `OUT/confusion.parquet` and `OUT/claims.parquet` (each claim as its JSON).
@@ -193,10 +195,14 @@ pub fn write_claims(out: &Path, claims: &[Claim]) -> Result<()> {
 /// Read `OUT/confusion.parquet`, `OUT/claims.parquet` and the rows of `OUT/unplanned/`; a
 /// folder written before they existed has none of them (no confusion matrices, no claims).
 pub fn read_extras(out: &Path) -> Result<Extras> {
-    let mut extras = Extras {
-        deployment: deployment::read(out)?,
-        ..Extras::default()
-    };
+    let mut extras = Extras::default();
+    // An optional section: an unreadable file leaves it out, with a note.
+    match deployment::read(out) {
+        Ok(d) => extras.deployment = d,
+        Err(e) => extras
+            .notes
+            .push(format!("{e}; the report leaves out What the student buys")),
+    }
     let file = store::unplanned_dir(out).join("trials.parquet");
     if file.exists() {
         extras.unplanned = record::trial_records(&read_parquet(&file)?, &file)?;
@@ -297,7 +303,7 @@ pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
     };
     let (rows, epochs) = read_frames(out)?;
     let mut extras = read_extras(out)?;
-    let (missing, from_frames, notes) = match merged {
+    let (missing, from_frames, mut notes) = match merged {
         Some(m) => (m.missing, m.from_frames, m.notes),
         // No trial files (a shard that trained nothing): the planned trials the frames lack.
         None => (missing::unreported(plan.as_ref(), &rows), vec![], vec![]),
@@ -305,6 +311,7 @@ pub fn regenerate(out: &Path, name: &str) -> Result<Regenerated> {
     extras.missing =
         (!missing.is_empty()).then(|| missing::missing_text(out, missing.len(), planned));
     let (report, verdicts) = write_report(out, name, &rows, &epochs, &extras)?;
+    notes.append(&mut extras.notes);
     let unplanned = extras.unplanned.len();
     Ok(Regenerated {
         report,

@@ -63,7 +63,7 @@ pub enum RunError {
     },
     #[error("{file}: cannot use the TorchScript teacher: {reason}. teacher.torchscript must be a torch.jit.trace or torch.jit.script export (torch.jit.save) that takes a float32 [batch, C, H, W] batch of standardised images and gives [batch, classes] logits")]
     TorchScript { file: PathBuf, reason: String },
-    #[error("{file}: cannot use the TorchScript student: {reason}. student.torchscript must be a torch.jit.script (or trace) export (torch.jit.save) with its parameters, taking a float32 [batch, C, H, W] batch of standardised images and giving [batch, classes] logits")]
+    #[error("{file}: cannot use the TorchScript student: {reason}. student.torchscript must be a torch.jit.script export (torch.jit.save) with its parameters, taking a float32 [batch, C, H, W] batch of standardised images and giving [batch, classes] logits")]
     ScriptedStudent { file: PathBuf, reason: String },
     /// A kept student's file (`OUT/models/`, `kd eval`) that cannot be written or read.
     #[error("{file}: {reason}")]

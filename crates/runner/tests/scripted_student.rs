@@ -12,6 +12,35 @@ use std::path::Path;
 use common::*;
 use kd_report::Kind;
 
+/// Writes modules kd-sweep refuses to train: tied weights, float64 parameters, no trainable
+/// parameter.
+const UNTRAINABLE: &str = r#"
+import sys, torch
+import torch.nn as nn
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(784, 10)
+        self.b = nn.Linear(784, 10)
+        self.b.weight = self.a.weight
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.a(x) + self.b(x)
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(784, 10)
+    def forward(self, x):
+        return self.a(x.flatten(1).to(self.a.weight.dtype)).float()
+d = sys.argv[1]
+torch.jit.save(torch.jit.script(Tied()), d + '/tied.pt')
+torch.jit.save(torch.jit.script(Plain().double()), d + '/double.pt')
+frozen = Plain()
+for p in frozen.parameters():
+    p.requires_grad_(False)
+torch.jit.save(torch.jit.script(frozen), d + '/frozen.pt')
+"#;
+
 /// Trains `student.pt` as the sweep does, on the training images `kd eval --split train`
 /// dumped (full batches: their order does not matter), and prints the per-step losses of the
 /// KD objective and of the baseline's cross-entropy as JSON.
@@ -56,7 +85,8 @@ import sys, torch
 import os
 sys.path.insert(0, os.environ['KD_REFERENCE'])
 from models import read_safetensors
-m = torch.jit.load(sys.argv[2]).eval()
+m = torch.jit.load(sys.argv[2])
+assert not m.training, "kd-sweep saves the trained module in evaluation mode"
 d, _ = read_safetensors(sys.argv[3])
 with torch.no_grad():
     z = m(d['input'])
@@ -231,8 +261,20 @@ fn refusals_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_scripted_nets(d);
+    python_out(UNTRAINABLE, d, &[]);
     let student = format!("{}/student.pt", d.display());
+    let module = |name: &str| format!("student: {{torchscript: {}/{name}}}\n", d.display());
     let cases = [
+        (
+            module("tied.pt"),
+            "parameters `a.weight` and `b.weight` are one tensor",
+        ),
+        (module("double.pt"), "parameter `a.weight` is Double"),
+        (module("frozen.pt"), "it has no trainable parameter"),
+        (
+            format!("student: {{torchscript: {student}, train: {{max_norm: 3.5}}}}\n"),
+            "student.train.max_norm: not offered for a TorchScript student",
+        ),
         (
             format!("student: {{torchscript: {}/missing.pt}}\n", d.display()),
             "cannot use the TorchScript student",

@@ -30,6 +30,9 @@ pub(super) struct InferenceRow {
     pub kd_ms: [f64; 2],
     pub torch_ms: [f64; 2],
     pub ort_ms: [f64; 2],
+    /// The versions the script ran.
+    pub torch: String,
+    pub onnxruntime: String,
 }
 
 /// A fresh net of `spec`, kept in `dir` as `<name>.safetensors` and exported beside it.
@@ -116,6 +119,8 @@ pub(super) fn rows(
             kd_ms: kd,
             torch_ms: [ms("torch_b1_ms"), ms("torch_b256_ms")],
             ort_ms: [ms("ort_b1_ms"), ms("ort_b256_ms")],
+            torch: theirs["torch"].as_str().unwrap_or_default().into(),
+            onnxruntime: theirs["onnxruntime"].as_str().unwrap_or_default().into(),
         });
     }
     Ok(rows)
@@ -132,6 +137,14 @@ fn run_script_json(
         .env("KD_BENCH_THREADS", threads.to_string())
         .output()
         .map_err(|e| RunError::Worker(format!("{}: {e}", opts.python.display())))?;
+    if !out.status.success() {
+        return Err(RunError::Worker(format!(
+            "{} {} failed:\n{}",
+            opts.scripts.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or("")).map_err(|e| {
         RunError::Worker(format!(
@@ -151,7 +164,7 @@ pub(super) fn render(rows: &[InferenceRow], s: &mut String) {
         "\nInference of temp.yaml's models in evaluation mode, median ms per forward pass \
          (`run/footprint.rs`, the report's **What the student buys**; PyTorch eager under \
          `torch.inference_mode` with `experiments/reference/models.py`; ONNX Runtime's CPU \
-         provider on `kd export --format onnx`):\n\n\
+         provider on `kd export --format onnx`; versions in inference.json):\n\n\
          | model | params | kd batch 1 | PyTorch batch 1 | ONNX Runtime batch 1 | kd batch 256 | \
          PyTorch batch 256 | ONNX Runtime batch 256 | PyTorch / kd (1 / 256) | ONNX Runtime / kd \
          (1 / 256) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"

@@ -357,9 +357,20 @@ fn resolve_dataset(ds: &super::RawDataset) -> Result<DatasetCfg, ConfigError> {
     Ok(dataset)
 }
 
-/// A TorchScript student trains in float32: bf16 is refused.
+/// A TorchScript student trains in float32 (bf16 is refused), and kd-sweep cannot see its
+/// layers (`max_norm` is refused).
 fn check_scripted_student(model: &ModelSpec, train: &TrainCfg) -> Result<(), ConfigError> {
-    if matches!(model, ModelSpec::Torchscript(_)) && train.precision == Precision::Bf16 {
+    if !matches!(model, ModelSpec::Torchscript(_)) {
+        return Ok(());
+    }
+    if train.max_norm.is_some() {
+        return Err(invalid(
+            "student.train.max_norm",
+            "not offered for a TorchScript student (kd-sweep does not know which of its \
+             tensors are a layer's weights); constrain the norms in the module itself",
+        ));
+    }
+    if train.precision == Precision::Bf16 {
         return Err(invalid(
             "student.train.precision",
             "bf16 is not offered for a TorchScript student (kd-sweep trains its module in \

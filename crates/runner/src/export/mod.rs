@@ -50,7 +50,10 @@ pub enum Format {
 
 /// Export `args.model`; where it was written.
 pub fn export(args: &ExportArgs) -> Result<PathBuf, RunError> {
-    let (meta, tensors) = models::read(&args.model)?;
+    let (meta, tensors) = match args.format {
+        Format::Torchscript => models::read_any(&args.model)?,
+        _ => models::read(&args.model)?,
+    };
     let fail = |reason: String| RunError::ModelFile {
         file: args.model.clone(),
         reason,

@@ -114,7 +114,11 @@ impl Plan {
             arch: model.arch().into(),
             hidden: model.shape_label(),
             model: serde_json::to_string(model).expect("a model spec serialises"),
-            init: model.init().as_str().into(),
+            // A TorchScript student starts from its file's weights, as a loaded teacher does.
+            init: match model {
+                kd_model_zoo::ModelSpec::Torchscript(_) => "loaded".into(),
+                m => m.init().as_str().into(),
+            },
             params: model.param_count(d.input, d.classes) as u64,
             epochs: train.epochs as u32,
             batch_size: train.batch_size as u32,

@@ -92,18 +92,46 @@ pub(crate) fn timed(
     ([one, many], [r1, r2])
 }
 
-/// The footprints of `plan`'s teacher and students; a model that cannot be built or loaded is
-/// left out with the reason.
+/// libtorch's thread count, set for a scope and put back when it ends (a panic included).
+struct Threads(i32);
+
+impl Threads {
+    fn set(n: usize) -> Threads {
+        let before = Threads(tch::get_num_threads());
+        tch::set_num_threads(n as i32);
+        before
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
+/// `f`, with a panic (libtorch out of memory, a TorchScript module's own error) turned into
+/// an error: a footprint is an observation, never worth a sweep's report.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(why)
+    })
+}
+
+/// The footprints of `plan`'s teacher and students (one per student model as the report names
+/// it: arch, shape and number format); a model that cannot be built, loaded or run is left out
+/// with the reason.
 pub fn measure(plan: &Plan) -> (Vec<Footprint>, Vec<String>) {
     let slot = &plan.slots[0];
     let Ok(device) = env::select_device(&slot.device) else {
-        return (
-            vec![],
-            vec![format!("no footprints: device {} unusable", slot.device)],
-        );
+        let why = format!("no footprints: device {} unusable", slot.device);
+        return (vec![], vec![why]);
     };
-    let threads_before = tch::get_num_threads();
-    tch::set_num_threads(slot.threads as i32);
+    let _threads = Threads::set(slot.threads);
     let shape = (plan.data.input, plan.data.classes);
     let hardware = match device {
         Device::Cuda(i) => env::gpu_model(i),
@@ -125,41 +153,48 @@ pub fn measure(plan: &Plan) -> (Vec<Footprint>, Vec<String>) {
     };
     let mut out = Vec::new();
     let mut notes = Vec::new();
-    match teacher(plan, shape, device) {
+    match guarded(|| teacher(plan, shape, device)) {
         Ok(m) => out.push(m.with(&base)),
         Err(e) => notes.push(format!("the teacher's footprint was not measured: {e}")),
     }
-    let mut seen: Vec<(&ModelSpec, Precision)> = Vec::new();
+    let mut seen: Vec<(&str, String, Precision)> = Vec::new();
     for trial in &plan.trials {
-        let key = (&trial.student.model, trial.student.train.precision);
+        let (spec, precision) = (&trial.student.model, trial.student.train.precision);
+        let key = (spec.arch(), spec.shape_label(), precision);
         if seen.contains(&key) {
             continue;
         }
         seen.push(key);
-        let (spec, precision) = key;
-        match fresh(spec, shape, precision, device) {
-            Ok((_vs, net, bytes)) => {
-                let (ms, runs) = timed(&net, shape.0, kind_of(precision), device);
-                let m = Measured {
-                    role: "student",
-                    arch: spec.arch().into(),
-                    hidden: spec.shape_label(),
-                    precision,
-                    params: spec.param_count(shape.0, shape.1) as u64,
-                    bytes,
-                    ms,
-                    runs,
-                };
-                out.push(m.with(&base));
-            }
+        match guarded(|| student(spec, precision, shape, device)) {
+            Ok(m) => out.push(m.with(&base)),
             Err(e) => notes.push(format!(
                 "student {}'s footprint was not measured: {e}",
                 trial.id
             )),
         }
     }
-    tch::set_num_threads(threads_before);
     (out, notes)
+}
+
+/// A student model's footprint, without the machine's fields.
+fn student(
+    spec: &ModelSpec,
+    precision: Precision,
+    shape: (InputShape, usize),
+    device: Device,
+) -> Result<Measured, String> {
+    let (_vs, net, bytes) = fresh(spec, shape, precision, device)?;
+    let (ms, runs) = timed(&net, shape.0, kind_of(precision), device);
+    Ok(Measured {
+        role: "student",
+        arch: spec.arch().into(),
+        hidden: spec.shape_label(),
+        precision,
+        params: spec.param_count(shape.0, shape.1) as u64,
+        bytes,
+        ms,
+        runs,
+    })
 }
 
 /// The teacher's footprint, named as its row names it (a TorchScript teacher: `torchscript`
@@ -178,7 +213,7 @@ fn teacher(plan: &Plan, shape: (InputShape, usize), device: Device) -> Result<Me
                 "torchscript".to_string(),
                 name,
                 s.params,
-                4 * s.params,
+                scripted_bytes(&s.file)?,
             )
         }
         None => {
@@ -206,6 +241,17 @@ fn teacher(plan: &Plan, shape: (InputShape, usize), device: Device) -> Result<Me
         ms,
         runs,
     })
+}
+
+/// The bytes of a TorchScript module's parameters and buffers.
+fn scripted_bytes(file: &std::path::Path) -> Result<u64, String> {
+    let m = kd_jit::Module::load(file, Device::Cpu)?;
+    let mut all = m.parameters()?;
+    all.extend(m.buffers()?);
+    Ok(all
+        .iter()
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum())
 }
 
 /// A model's footprint before the machine's fields are added.

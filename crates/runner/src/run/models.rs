@@ -223,6 +223,8 @@ pub fn write_torchscript(
         )));
     }
     let module = kd_jit::Module::load(&s.file, tch::Device::Cpu).map_err(source)?;
+    // Saved in evaluation mode, so `torch.jit.load(file)(x)` predicts at once.
+    module.set_train(false).map_err(source)?;
     let mut named = module.parameters().map_err(source)?;
     named.extend(module.buffers().map_err(source)?);
     for (name, t) in &named {
@@ -270,6 +272,9 @@ pub fn read_any(file: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>), RunEr
              it holds the data plan and the standardisation); or evaluate that file",
             kept.display()
         )));
+    }
+    if let super::cache_file::Check::Bad(why) = super::cache_file::check(file) {
+        return Err(fail(why));
     }
     let (mut meta, _) = read(&kept)?;
     let ModelSpec::Torchscript(spec) = &mut meta.model else {
