@@ -18,10 +18,15 @@
 //! [`Targets`], which serves one student and K packed students alike; this file holds the
 //! weights, the hard term and their sum.
 
+mod ensemble;
 mod objectives;
 mod targets;
 
 // The registry: SoftLoss, Objective, Params, RawKd and each objective's parameter type.
+pub use ensemble::{
+    ensemble_distillation_loss, ensemble_targets, geometric_logits,
+    packed_ensemble_distillation_loss,
+};
 pub use objectives::*;
 pub use targets::Targets;
 
@@ -41,6 +46,12 @@ pub enum LossError {
     Temperature(f64),
     #[error("{name} must be finite and >= 0, got {value}")]
     Weight { name: &'static str, value: f64 },
+    #[error(
+        "soft_loss {0} reads the teacher's logits, and an ensemble averaged in probability has \
+         none: use soft_loss ce or kl, or the ensemble rule geometric (the mean of its members' \
+         logits)"
+    )]
+    Mixture(&'static str),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }

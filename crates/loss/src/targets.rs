@@ -25,6 +25,10 @@ pub struct Targets<'a> {
     temperature: Temperature,
     labels: Option<&'a Tensor>,
     standardise: bool,
+    /// An ensemble averaged in probability: `teacher` holds its M members' logits along a
+    /// leading dim, and these are the members' log-weights, `[M]` shaped to broadcast over
+    /// the rest (`[M, 1, 1]`, or `[M, 1, 1, 1]` packed).
+    mixture: Option<Tensor>,
 }
 
 impl<'a> Targets<'a> {
@@ -36,6 +40,7 @@ impl<'a> Targets<'a> {
             temperature: Temperature::One(t),
             labels: None,
             standardise: false,
+            mixture: None,
         }
     }
 
@@ -46,6 +51,42 @@ impl<'a> Targets<'a> {
             temperature: Temperature::Each(temperature),
             labels: None,
             standardise: false,
+            mixture: None,
+        }
+    }
+
+    /// An ensemble's targets: the teacher given to [`Targets::single`] or [`Targets::packed`]
+    /// holds M members' logits along a new leading dim (`[M, batch, classes]`, or `[M, K, batch,
+    /// classes]`), combined as the arithmetic mean of their softened probabilities with weights
+    /// `weights` (M of them, summing to 1): `p^T = sum_m w_m softmax(v_m / T)`. Objectives that
+    /// read the teacher's logits (logit matching, DKD, DIST) have none to read: they are refused
+    /// with [`LossError::Mixture`].
+    pub fn mixture(mut self, weights: &[f64]) -> Result<Self, LossError> {
+        let m = self.teacher.size().first().copied().unwrap_or(0);
+        if weights.len() as i64 != m || m == 0 {
+            return Err(LossError::Shape {
+                what: "ensemble weights",
+                expected: format!("one per member ({m})"),
+                got: vec![weights.len() as i64],
+            });
+        }
+        let ones = vec![1i64; self.teacher.dim() - 1];
+        let shape: Vec<i64> = std::iter::once(m).chain(ones).collect();
+        let log_w = Tensor::from_slice(weights)
+            .to_kind(self.teacher.kind())
+            .to_device(self.teacher.device())
+            .log()
+            .view(shape.as_slice());
+        self.mixture = Some(log_w);
+        Ok(self)
+    }
+
+    /// An error for an objective that reads the teacher's logits, when they are an ensemble's
+    /// members averaged in probability.
+    fn logits_needed(&self, what: &'static str) -> Result<(), LossError> {
+        match self.mixture {
+            Some(_) => Err(LossError::Mixture(what)),
+            None => Ok(()),
         }
     }
 
@@ -95,13 +136,15 @@ impl<'a> Targets<'a> {
         self.soften(student)
     }
 
-    /// `v / T` (z-scored first under standardisation): the teacher's, detached.
-    pub fn teacher_tempered(&self) -> Tensor {
-        self.soften(self.teacher).detach()
+    /// `v / T` (z-scored first under standardisation): the teacher's, detached; `what` (the
+    /// objective) is refused for an ensemble averaged in probability.
+    pub fn teacher_tempered(&self, what: &'static str) -> Result<Tensor, LossError> {
+        self.logits_needed(what)?;
+        Ok(self.soften(self.teacher).detach())
     }
 
     /// The teacher's logits, detached.
-    pub fn logits(&self) -> Tensor {
+    fn logits(&self) -> Tensor {
         self.teacher.detach()
     }
 
@@ -110,16 +153,25 @@ impl<'a> Targets<'a> {
         Ok(self.soften(student).f_log_softmax(-1, student.kind())?)
     }
 
-    /// `log p^T`: the teacher's tempered log-probabilities, detached.
+    /// `log p^T`: the teacher's tempered log-probabilities, detached. An ensemble's is
+    /// `logsumexp_m(log w_m + log_softmax(v_m / T))`, the log of the members' weighted mean
+    /// probability without leaving the log domain.
     pub fn log_probs(&self) -> Result<Tensor, LossError> {
-        Ok(self
+        let log_p = self
             .soften(self.teacher)
-            .f_log_softmax(-1, self.teacher.kind())?
-            .detach())
+            .f_log_softmax(-1, self.teacher.kind())?;
+        Ok(match &self.mixture {
+            None => log_p,
+            Some(log_w) => (log_p + log_w).f_logsumexp([0i64].as_slice(), false)?,
+        }
+        .detach())
     }
 
     /// `p^T`: the teacher's tempered probabilities, detached.
     pub fn probs(&self) -> Result<Tensor, LossError> {
+        if self.mixture.is_some() {
+            return Ok(self.log_probs()?.exp());
+        }
         match self.temperature {
             Temperature::One(_) => Ok(self
                 .soften(self.teacher)
@@ -150,6 +202,7 @@ impl<'a> Targets<'a> {
     /// `mean (z - v)^2` over classes and the batch, the teacher detached: a scalar for one
     /// student, `[K]` for a pack.
     pub fn mean_squared_error(&self, student: &Tensor) -> Result<Tensor, LossError> {
+        self.logits_needed("mse_logits")?;
         let teacher = self.logits();
         Ok(match self.temperature {
             Temperature::One(_) => student.f_mse_loss(&teacher, Reduction::Mean)?,

@@ -83,7 +83,7 @@ impl Objective for Dist {
         let ys = targets
             .student_tempered(student)
             .f_softmax(-1, student.kind())?;
-        let yt = targets.teacher_tempered().f_softmax(-1, student.kind())?;
+        let yt = targets.teacher_tempered("dist")?.f_softmax(-1, student.kind())?;
         // Per sample across classes, then per class across the batch; each averaged over the
         // last axis left (a scalar, or `[K]` packed).
         let inter = 1.0 - targets.batch_mean(pearson(&ys, &yt, -1)?)?;

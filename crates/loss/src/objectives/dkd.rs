@@ -74,7 +74,7 @@ impl Objective for Dkd {
         let classes = *student.size().last().unwrap_or(&0);
         let gt = labels.f_one_hot(classes)?.to_kind(student.kind());
         let zs = targets.student_tempered(student);
-        let zt = targets.teacher_tempered();
+        let zt = targets.teacher_tempered("dkd")?;
         let others = gt.ones_like() - &gt;
         let split = |p: &Tensor| -> Result<Tensor, LossError> {
             let target = (p * &gt).f_sum_dim_intlist(-1, true, None::<Kind>)?;
