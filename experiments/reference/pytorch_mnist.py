@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import models
 from kd_common import MASK, SplitMix64, idx
 
 DATA = os.path.join(
@@ -101,20 +102,12 @@ def jitter(x, n, seed, epoch, batch, fill):
     return padded.gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
 
 
-class Mlp(nn.Module):
-    def __init__(self, hidden, dropout=0.0, input_dropout=0.0):
-        super().__init__()
-        dims = [784] + list(hidden) + [10]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
-        self.dropout, self.input_dropout = dropout, input_dropout
+class Mlp(models.Mlp):
+    """The reference MLP (`models.Mlp`, the names kd-sweep keeps students under) on 784 inputs
+    and 10 classes, with the max-norm constraint of Hinton et al.'s teacher."""
 
-    def forward(self, x):
-        x = F.dropout(x.flatten(1), self.input_dropout, self.training)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.dropout(F.relu(x), self.dropout, self.training)
-        return x
+    def __init__(self, hidden, dropout=0.0, input_dropout=0.0):
+        super().__init__(784, hidden, 10, dropout, input_dropout)
 
     def max_norm_(self, c):
         with torch.no_grad():

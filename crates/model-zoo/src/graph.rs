@@ -117,6 +117,21 @@ impl Graph {
         )
     }
 
+    /// A convolution without bias (`conv`) then its batch normalisation (`bn`): the CIFAR
+    /// families' `Conv2d(bias=False)` + `BatchNorm2d` pair. The normalised value's name.
+    pub fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+    ) -> String {
+        self.conv(conv, k, stride, pad, groups, false);
+        self.batch_norm(bn)
+    }
+
     /// Batch normalisation `prefix` in evaluation mode (`weight`, `bias`, `running_mean`,
     /// `running_var`; epsilon 1e-5, `nn.BatchNorm2d`'s and tch's).
     pub fn batch_norm(&mut self, prefix: &str) -> String {

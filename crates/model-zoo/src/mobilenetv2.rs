@@ -197,29 +197,24 @@ impl Family for MobileNetV2Spec {
 
     /// As [`MobileNetV2Net`]'s forward pass, by the names [`MobileNetV2Spec::build`] gives.
     fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
-        g.conv("conv1.0", 3, 2, 1, 1, false);
-        g.batch_norm("conv1.1");
+        g.conv_bn("conv1.0", "conv1.1", 3, 2, 1, 1);
         g.relu();
         let (stages, _) = self.stages(input);
         for (i, stage) in stages.iter().enumerate() {
             for (j, &(cin, e, cout, stride, _)) in stage.iter().enumerate() {
                 let q = format!("blocks.{i}.{j}.conv");
                 let x = g.last.clone();
-                g.conv(&format!("{q}.0"), 1, 1, 0, 1, false);
-                g.batch_norm(&format!("{q}.1"));
+                g.conv_bn(&format!("{q}.0"), &format!("{q}.1"), 1, 1, 0, 1);
                 g.relu();
-                g.conv(&format!("{q}.3"), 3, stride as i64, 1, e as i64, false);
-                g.batch_norm(&format!("{q}.4"));
+                g.conv_bn(&format!("{q}.3"), &format!("{q}.4"), 3, stride as i64, 1, e as i64);
                 g.relu();
-                g.conv(&format!("{q}.6"), 1, 1, 0, 1, false);
-                let out = g.batch_norm(&format!("{q}.7"));
+                let out = g.conv_bn(&format!("{q}.6"), &format!("{q}.7"), 1, 1, 0, 1);
                 if stride == 1 && cin == cout {
                     g.add(&out, &x);
                 }
             }
         }
-        g.conv("conv2.0", 1, 1, 0, 1, false);
-        g.batch_norm("conv2.1");
+        g.conv_bn("conv2.0", "conv2.1", 1, 1, 0, 1);
         g.relu();
         g.global_avg_pool();
         g.flatten();

@@ -158,8 +158,7 @@ impl Family for ResNetSpec {
 
     /// As [`ResNetNet`]'s forward pass, by the names [`ResNetSpec::build`] gives.
     fn graph(&self, g: &mut crate::Graph, _input: InputShape, _classes: usize) -> Result<(), ModelError> {
-        g.conv("conv1", 3, 1, 1, 1, false);
-        g.batch_norm("bn1");
+        g.conv_bn("conv1", "bn1", 3, 1, 1, 1);
         g.relu();
         let mut c = self.widths[0];
         for (stage, &planes) in self.widths[1..].iter().enumerate() {
@@ -167,15 +166,12 @@ impl Family for ResNetSpec {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let q = format!("layer{}.{b}", stage + 1);
                 let x = g.last.clone();
-                g.conv(&format!("{q}.conv1"), 3, stride, 1, 1, false);
-                g.batch_norm(&format!("{q}.bn1"));
+                g.conv_bn(&format!("{q}.conv1"), &format!("{q}.bn1"), 3, stride, 1, 1);
                 g.relu();
-                g.conv(&format!("{q}.conv2"), 3, 1, 1, 1, false);
-                let main = g.batch_norm(&format!("{q}.bn2"));
+                let main = g.conv_bn(&format!("{q}.conv2"), &format!("{q}.bn2"), 3, 1, 1, 1);
                 let residual = if stride != 1 || c != planes {
                     g.last = x;
-                    g.conv(&format!("{q}.downsample.0"), 1, stride, 0, 1, false);
-                    g.batch_norm(&format!("{q}.downsample.1"))
+                    g.conv_bn(&format!("{q}.downsample.0"), &format!("{q}.downsample.1"), 1, stride, 0, 1)
                 } else {
                     x
                 };

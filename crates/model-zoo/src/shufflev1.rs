@@ -199,8 +199,7 @@ impl Family for ShuffleV1Spec {
 
     /// As [`ShuffleV1Net`]'s forward pass, by the names [`ShuffleV1Spec::build`] gives.
     fn graph(&self, g: &mut crate::Graph, input: InputShape, _classes: usize) -> Result<(), ModelError> {
-        g.conv("conv1", 1, 1, 0, 1, false);
-        g.batch_norm("bn1");
+        g.conv_bn("conv1", "bn1", 1, 1, 0, 1);
         g.relu();
         let side = input.height.max(input.width);
         let mut s_in = side as i64;
@@ -208,15 +207,12 @@ impl Family for ShuffleV1Spec {
             for (b, &(_, mid, _, gr, stride, s)) in stage.iter().enumerate() {
                 let q = format!("layer{}.{b}", l + 1);
                 let x = g.last.clone();
-                g.conv(&format!("{q}.conv1"), 1, 1, 0, gr as i64, false);
-                g.batch_norm(&format!("{q}.bn1"));
+                g.conv_bn(&format!("{q}.conv1"), &format!("{q}.bn1"), 1, 1, 0, gr as i64);
                 g.relu();
                 g.shuffle(gr as i64, mid as i64, s_in);
-                g.conv(&format!("{q}.conv2"), 3, stride as i64, 1, mid as i64, false);
-                g.batch_norm(&format!("{q}.bn2"));
+                g.conv_bn(&format!("{q}.conv2"), &format!("{q}.bn2"), 3, stride as i64, 1, mid as i64);
                 g.relu();
-                g.conv(&format!("{q}.conv3"), 1, 1, 0, self.groups as i64, false);
-                let out = g.batch_norm(&format!("{q}.bn3"));
+                let out = g.conv_bn(&format!("{q}.conv3"), &format!("{q}.bn3"), 1, 1, 0, self.groups as i64);
                 if stride == 2 {
                     g.last = x;
                     let res = g.avg_pool(3, 2, 1);

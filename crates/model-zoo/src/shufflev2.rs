@@ -232,8 +232,7 @@ impl Family for ShuffleV2Spec {
                 "" => format!("{what}{i}"),
                 q => format!("{q}.{what}{i}"),
             };
-            g.conv(&at("conv"), k, stride, k / 2, groups as i64, false);
-            g.batch_norm(&at("bn"))
+            g.conv_bn(&at("conv"), &at("bn"), k, stride, k / 2, groups as i64)
         };
         conv_bn(g, "", 1, 1, 1, 1);
         g.relu();

@@ -154,8 +154,7 @@ impl Family for WrnSpec {
             let x = g.last.clone();
             g.batch_norm(&format!("{q}.bn1"));
             let pre = g.relu();
-            g.conv(&format!("{q}.conv1"), 3, stride, 1, 1, false);
-            g.batch_norm(&format!("{q}.bn2"));
+            g.conv_bn(&format!("{q}.conv1"), &format!("{q}.bn2"), 3, stride, 1, 1);
             g.relu();
             let main = g.conv(&format!("{q}.conv2"), 3, 1, 1, 1, false);
             let residual = if cin != cout {

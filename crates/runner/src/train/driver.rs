@@ -451,11 +451,7 @@ fn finish(
                 out.test_errors = test_score.map(|t| t.errors);
                 out.best_epoch = best_epoch(&out.epochs);
                 // The validation accuracy of the weights it ends with.
-                let ended = match out.best_epoch {
-                    Some(e) if best => out.epochs.iter().find(|l| l.epoch == e),
-                    _ => out.epochs.last(),
-                };
-                out.val_acc = ended.and_then(|l| l.val_acc);
+                out.val_acc = out.ended(cfg.weights).and_then(|l| l.val_acc);
                 if let (Some(r), Some(test)) = (data.reference, &test) {
                     let v = val.as_ref().map(|v| v.get(i as i64));
                     out.measures = super::measure::measure(

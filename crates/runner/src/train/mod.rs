@@ -92,6 +92,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The epoch whose weights the student ends with: its best validation epoch under
+    /// `train.weights: best` (when it has one), else its last.
+    pub fn ended(&self, weights: crate::config::Weights) -> Option<&kd_report::EpochRecord> {
+        match self.best_epoch {
+            Some(e) if weights == crate::config::Weights::Best => {
+                self.epochs.iter().find(|l| l.epoch == e)
+            }
+            _ => self.epochs.last(),
+        }
+    }
+
     /// Test accuracy after the best validation epoch (the record's `best_test_acc`).
     pub fn best_test_acc(&self) -> Option<f64> {
         let best = self.best_epoch?;

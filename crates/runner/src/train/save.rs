@@ -8,7 +8,7 @@ use tch::Tensor;
 use super::learner::Learner;
 use super::snapshot::{Keep, KeptModel};
 use super::Outcome;
-use crate::config::{Save, TrainCfg, Weights};
+use crate::config::{Save, TrainCfg};
 
 /// `save:`: each finished student's weights handed to `models.sink` and the outcome told where
 /// they went. `best` gives the kept copy of its best validation epoch (`best_copies`: the copy
@@ -33,10 +33,7 @@ pub(super) fn keep_models(
         if out.status != Status::Ok {
             continue;
         }
-        let ended = match (cfg.weights, out.best_epoch) {
-            (Weights::Best, Some(e)) => e,
-            _ => out.epochs.last().map_or(0, |l| l.epoch),
-        };
+        let ended = out.ended(cfg.weights).map_or(0, |l| l.epoch);
         let last = KeptModel {
             tensors: learner.member(&live, i),
             which: Save::Last,
