@@ -413,3 +413,67 @@ fn claims_that_need_a_pruned_cell_are_not_judged() {
         check(&claims, &kept, &[])
     );
 }
+
+/// `retained_fraction`: per seed (KD - baseline) / (teacher - baseline) of the cell chosen on
+/// validation (30-30 at T = 4: KD 83.0, 83.1, 83.2 against baselines 80.0, 80.1, 80.0), the
+/// teacher being the row the KD trials name. Teacher 84%: 0.750, 0.769, 0.800, mean 0.773.
+#[test]
+fn retained_fraction_is_judged_only_where_the_teachers_gain_is_clear() {
+    let with_teacher = |acc: f64| {
+        let mut rows = rows("ce", "r");
+        for r in rows.iter_mut().filter(|r| r.kind == Kind::Kd) {
+            r.teacher_id = Some("ens".into());
+        }
+        let mut t = rec("ens", Kind::Teacher, 0, "3 x mlp 64", acc);
+        t.arch = "ensemble".into();
+        rows.push(t);
+        rows
+    };
+    let rows = with_teacher(0.84);
+    let pass = one(
+        "{claim: retained_fraction, student: 30-30, at_least: 0.7}",
+        &rows,
+        &[],
+    );
+    assert_eq!(pass.len(), 1);
+    assert_eq!(pass[0].label(), "PASS", "{:?}", pass[0]);
+    assert!(
+        pass[0].measured.starts_with("retained 0.77 ±"),
+        "{}",
+        pass[0].measured
+    );
+    assert_eq!(pass[0].margin, "+0.07");
+    let fail = one(
+        "{claim: retained_fraction, student: 30-30, at_least: 0.8}",
+        &rows,
+        &[],
+    );
+    assert_eq!(fail[0].label(), "FAIL", "{:?}", fail[0]);
+    assert_eq!(fail[0].margin, "-0.03");
+    // A teacher 0.02 points above the baselines' mean, whose seed sd is 0.06 points: noise.
+    let noise = one(
+        "{claim: retained_fraction, student: 30-30, at_least: 0.8}",
+        &with_teacher(0.8005),
+        &[],
+    );
+    assert_eq!(noise[0].label(), "NOT MEASURABLE", "{:?}", noise[0]);
+    assert!(
+        noise[0].measured.contains("not measurable"),
+        "{}",
+        noise[0].measured
+    );
+    let section = claims_section(&noise);
+    assert!(section.contains("1 not measurable"), "{section}");
+    // No teacher row: not measured, a failure that says so.
+    let orphan = one(
+        "{claim: retained_fraction, student: 30-30, at_least: 0.8}",
+        &rows[..rows.len() - 1],
+        &[],
+    );
+    assert_eq!(orphan[0].label(), "FAIL");
+    assert!(
+        orphan[0].measured.contains("no finished teacher row"),
+        "{}",
+        orphan[0].measured
+    );
+}

@@ -32,6 +32,7 @@ impl Judge<'_> {
             margin,
             pass,
             judged: true,
+            measurable: true,
         }
     }
 
@@ -342,9 +343,21 @@ pub fn claims_section(verdicts: &[Verdict]) -> String {
 
 /// `3 of 4 claims passed.`, and how many were not judged.
 fn tally(verdicts: &[Verdict]) -> String {
-    let passed = verdicts.iter().filter(|v| v.judged && v.pass).count();
+    let passed = verdicts
+        .iter()
+        .filter(|v| v.judged && v.measurable && v.pass)
+        .count();
     let mut s = format!("{passed} of {} claims passed.", verdicts.len());
-    let unjudged = verdicts.iter().filter(|v| !v.judged).count();
+    let unmeasurable = verdicts.iter().filter(|v| !v.measurable).count();
+    if unmeasurable > 0 {
+        s.push_str(&format!(
+            " {unmeasurable} not measurable: the effect they are about is within the seeds' noise."
+        ));
+    }
+    let unjudged = verdicts
+        .iter()
+        .filter(|v| !v.judged && v.measurable)
+        .count();
     if unjudged > 0 {
         s.push_str(&format!(
             " {unjudged} not judged: they need cells the search pruned."

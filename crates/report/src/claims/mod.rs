@@ -70,6 +70,7 @@ claim_kinds! {
     agrees => Agrees,
     errors_at_most => ErrorsAtMost,
     reference => Reference,
+    retained_fraction => RetainedFraction,
 }
 
 /// What a claim kind does: say what the paper reports, check its keys, judge the records.
@@ -165,12 +166,16 @@ pub struct Verdict {
     /// False where the cells a successive-halving search pruned could change it (see
     /// [`check_with_pruned`]): then it neither passes nor fails.
     pub judged: bool,
+    /// False where the effect the claim is about is not clear of the seeds' noise
+    /// (`retained_fraction`): then it neither passes nor fails.
+    pub measurable: bool,
 }
 
 impl Verdict {
-    /// `PASS`, `FAIL` or `NOT JUDGED`.
+    /// `PASS`, `FAIL`, `NOT MEASURABLE` or `NOT JUDGED`.
     pub fn label(&self) -> &'static str {
         match (self.judged, self.pass) {
+            _ if !self.measurable => "NOT MEASURABLE",
             (false, _) => "NOT JUDGED",
             (true, true) => "PASS",
             (true, false) => "FAIL",

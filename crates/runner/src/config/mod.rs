@@ -6,6 +6,7 @@
 
 mod checks;
 mod device;
+pub mod ensemble;
 pub mod every;
 mod grid;
 mod kd;
@@ -150,6 +151,18 @@ pub struct RawTeacher {
     pub torchscript: Option<PathBuf>,
     pub model: Option<RawModel>,
     pub train: Option<RawTrain>,
+    /// `K`: an ensemble of K members of this recipe, seeds seed..seed+K-1 ([`ensemble`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<usize>,
+    /// An ensemble of these teachers, each a teacher block of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<RawTeacher>>,
+    /// The members' weights in the ensemble (default equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f64>>,
+    /// `arithmetic | geometric`: how the members combine ([`ensemble::Rule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -204,7 +217,12 @@ pub struct Resolved {
     /// Whether and how many MLP students train as one packed model.
     pub pack: Pack,
     pub seeds: Vec<u64>,
+    /// The teacher; of an ensemble, its first member (`ensemble` says the rest).
     pub teacher: TeacherCfg,
+    /// An ensemble teacher's members, weights and rule (none: a lone teacher). Left out of the
+    /// serialised form when unset, so configs without one keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<ensemble::EnsembleCfg>,
     pub student: StudentCfg,
     pub kd: KdWeights,
     pub baseline: bool,

@@ -8,7 +8,7 @@ use super::checks::{check_classes, check_cudnn, check_name, check_prob, resolve_
 use super::device::resolve_device;
 use super::{
     enum_name, invalid, parse_enum, ConfigError, DatasetCfg, Optimizer, Pack, Precision, RawConfig,
-    RawModel, RawTrain, Resolved, Save, Schedule, StudentCfg, TeacherCfg, TrainCfg,
+    RawModel, RawTrain, Resolved, Save, Schedule, StudentCfg, TrainCfg,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ fn default_epochs(role: Role) -> usize {
 }
 
 impl RawTrain {
-    fn resolve(&self, key: &str, role: Role) -> Result<TrainCfg, ConfigError> {
+    pub(super) fn resolve(&self, key: &str, role: Role) -> Result<TrainCfg, ConfigError> {
         let epochs = self.epochs.unwrap_or(default_epochs(role));
         if epochs == 0 {
             return Err(invalid(format!("{key}.epochs"), "must be > 0, got 0"));
@@ -386,22 +386,30 @@ impl RawConfig {
         let dataset = resolve_dataset(&self.dataset)?;
         let seeds = self.seeds_and_counts()?;
         let device = resolve_device(self.device.as_ref(), gpus)?;
-        self.check_torchscript_alone()?;
-        let model = |raw: &Option<RawModel>, role: Role| {
-            RawModel::resolve(raw.as_ref(), &format!("{}.model", role.key()), role)
-        };
-        let train = |raw: &Option<RawTrain>, role: Role| {
-            raw.clone()
-                .unwrap_or_default()
-                .resolve(&format!("{}.train", role.key()), role)
-        };
-        let (teacher_train, student_train) = (
-            train(&self.teacher.train, Role::Teacher)?,
-            train(&self.student.train, Role::Student)?,
-        );
-        check_cudnn(&device, &teacher_train, &student_train)?;
-        let student_model = model(&self.student_model()?, Role::Student)?;
+        let (teacher, ensemble) = super::ensemble::resolve_teachers(&self.teacher)?;
+        let student_train = self
+            .student
+            .train
+            .clone()
+            .unwrap_or_default()
+            .resolve("student.train", Role::Student)?;
+        for t in ensemble
+            .as_ref()
+            .map_or(std::slice::from_ref(&teacher), |e| &e.members)
+        {
+            check_cudnn(&device, &t.train, &student_train)?;
+        }
+        let student_model = RawModel::resolve(
+            self.student_model()?.as_ref(),
+            "student.model",
+            Role::Student,
+        )?;
         check_scripted_student(&student_model, &student_train)?;
+        let kd = super::kd::resolve(&self.kd)?;
+        if let Some(e) = &ensemble {
+            super::ensemble::check_objective(e, &kd)?;
+            super::ensemble::check_students(e, &student_train)?;
+        }
         let checkpoint_every = super::every::resolve(self.checkpoint_every.as_ref())?;
         Ok(Resolved {
             checkpoint_every,
@@ -417,18 +425,13 @@ impl RawConfig {
             device,
             threads: self.threads,
             seeds,
-            teacher: TeacherCfg {
-                seed: self.teacher.seed.unwrap_or(0),
-                checkpoint: self.teacher.checkpoint.clone(),
-                torchscript: self.teacher.torchscript.clone(),
-                model: model(&self.teacher.model, Role::Teacher)?,
-                train: teacher_train,
-            },
+            teacher,
+            ensemble,
             student: StudentCfg {
                 model: student_model,
                 train: student_train,
             },
-            kd: super::kd::resolve(&self.kd)?,
+            kd,
             baseline: self.baseline.unwrap_or(true),
             grid: vec![],
             cells: vec![],
@@ -476,24 +479,5 @@ impl RawConfig {
         m.insert("arch".into(), "torchscript".into());
         m.insert("file".into(), file.to_string_lossy().as_ref().into());
         Ok(Some(RawModel(m)))
-    }
-
-    /// A TorchScript teacher is the whole teacher: no model, train or checkpoint beside it.
-    fn check_torchscript_alone(&self) -> Result<(), ConfigError> {
-        if self.teacher.torchscript.is_some() {
-            let alone = [
-                ("teacher.checkpoint", self.teacher.checkpoint.is_some()),
-                ("teacher.model", self.teacher.model.is_some()),
-                ("teacher.train", self.teacher.train.is_some()),
-            ];
-            if let Some((key, _)) = alone.iter().find(|(_, given)| *given) {
-                return Err(invalid(
-                    *key,
-                    "not used with teacher.torchscript (the TorchScript module is the whole \
-                     teacher, trained elsewhere); remove one of them",
-                ));
-            }
-        }
-        Ok(())
     }
 }

@@ -28,32 +28,10 @@ impl Plan {
             d.test,
             d.transfer_rows
         );
-        let loaded = t.cfg.checkpoint.is_some() || t.torchscript.is_some();
-        let teacher_flops = if loaded {
-            0.0
-        } else {
-            cost(&t.cfg.model, t.cfg.train.epochs, d.train)
+        let teacher_flops = match t.ensemble {
+            None => teacher_line(t, "teacher", &cost, d.train, &mut s),
+            Some(_) => self.ensemble_lines(&cost, &mut s),
         };
-        let (arch, shape) = match &t.torchscript {
-            Some(s) => ("torchscript".to_string(), s.file.display().to_string()),
-            None => (t.cfg.model.arch().to_string(), t.cfg.model.shape_label()),
-        };
-        let _ = writeln!(
-            s,
-            "{} teacher {arch} {shape} seed {} on {} ({}): {:.1} TFLOP{}",
-            t.id,
-            t.cfg.seed,
-            t.slot.device,
-            t.slot.class.describe(),
-            teacher_flops / 1e12,
-            if t.torchscript.is_some() {
-                " (torchscript, not trained here)"
-            } else if loaded {
-                " (checkpoint)"
-            } else {
-                " (0 if cached)"
-            }
-        );
         let total = teacher_flops + self.trial_lines(&mut s);
         self.notes(&mut s);
         self.pack_line(&mut s);
@@ -69,7 +47,97 @@ impl Plan {
     }
 }
 
+/// The line of lone teacher `t` (`what`: `teacher` or `member`) into `s`; its training FLOPs.
+fn teacher_line(
+    t: &super::TeacherPlan,
+    what: &str,
+    cost: &dyn Fn(&ModelSpec, usize, usize) -> f64,
+    train: usize,
+    s: &mut String,
+) -> f64 {
+    let loaded = t.cfg.checkpoint.is_some() || t.torchscript.is_some();
+    let flops = if loaded {
+        0.0
+    } else {
+        cost(&t.cfg.model, t.cfg.train.epochs, train)
+    };
+    let (arch, shape) = match &t.torchscript {
+        Some(s) => ("torchscript".to_string(), s.file.display().to_string()),
+        None => (t.cfg.model.arch().to_string(), t.cfg.model.shape_label()),
+    };
+    let _ = writeln!(
+        s,
+        "{} {what} {arch} {shape} seed {} on {} ({}): {:.1} TFLOP{}",
+        t.id,
+        t.cfg.seed,
+        t.slot.device,
+        t.slot.class.describe(),
+        flops / 1e12,
+        if t.torchscript.is_some() {
+            " (torchscript, not trained here)"
+        } else if loaded {
+            " (checkpoint)"
+        } else {
+            " (0 if cached)"
+        }
+    );
+    flops
+}
+
 impl Plan {
+    /// An ensemble teacher's lines into `s`: its id and rule, a line per member, and the memory
+    /// of combining them; the members' training FLOPs.
+    fn ensemble_lines(
+        &self,
+        cost: &dyn Fn(&ModelSpec, usize, usize) -> f64,
+        s: &mut String,
+    ) -> f64 {
+        let (t, d) = (&self.teacher, &self.data);
+        let c = t.ensemble.as_ref().expect("an ensemble plan");
+        let weights = match c.weights.first() {
+            Some(w) if c.weights.iter().all(|x| x == w) => "equal weights".to_string(),
+            _ => {
+                let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
+                format!("weights {}", w.join(" "))
+            }
+        };
+        let _ = writeln!(
+            s,
+            "{} teacher ensemble {} ({} rule, {weights}): its members below, each trained or \
+             reused by its own id",
+            t.id,
+            t.ensemble_label(),
+            c.rule,
+        );
+        let flops = t
+            .members
+            .iter()
+            .map(|m| teacher_line(m, "member", cost, d.train, s))
+            .sum();
+        // float32 logits: every member's on the training, validation and test splits while
+        // they combine; then the students' targets (one tensor per temperature under the
+        // arithmetic rule) and the test logits.
+        let mb = |rows: usize| (rows * d.classes * 4) as f64 / 1e6;
+        let split = mb(d.train) + mb(d.val) + mb(d.test);
+        let targets = match c.rule {
+            // The T = 1 prediction, then one per temperature.
+            crate::config::ensemble::Rule::Arithmetic => 1 + self.temperatures().len(),
+            crate::config::ensemble::Rule::Geometric => 1,
+        };
+        let _ = writeln!(
+            s,
+            "ensemble memory: the {} members' logits {:.1} MB while combining; the students' \
+             targets {:.1} MB ({targets} training tensor(s) of {:.1} MB: under the arithmetic \
+             rule one per temperature and one at T = 1) in the cache and in each student \
+             process",
+            t.members.len(),
+            t.members.len() as f64 * split,
+            targets as f64 * mb(d.train) + mb(d.test),
+            mb(d.train)
+        );
+        flops
+    }
+
     /// One line per student trial (its id, settings, class, execution and training FLOPs) into
     /// `s`; the trials' FLOPs in all.
     fn trial_lines(&self, s: &mut String) -> f64 {

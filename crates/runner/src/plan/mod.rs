@@ -20,6 +20,7 @@ use crate::env::{self, DeviceKind, ExecClass, Slot};
 use crate::error::{model_err, RunError};
 
 mod describe;
+pub mod ensemble;
 pub(crate) mod records;
 mod shard;
 mod trials;
@@ -45,6 +46,12 @@ pub struct TeacherPlan {
     /// A `teacher.torchscript` teacher, as loaded once at plan time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torchscript: Option<ScriptedTeacher>,
+    /// An ensemble's rule and weights (none: a lone teacher); `cfg` is then its first member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<ensemble::Combination>,
+    /// An ensemble's members, each planned as a lone teacher (empty for a lone teacher).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<TeacherPlan>,
 }
 
 /// A TorchScript teacher: its file, the file's SHA-256 (in the teacher id, standing for the
@@ -182,6 +189,11 @@ impl Plan {
     /// Plan the sweep of `cfg` over `data` on this machine.
     pub fn build(cfg: &Resolved, data: &Data) -> Result<Plan, RunError> {
         let d = &data.plan;
+        let members = cfg.ensemble.as_ref().map_or(&[][..], |e| &e.members[..]);
+        for (i, t) in members.iter().enumerate() {
+            let key = format!("teacher.members[{i}].model");
+            t.model.validate(d.input).map_err(model_err(&key))?;
+        }
         cfg.teacher
             .model
             .validate(d.input)
@@ -192,7 +204,10 @@ impl Plan {
                 .validate(d.input)
                 .map_err(model_err("student.model"))?;
         }
-        let teacher = trials::teacher_plan(cfg, d)?;
+        let teacher = match &cfg.ensemble {
+            Some(e) => ensemble::ensemble_plan(cfg, e, d)?,
+            None => trials::teacher_plan_of(cfg, &cfg.teacher, d)?,
+        };
         let teacher_id = teacher.id.clone();
         let slots = student_slots(cfg)?;
         let (classes, slot_class) = classes_of(&slots);
@@ -241,8 +256,13 @@ impl Plan {
                 continue;
             }
             // Baselines pack with the KD trials of their student, in the KD trials' form.
-            let key = serde_json::to_string(&(t.class, &t.student, self.soft_form_of(t)))
-                .expect("a student config serialises");
+            let key = serde_json::to_string(&(
+                t.class,
+                &t.student,
+                self.soft_form_of(t),
+                self.targets_temperature(t),
+            ))
+            .expect("a student config serialises");
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((key, vec![i])),
@@ -298,6 +318,17 @@ impl Plan {
             .iter()
             .find(|o| o.kind == Kind::Kd && o.student == t.student && o.class == t.class)
             .map_or("ce", |o| o.weights.soft_loss.as_str())
+    }
+
+    /// The temperature whose targets `t` reads when they differ per temperature (a KD trial
+    /// of an ensemble averaged in probability): its pack holds only trials of that T.
+    pub fn targets_temperature(&self, t: &PlannedTrial) -> Option<f64> {
+        let per_t = self
+            .teacher
+            .ensemble
+            .as_ref()
+            .is_some_and(|c| c.rule == crate::config::ensemble::Rule::Arithmetic);
+        (per_t && t.kind == Kind::Kd).then_some(t.weights.temperature)
     }
 
     /// The most students of `t`'s shape one pack holds on its class.

@@ -13,7 +13,20 @@ use crate::train::Outcome;
 impl Plan {
     /// The record of the teacher, as `outcome` ended on `ran_on`.
     pub fn teacher_record(&self, outcome: &Outcome, ran_on: &Slot) -> TrialRecord {
-        let t = &self.teacher;
+        match self.teacher.ensemble {
+            Some(_) => self.ensemble_record(outcome),
+            None => self.teacher_record_of(&self.teacher, outcome, ran_on),
+        }
+    }
+
+    /// The record of lone teacher `t` (the sweep's, or a member of its ensemble, which points
+    /// to the ensemble by its `teacher_id`), as `outcome` ended on `ran_on`.
+    pub fn teacher_record_of(
+        &self,
+        t: &super::TeacherPlan,
+        outcome: &Outcome,
+        ran_on: &Slot,
+    ) -> TrialRecord {
         let mut r = self.record_of(
             (&t.id, Kind::Teacher, t.cfg.seed),
             (&t.cfg.model, &t.cfg.train),
@@ -38,6 +51,9 @@ impl Plan {
         }
         r.transfer_fraction = 1.0;
         r.train_images = self.data.train as u64;
+        if self.teacher.members.iter().any(|m| m.id == t.id) {
+            r.teacher_id = Some(self.teacher.id.clone());
+        }
         r
     }
 

@@ -6,22 +6,27 @@ use kd_model_zoo::ModelSpec;
 use kd_report::{Exec, Kind, TrialRecord};
 
 use super::{content_hash, typed, PlannedTrial, ScriptedTeacher, TeacherPlan};
-use crate::config::{Resolved, StudentCfg};
+use crate::config::{Resolved, StudentCfg, TeacherCfg};
 use crate::data::{file_digest, DataPlan};
 use crate::env;
 use crate::error::RunError;
 
-/// The teacher's plan: its slot, the digest of its checkpoint or TorchScript file, its id.
-pub(super) fn teacher_plan(cfg: &Resolved, d: &DataPlan) -> Result<TeacherPlan, RunError> {
+/// The plan of the lone teacher `t` (a sweep's teacher, or a member of its ensemble): its slot,
+/// the digest of its checkpoint or TorchScript file, its id.
+pub(super) fn teacher_plan_of(
+    cfg: &Resolved,
+    t: &TeacherCfg,
+    d: &DataPlan,
+) -> Result<TeacherPlan, RunError> {
     let teacher_slot = env::slot(&cfg.device[0], cfg.threads.unwrap_or(env::cores()).max(1))?;
-    let checkpoint_digest = match &cfg.teacher.checkpoint {
+    let checkpoint_digest = match &t.checkpoint {
         Some(file) => Some(file_digest(file).map_err(|e| match e {
             RunError::Io { file, source } => RunError::CheckpointRead { file, source },
             other => other,
         })?),
         None => None,
     };
-    let torchscript = match &cfg.teacher.torchscript {
+    let torchscript = match &t.torchscript {
         Some(file) => Some(ScriptedTeacher::read(file, d.input, d.classes)?),
         None => None,
     };
@@ -31,7 +36,6 @@ pub(super) fn teacher_plan(cfg: &Resolved, d: &DataPlan) -> Result<TeacherPlan, 
         Some(s) => Some(format!("torchscript:{}", s.digest)),
         None => checkpoint_digest.clone(),
     };
-    let t = &cfg.teacher;
     let teacher_id = format!(
         "teacher-{}",
         content_hash(&(
@@ -46,10 +50,12 @@ pub(super) fn teacher_plan(cfg: &Resolved, d: &DataPlan) -> Result<TeacherPlan, 
     );
     Ok(TeacherPlan {
         id: teacher_id,
-        cfg: cfg.teacher.clone(),
+        cfg: t.clone(),
         slot: teacher_slot,
         checkpoint_digest,
         torchscript,
+        ensemble: None,
+        members: vec![],
     })
 }
 

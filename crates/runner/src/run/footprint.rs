@@ -197,10 +197,37 @@ fn student(
     })
 }
 
-/// The teacher's footprint, named as its row names it (a TorchScript teacher: `torchscript`
-/// and its file), without the machine's fields.
+/// The teacher's footprint, named as its row names it, without the machine's fields. An
+/// ensemble runs every member on each input: the members' times, sizes and parameters summed.
 fn teacher(plan: &Plan, shape: (InputShape, usize), device: Device) -> Result<Measured, String> {
     let t = &plan.teacher;
+    if t.members.is_empty() {
+        return lone(t, shape, device);
+    }
+    let members = t
+        .members
+        .iter()
+        .map(|m| lone(m, shape, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sum = |f: &dyn Fn(&Measured) -> f64| members.iter().map(f).sum::<f64>();
+    Ok(Measured {
+        role: "teacher",
+        arch: "ensemble".into(),
+        hidden: t.ensemble_label(),
+        precision: t.cfg.train.precision,
+        params: members.iter().map(|m| m.params).sum(),
+        bytes: members.iter().map(|m| m.bytes).sum(),
+        ms: [sum(&|m| m.ms[0]), sum(&|m| m.ms[1])],
+        runs: [0, 1].map(|i| members.iter().map(|m| m.runs[i]).min().unwrap_or(0)),
+    })
+}
+
+/// A lone teacher's footprint (a TorchScript teacher: `torchscript` and its file).
+fn lone(
+    t: &crate::plan::TeacherPlan,
+    shape: (InputShape, usize),
+    device: Device,
+) -> Result<Measured, String> {
     let precision = t.cfg.train.precision;
     let (_vs, net, arch, hidden, params, bytes) = match &t.torchscript {
         Some(s) => {

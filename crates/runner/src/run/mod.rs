@@ -10,6 +10,7 @@
 
 mod cache_file;
 pub(crate) mod checkpoint;
+mod ensemble;
 pub(crate) mod footprint;
 pub(crate) mod fresh;
 mod halving;
@@ -23,6 +24,7 @@ pub(crate) mod resume;
 pub(crate) mod stop;
 pub mod sweep;
 pub(crate) mod teacher;
+mod teacher_cache;
 mod teacher_train;
 pub(crate) mod trial;
 mod units;

@@ -33,6 +33,7 @@ pub(super) fn plan_file(
         }),
         planned_on: planned_on.join(", "),
         ids: std::iter::once(plan.teacher.id.clone())
+            .chain(plan.teacher.members.iter().map(|m| m.id.clone()))
             .chain(plan.trials.iter().map(|t| t.id.clone()))
             .collect(),
     };

@@ -407,7 +407,13 @@ fn teacher_phase(
     let device = env::select_device(&plan.teacher.slot.device)?;
     tch::set_num_threads(plan.teacher.slot.threads as i32);
     let tensors = Tensors::new(data, device);
-    let t = teacher::obtain(plan, &tensors, checkpoints.every, progress)?;
+    let every = checkpoints.every;
+    let t = match plan.teacher.ensemble {
+        None => teacher::obtain(plan, &tensors, every, progress)?,
+        Some(_) => super::ensemble::obtain(plan, &tensors, every, progress, |member| {
+            member_row(store, member)
+        })?,
+    };
     // The row of a teacher trained here replaces any; a reused teacher keeps the row of the run
     // that trained it where OUT has one (it says more: epochs, wall time).
     let fresh_row = || Outcome {
@@ -425,6 +431,20 @@ fn teacher_phase(
         _ => {}
     }
     Ok((t, tensors))
+}
+
+/// An ensemble member's row: written when it trained here or OUT has none (a reused member
+/// keeps the row of the run that trained it, which says more: epochs, wall time).
+fn member_row(store: &Store, member: &teacher::Teacher) -> Result<(), RunError> {
+    let id = &member.record.trial_id;
+    if member.trained || !store::trial_path(store.out, id).exists() {
+        let row = Outcome {
+            epochs: member.epochs.clone(),
+            ..Outcome::empty(Status::Ok)
+        };
+        store.save(member.record.clone(), row)?;
+    }
+    Ok(())
 }
 
 /// What the last merge of a sweep has to say: rows kept aside as unplanned, files that could not

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use kd_model_zoo::Net;
 use kd_report::{EpochRecord, Status, TrialRecord};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device};
 
 use crate::data::{cache_root, file_digest, Tensors};
 use crate::env::{now_rfc3339, select_device};
@@ -26,22 +26,9 @@ use crate::track::Outputs;
 use crate::train::{self, Outcome};
 use std::time::Duration;
 
-use super::cache_file::{check, record_digest, save_atomic, unverified, write_verified, Check};
-
-/// The teacher's training record, kept beside its cached weights so a reused teacher still
-/// reports how it was trained.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TeacherLog {
-    epochs: Vec<EpochRecord>,
-    best_epoch: Option<u32>,
-    wall_s: f64,
-    /// Where its training continued from a checkpoint, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    resumed: Option<String>,
-    /// The CPU model that finished its training (none in logs written before it was kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cpu: Option<String>,
-}
+use super::cache_file::{save_atomic, write_verified};
+use super::teacher_cache::{cached_weights, logits, read_log, TeacherLog};
+pub use super::teacher_cache::{read_logits, Logits};
 
 /// What the students need of the teacher, once it is trained or loaded.
 #[derive(Debug)]
@@ -53,15 +40,6 @@ pub struct Teacher {
     pub files: TeacherFiles,
     /// Trained by this call (not loaded from the cache or a checkpoint).
     pub trained: bool,
-}
-
-/// The teacher's logits, on the CPU.
-#[derive(Debug)]
-pub struct Logits {
-    /// On every training image, `[n_train, classes]`: the students' soft targets.
-    pub train: Tensor,
-    /// On every test image, `[n_test, classes]`: what fidelity is measured against.
-    pub test: Tensor,
 }
 
 /// Where a worker finds the teacher: its cached logits (under a name that ties them to the
@@ -77,13 +55,28 @@ pub struct TeacherFiles {
     /// `weights` is a TorchScript module (`teacher.torchscript`), not weights for `model`.
     #[serde(default)]
     pub torchscript: bool,
+    /// The temperatures whose training targets the file holds apart (an ensemble averaged in
+    /// probability: `<name>@T=<t>`); empty when one tensor serves every T.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tempered: Vec<f64>,
+    /// An ensemble's members and their weights (empty for a lone teacher): run online under
+    /// the geometric rule, their logits averaged ([`Averaged`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<TeacherFiles>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_weights: Vec<f64>,
 }
 
 impl TeacherFiles {
     /// The logits, when the file matches its digest and holds those of these weights for
     /// `train_rows` and `test_rows` images; else why not.
     pub fn read_logits(&self, train_rows: i64, test_rows: i64) -> Result<Logits, String> {
-        read_logits(&self.logits, &self.logits_name, train_rows, test_rows)
+        read_logits(
+            &self.logits,
+            &self.logits_name,
+            &self.tempered,
+            (train_rows, test_rows),
+        )
     }
 
     /// The teacher's network on `device`, for online soft targets.
@@ -94,6 +87,15 @@ impl TeacherFiles {
         device: Device,
     ) -> Result<(nn::VarStore, Net), RunError> {
         let mut vs = nn::VarStore::new(device);
+        if !self.members.is_empty() {
+            let members = self
+                .members
+                .iter()
+                .map(|m| m.load_net(input, classes, device))
+                .collect::<Result<Vec<_>, _>>()?;
+            let weights = self.member_weights.clone();
+            return Ok((vs, Net::new(Averaged { members, weights })));
+        }
         if self.torchscript {
             let net = scripted(&self.weights, device, input, classes)?;
             return Ok((vs, net));
@@ -104,6 +106,33 @@ impl TeacherFiles {
             .map_err(model_err("teacher.model"))?;
         vs.load(&self.weights).map_err(torch_err(&self.weights))?;
         Ok((vs, net))
+    }
+}
+
+/// An ensemble run online under the geometric rule: its members' logits (each in eval mode)
+/// averaged with their weights, one teacher's logits to every objective.
+#[derive(Debug)]
+struct Averaged {
+    members: Vec<(nn::VarStore, Net)>,
+    weights: Vec<f64>,
+}
+
+impl kd_model_zoo::Layers for Averaged {
+    fn forward_t(&self, xs: &tch::Tensor, _train: bool) -> tch::Tensor {
+        use tch::nn::ModuleT;
+        let mut out: Option<tch::Tensor> = None;
+        for ((_, net), w) in self.members.iter().zip(&self.weights) {
+            let v = net.forward_t(xs, false) * *w;
+            out = Some(match out {
+                Some(o) => o + v,
+                None => v,
+            });
+        }
+        out.expect("an ensemble has members")
+    }
+
+    fn linears(&self) -> &[nn::Linear] {
+        &[]
     }
 }
 
@@ -122,7 +151,7 @@ fn scripted(
         })
 }
 
-fn teachers_dir() -> PathBuf {
+pub(super) fn teachers_dir() -> PathBuf {
     cache_root().join("teachers")
 }
 
@@ -130,9 +159,14 @@ fn teachers_dir() -> PathBuf {
 /// or shard holds it: that one trains (or loads) and caches the teacher, and this one then
 /// reuses it. The kernel releases the lock when its holder ends, however it ends.
 pub fn lock_cache(plan: &Plan, progress: &mut Outputs) -> Result<std::fs::File, RunError> {
+    lock_member(&plan.teacher, progress)
+}
+
+/// [`lock_cache`] for lone teacher `t` (an ensemble's member: one lock each).
+pub fn lock_member(t: &TeacherPlan, progress: &mut Outputs) -> Result<std::fs::File, RunError> {
     let dir = teachers_dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let path = dir.join(format!("{}.lock", plan.teacher.hash()));
+    let path = dir.join(format!("{}.lock", t.hash()));
     let f = kd_report::store::open_lock(&path).map_err(io_err(&path))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
@@ -153,133 +187,6 @@ pub fn is_cached(plan: &Plan) -> bool {
     let dir = teachers_dir();
     let h = plan.teacher.hash();
     dir.join(format!("{h}.ot")).exists() && dir.join(format!("{h}.logits.pt")).exists()
-}
-
-/// Read the logits in `file` if it matches its digest and they were produced by the weights
-/// named `name` (training logits under `name`, test logits under `name.test`) for these numbers
-/// of rows; else say why not. A file of an older kd-sweep (no digest, or training logits only)
-/// does not read, and is rewritten.
-pub fn read_logits(
-    file: &Path,
-    name: &str,
-    train_rows: i64,
-    test_rows: i64,
-) -> Result<Logits, String> {
-    if !file.exists() {
-        return Err("not computed yet".into());
-    }
-    if let Some(why) = unverified(file) {
-        return Err(why);
-    }
-    let named = Tensor::load_multi(file)
-        .map_err(|e| format!("unreadable ({})", kd_model_zoo::torch_message(&e)))?;
-    let find = |want: &str, rows: i64| {
-        named
-            .iter()
-            .find(|(n, t)| n == want && t.size().len() == 2 && t.size()[0] == rows)
-            .map(|(_, t)| t.shallow_clone())
-            .ok_or_else(|| format!("holds no logits `{want}` of {rows} images"))
-    };
-    Ok(Logits {
-        train: find(name, train_rows)?,
-        test: find(&format!("{name}.test"), test_rows)?,
-    })
-}
-
-/// The teacher's logits on the training and test splits: from the cache when they were made by
-/// these very weights (`name`) and match their digest, else computed now (saying why when a
-/// file was there) and cached.
-fn logits(
-    net: &Net,
-    data: &Tensors,
-    file: &Path,
-    name: &str,
-    progress: &mut Outputs,
-) -> Result<Logits, RunError> {
-    match read_logits(file, name, data.train.len(), data.test.len()) {
-        Ok(l) => return Ok(l),
-        Err(why) if file.exists() => progress.note(&format!(
-            "teacher: cached logits {} not used: {why}; computing them again",
-            file.display()
-        )),
-        Err(_) => {}
-    }
-    let l = Logits {
-        train: train::predict(net, &data.train.x, 1000).to_device(Device::Cpu),
-        test: train::predict(net, &data.test.x, 1000).to_device(Device::Cpu),
-    };
-    let test_name = format!("{name}.test");
-    save_atomic(file, |tmp| {
-        Tensor::save_multi(&[(name, &l.train), (test_name.as_str(), &l.test)], tmp)
-    })?;
-    Ok(l)
-}
-
-/// Load the cached weights `file` into `vs` when they match their digest; else say why (a
-/// file of an older kd-sweep without one is loaded, and its digest recorded now).
-fn cached_weights(vs: &mut nn::VarStore, file: &Path, progress: &mut Outputs) -> Option<()> {
-    if !file.is_file() {
-        return None;
-    }
-    let retrain = |progress: &mut Outputs, why: String| {
-        progress.note(&format!(
-            "teacher: cached weights {} not used: {why}; training the teacher again",
-            file.display()
-        ));
-        None
-    };
-    let checked = check(file);
-    if let Check::Bad(why) = checked {
-        return retrain(progress, why);
-    }
-    if let Err(e) = vs.load(file) {
-        return retrain(
-            progress,
-            format!("it does not load ({})", kd_model_zoo::torch_message(&e)),
-        );
-    }
-    if checked == Check::Legacy {
-        // Written before cache files carried digests: it loaded into this very model, so it is
-        // taken, and its digest recorded for every later load.
-        if record_digest(file, file).is_ok() {
-            progress.note(&format!(
-                "teacher: {} had no digest (an older kd-sweep's cache); recorded it now",
-                file.display()
-            ));
-        }
-    }
-    Some(())
-}
-
-/// The cached training log `file`, when it reads and matches its digest (else none, saying why
-/// when it is there: the teacher is reported without its epochs).
-fn read_log(file: &Path, progress: &mut Outputs) -> Option<TeacherLog> {
-    if !file.exists() {
-        return None;
-    }
-    let checked = check(file);
-    let read = match &checked {
-        Check::Bad(why) => Err(why.clone()),
-        _ => std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<TeacherLog>(&b).map_err(|e| e.to_string())),
-    };
-    match read {
-        Ok(log) => {
-            if checked == Check::Legacy {
-                let _ = record_digest(file, file);
-            }
-            Some(log)
-        }
-        Err(why) => {
-            progress.note(&format!(
-                "teacher: its training log {} not used ({why}); the teacher is reported without \
-                 its epochs",
-                file.display()
-            ));
-            None
-        }
-    }
 }
 
 /// Why a teacher's outputs are NaN or infinite: one trained here diverged (its learning rate);
@@ -363,18 +270,17 @@ fn eval_only(
 /// Train the teacher (continuing from its checkpoint) and cache its weights and training log
 /// by its id's hash; the checkpoint then goes. A teacher that diverged is an error.
 fn train_and_cache(
-    plan: &Plan,
+    t: &TeacherPlan,
     net: &Net,
     vs: &nn::VarStore,
     data: &Tensors,
     every: Option<Duration>,
     progress: &mut Outputs,
 ) -> Result<Outcome, RunError> {
-    let t = &plan.teacher;
     let dir = teachers_dir();
     progress.start_trial(0, "teacher", t.cfg.train.epochs as u64);
     let ckpt = dir.join(format!("{}.ckpt", t.hash()));
-    let outcome = super::teacher_train::train_teacher(plan, net, vs, data, &ckpt, every, progress)?;
+    let outcome = super::teacher_train::train_teacher(t, net, vs, data, &ckpt, every, progress)?;
     if outcome.status != Status::Ok {
         return Err(RunError::TeacherDiverged(
             outcome.message.unwrap_or_else(|| "not finite".into()),
@@ -403,7 +309,58 @@ pub fn obtain(
     every: Option<Duration>,
     progress: &mut Outputs,
 ) -> Result<Teacher, RunError> {
-    let t = &plan.teacher;
+    obtain_one(plan, &plan.teacher, data, every, progress).map(|(t, _)| t)
+}
+
+/// Where teacher `t`'s weights come from, loaded into `vs` (or trained there): its TorchScript
+/// file, its checkpoint, the cache, or training (then cached); the outcome of a training here.
+fn weights_of(
+    t: &TeacherPlan,
+    (net, vs): (&Net, &mut nn::VarStore),
+    (data, input): (&Tensors, kd_model_zoo::InputShape),
+    every: Option<Duration>,
+    progress: &mut Outputs,
+) -> Result<(Option<Outcome>, PathBuf), RunError> {
+    let cached = teachers_dir().join(format!("{}.ot", t.hash()));
+    if let Some(s) = &t.torchscript {
+        progress.note(&format!(
+            "teacher: loaded TorchScript {} ({} parameters), run in eval mode",
+            s.file.display(),
+            s.params
+        ));
+        Ok((None, s.file.clone()))
+    } else if let Some(ckpt) = &t.cfg.checkpoint {
+        kd_model_zoo::load_weights(vs, ckpt).map_err(|reason| RunError::CheckpointLoad {
+            file: ckpt.clone(),
+            expected: format!(
+                "teacher.model = {} {} on {}x{} inputs",
+                t.cfg.model.arch(),
+                t.cfg.model.shape_label(),
+                input.height,
+                input.width
+            ),
+            reason,
+        })?;
+        progress.note(&format!("teacher: loaded {}", ckpt.display()));
+        Ok((None, ckpt.clone()))
+    } else if let Some(()) = cached_weights(vs, &cached, progress) {
+        progress.note(&format!("teacher: reused cached {}", cached.display()));
+        Ok((None, cached))
+    } else {
+        let outcome = train_and_cache(t, net, vs, data, every, progress)?;
+        Ok((Some(outcome), cached))
+    }
+}
+
+/// [`obtain`] for lone teacher `t` of `plan` (its teacher, or a member of its ensemble), with
+/// its network in eval mode.
+pub fn obtain_one(
+    plan: &Plan,
+    t: &TeacherPlan,
+    data: &Tensors,
+    every: Option<Duration>,
+    progress: &mut Outputs,
+) -> Result<(Teacher, Net), RunError> {
     let (input, classes) = (plan.data.input, plan.data.classes);
     let device = select_device(&t.slot.device)?;
     let mut vs = nn::VarStore::new(device);
@@ -419,37 +376,9 @@ pub fn obtain(
             .map_err(model_err("teacher.model"))?,
     };
     let dir = teachers_dir();
-    let cached = dir.join(format!("{}.ot", t.hash()));
     let log_file = dir.join(format!("{}.json", t.hash()));
     let logits_file = dir.join(format!("{}.logits.pt", t.hash()));
-    let (outcome, weights_file) = if let Some(s) = &t.torchscript {
-        progress.note(&format!(
-            "teacher: loaded TorchScript {} ({} parameters), run in eval mode",
-            s.file.display(),
-            s.params
-        ));
-        (None, s.file.clone())
-    } else if let Some(ckpt) = &t.cfg.checkpoint {
-        kd_model_zoo::load_weights(&mut vs, ckpt).map_err(|reason| RunError::CheckpointLoad {
-            file: ckpt.clone(),
-            expected: format!(
-                "teacher.model = {} {} on {}x{} inputs",
-                t.cfg.model.arch(),
-                t.cfg.model.shape_label(),
-                input.height,
-                input.width
-            ),
-            reason,
-        })?;
-        progress.note(&format!("teacher: loaded {}", ckpt.display()));
-        (None, ckpt.clone())
-    } else if let Some(()) = cached_weights(&mut vs, &cached, progress) {
-        progress.note(&format!("teacher: reused cached {}", cached.display()));
-        (None, cached.clone())
-    } else {
-        let outcome = train_and_cache(plan, &net, &vs, data, every, progress)?;
-        (Some(outcome), cached.clone())
-    };
+    let (outcome, weights_file) = weights_of(t, (&net, &mut vs), (data, input), every, progress)?;
     let digest = file_digest(&weights_file)?;
     let logits_name = format!("{}-{}", t.id, &digest[..16]);
     let logits = logits(&net, data, &logits_file, &logits_name, progress)?;
@@ -477,12 +406,12 @@ pub fn obtain(
             eval_only(t, &net, data, &logits, log)?
         }
     };
-    let record = plan.teacher_record(&outcome, &t.slot);
+    let record = plan.teacher_record_of(t, &outcome, &t.slot);
     progress.finish_trial(0, &record, &outcome.epochs);
     if let Some(w) = chance_warning(t, &record, plan.data.classes) {
         progress.note(&w);
     }
-    Ok(Teacher {
+    let teacher = Teacher {
         record,
         epochs: outcome.epochs,
         logits,
@@ -492,55 +421,71 @@ pub fn obtain(
             weights: weights_file,
             model: t.cfg.model.clone(),
             torchscript: t.torchscript.is_some(),
+            tempered: vec![],
+            members: vec![],
+            member_weights: vec![],
         },
         trained,
-    })
+    };
+    Ok((teacher, net))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::TeacherLog;
+    use super::*;
+    use kd_model_zoo::{Init, InputShape, MlpSpec, ModelSpec};
+    use tch::{Kind, Tensor};
 
-    /// A reused teacher reports the numbers it was trained with to the last bit: serde_json
-    /// parses floats exactly (its `float_roundtrip` feature; without it 0.9122811846733093
-    /// came back as ...092, so a cached teacher's record differed from a fresh one by 1 ulp).
+    /// An ensemble's online teacher (geometric rule) gives its members' logits averaged with
+    /// their weights, each member loaded from its cached weights in eval mode (dropout off).
     #[test]
-    fn the_cached_log_keeps_every_float() {
-        let losses = [
-            0.912_281_184_673_309_3,
-            0.1 + 0.2,
-            1.0 / 3.0,
-            2.225e-308,
-            5e-324,
-        ];
-        let epochs = losses
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| kd_report::EpochRecord {
-                trial_id: "teacher-x".into(),
-                epoch: i as u32 + 1,
-                train_loss: l,
-                soft_loss: None,
-                hard_loss: l / 7.0,
-                train_acc: 0.5,
-                val_acc: Some(l.sqrt()),
-                test_acc: None,
-                lr: 1e-3,
-                seconds: 0.1,
-            })
-            .collect();
-        let log = TeacherLog {
-            epochs,
-            best_epoch: Some(1),
-            wall_s: 1.5,
-            resumed: None,
-            cpu: None,
+    fn an_online_ensemble_averages_its_members_logits() {
+        let _l = crate::torch_lock();
+        let dir = tempfile::tempdir().unwrap();
+        let input = InputShape {
+            channels: 1,
+            height: 4,
+            width: 4,
         };
-        let back: TeacherLog = serde_json::from_slice(&serde_json::to_vec(&log).unwrap()).unwrap();
-        for (a, b) in log.epochs.iter().zip(&back.epochs) {
-            assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "{a:?}");
-            assert_eq!(a.hard_loss.to_bits(), b.hard_loss.to_bits(), "{a:?}");
-            assert_eq!(a.val_acc.map(f64::to_bits), b.val_acc.map(f64::to_bits));
+        let x = Tensor::randn([7, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let mut want = Tensor::zeros([7, 3], (Kind::Float, Device::Cpu));
+        let weights = [0.25, 0.75];
+        let mut members = vec![];
+        for (i, w) in weights.iter().enumerate() {
+            let model = ModelSpec::Mlp(MlpSpec {
+                hidden: vec![8],
+                dropout: 0.5,
+                input_dropout: 0.0,
+                init: Init::Torch,
+            });
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = model.build(&vs, input, 3).unwrap();
+            let file = dir.path().join(format!("{i}.ot"));
+            vs.save(&file).unwrap();
+            want += train::predict(&net, &x, 1000) * *w;
+            members.push(TeacherFiles {
+                logits: PathBuf::new(),
+                logits_name: String::new(),
+                weights: file,
+                model,
+                torchscript: false,
+                tempered: vec![],
+                members: vec![],
+                member_weights: vec![],
+            });
         }
+        let ensemble = TeacherFiles {
+            weights: PathBuf::new(),
+            member_weights: weights.to_vec(),
+            ..members[0].clone()
+        };
+        let ensemble = TeacherFiles {
+            members,
+            ..ensemble
+        };
+        let (_vs, net) = ensemble.load_net(input, 3, Device::Cpu).unwrap();
+        let got = tch::nn::ModuleT::forward_t(&net, &x, true);
+        let d = (&got - &want).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "differs by {d}");
     }
 }

@@ -10,17 +10,17 @@ use tch::nn;
 
 use crate::data::Tensors;
 use crate::error::{RunError, TrainError};
-use crate::plan::Plan;
+use crate::plan::TeacherPlan;
 use crate::run::checkpoint;
 use crate::track::Outputs;
 use crate::train::snapshot::Durability;
 use crate::train::{self, Outcome, TrainData};
 
-/// Train the teacher of `plan` (`net`, its variables in `vs`, seeded and built as at the
+/// Train teacher `t` (`net`, its variables in `vs`, seeded and built as at the
 /// start), continuing from its checkpoint `ckpt` beside its cache entry when there is one, and
 /// writing one every `every` (and at once on a stop, which ends the sweep: exit 3).
 pub(super) fn train_teacher(
-    plan: &Plan,
+    t: &TeacherPlan,
     net: &Net,
     vs: &nn::VarStore,
     data: &Tensors,
@@ -28,7 +28,6 @@ pub(super) fn train_teacher(
     every: Option<Duration>,
     progress: &mut Outputs,
 ) -> Result<Outcome, RunError> {
-    let t = &plan.teacher;
     let ids = [t.id.as_str()];
     let (meta, resume) = match checkpoint::load(ckpt, &ids, data.train.x.device()) {
         Ok(Some((meta, snap))) => {

@@ -26,6 +26,9 @@ pub struct TrialContext {
     transfer: SplitTensors,
     /// Teacher logits for every image the students train on.
     soft_targets: Tensor,
+    /// Per temperature, the targets of an ensemble averaged in probability on those images
+    /// (as pseudo-logits; empty for a teacher whose logits serve every T).
+    tempered: Vec<(f64, Tensor)>,
     /// Teacher logits on the test split, on the device.
     teacher_test: Tensor,
     /// Classes with no image in the transfer set (the bias shift raises their logits).
@@ -58,6 +61,16 @@ pub struct Stopped(pub String);
 pub enum UnitEnd {
     Finished(Vec<Outcome>),
     Paused(Vec<Outcome>),
+}
+
+/// `logits`' rows of the transfer set `rows` (all of them: as they are), on `device`.
+fn transfer_rows(logits: &Tensor, rows: &[usize], device: Device) -> Tensor {
+    let l = logits.to_device(device);
+    if rows.len() as i64 == l.size()[0] {
+        return l;
+    }
+    let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
+    l.index_select(0, &idx.to_device(device))
 }
 
 impl TrialContext {
@@ -112,11 +125,17 @@ impl TrialContext {
         teacher: Option<&TeacherFiles>,
     ) -> TrialContext {
         let device = splits.train.x.device();
+        let tempered = logits
+            .tempered
+            .iter()
+            .map(|(t, l)| (*t, transfer_rows(l, &data.transfer, device)))
+            .collect();
         TrialContext {
             val: splits.val,
             test: splits.test,
             transfer: splits.train,
             soft_targets: soft.expect("logits were given"),
+            tempered,
             teacher_test: logits.test.to_device(device),
             missing: data.plan.missing_classes.clone(),
             teacher: teacher.cloned(),
@@ -151,6 +170,14 @@ impl TrialContext {
     /// The warnings about checkpoints since the last call.
     pub fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut self.notes.borrow_mut())
+    }
+
+    /// The soft targets KD trial `t` reads: those of its temperature where they depend on it.
+    fn soft_for(&self, t: &PlannedTrial) -> &Tensor {
+        self.tempered
+            .iter()
+            .find(|(x, _)| *x == t.weights.temperature)
+            .map_or(&self.soft_targets, |(_, s)| s)
     }
 
     fn reference(&self) -> Reference<'_> {
@@ -222,7 +249,7 @@ impl TrialContext {
                 train: &self.transfer,
                 val: &self.val,
                 test: &self.test,
-                soft_targets: kd.then_some(&self.soft_targets),
+                soft_targets: kd.then(|| self.soft_for(trial)),
                 online_teacher: online,
                 reference: Some(&reference),
             },
@@ -252,11 +279,17 @@ impl TrialContext {
             })
             .collect();
         let reference = self.reference();
+        // A pack's KD students share a temperature where the targets depend on it
+        // (`Plan::units`).
+        let soft = trials
+            .iter()
+            .find(|t| t.kind == Kind::Kd)
+            .map_or(&self.soft_targets, |t| self.soft_for(t));
         let data = TrainData {
             train: &self.transfer,
             val: &self.val,
             test: &self.test,
-            soft_targets: Some(&self.soft_targets),
+            soft_targets: Some(soft),
             online_teacher: None,
             reference: Some(&reference),
         };
