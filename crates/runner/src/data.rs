@@ -293,3 +293,13 @@ pub fn file_digest(path: &Path) -> Result<String, RunError> {
     let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
+
+/// `logits`' rows of the transfer set `rows` (all of them: as they are), on `device`.
+pub fn transfer_rows(logits: &Tensor, rows: &[usize], device: Device) -> Tensor {
+    let l = logits.to_device(device);
+    if rows.len() as i64 == l.size()[0] {
+        return l;
+    }
+    let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
+    l.index_select(0, &idx.to_device(device))
+}

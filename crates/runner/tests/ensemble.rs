@@ -189,6 +189,23 @@ fn ensemble_configs_that_cannot_work_name_the_key_to_change() {
         let e = err(&with_teacher(&teacher, extra));
         assert!(e.contains(key), "teacher {teacher}: {e}");
     }
+    // Two members that are one teacher (same block, same seed): refused when the sweep plans.
+    let dir = tempfile::tempdir().unwrap();
+    let twice = with_teacher(
+        "{members: [{seed: 1, model: {arch: mlp, hidden: [64]}}, {seed: 1, model: {arch: mlp, hidden: [64]}}]}",
+        "",
+    );
+    let cfg = write(dir.path(), "twice.yaml", &twice);
+    let o = kd(
+        &["sweep", cfg.to_str().unwrap(), "--dry-run"],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("teacher.members[1]: the same teacher"),
+        "{}",
+        stderr(&o)
+    );
     // The geometric rule hands every objective one teacher's logits.
     assert_eq!(
         err(&with_teacher(

@@ -31,6 +31,16 @@ pub(super) fn ensemble_plan(
         .map(|m| super::trials::teacher_plan_of(cfg, m, d))
         .collect::<Result<Vec<_>, _>>()?;
     let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+    if let Some(j) = (1..ids.len()).find(|&j| ids[..j].contains(&ids[j])) {
+        return Err(RunError::Config(crate::config::invalid(
+            format!("teacher.members[{j}]"),
+            format!(
+                "the same teacher as an earlier member ({}): give it another seed, or leave it \
+                 out and weigh the other one more",
+                ids[j]
+            ),
+        )));
+    }
     let id = format!(
         "teacher-{}",
         content_hash(&("ensemble-v1", &ids, e.rule, &e.weights))

@@ -190,7 +190,9 @@ impl Plan {
     pub fn build(cfg: &Resolved, data: &Data) -> Result<Plan, RunError> {
         let d = &data.plan;
         let members = cfg.ensemble.as_ref().map_or(&[][..], |e| &e.members[..]);
-        for (i, t) in members.iter().enumerate() {
+        // `ensemble: K` members share the block's model; listed members have their own.
+        let shared = members.iter().all(|m| m.model == cfg.teacher.model);
+        for (i, t) in members.iter().enumerate().filter(|_| !shared) {
             let key = format!("teacher.members[{i}].model");
             t.model.validate(d.input).map_err(model_err(&key))?;
         }

@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::ensemble::Rule;
 use crate::data::Tensors;
 use crate::error::RunError;
-use crate::plan::Plan;
+use crate::plan::{Plan, TeacherPlan};
 use crate::run::cache_file::save_atomic;
 use crate::track::Outputs;
 use crate::train;
@@ -52,7 +52,7 @@ pub fn obtain(
     data: &Tensors,
     every: Option<std::time::Duration>,
     progress: &mut Outputs,
-    mut on_member: impl FnMut(&Teacher) -> Result<(), RunError>,
+    mut on_member: impl FnMut(&TeacherPlan, &Teacher) -> Result<(), RunError>,
 ) -> Result<Teacher, RunError> {
     let e = &plan.teacher;
     let combination = e.ensemble.as_ref().expect("an ensemble plan");
@@ -74,7 +74,7 @@ pub fn obtain(
         digests.push(member.files.logits_name.clone());
         files.push(member.files.clone());
         trained |= member.trained;
-        on_member(&member)?;
+        on_member(m, &member)?;
     }
     let (rule, weights) = (combination.rule, &combination.weights);
     let stack = |l: &[Tensor]| Tensor::stack(l, 0);
@@ -95,8 +95,18 @@ pub fn obtain(
     };
     let val = combine(&val, weights, rule, 1.0);
     let name = format!("{}-{}", e.id, &crate::plan::content_hash(&digests));
-    let file = teacher::teachers_dir().join(format!("{}.logits.pt", e.hash()));
-    write_logits(&file, &name, &logits)?;
+    // Named by the temperatures it holds too: sweeps of one ensemble at other temperatures
+    // never rewrite a file another's workers read. Written once; a verified file is reused.
+    let temps: Vec<f64> = logits.tempered.iter().map(|(t, _)| *t).collect();
+    let file = teacher::teachers_dir().join(format!(
+        "{}-{}.logits.pt",
+        e.hash(),
+        crate::plan::content_hash(&temps)
+    ));
+    let rows = (logits.train.size()[0], logits.test.size()[0]);
+    if teacher::read_logits(&file, &name, &temps, rows).is_err() {
+        write_logits(&file, &name, &logits)?;
+    }
     let record = ensemble_record(plan, &logits, &val, data);
     progress.finish_trial(0, &record, &[]);
     Ok(Teacher {
@@ -108,7 +118,7 @@ pub fn obtain(
             weights: Default::default(),
             model: e.cfg.model.clone(),
             torchscript: false,
-            tempered: logits.tempered.iter().map(|(t, _)| *t).collect(),
+            tempered: temps,
             members: files,
             member_weights: weights.clone(),
         },

@@ -95,15 +95,33 @@ pub(super) fn keep_finished(
     })
 }
 
+/// The teacher's earlier row and each ensemble member's, taken out of `previous`.
+pub(super) fn earlier_teachers(
+    plan: &Plan,
+    previous: &mut std::collections::HashMap<String, Done>,
+) -> std::collections::HashMap<String, Done> {
+    std::iter::once(&plan.teacher)
+        .chain(&plan.teacher.members)
+        .filter_map(|t| previous.remove(&t.id).map(|d| (t.id.clone(), d)))
+        .collect()
+}
+
 /// When every trial of this process is finished, the teacher is not needed either (its cache
 /// may be gone): its row is kept like the others.
 pub(super) fn keep_teacher(
     plan: &Plan,
-    earlier: Option<Done>,
+    mut earlier: std::collections::HashMap<String, Done>,
     store: &Store,
     progress: &mut Outputs,
 ) -> Result<(), RunError> {
-    if let Some(done) = earlier {
+    // An ensemble's members first, each pointing to the ensemble.
+    for m in &plan.teacher.members {
+        if let Some(done) = earlier.remove(&m.id) {
+            let on = kept_on(&done, &m.slot.class);
+            store.keep(plan.teacher_record_of(m, &done.outcome, &on), done)?;
+        }
+    }
+    if let Some(done) = earlier.remove(&plan.teacher.id) {
         let on = kept_on(&done, &plan.teacher.slot.class);
         let record = plan.teacher_record(&done.outcome, &on);
         progress.kept_trial(&record, &done.outcome.epochs);

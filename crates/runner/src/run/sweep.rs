@@ -160,15 +160,15 @@ pub fn run_resolved(cfg: &Resolved, opts: &RunOptions) -> Result<Summary, RunErr
         &mut progress,
     )?;
     let (pending, recorded) = (kept.pending, kept.recorded);
-    let earlier_teacher = previous.remove(&plan.teacher.id);
+    let earlier_teachers = super::keep::earlier_teachers(&plan, &mut previous);
     let (teacher, splits) = if pending.is_empty() {
-        keep_teacher(&plan, earlier_teacher, &store, &mut progress)?;
+        keep_teacher(&plan, earlier_teachers, &store, &mut progress)?;
         (None, None)
     } else {
         let (t, splits) = teacher_phase(
             &plan,
             &data,
-            earlier_teacher,
+            earlier_teachers,
             &store,
             &checkpoints,
             &mut progress,
@@ -398,7 +398,7 @@ fn header_notes(plan: &Plan, shard: Option<Shard>, mine: usize, progress: &mut O
 fn teacher_phase(
     plan: &Plan,
     data: &Data,
-    earlier: Option<Done>,
+    mut earlier: HashMap<String, Done>,
     store: &Store,
     checkpoints: &Checkpoints,
     progress: &mut Outputs,
@@ -410,10 +410,11 @@ fn teacher_phase(
     let every = checkpoints.every;
     let t = match plan.teacher.ensemble {
         None => teacher::obtain(plan, &tensors, every, progress)?,
-        Some(_) => super::ensemble::obtain(plan, &tensors, every, progress, |member| {
-            member_row(store, member)
+        Some(_) => super::ensemble::obtain(plan, &tensors, every, progress, |m, member| {
+            member_row(plan, store, (m, member), earlier.remove(&m.id))
         })?,
     };
+    let earlier = earlier.remove(&plan.teacher.id);
     // The row of a teacher trained here replaces any; a reused teacher keeps the row of the run
     // that trained it where OUT has one (it says more: epochs, wall time).
     let fresh_row = || Outcome {
@@ -433,18 +434,28 @@ fn teacher_phase(
     Ok((t, tensors))
 }
 
-/// An ensemble member's row: written when it trained here or OUT has none (a reused member
-/// keeps the row of the run that trained it, which says more: epochs, wall time).
-fn member_row(store: &Store, member: &teacher::Teacher) -> Result<(), RunError> {
-    let id = &member.record.trial_id;
-    if member.trained || !store::trial_path(store.out, id).exists() {
-        let row = Outcome {
-            epochs: member.epochs.clone(),
-            ..Outcome::empty(Status::Ok)
-        };
-        store.save(member.record.clone(), row)?;
+/// An ensemble member's row, pointing to its ensemble: the row of the run that trained it where
+/// OUT has one and it did not train here (that row says more: epochs, wall time), else this
+/// run's.
+fn member_row(
+    plan: &Plan,
+    store: &Store,
+    (m, member): (&crate::plan::TeacherPlan, &teacher::Teacher),
+    earlier: Option<Done>,
+) -> Result<(), RunError> {
+    match earlier {
+        Some(done) if !member.trained => {
+            let on = kept_on(&done, &m.slot.class);
+            store.keep(plan.teacher_record_of(m, &done.outcome, &on), done)
+        }
+        _ => {
+            let row = Outcome {
+                epochs: member.epochs.clone(),
+                ..Outcome::empty(Status::Ok)
+            };
+            store.save(member.record.clone(), row)
+        }
     }
-    Ok(())
 }
 
 /// What the last merge of a sweep has to say: rows kept aside as unplanned, files that could not

@@ -63,16 +63,6 @@ pub enum UnitEnd {
     Paused(Vec<Outcome>),
 }
 
-/// `logits`' rows of the transfer set `rows` (all of them: as they are), on `device`.
-fn transfer_rows(logits: &Tensor, rows: &[usize], device: Device) -> Tensor {
-    let l = logits.to_device(device);
-    if rows.len() as i64 == l.size()[0] {
-        return l;
-    }
-    let idx = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
-    l.index_select(0, &idx.to_device(device))
-}
-
 impl TrialContext {
     /// The context on `device`: `data` with its planned transfer rows, `logits` (the
     /// teacher's, on the whole training and test splits) and where the teacher's weights are
@@ -128,7 +118,7 @@ impl TrialContext {
         let tempered = logits
             .tempered
             .iter()
-            .map(|(t, l)| (*t, transfer_rows(l, &data.transfer, device)))
+            .map(|(t, l)| (*t, crate::data::transfer_rows(l, &data.transfer, device)))
             .collect();
         TrialContext {
             val: splits.val,
@@ -172,12 +162,18 @@ impl TrialContext {
         std::mem::take(&mut self.notes.borrow_mut())
     }
 
-    /// The soft targets KD trial `t` reads: those of its temperature where they depend on it.
-    fn soft_for(&self, t: &PlannedTrial) -> &Tensor {
+    /// The soft targets KD trial `t` reads: those of its temperature where they depend on it
+    /// (none when the teacher's files hold no targets at its T: never the T = 1 ones instead).
+    fn soft_for(&self, t: &PlannedTrial) -> Result<&Tensor, String> {
+        if self.tempered.is_empty() {
+            return Ok(&self.soft_targets);
+        }
+        let temp = t.weights.temperature;
         self.tempered
             .iter()
-            .find(|(x, _)| *x == t.weights.temperature)
-            .map_or(&self.soft_targets, |(_, s)| s)
+            .find(|(x, _)| *x == temp)
+            .map(|(_, s)| s)
+            .ok_or_else(|| format!("the ensemble's cached targets hold none at T = {temp}"))
     }
 
     fn reference(&self) -> Reference<'_> {
@@ -249,7 +245,13 @@ impl TrialContext {
                 train: &self.transfer,
                 val: &self.val,
                 test: &self.test,
-                soft_targets: kd.then(|| self.soft_for(trial)),
+                soft_targets: match kd {
+                    true => match self.soft_for(trial) {
+                        Ok(s) => Some(s),
+                        Err(e) => return Ok(Outcome::failed(e)),
+                    },
+                    false => None,
+                },
                 online_teacher: online,
                 reference: Some(&reference),
             },
@@ -281,10 +283,13 @@ impl TrialContext {
         let reference = self.reference();
         // A pack's KD students share a temperature where the targets depend on it
         // (`Plan::units`).
-        let soft = trials
-            .iter()
-            .find(|t| t.kind == Kind::Kd)
-            .map_or(&self.soft_targets, |t| self.soft_for(t));
+        let soft = match trials.iter().find(|t| t.kind == Kind::Kd) {
+            None => &self.soft_targets,
+            Some(t) => match self.soft_for(t) {
+                Ok(s) => s,
+                Err(e) => return Ok(trials.iter().map(|_| Outcome::failed(e.clone())).collect()),
+            },
+        };
         let data = TrainData {
             train: &self.transfer,
             val: &self.val,
