@@ -6,10 +6,9 @@
 //! the KD cell chosen on validation (or at `temperature`) against its paired baseline, with the
 //! teacher its KD trials distilled from (an ensemble's row, or a lone teacher's); their mean and
 //! 95% t-interval over seeds. Where the teacher's gain over the baselines' mean is within 3 times
-//! the noise (the baselines' seed standard deviation, or the test set's binomial standard error
-//! at the teacher's accuracy where larger), where there is one seed (no spread), or where a
-//! seed's baseline is at or above the teacher, the fraction is noise over noise: the verdict says
-//! "not measurable" and neither passes nor fails.
+//! the baselines' seed standard deviation (issue 38's rule), where there is one seed (no spread),
+//! or where a seed's baseline is at or above the teacher (a fraction without meaning), the
+//! verdict says "not measurable" and neither passes nor fails.
 
 use super::check::{Judge, On};
 use super::*;
@@ -106,13 +105,11 @@ impl RetainedFraction {
             "teacher {} {:.2}%, baseline {:.2}%, KD {:.2}% ({which})",
             teacher.hidden, t_acc, b_mean, kd_mean
         );
-        // The noise a gain must clear: the baselines' seed sd, and at least the test set's
-        // binomial standard error at the teacher's accuracy (one image in 10,000 is not a gain).
-        let p = t_acc / 100.0;
-        let binomial = 100.0 * (p * (1.0 - p) / teacher.test_images.max(1) as f64).sqrt();
-        let noise = b_std.map(|sd| sd.max(binomial));
+        // The noise a gain must clear: the baselines' seed standard deviation (the issue's rule;
+        // the test set is the same for the teacher and the baselines, so its sampling error is
+        // not added).
         let below = cell.pairs.iter().any(|p| acc(p.baseline) >= t_acc);
-        let why = match noise {
+        let why = match b_std {
             None => Some("one baseline seed, so no spread to compare the teacher's gain with".into()),
             Some(_) if below => Some(
                 "a seed's baseline is at or above the teacher, so its fraction has no meaning"
@@ -120,8 +117,7 @@ impl RetainedFraction {
             ),
             Some(sd) if gain <= CLEAR_GAIN * sd => Some(format!(
                 "the teacher's gain over the baseline, {gain:+.2} points, is within {CLEAR_GAIN} \
-                 x the noise ({sd:.2} points: the baselines' seed sd, or the test set's binomial \
-                 standard error where larger)"
+                 x the baselines' seed standard deviation ({sd:.2} points)"
             )),
             Some(_) => None,
         };
