@@ -8,8 +8,8 @@
 use tch::{Kind, Tensor};
 
 use crate::{
-    check_pair, check_temperature, packed_hard_cross_entropy, smoothed_cross_entropy, KdLoss,
-    KdWeights, LossError, PackedKdLoss, PackedWeights, Targets,
+    check_pair, check_temperature, smoothed_cross_entropy, KdLoss, KdWeights, LossError,
+    PackedKdLoss, PackedWeights, Targets,
 };
 
 /// The members' weights as given, checked: M of them, finite, >= 0, summing to 1 (within 1e-9).
@@ -115,11 +115,5 @@ pub fn packed_ensemble_distillation_loss(
     let targets = Targets::packed(members, weights.temperature.shallow_clone())
         .with_labels(labels)
         .mixture(ensemble)?;
-    let soft = weights
-        .form
-        .objective()
-        .soft(student, &targets, &weights.first)?;
-    let hard = packed_hard_cross_entropy(student, labels)?;
-    let total = &soft * &weights.soft + &hard * &weights.hard;
-    Ok(PackedKdLoss { total, soft, hard })
+    crate::packed_loss(student, &targets, labels, weights)
 }
