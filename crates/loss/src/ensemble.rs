@@ -115,5 +115,5 @@ pub fn packed_ensemble_distillation_loss(
     let targets = Targets::packed(members, weights.temperature.shallow_clone())
         .with_labels(labels)
         .mixture(ensemble)?;
-    crate::packed_loss(student, &targets, labels, weights)
+    targets.packed_loss(student, labels, weights)
 }

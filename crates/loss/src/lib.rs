@@ -475,24 +475,7 @@ pub fn packed_distillation_loss_with(
         });
     }
     let targets = Targets::packed(teacher, weights.temperature.shallow_clone()).with_labels(labels);
-    packed_loss(student, &targets, labels, weights)
-}
-
-/// A pack's loss against `targets` (one teacher's or an ensemble's): each member's soft term in
-/// the pack's form plus its hard cross-entropy, weighted per member.
-pub(crate) fn packed_loss(
-    student: &Tensor,
-    targets: &Targets,
-    labels: &Tensor,
-    weights: &PackedWeights,
-) -> Result<PackedKdLoss, LossError> {
-    let soft = weights
-        .form
-        .objective()
-        .soft(student, targets, &weights.first)?;
-    let hard = packed_hard_cross_entropy(student, labels)?;
-    let total = &soft * &weights.soft + &hard * &weights.hard;
-    Ok(PackedKdLoss { total, soft, hard })
+    targets.packed_loss(student, labels, weights)
 }
 
 /// Cross-entropy at T = 1 of K packed students against their labels, `[K]`.

@@ -8,7 +8,7 @@
 
 use tch::{Kind, Reduction, Tensor};
 
-use crate::LossError;
+use crate::{packed_hard_cross_entropy, LossError, PackedKdLoss, PackedWeights};
 
 enum Temperature {
     /// One student: `[batch, classes]` logits, one temperature.
@@ -212,5 +212,24 @@ impl<'a> Targets<'a> {
                 None::<Kind>,
             )?,
         })
+    }
+}
+
+impl Targets<'_> {
+    /// A pack's loss against these targets (one teacher's or an ensemble's): each member's soft
+    /// term in the pack's form plus its hard cross-entropy, weighted per member.
+    pub(crate) fn packed_loss(
+        &self,
+        student: &Tensor,
+        labels: &Tensor,
+        weights: &PackedWeights,
+    ) -> Result<PackedKdLoss, LossError> {
+        let soft = weights
+            .form
+            .objective()
+            .soft(student, self, &weights.first)?;
+        let hard = packed_hard_cross_entropy(student, labels)?;
+        let total = &soft * &weights.soft + &hard * &weights.hard;
+        Ok(PackedKdLoss { total, soft, hard })
     }
 }

@@ -137,6 +137,39 @@ pub fn check(
     out
 }
 
+/// The KD cells matching `select`, per student size (or just `student`), for the claims judged
+/// per size; where none matches, a `not measured` verdict in `out`.
+pub(super) fn per_student<'a, 'b>(
+    j: &Judge,
+    a: &'b Analysis<'a>,
+    student: &Option<String>,
+    select: &Select,
+    out: &mut Vec<Verdict>,
+) -> Vec<(String, Vec<&'b Cell<'a>>)> {
+    let cells = cells_of(a, student.as_deref(), select);
+    let names = match student {
+        Some(s) => vec![s.clone()],
+        None => students(&cells),
+    };
+    if names.is_empty() {
+        out.push(j.missing(
+            format!("{} ({})", j.claim.name(), describe_select(select)),
+            "no finished KD cell matches",
+        ));
+    }
+    names
+        .into_iter()
+        .map(|s| {
+            let mine = cells
+                .iter()
+                .copied()
+                .filter(|c| c.first().hidden == s || c.student == s)
+                .collect();
+            (s, mine)
+        })
+        .collect()
+}
+
 /// `kd_beats_baseline` and `gain_at_least` (at least `points`): per student size, the KD cell
 /// chosen on validation (or at `temperature`) against its paired baselines.
 pub(super) fn gains(
@@ -148,24 +181,7 @@ pub(super) fn gains(
     points: Option<f64>,
     out: &mut Vec<Verdict>,
 ) {
-    let claim = j.claim;
-    let cells = cells_of(a, student.as_deref(), select);
-    let names = match student {
-        Some(s) => vec![s.clone()],
-        None => students(&cells),
-    };
-    if names.is_empty() {
-        out.push(j.missing(
-            format!("{} ({})", claim.name(), describe_select(select)),
-            "no finished KD cell matches",
-        ));
-    }
-    for s in names {
-        let mine: Vec<&Cell> = cells
-            .iter()
-            .copied()
-            .filter(|c| c.first().hidden == s || c.student == s)
-            .collect();
+    for (s, mine) in per_student(j, a, student, select, out) {
         let at = temperature.map_or(String::new(), |t| format!(" at T = {}", fmt(t)));
         let statement = match points {
             Some(points) => format!(

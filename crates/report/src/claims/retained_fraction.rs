@@ -10,7 +10,7 @@
 //! or where a seed's baseline is at or above the teacher (a fraction without meaning), the
 //! verdict says "not measurable" and neither passes nor fails.
 
-use super::check::{Judge, On};
+use super::check::{self, Judge, On};
 use super::*;
 use crate::stats::ci95_half_width;
 
@@ -42,23 +42,7 @@ impl Kind for RetainedFraction {
     }
 
     fn judge(&self, j: &Judge, on: &On, out: &mut Vec<Verdict>) {
-        let cells = cells_of(on.a, self.student.as_deref(), &self.select);
-        let names = match &self.student {
-            Some(s) => vec![s.clone()],
-            None => students(&cells),
-        };
-        if names.is_empty() {
-            out.push(j.missing(
-                format!("retained_fraction ({})", describe_select(&self.select)),
-                "no finished KD cell matches",
-            ));
-        }
-        for s in names {
-            let mine: Vec<&Cell> = cells
-                .iter()
-                .copied()
-                .filter(|c| c.first().hidden == s || c.student == s)
-                .collect();
+        for (s, mine) in check::per_student(j, on.a, &self.student, &self.select, out) {
             out.push(self.judge_student(j, on, &s, &mine));
         }
     }
