@@ -276,6 +276,7 @@ pub fn write_report(
     head.push_str(&markdown::halving_section(all_rows, epochs));
     head.push_str(&claims::claims_section(&verdicts));
     head.push_str(&markdown::fidelity_section(rows, &extras.confusion));
+    head.push_str(&markdown::teachers_section(rows));
     text.insert_str(insert, &head);
     let buys = deployment::section(rows, &extras.deployment);
     let at = ["\n## Figures\n", "\n## Trials\n"]

@@ -630,3 +630,40 @@ fn what_the_student_buys_is_in_the_report_and_regenerated() {
     assert!(md.contains("accuracy_vs_latency.png"), "{md}");
     assert!(md.find("## What the student buys") < md.find("## Trials\n"));
 }
+
+/// An ensemble teacher's members and the ensemble get their own table: three members at 97.0,
+/// 97.2 and 97.4 % (mean 97.20 ± 0.20), the ensemble 97.8 %: +0.60 over the mean, +0.40 over the
+/// best. A lone teacher gets none.
+#[test]
+fn an_ensembles_members_and_the_ensemble_are_tabled() {
+    let mut rows = vec![rec("k0", Kind::Kd, 0, 0.975)];
+    let mut ens = rec("ens", Kind::Teacher, 0, 0.978);
+    ens.arch = "ensemble".into();
+    ens.hidden = "3 x mlp 800-800".into();
+    ens.model = r#"{"ensemble":["m5","m6","m7"],"rule":"arithmetic","weights":null}"#.into();
+    rows.push(ens);
+    for (i, acc) in [0.970, 0.972, 0.974].into_iter().enumerate() {
+        let mut m = rec(&format!("m{}", 5 + i), Kind::Teacher, 5 + i as u64, acc);
+        m.teacher_id = Some("ens".into());
+        rows.push(m);
+    }
+    let text = kd_report::markdown::teachers_section(&rows);
+    assert!(
+        text.contains("`ens`: 3 members, arithmetic rule."),
+        "{text}"
+    );
+    assert!(
+        text.contains("| `m6` | mlp 800-800 | 6 | ok | 97.10 | 97.20 | 280 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| **ensemble** | 3 x mlp 800-800 | - | ok | 97.70 | 97.80 | 220 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Members: 97.20 ± 0.20 test % (mean ± sd over 3 members), best 97.40. The ensemble: 97.80, +0.60 points over the mean member, +0.40 over the best."),
+        "{text}"
+    );
+    let lone = vec![rec("t", Kind::Teacher, 0, 0.9), rec("k0", Kind::Kd, 0, 0.8)];
+    assert_eq!(kd_report::markdown::teachers_section(&lone), "");
+}

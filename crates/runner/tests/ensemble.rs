@@ -95,6 +95,19 @@ fn an_ensemble_trains_each_member_once_and_another_sweep_reuses_every_member() {
     assert_ne!(kd_rows[0].test_acc, kd_rows[1].test_acc);
     assert_eq!(log.matches("teacher: member").count(), 3, "{log}");
     assert_eq!(log.matches("reused cached").count(), 0, "{log}");
+    // The report lists the members and the ensemble.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let teachers = &report[report.find("## Teachers").expect("a Teachers section")..];
+    for m in &members {
+        assert!(
+            teachers.contains(&format!("| `{}` | mlp 64 |", m.trial_id)),
+            "{teachers}"
+        );
+    }
+    assert!(
+        teachers.contains("| **ensemble** | 3 x mlp 64 |"),
+        "{teachers}"
+    );
     let cached = |dir: &Path| -> Vec<(String, std::time::SystemTime)> {
         let mut v: Vec<_> = std::fs::read_dir(dir.join("cache/teachers"))
             .unwrap()

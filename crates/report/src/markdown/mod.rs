@@ -9,12 +9,14 @@ use crate::record::{EpochRecord, Kind, Status, TrialRecord};
 mod fidelity;
 mod halving;
 mod policy;
+mod teachers;
 
 pub use halving::halving_section;
 pub use policy::execution_of;
 use policy::policy;
 
 pub use fidelity::fidelity_section;
+pub use teachers::teachers_section;
 
 fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
