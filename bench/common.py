@@ -3,7 +3,9 @@ kd-sweep uses (PyTorch's nn.Linear init, Adam, per-step cosine schedule, batch o
 alpha * T^2 * soft CE + beta * hard CE, val and test evaluated after every epoch) and timing.
 
 Input: a folder written by `kd bench` with `meta.json` (shapes, grid) and raw little-endian
-tensors (`*.f32`, `*.i64`). Output: one JSON object on stdout.
+tensors (`*.f32`, `*.i64`). Output: one JSON object on stdout. The scripts run on
+$KD_BENCH_DEVICE (`cpu`, `cuda:0`: where kd runs), the data moved there once, and every timing
+ends with the device synchronised.
 """
 import json
 import math
@@ -14,12 +16,21 @@ import time
 import torch
 
 
+DEVICE = torch.device(os.environ.get("KD_BENCH_DEVICE", "cpu"))
+
+
+def sync():
+    """Wait for the device's queued kernels (CUDA runs them asynchronously)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def load(folder):
     meta = json.load(open(os.path.join(folder, "meta.json")))
 
     def tensor(name, dtype, shape):
         raw = open(os.path.join(folder, name), "rb").read()
-        return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
+        return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape).to(DEVICE)
 
     n, d, c = meta["train"], meta["features"], meta["classes"]
     data = {
@@ -40,7 +51,7 @@ def mlp(features, hidden, classes):
         layers += [torch.nn.Linear(prev, h), torch.nn.ReLU()]
         prev = h
     layers.append(torch.nn.Linear(prev, classes))
-    return torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers).to(DEVICE)
 
 
 def cosine(lr, step, total):
@@ -49,7 +60,7 @@ def cosine(lr, step, total):
 
 def order(seed, epoch, n):
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=g).to(DEVICE)
 
 
 def emit(result):
@@ -61,4 +72,7 @@ def setup_threads():
     torch.set_num_threads(int(os.environ.get("KD_BENCH_THREADS", "2")))
 
 
-now = time.perf_counter
+def now():
+    """The clock, read after the device has finished what was queued."""
+    sync()
+    return time.perf_counter()

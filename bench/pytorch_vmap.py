@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from common import cosine, emit, load, mlp, now, order, setup_threads
+from common import DEVICE, cosine, emit, load, mlp, now, order, setup_threads
 
 
 def train_group(meta, data, trials):
@@ -30,16 +30,16 @@ def train_group(meta, data, trials):
     shared = vmap(call, in_dims=(0, 0, None))
     first = trials[0]
     opt = torch.optim.Adam(list(params.values()), lr=first["lr"])
-    temp = torch.tensor([t["temperature"] if t["kd"] else 1.0 for t in trials]).view(k, 1, 1)
-    soft_w = torch.tensor([t["alpha"] * t["temperature"] ** 2 if t["kd"] else 0.0 for t in trials])
-    hard_w = torch.tensor([t["beta"] if t["kd"] else 1.0 for t in trials])
+    temp = torch.tensor([t["temperature"] if t["kd"] else 1.0 for t in trials], device=DEVICE).view(k, 1, 1)
+    soft_w = torch.tensor([t["alpha"] * t["temperature"] ** 2 if t["kd"] else 0.0 for t in trials], device=DEVICE)
+    hard_w = torch.tensor([t["beta"] if t["kd"] else 1.0 for t in trials], device=DEVICE)
     n, bs, epochs = meta["train"], first["batch_size"], first["epochs"]
     steps = (n + bs - 1) // bs
     step = 0
 
     def accuracy(x, y):
         with torch.no_grad():
-            correct = torch.zeros(k, dtype=torch.int64)
+            correct = torch.zeros(k, dtype=torch.int64, device=DEVICE)
             for i in range(0, len(y), 2000):
                 z = shared(params, buffers, x[i:i + 2000])
                 correct += (z.argmax(-1) == y[i:i + 2000]).sum(-1)

@@ -143,12 +143,20 @@ pub enum Cmd {
         /// Run one part only: `mlp` (the students of temp.yaml and student_size.yaml),
         /// `conv` (a resnet8x4 step of RepDistiller's CIFAR recipe, alone and from a resnet32x4,
         /// and temp.yaml's CNN teacher's step and evaluation pass) or `checkpoint` (what
-        /// checkpoints cost the MNIST headline's teacher).
+        /// checkpoints cost the MNIST headline's teacher); see `kd bench --help` for the others
+        /// (`step`: the roof and one KD step against PyTorch eager, the smallest).
         #[arg(long, value_enum)]
         only: Option<crate::bench::BenchPart>,
         /// Timed steps of each CIFAR row (after 2 untimed ones; the teacher rows time 4x as many).
         #[arg(long, default_value_t = 10)]
         cifar_steps: usize,
+        /// Override a key of both workload configs (temp.yaml and student_size.yaml), as `kd
+        /// sweep --set`: `--set device=cuda`, `--set dataset.train_limit=1000` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Batch size of the one-step rows (repeatable; default 128 and 1024).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+        step_batch: Vec<i64>,
     },
     /// Evaluate a kept student (OUT/models/<trial id>.safetensors, `save:`) at T = 1:
     /// accuracy, errors per class, the confusion matrix, and whether they are its record's.

@@ -81,6 +81,8 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             scripts,
             only,
             cifar_steps,
+            sets,
+            step_batch,
         } => bench(crate::bench::BenchOptions {
             epochs,
             repeats,
@@ -91,6 +93,13 @@ pub fn execute(cmd: Cmd) -> Result<Done, Failure> {
             size_config: "experiments/student_size.yaml".into(),
             only,
             cifar_steps,
+            sets,
+            device: "cpu".into(),
+            step_batches: if step_batch.is_empty() {
+                vec![128, 1024]
+            } else {
+                step_batch
+            },
         }),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

@@ -10,10 +10,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::step::median;
+use super::BenchOptions;
 use crate::data::Data;
 use crate::error::RunError;
 use crate::plan::{Plan, PlannedTrial};
-use crate::run::sweep::load_config;
 use crate::run::trial::TrialContext;
 use crate::train::Outcome;
 
@@ -33,8 +33,13 @@ pub(super) struct TestEveryResult {
 }
 
 /// The seed-0 trials of `config` with `test_every`, alone (`pack: off`).
-fn plan(config: &Path, test_every: &str, data: &Data) -> Result<Plan, RunError> {
-    let cfg = load_config(
+fn plan(
+    opts: &BenchOptions,
+    config: &Path,
+    test_every: &str,
+    data: &Data,
+) -> Result<Plan, RunError> {
+    let cfg = opts.config(
         config,
         &[
             "seeds=[0]".into(),
@@ -52,13 +57,17 @@ fn reported(o: &Outcome) -> (Option<f64>, Option<u32>, Option<f64>) {
 
 /// Train the students of `config` both ways, `repeats` times, interleaved.
 pub(super) fn compare(
+    opts: &BenchOptions,
     config: &Path,
     data: &Data,
     ctx: &TrialContext,
     repeats: usize,
     note: &mut dyn FnMut(&str),
 ) -> Result<TestEveryResult, RunError> {
-    let (every, best) = (plan(config, "1", data)?, plan(config, "best", data)?);
+    let (every, best) = (
+        plan(opts, config, "1", data)?,
+        plan(opts, config, "best", data)?,
+    );
     let run = |p: &Plan| {
         let trials: Vec<&PlannedTrial> = p.trials.iter().collect();
         let t0 = Instant::now();

@@ -13,21 +13,26 @@ use tch::{Device, Tensor};
 use super::render::render;
 use super::step::{kd_step, median, roof};
 use super::{
-    absolute, python_torch, run_script, BenchFile, BenchOptions, ModeResult, Runs, StepResult,
-    Workload,
+    absolute, python_torch, run_script, torch_device, BenchFile, BenchOptions, ModeResult, Runs,
+    StepResult, Workload,
 };
 use crate::data::{self, Data, Tensors};
 use crate::env;
 use crate::error::{io_err, RunError};
 use crate::plan::{Plan, PlannedTrial};
-use crate::run::sweep::load_config;
 use crate::run::teacher;
 use crate::run::trial::TrialContext;
 use crate::track::Progress;
 
 /// The trials of `config` at `epochs` epochs, with `pack`.
-fn plan_of(config: &Path, epochs: usize, pack: &str, data: &Data) -> Result<Plan, RunError> {
-    let cfg = load_config(
+fn plan_of(
+    opts: &BenchOptions,
+    config: &Path,
+    epochs: usize,
+    pack: &str,
+    data: &Data,
+) -> Result<Plan, RunError> {
+    let cfg = opts.config(
         config,
         &[
             format!("student.train.epochs={epochs}"),
@@ -106,7 +111,7 @@ fn bench_teacher(
             "temp.yaml's CNN teacher (cached)".to_string(),
         )
     } else {
-        let cfg = load_config(
+        let cfg = opts.config(
             &opts.temp_config,
             &[
                 "teacher.model={arch: mlp, hidden: [1200, 1200], dropout: 0.0}".into(),
@@ -122,7 +127,7 @@ fn bench_teacher(
 
 /// Write the workloads' data and trials where the PyTorch scripts read them (`export`):
 /// the transfer set with the teacher's logits, the validation and test splits, `meta.json`.
-fn export_data(
+pub(super) fn export_data(
     export: &Path,
     tensors: &Tensors,
     data: &Data,
@@ -231,8 +236,8 @@ fn add_auto_rows(
     loads: &[Load],
     raw: &mut BTreeMap<(usize, &'static str), Runs>,
 ) -> Result<(), RunError> {
-    let auto_plan = plan_of(&opts.size_config, opts.epochs, "auto", data)?;
-    let temp_auto = plan_of(&opts.temp_config, opts.epochs, "auto", data)?;
+    let auto_plan = plan_of(opts, &opts.size_config, opts.epochs, "auto", data)?;
+    let temp_auto = plan_of(opts, &opts.temp_config, opts.epochs, "auto", data)?;
     for (w, (name, _, _, idx)) in loads.iter().enumerate() {
         let p = if name == "temp" {
             &temp_auto
@@ -313,7 +318,7 @@ fn summarise(
 
 /// Samples per second of one KD step at batch 128 and 1024: kd-sweep alone and packed (18),
 /// and PyTorch eager.
-fn step_rows(
+pub(super) fn step_rows(
     opts: &BenchOptions,
     tensors: &Tensors,
     logits: &Tensor,
@@ -322,7 +327,7 @@ fn step_rows(
     threads: usize,
 ) -> Result<Vec<StepResult>, RunError> {
     let mut step = vec![];
-    for batch in [128i64, 1024] {
+    for &batch in &opts.step_batches {
         let (single, packed) = kd_step(tensors, logits, batch, input);
         let eager = run_script(
             opts,
@@ -394,11 +399,15 @@ fn workloads(loads: &[Load], d: &crate::data::DataPlan) -> Vec<Workload> {
 
 /// The MLP student phase, into `OUT/bench.json` and `OUT/report.md`.
 pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
-    let opts = &absolute(opts)?;
-    let base = load_config(&opts.temp_config, &[])?;
+    let base = opts.config(&opts.temp_config, &[])?;
     let threads = base.threads.unwrap_or(env::cores());
     tch::set_num_threads(threads as i32);
     let device = env::select_device(&base.device[0])?;
+    // The PyTorch scripts run where kd does.
+    let opts = &BenchOptions {
+        device: torch_device(device),
+        ..absolute(opts)?
+    };
     let data = data::load(&base.dataset)?;
     let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
     progress.note(&format!(
@@ -409,16 +418,16 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
         env::device_label(device)
     ));
     // Packed mode packs every workload (`pack: 64`), whatever `pack: auto` would choose here.
-    let temp_plan = plan_of(&opts.temp_config, opts.epochs, "64", &data)?;
+    let temp_plan = plan_of(opts, &opts.temp_config, opts.epochs, "64", &data)?;
     let (teacher_plan, teacher_label) = bench_teacher(opts, &temp_plan, &data)?;
     let tensors = Tensors::new(&data, device);
     let t = teacher::obtain(&teacher_plan, &tensors, None, &mut progress)?;
     let ctx = TrialContext::new(&data, &t.logits, Some(&t.files), device);
 
     // Workloads: names and their trials under each plan.
-    let size_packed = plan_of(&opts.size_config, opts.epochs, "64", &data)?;
-    let size_single = plan_of(&opts.size_config, opts.epochs, "off", &data)?;
-    let temp_single = plan_of(&opts.temp_config, opts.epochs, "off", &data)?;
+    let size_packed = plan_of(opts, &opts.size_config, opts.epochs, "64", &data)?;
+    let size_single = plan_of(opts, &opts.size_config, opts.epochs, "off", &data)?;
+    let temp_single = plan_of(opts, &opts.temp_config, opts.epochs, "off", &data)?;
     let loads = loads(&temp_plan, &temp_single, &size_packed, &size_single);
 
     // The data the PyTorch scripts read.
@@ -459,7 +468,9 @@ pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
     )?;
     progress.note("temp.yaml's seed-0 students at full epochs: test_every 1 vs best");
     let test_every =
-        super::evaluation::compare(&opts.temp_config, &data, &ctx, 1, &mut |s| progress.note(s))?;
+        super::evaluation::compare(opts, &opts.temp_config, &data, &ctx, 1, &mut |s| {
+            progress.note(s)
+        })?;
     let python_torch = python_torch(opts);
     let file = BenchFile {
         machine: env::class_of(device, threads).describe(),

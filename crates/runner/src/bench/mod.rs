@@ -30,8 +30,10 @@ mod inference;
 mod mlp;
 mod render;
 mod step;
+mod step_part;
 mod teacher;
 
+use crate::config::Resolved;
 use crate::env;
 use crate::error::{io_err, RunError};
 use crate::run::sweep::load_config;
@@ -54,6 +56,21 @@ pub struct BenchOptions {
     pub only: Option<BenchPart>,
     /// Timed steps of each CIFAR row.
     pub cifar_steps: usize,
+    /// `KEY=VALUE` overrides of both workload configs (`--set`, as `kd sweep`'s): the device, a
+    /// smaller dataset for a smoke run.
+    pub sets: Vec<String>,
+    /// Where the PyTorch scripts run (`cpu`, `cuda:0`): the device kd runs on, set by each part
+    /// once it has picked it.
+    pub device: String,
+    /// The batch sizes of the one-step rows (128 and 1024 unless `--step-batch` says).
+    pub step_batches: Vec<i64>,
+}
+
+impl BenchOptions {
+    /// The workload config at `path` with `--set`'s overrides, then `extra`.
+    fn config(&self, path: &std::path::Path, extra: &[String]) -> Result<Resolved, RunError> {
+        load_config(path, &[self.sets.as_slice(), extra].concat())
+    }
 }
 
 /// A part of `kd bench`.
@@ -70,6 +87,9 @@ pub enum BenchPart {
     Halving,
     /// Inference of temp.yaml's teacher and student: kd against PyTorch and ONNX Runtime.
     Inference,
+    /// The matmul roof and one 800-800 KD step against PyTorch eager: the smallest bench with a
+    /// PyTorch comparison (the GPU check's smoke mode). Not part of a full run (`mlp` has it).
+    Step,
 }
 
 /// The convolutional rows' file (`OUT/conv.json`).
@@ -150,6 +170,7 @@ fn run_script(opts: &BenchOptions, args: &[&str], threads: usize) -> Result<Scri
         .args(args)
         .current_dir(&opts.scripts)
         .env("KD_BENCH_THREADS", threads.to_string())
+        .env("KD_BENCH_DEVICE", &opts.device)
         .output()
         .map_err(|e| {
             RunError::Worker(format!(
@@ -188,6 +209,9 @@ pub fn run(opts: &BenchOptions) -> Result<String, RunError> {
     if opts.only.is_none() || opts.only == Some(BenchPart::Inference) {
         report += &run_inference(opts)?;
     }
+    if opts.only == Some(BenchPart::Step) {
+        report += &step_part::run_step(opts)?;
+    }
     Ok(report)
 }
 
@@ -215,7 +239,7 @@ fn run_halving(opts: &BenchOptions) -> Result<String, RunError> {
 /// The inference rows, into `OUT/inference.json` and `OUT/inference.md`.
 fn run_inference(opts: &BenchOptions) -> Result<String, RunError> {
     let opts = &absolute(opts)?;
-    let base = load_config(&opts.temp_config, &[])?;
+    let base = opts.config(&opts.temp_config, &[])?;
     let threads = base.threads.unwrap_or(env::cores());
     tch::set_num_threads(threads as i32);
     let data = crate::data::load(&base.dataset)?;
@@ -241,7 +265,7 @@ fn run_inference(opts: &BenchOptions) -> Result<String, RunError> {
 
 /// The checkpoint row, into `OUT/checkpoint.json` and `OUT/checkpoint.md`.
 fn run_checkpoint(opts: &BenchOptions) -> Result<String, RunError> {
-    let base = load_config(&opts.temp_config, &[])?;
+    let base = opts.config(&opts.temp_config, &[])?;
     let threads = base.threads.unwrap_or(env::cores());
     tch::set_num_threads(threads as i32);
     let device = env::select_device(&base.device[0])?;
@@ -284,6 +308,14 @@ fn absolute(opts: &BenchOptions) -> Result<BenchOptions, RunError> {
     })
 }
 
+/// `d` as PyTorch names it (`cpu`, `cuda:0`).
+fn torch_device(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
 fn python_torch(opts: &BenchOptions) -> String {
     Command::new(&opts.python)
         .args(["-c", "import torch; print(torch.__version__)"])
@@ -296,7 +328,7 @@ fn python_torch(opts: &BenchOptions) -> String {
 fn run_conv(opts: &BenchOptions) -> Result<String, RunError> {
     let opts = &absolute(opts)?;
     cifar::check_scripts(&opts.scripts)?;
-    let base = load_config(&opts.temp_config, &[])?;
+    let base = opts.config(&opts.temp_config, &[])?;
     let threads = base.threads.unwrap_or(env::cores());
     tch::set_num_threads(threads as i32);
     let device = env::select_device(&base.device[0])?;

@@ -25,12 +25,21 @@ pub(super) fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Seconds of each of `runs` calls of `f` after `warmup` untimed ones.
-pub(super) fn timings(warmup: usize, runs: usize, f: &mut dyn FnMut()) -> Vec<f64> {
+/// Seconds of each of `runs` calls of `f` on `device` after `warmup` untimed ones. On CUDA the
+/// device is synchronised before the clock is read (kernels run asynchronously: without it a
+/// step's time is its launch time).
+pub(super) fn timings(device: Device, warmup: usize, runs: usize, f: &mut dyn FnMut()) -> Vec<f64> {
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    sync();
     (0..warmup + runs)
         .filter_map(|i| {
             let t0 = Instant::now();
             f();
+            sync();
             (i >= warmup).then(|| t0.elapsed().as_secs_f64())
         })
         .collect()
@@ -41,7 +50,7 @@ pub(super) fn timings(warmup: usize, runs: usize, f: &mut dyn FnMut()) -> Vec<f6
 pub(super) fn roof(device: Device) -> f64 {
     let a = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
     let b = Tensor::randn([2048, 2048], (tch::Kind::Float, device));
-    let times = timings(2, 7, &mut || {
+    let times = timings(device, 2, 7, &mut || {
         let _ = a.mm(&b).double_value(&[0, 0]);
     });
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
@@ -83,7 +92,7 @@ pub(super) fn kd_step(ctx: &Tensors, logits: &Tensor, batch: i64, input: InputSh
     let time = |learner: &mut dyn Learner, k: i64| {
         let idx = rows.unsqueeze(0).expand([k, batch], false);
         let mut step = 0;
-        median(&timings(5, 20, &mut || {
+        median(&timings(device, 5, 20, &mut || {
             let b = Batch {
                 idx: &idx,
                 epoch: 1,
@@ -192,7 +201,7 @@ pub(super) fn kd_sweep_step(device: Device, steps: usize, w: &StepWork) -> f64 {
     let mut learner =
         Single::new(&student, &vs, &w.cfg, &weights, 0, &data).expect("the optimiser builds");
     let mut step = 0usize;
-    let times = timings(2, steps, &mut || {
+    let times = timings(device, 2, steps, &mut || {
         let start = (step as i64 % 4) * batch;
         let idx = Tensor::arange_start(start, start + batch, (Kind::Int64, device)).unsqueeze(0);
         let b = Batch {

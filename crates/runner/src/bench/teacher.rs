@@ -55,7 +55,7 @@ fn kd_sweep_eval(device: Device, repeats: usize, channels_last: bool) -> f64 {
         .build(&vs, MNIST, 10)
         .expect("the cnn builds");
     let x = Tensor::randn([5000, 1, 28, 28], (Kind::Float, device));
-    let times = timings(1, repeats, &mut || {
+    let times = timings(device, 1, repeats, &mut || {
         let l = crate::train::eval::predict(&net, &x, 1000);
         let _ = l.double_value(&[0, 0]);
     });
