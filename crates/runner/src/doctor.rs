@@ -37,6 +37,21 @@ pub fn report() -> (String, bool) {
             "not available"
         }
     );
+    let set: Vec<String> = crate::env::CUDA_PROCESS_ENV
+        .iter()
+        .map(|(k, _)| {
+            format!(
+                "{k}={}",
+                std::env::var(k).unwrap_or_else(|_| "unset".into())
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "  environment: {} (kd sets both in every process: fp32 is true float32 on CUDA, no \
+         TF32; GPUs numbered as nvidia-smi numbers them)",
+        set.join(" ")
+    );
     for (i, name) in nvidia_smi_names().iter().enumerate() {
         let _ = writeln!(s, "  cuda:{i}: {name}");
     }

@@ -168,6 +168,53 @@ pub fn gpu_model(n: usize) -> String {
     )
 }
 
+/// The environment every `kd` process starts CUDA under, set first thing in `main` (before
+/// libtorch touches a GPU) and given to each worker: `NVIDIA_TF32_OVERRIDE=0`, so cuBLAS and
+/// cuDNN use no TensorFloat-32 and `precision: fp32` is true float32 on CUDA as on the CPU
+/// (libtorch's own default lets cuDNN convolutions use TF32, which the ids would not say), and
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA numbers the GPUs as `nvidia-smi` does and a device's
+/// model ([`gpu_model`]) is looked up on the right one.
+pub const CUDA_PROCESS_ENV: [(&str, &str); 2] = [
+    ("NVIDIA_TF32_OVERRIDE", "0"),
+    ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
+];
+
+/// Set [`CUDA_PROCESS_ENV`] in this process; `main` calls it before anything else runs (no other
+/// thread exists yet, and no CUDA library has read its environment).
+pub fn set_cuda_process_env() {
+    for (k, v) in CUDA_PROCESS_ENV {
+        std::env::set_var(k, v);
+    }
+}
+
+/// What a worker for the slot on `device` (`cpu`, `cuda:1`) is started with, given the parent's
+/// `CUDA_VISIBLE_DEVICES`: its environment, and the device it uses inside. A CUDA worker sees
+/// exactly its GPU (`CUDA_VISIBLE_DEVICES` = the parent's entry for it, or its index when the
+/// parent sets none) and uses it as `cuda:0`, so it creates no context on another GPU; a CPU
+/// worker sees none. Both get [`CUDA_PROCESS_ENV`].
+pub fn worker_env(device: &str, parent_visible: Option<&str>) -> (Vec<(String, String)>, String) {
+    let mut env: Vec<(String, String)> = CUDA_PROCESS_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (visible, inside) = match device.strip_prefix("cuda") {
+        Some(rest) => {
+            let n: usize = rest
+                .strip_prefix(':')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let entry = parent_visible
+                .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>())
+                .and_then(|v| v.get(n).map(|e| e.to_string()))
+                .unwrap_or_else(|| n.to_string());
+            (entry, "cuda:0".to_string())
+        }
+        None => (String::new(), device.to_string()),
+    };
+    env.push(("CUDA_VISIBLE_DEVICES".into(), visible));
+    (env, inside)
+}
+
 /// How many CUDA devices this process's libtorch sees (what `device: all` stands for).
 pub fn visible_gpus() -> usize {
     tch::Cuda::device_count().max(0) as usize
@@ -288,6 +335,34 @@ mod tests {
         );
         assert_eq!(cpu_model_of("model name\t: Some CPU\n"), "Some CPU");
         assert_eq!(cpu_model_of(""), std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn each_worker_sees_exactly_its_gpu_as_cuda_0_under_true_fp32() {
+        let get = |env: &[(String, String)], k: &str| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        // The parent sees GPUs 2 and 5 (Slurm's list): its cuda:1 is physical GPU 5.
+        let (env, inside) = worker_env("cuda:1", Some("2,5"));
+        assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some("5"));
+        assert_eq!(inside, "cuda:0");
+        assert_eq!(get(&env, "NVIDIA_TF32_OVERRIDE").as_deref(), Some("0"));
+        assert_eq!(
+            get(&env, "CUDA_DEVICE_ORDER").as_deref(),
+            Some("PCI_BUS_ID")
+        );
+        // UUIDs pass through; `cuda` is cuda:0.
+        let (env, _) = worker_env("cuda", Some("GPU-aa, GPU-bb"));
+        assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some("GPU-aa"));
+        // No list in the parent: the index is the GPU.
+        let (env, inside) = worker_env("cuda:3", None);
+        assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some("3"));
+        assert_eq!(inside, "cuda:0");
+        // A CPU worker sees no GPU.
+        let (env, inside) = worker_env("cpu", Some("0,1"));
+        assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES").as_deref(), Some(""));
+        assert_eq!(inside, "cpu");
+        assert_eq!(get(&env, "NVIDIA_TF32_OVERRIDE").as_deref(), Some("0"));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) mod slurm;
 pub(crate) mod track;
 pub(crate) mod train;
 
+pub use env::set_cuda_process_env;
+
 /// Unit tests that seed libtorch's global generator (`tch::manual_seed`) or depend on its
 /// draws hold this lock: the test harness runs tests on threads of one process, and a seed set
 /// by one test between another's seeding and its draws would change the other's numbers.

@@ -9,6 +9,8 @@ use clap::Parser;
 use kd_runner::cli::{Cli, Cmd};
 
 fn main() -> ExitCode {
+    // Before anything can touch CUDA: true fp32, GPUs numbered as nvidia-smi does.
+    kd_runner::set_cuda_process_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

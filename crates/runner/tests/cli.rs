@@ -171,9 +171,14 @@ fn zero_width_student_exits_2() {
 #[test]
 fn doctor_reports_torch_and_the_dataset() {
     let dir = tempfile::tempdir().unwrap();
-    let o = kd(&["doctor"], dir.path());
+    // kd sets its CUDA environment whatever the caller's says (true fp32 on CUDA).
+    let o = kd_env(&["doctor"], dir.path(), &[("NVIDIA_TF32_OVERRIDE", "1")]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("libtorch: 2.13.0"), "{text}");
+    assert!(
+        text.contains("environment: NVIDIA_TF32_OVERRIDE=0 CUDA_DEVICE_ORDER=PCI_BUS_ID"),
+        "{text}"
+    );
     assert!(text.contains("CUDA: "), "{text}");
     assert!(text.contains("threads: libtorch intra-op"), "{text}");
     assert!(text.contains("fashion-mnist: found in"), "{text}");
@@ -566,6 +571,78 @@ fn dry_run_lists_trials_and_trains_nothing() {
     );
     assert!(text.contains("12 student trials + teacher"), "{text}");
     assert!(!out.exists(), "a dry run writes nothing");
+}
+
+/// `cudnn_benchmark` with `device: auto` is accepted by the config (auto may be a GPU) and
+/// refused by the plan where auto resolved to the CPU, naming the key.
+#[test]
+fn cudnn_benchmark_with_auto_is_judged_where_auto_resolves() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny("").replace("device: cpu", "device: auto").replace(
+        "hidden: [32]}, train: {epochs: 1,",
+        "hidden: [32]}, train: {cudnn_benchmark: true, epochs: 1,",
+    );
+    assert!(
+        config.contains("device: auto") && config.contains("cudnn_benchmark"),
+        "{config}"
+    );
+    let (o, _) = sweep(dir.path(), &config, &["--dry-run"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("student.train.cudnn_benchmark: needs a CUDA device, and `device: auto` resolved to the CPU here"),
+        "{err}"
+    );
+}
+
+/// Each worker starts with the environment `env::worker_env` builds (unit-tested there for GPU
+/// slots): here CPU workers, which see no GPU, with true fp32 and PCI-ordered GPUs, whatever the
+/// parent's environment said. A wrapper records each worker's environment, then runs kd.
+#[test]
+fn workers_start_with_their_own_cuda_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("kd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv | grep -E '^(CUDA_VISIBLE_DEVICES|NVIDIA_TF32_OVERRIDE|CUDA_DEVICE_ORDER)=' \
+             | sort > \"{}/env.$$\"\nexec \"{}\" \"$@\"\n",
+            dir.path().display(),
+            env!("CARGO_BIN_EXE_kd")
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", wrapper.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let (o, _) = sweep_env(
+        dir.path(),
+        &tiny("workers: 2\npack: off\nseeds: [0, 1]\n"),
+        &[],
+        &[
+            ("KD_WORKER_EXE", wrapper.to_str().unwrap()),
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("NVIDIA_TF32_OVERRIDE", "1"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let envs: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("env."))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(envs.len(), 2, "one per worker: {envs:?}");
+    for e in &envs {
+        assert_eq!(
+            e, "CUDA_DEVICE_ORDER=PCI_BUS_ID\nCUDA_VISIBLE_DEVICES=\nNVIDIA_TF32_OVERRIDE=0\n",
+            "{envs:?}"
+        );
+    }
 }
 
 #[test]

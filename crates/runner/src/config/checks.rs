@@ -90,14 +90,15 @@ pub(super) fn check_name(raw: &str) -> Result<&str, ConfigError> {
     Ok(name)
 }
 
-/// `train.cudnn_benchmark` needs a CUDA device among `device`.
+/// `train.cudnn_benchmark` needs a CUDA device among `device`, or `auto` (then the plan checks
+/// that it resolved to one: `Plan::build`).
 pub(super) fn check_cudnn(
     device: &[String],
     teacher: &TrainCfg,
     student: &TrainCfg,
 ) -> Result<(), ConfigError> {
     for (role, t) in [(Role::Teacher, teacher), (Role::Student, student)] {
-        if t.cudnn_benchmark && !device.iter().any(|d| d.starts_with("cuda")) {
+        if t.cudnn_benchmark && !device.iter().any(|d| d.starts_with("cuda") || d == "auto") {
             return Err(invalid(
                 format!("{}.train.cudnn_benchmark", role.key()),
                 format!(

@@ -161,6 +161,36 @@ fn student_slots(cfg: &Resolved) -> Result<Vec<Slot>, RunError> {
         .collect()
 }
 
+/// `train.cudnn_benchmark` with `device: auto` (accepted by the config): the role's slots must
+/// have resolved to CUDA here, else the key is refused as the config would refuse `device: cpu`.
+fn check_cudnn_resolved(cfg: &Resolved, teacher: &Slot, students: &[Slot]) -> Result<(), RunError> {
+    let cuda = |s: &Slot| s.class.kind == env::DeviceKind::Cuda;
+    let student = cfg.cells.iter().any(|c| c.student.train.cudnn_benchmark);
+    let members = cfg.ensemble.as_ref().map_or(&[][..], |e| &e.members[..]);
+    let teacher_asks =
+        cfg.teacher.train.cudnn_benchmark || members.iter().any(|m| m.train.cudnn_benchmark);
+    for (asks, ok, key) in [
+        (teacher_asks, cuda(teacher), "teacher.train.cudnn_benchmark"),
+        (
+            student,
+            students.iter().any(cuda),
+            "student.train.cudnn_benchmark",
+        ),
+    ] {
+        if asks && !ok {
+            return Err(RunError::Device {
+                key: key.into(),
+                message: format!(
+                    "needs a CUDA device, and `device: {}` resolved to the CPU here (cuDNN does \
+                     not run on the CPU); remove the key or run where `kd doctor` shows CUDA",
+                    cfg.device.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The classes of `slots`, in first-seen order, and the class of each slot.
 fn classes_of(slots: &[Slot]) -> (Vec<ExecClass>, Vec<usize>) {
     let mut classes: Vec<ExecClass> = Vec::new();
@@ -212,6 +242,7 @@ impl Plan {
         };
         let teacher_id = teacher.id.clone();
         let slots = student_slots(cfg)?;
+        check_cudnn_resolved(cfg, &teacher.slot, &slots)?;
         let (classes, slot_class) = classes_of(&slots);
 
         let (mut trials, groups, group_of) = trials::planned(cfg, &teacher_id);

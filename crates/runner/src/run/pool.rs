@@ -227,9 +227,13 @@ fn start_workers(
         }
     }
     let mut workers = Vec::new();
+    let parent_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     for (i, slot) in used.into_iter().enumerate() {
+        // The worker sees exactly its GPU, as cuda:0 (env::worker_env).
+        let (worker_env, inside) = env::worker_env(&slot.device, parent_visible.as_deref());
         let mut child = Command::new(&exe)
             .arg("worker")
+            .envs(worker_env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -256,7 +260,11 @@ fn start_workers(
             let _ = tx.send((i, None));
         });
         let mut stdin = child.stdin.take();
-        send_line(&mut stdin, &setup(slot));
+        let seen = Slot {
+            device: inside,
+            ..slot.clone()
+        };
+        send_line(&mut stdin, &setup(&seen));
         let class = plan
             .classes
             .iter()
