@@ -33,12 +33,18 @@ mkdir -p "$out" "$work/logs"
 rm -f "$out/summary.txt" "$out/logs.tgz"
 kd=${KD_BIN:-$(command -v kd || echo target/debug/kd)}
 python=${PYTHON:-$(command -v python3)}
-export KD_BIN="$kd" CI=1 KD_CACHE_DIR="$work/cache"
+# kd sets these itself (env::CUDA_PROCESS_ENV); set here too, so the PyTorch scripts and any
+# process started before kd run under them.
+export KD_BIN="$kd" CI=1 KD_CACHE_DIR="$work/cache" NVIDIA_TF32_OVERRIDE=0 CUDA_DEVICE_ORDER=PCI_BUS_ID
 start=$SECONDS
 failed=0
 
 say() { printf '%s\n' "$*" | tee -a "$out/summary.txt"; }
-pack() { tar -C "$work" -czf "$out/logs.tgz" logs 2>/dev/null; }
+# logs.tgz whole or not at all: written beside, then renamed (a run cut mid-write keeps the last).
+pack() {
+    tar -C "$work" -czf "$work/logs.tgz" logs 2>/dev/null &&
+        cp "$work/logs.tgz" "$out/.logs.tgz.new" && mv -f "$out/.logs.tgz.new" "$out/logs.tgz"
+}
 
 # Test accuracies of a sweep's folder, in one line: teacher, best KD cell (mean over seeds),
 # baseline (mean), where the rows say they ran.
@@ -78,12 +84,13 @@ if os.path.exists(f"{d}/step.json"):
     j = json.load(open(f"{d}/step.json"))
     parts.append(f"roof {j['roof_gflops']:.0f} GFLOP/s")
     for s in j["step"]:
-        parts.append(f"step b{s['batch']}: alone/eager {s['kd_single'] / s['pytorch_eager']:.2f}, "
-                     f"18 packed/eager {s['kd_packed_18'] / s['pytorch_eager']:.2f}")
+        eager = s["pytorch_eager"] or float("nan")  # NaN is written as null
+        parts.append(f"step b{s['batch']}: alone/eager {(s['kd_single'] or 0) / eager:.2f}, "
+                     f"18 packed/eager {(s['kd_packed_18'] or 0) / eager:.2f}")
 if os.path.exists(f"{d}/bench.json"):
     j = json.load(open(f"{d}/bench.json"))
     for w in j["workloads"]:
-        m = {k: v["median_s"] for k, v in w["modes"].items()}
+        m = {k: v["median_s"] or float("nan") for k, v in w["modes"].items()}
         if "kd-sweep packed" in m and "pytorch eager" in m:
             parts.append(f"{w['name']}: packed {m['kd-sweep packed']:.1f} s, "
                          f"x{m['pytorch eager'] / m['kd-sweep packed']:.2f} eager, "
@@ -125,7 +132,8 @@ step() {
     rc=$?
     case $rc in
         0) r=ok ;;
-        124 | 137) r="TIMEOUT (cut at ${limit} s)" ;;
+        124) r="TIMEOUT (cut at ${limit} s)" ;;
+        137) r="KILLED (timeout or memory)" ;;
         *) r="FAILED (exit $rc)" ;;
     esac
     [ "$rc" = 0 ] || failed=1
@@ -151,7 +159,7 @@ else
 fi
 
 say "kd gpu-check$([ $smoke = 1 ] && echo ' --smoke (CPU allowed)') on $(hostname), $(date -u '+%Y-%m-%d %H:%M UTC'), budget ${budget} s"
-say "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
+say "gpu: $(timeout 15 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
 say "carried: $(du -sh "$here" 2>/dev/null | cut -f1) in $(basename "$here")/, tree $(du -sh --exclude=target --exclude=.venv --exclude=.git . 2>/dev/null | cut -f1); kd: $kd"
 
 # Preflight: doctor's CUDA line decides (its libtorch-version verdict is informational under a
@@ -175,12 +183,12 @@ else
     say "$(printf '%-13s %-24s' cuda-tests 'not run (smoke: no CUDA)')"
 fi
 
-step temp 150 "$kd" sweep experiments/temp.yaml --set "device=$dev" "${sets[@]}" --out "$work/temp"
+step temp 150 "$kd" sweep experiments/temp.yaml --set "device=$dev" ${sets[@]+"${sets[@]}"} --out "$work/temp"
 for p in fp32 bf16; do
-    step "students-$p" 60 "$kd" sweep experiments/temp.yaml --set "device=$dev" "${sets[@]}" \
+    step "students-$p" 60 "$kd" sweep experiments/temp.yaml --set "device=$dev" ${sets[@]+"${sets[@]}"} \
         --set "student.train.precision=$p" --out "$work/students-$p"
 done
-step bench-step 90 "$kd" bench --only step --set "device=$dev" "${bench_step[@]}" \
+step bench-step 90 "$kd" bench --only step --set "device=$dev" ${bench_step[@]+"${bench_step[@]}"} \
     --out "$work/bench-step" --python "$python"
 if [ $smoke = 0 ]; then
     step bench-mlp 120 "$kd" bench --only mlp --repeats 1 --set "device=$dev" \

@@ -179,9 +179,35 @@ pub const CUDA_PROCESS_ENV: [(&str, &str); 2] = [
     ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
 ];
 
-/// Set [`CUDA_PROCESS_ENV`] in this process; `main` calls it before anything else runs (no other
-/// thread exists yet, and no CUDA library has read its environment).
+/// Run this process under [`CUDA_PROCESS_ENV`]; `main` calls it before anything else. cuBLAS
+/// and cuDNN are loaded with the binary, so a variable set in place might come after they read
+/// it: where a GPU driver is present (`/dev/nvidiactl`; `KD_TEST_REEXEC=1` plays one) and a
+/// variable differs, the process replaces itself (exec) with the same program and arguments
+/// under the variables, once (the new image finds them set). Without a driver no CUDA library
+/// can have read them, and they are set in place (no thread exists yet).
 pub fn set_cuda_process_env() {
+    let differs = CUDA_PROCESS_ENV
+        .iter()
+        .any(|(k, v)| std::env::var(k).ok().as_deref() != Some(*v));
+    if !differs {
+        return;
+    }
+    let driver = std::path::Path::new("/dev/nvidiactl").exists()
+        || std::env::var("KD_TEST_REEXEC").is_ok_and(|v| v == "1");
+    if driver {
+        if let Ok(exe) = std::env::current_exe() {
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .envs(CUDA_PROCESS_ENV)
+                .exec();
+            // exec returns only when it failed.
+            eprintln!(
+                "warning: kd could not restart itself under {CUDA_PROCESS_ENV:?} ({err}); set \
+                 them in place, which cuBLAS and cuDNN may have read before"
+            );
+        }
+    }
     for (k, v) in CUDA_PROCESS_ENV {
         std::env::set_var(k, v);
     }

@@ -179,6 +179,19 @@ fn doctor_reports_torch_and_the_dataset() {
         text.contains("environment: NVIDIA_TF32_OVERRIDE=0 CUDA_DEVICE_ORDER=PCI_BUS_ID"),
         "{text}"
     );
+    // Where a GPU driver is present kd restarts itself under them (played here): same answer.
+    let o = kd_env(
+        &["doctor"],
+        dir.path(),
+        &[("NVIDIA_TF32_OVERRIDE", "1"), ("KD_TEST_REEXEC", "1")],
+    );
+    let again = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        again.contains("environment: NVIDIA_TF32_OVERRIDE=0 CUDA_DEVICE_ORDER=PCI_BUS_ID"),
+        "{again}\n{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("could not restart"), "{}", stderr(&o));
     assert!(text.contains("CUDA: "), "{text}");
     assert!(text.contains("threads: libtorch intra-op"), "{text}");
     assert!(text.contains("fashion-mnist: found in"), "{text}");

@@ -131,7 +131,7 @@ fn a_spent_budget_stops_the_steps_it_leaves_no_time_for() {
     let dir = tempfile::tempdir().unwrap();
     let (o, summary) = check(
         dir.path(),
-        &[("KD_GPU_CHECK_HANG", "temp"), ("KD_GPU_CHECK_BUDGET", "12")],
+        &[("KD_GPU_CHECK_HANG", "temp"), ("KD_GPU_CHECK_BUDGET", "20")],
     );
     assert_eq!(o.status.code(), Some(1), "{summary}");
     assert!(line(&summary, "temp").contains("TIMEOUT"), "{summary}");

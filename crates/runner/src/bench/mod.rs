@@ -326,12 +326,15 @@ fn python_torch(opts: &BenchOptions) -> String {
 
 /// The convolutional rows, into `OUT/conv.json` and `OUT/conv.md`.
 fn run_conv(opts: &BenchOptions) -> Result<String, RunError> {
-    let opts = &absolute(opts)?;
     cifar::check_scripts(&opts.scripts)?;
     let base = opts.config(&opts.temp_config, &[])?;
     let threads = base.threads.unwrap_or(env::cores());
     tch::set_num_threads(threads as i32);
     let device = env::select_device(&base.device[0])?;
+    let opts = &BenchOptions {
+        device: torch_device(device),
+        ..absolute(opts)?
+    };
     let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
     progress.note(&format!(
         "kd bench: CIFAR resnet8x4 steps ({} timed each) on {}, {threads} threads",

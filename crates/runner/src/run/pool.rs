@@ -38,6 +38,10 @@ pub struct Setup {
     /// Where and which of its students' weights are kept (`save:`).
     #[serde(default)]
     pub models: Option<crate::run::models::ModelsOut>,
+    /// The device as the sweep names it (`cuda:1`) where the worker sees it under another
+    /// name (its one visible GPU, `cuda:0`): for the kept models' metadata.
+    #[serde(default)]
+    pub device_name: Option<String>,
 }
 
 /// What a worker writes on stdout.
@@ -264,7 +268,11 @@ fn start_workers(
             device: inside,
             ..slot.clone()
         };
-        send_line(&mut stdin, &setup(&seen));
+        let setup = Setup {
+            device_name: (seen.device != slot.device).then(|| slot.device.clone()),
+            ..setup(&seen)
+        };
+        send_line(&mut stdin, &setup);
         let class = plan
             .classes
             .iter()
@@ -413,7 +421,8 @@ pub fn worker_main() -> Result<(), RunError> {
         })?;
     let ctx = TrialContext::new(&data, &logits, Some(files), device)
         .with_checkpoints(setup.checkpoints.clone())
-        .with_models(setup.models.clone());
+        .with_models(setup.models.clone())
+        .with_device_name(setup.device_name.clone());
     let stdout = std::io::stdout();
     let send = |m: &Message| {
         let mut out = stdout.lock();

@@ -39,6 +39,9 @@ pub struct TrialContext {
     input: kd_model_zoo::InputShape,
     classes: usize,
     device: Device,
+    /// The device as the sweep names it (`cuda:1`), for the kept models' metadata: a worker
+    /// uses its one visible GPU as `cuda:0`.
+    device_name: String,
     /// Where and how often units checkpoint; none: never.
     checkpoints: Option<Checkpoints>,
     /// Where and which students' weights are kept; none: nowhere.
@@ -132,6 +135,7 @@ impl TrialContext {
             online: std::cell::OnceCell::new(),
             input: data.plan.input,
             classes: data.plan.classes,
+            device_name: crate::env::device_label(device),
             device,
             checkpoints: None,
             models: None,
@@ -147,6 +151,17 @@ impl TrialContext {
     /// Keep the students' weights as `m` says.
     pub fn with_models(self, m: Option<ModelsOut>) -> TrialContext {
         TrialContext { models: m, ..self }
+    }
+
+    /// Name the device as the sweep does (a worker's GPU is `cuda:0` inside it).
+    pub fn with_device_name(self, name: Option<String>) -> TrialContext {
+        match name {
+            Some(device_name) => TrialContext {
+                device_name,
+                ..self
+            },
+            None => self,
+        }
     }
 
     /// Checkpoint the units this context trains as `c` says, and continue from theirs.
@@ -461,7 +476,7 @@ impl TrialContext {
             data: plan.clone(),
             precision: t.student.train.precision,
             exec: t.exec,
-            device: crate::env::device_label(self.device),
+            device: self.device_name.clone(),
             threads: tch::get_num_threads().max(1) as usize,
             weights: model.which,
             epoch: model.epoch,

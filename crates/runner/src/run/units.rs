@@ -162,6 +162,7 @@ impl Units<'_> {
             slot: slot.clone(),
             checkpoints: Some(self.checkpoints.clone()),
             models: models.clone(),
+            device_name: None,
         };
         // Per trial in flight, its unit's checkpoint and how many of the unit's trials run.
         let mut in_flight: HashMap<usize, (PathBuf, std::rc::Rc<std::cell::Cell<usize>>)> =

@@ -53,8 +53,20 @@ pub(crate) fn f64_of(t: &Tensor) -> f64 {
     t.double_value(&[])
 }
 
-/// `values` on `device` (one upload).
+/// `values` on `device` (one upload). On CUDA it is copied from pinned memory without
+/// blocking the host (the copy is queued on the stream; libtorch's pinned-memory allocator keeps
+/// the block until the copy is done), so an epoch's batch order or augmentation draws do not
+/// wait for the GPU to drain; where pinning fails, the plain copy.
 pub(crate) fn upload<T: tch::kind::Element>(values: &[T], device: Device) -> Tensor {
     count();
-    Tensor::from_slice(values).to_device(device)
+    let t = Tensor::from_slice(values);
+    if device.is_cuda() {
+        let queued = t
+            .f_pin_memory(device)
+            .and_then(|p| p.f_to_device_(device, p.kind(), true, false));
+        if let Ok(u) = queued {
+            return u;
+        }
+    }
+    t.to_device(device)
 }
