@@ -30,5 +30,26 @@ for line in sys.stdin:
 strip -o "$work/cuda-tests" "$exe"
 xz -T2 -6 -c "$work/cuda-tests" > "$bundle/cuda-tests.xz"
 cp "$here/gpu-check.sh" "$bundle/gpu-check.sh"
-du -sh "$bundle"
+# What travels to a lent machine, the tree's tracked files and the bundle, must stay within 64
+# MiB: the training split goes as its first KD_BUNDLE_TRAIN images (default 20,000; IDX headers
+# rewritten, so kd reads a smaller split), which the check's summary states.
+n=${KD_BUNDLE_TRAIN:-20000}
+"$work/venv/bin/python" - "$bundle/data/fashion-mnist" "$n" <<'PY'
+import gzip, struct, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for name, size, head in (("train-images-idx3-ubyte.gz", 784, 16), ("train-labels-idx1-ubyte.gz", 1, 8)):
+    raw = gzip.open(f"{d}/{name}").read()
+    count = struct.unpack(">I", raw[4:8])[0]
+    if n < count:
+        raw = raw[:4] + struct.pack(">I", n) + raw[8:head] + raw[head:head + n * size]
+        with gzip.open(f"{d}/{name}", "wb", compresslevel=9) as f:
+            f.write(raw)
+PY
+echo "$n" > "$bundle/data/fashion-mnist/TRAIN_IMAGES"
+cd "$here/.."
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+carried=$(du -sb "$bundle" | cut -f1)
+total=$(( (tree + carried) / 1048576 ))
+echo "carried to the device: tree $((tree / 1048576)) MiB + bundle $((carried / 1048576)) MiB = $total MiB (limit 64)"
+[ "$total" -lt 62 ] || { echo "gpu-bundle: $total MiB is over the device's limit: lower KD_BUNDLE_TRAIN" >&2; exit 2; }
 echo "bundle ready with the CUDA checks: source $(basename "$bundle")/env.sh && bash $(basename "$bundle")/gpu-check.sh"

@@ -160,7 +160,9 @@ fi
 
 say "kd gpu-check$([ $smoke = 1 ] && echo ' --smoke (CPU allowed)') on $(hostname), $(date -u '+%Y-%m-%d %H:%M UTC'), budget ${budget} s"
 say "gpu: $(timeout 15 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
-say "carried: $(du -sh "$here" 2>/dev/null | cut -f1) in $(basename "$here")/, tree $(du -sh --exclude=target --exclude=.venv --exclude=.git . 2>/dev/null | cut -f1); kd: $kd"
+say "carried: $(du -sh --exclude=kd --exclude=cuda-tests "$here" 2>/dev/null | cut -f1) in $(basename "$here")/, tree $(du -sh --exclude=target --exclude=.venv --exclude=.git --exclude="$(basename "$here")" . 2>/dev/null | cut -f1); kd: $kd"
+[ -f "$here/data/fashion-mnist/TRAIN_IMAGES" ] &&
+    say "data: the bundle's Fashion-MNIST training split is its first $(cat "$here/data/fashion-mnist/TRAIN_IMAGES") images (the device's 64 MiB limit): accuracies are below a full run's"
 
 # Preflight: doctor's CUDA line decides (its libtorch-version verdict is informational under a
 # bundle, whose libtorch is the GPU machine's).
