@@ -158,7 +158,7 @@ else
     bench_step=()
 fi
 
-say "kd gpu-check$([ $smoke = 1 ] && echo ' --smoke (CPU allowed)') on $(hostname), $(date -u '+%Y-%m-%d %H:%M UTC'), budget ${budget} s"
+say "kd gpu-check$([ $smoke = 1 ] && echo ' --smoke (CPU allowed)') on $(cat /proc/sys/kernel/hostname 2>/dev/null), $(date -u '+%Y-%m-%d %H:%M UTC'), budget ${budget} s"
 say "gpu: $(timeout 15 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
 say "carried: $(du -sh --exclude=kd --exclude=cuda-tests "$here" 2>/dev/null | cut -f1) in $(basename "$here")/, tree $(du -sh --exclude=target --exclude=.venv --exclude=.git --exclude="$(basename "$here")" . 2>/dev/null | cut -f1); kd: $kd"
 [ -f "$here/data/fashion-mnist/TRAIN_IMAGES" ] &&
