@@ -197,6 +197,21 @@ pub fn write(dir: &Path, meta: &ModelMeta, model: &KeptModel) -> Result<PathBuf,
 /// parameters and buffers replaced by `tensors` (named as the module names them), written with
 /// `torch.jit.save` to `file` atomically with its digest beside it. Loads in PyTorch with
 /// `torch.jit.load(file)`.
+/// Write `model` (its weights, and for a TorchScript student its module beside them) into
+/// `m`'s folder; its path relative to OUT (`models/<id>.safetensors`).
+pub fn write_kept(m: &ModelsOut, meta: &ModelMeta, model: &KeptModel) -> Result<String, RunError> {
+    let file = write(&m.dir, meta, model)?;
+    if let ModelSpec::Torchscript(_) = &meta.model {
+        write_torchscript(&file.with_extension("pt"), &meta.model, &model.tensors)?;
+    }
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    Ok(format!(
+        "{}/{}",
+        name(&m.dir).unwrap_or_default(),
+        name(&file).unwrap_or_default()
+    ))
+}
+
 pub fn write_torchscript(
     file: &Path,
     spec: &ModelSpec,

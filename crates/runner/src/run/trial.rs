@@ -1,7 +1,6 @@
 //! A student trial: the data it trains on (shared by every trial one process runs) and the
 //! training of one [`PlannedTrial`].
 
-use kd_model_zoo::ModelSpec;
 use kd_report::{EpochRecord, Exec, Kind};
 use tch::{nn, Device, Tensor};
 
@@ -483,28 +482,9 @@ impl TrialContext {
             test_acc: model.test.map(|(a, _)| a),
             test_errors: model.test.and_then(|(_, e)| e),
         };
-        let written = models::write(&m.dir, &meta, model).and_then(|file| {
-            if let ModelSpec::Torchscript(_) = &meta.model {
-                let pt = file.with_extension("pt");
-                models::write_torchscript(&pt, &meta.model, &model.tensors)?;
-            }
-            Ok(file)
-        });
-        match written {
-            Ok(file) => {
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-                let dir = m.dir.file_name().map(|n| n.to_string_lossy().into_owned());
-                Some(format!(
-                    "{}/{}",
-                    dir.unwrap_or_default(),
-                    name.unwrap_or_default()
-                ))
-            }
-            Err(e) => {
-                self.note(format!("warning: student {} was not kept: {e}", t.id));
-                None
-            }
-        }
+        models::write_kept(m, &meta, model)
+            .map_err(|e| self.note(format!("warning: student {} was not kept: {e}", t.id)))
+            .ok()
     }
 
     fn note(&self, note: String) {
