@@ -13,8 +13,7 @@ use tch::{Device, Tensor};
 use super::render::render;
 use super::step::{kd_step, median, roof};
 use super::{
-    absolute, python_torch, run_script, torch_device, BenchFile, BenchOptions, ModeResult, Runs,
-    StepResult, Workload,
+    python_torch, run_script, BenchFile, BenchOptions, ModeResult, Runs, StepResult, Workload,
 };
 use crate::data::{self, Data, Tensors};
 use crate::env;
@@ -399,15 +398,8 @@ fn workloads(loads: &[Load], d: &crate::data::DataPlan) -> Vec<Workload> {
 
 /// The MLP student phase, into `OUT/bench.json` and `OUT/report.md`.
 pub(super) fn run_mlp(opts: &BenchOptions) -> Result<String, RunError> {
-    let base = opts.config(&opts.temp_config, &[])?;
-    let threads = base.threads.unwrap_or(env::cores());
-    tch::set_num_threads(threads as i32);
-    let device = env::select_device(&base.device[0])?;
-    // The PyTorch scripts run where kd does.
-    let opts = &BenchOptions {
-        device: torch_device(device),
-        ..absolute(opts)?
-    };
+    let (base, threads, device, opts) = opts.on_device()?;
+    let opts = &opts;
     let data = data::load(&base.dataset)?;
     let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
     progress.note(&format!(

@@ -71,6 +71,21 @@ impl BenchOptions {
     fn config(&self, path: &std::path::Path, extra: &[String]) -> Result<Resolved, RunError> {
         load_config(path, &[self.sets.as_slice(), extra].concat())
     }
+
+    /// What the parts that compare with PyTorch share: temp.yaml's config with `--set`, its
+    /// thread count (set for libtorch), its device, and these options with absolute paths and
+    /// that device for the scripts, so both sides run where kd does.
+    fn on_device(&self) -> Result<(Resolved, usize, tch::Device, BenchOptions), RunError> {
+        let base = self.config(&self.temp_config, &[])?;
+        let threads = base.threads.unwrap_or(env::cores());
+        tch::set_num_threads(threads as i32);
+        let device = env::select_device(&base.device[0])?;
+        let opts = BenchOptions {
+            device: torch_device(device),
+            ..absolute(self)?
+        };
+        Ok((base, threads, device, opts))
+    }
 }
 
 /// A part of `kd bench`.
@@ -327,14 +342,8 @@ fn python_torch(opts: &BenchOptions) -> String {
 /// The convolutional rows, into `OUT/conv.json` and `OUT/conv.md`.
 fn run_conv(opts: &BenchOptions) -> Result<String, RunError> {
     cifar::check_scripts(&opts.scripts)?;
-    let base = opts.config(&opts.temp_config, &[])?;
-    let threads = base.threads.unwrap_or(env::cores());
-    tch::set_num_threads(threads as i32);
-    let device = env::select_device(&base.device[0])?;
-    let opts = &BenchOptions {
-        device: torch_device(device),
-        ..absolute(opts)?
-    };
+    let (_, threads, device, opts) = opts.on_device()?;
+    let opts = &opts;
     let mut progress = crate::track::Outputs::new(Progress::new(0), vec![]);
     progress.note(&format!(
         "kd bench: CIFAR resnet8x4 steps ({} timed each) on {}, {threads} threads",

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use super::mlp::{export_data, step_rows};
 use super::render::step_table;
 use super::step::roof;
-use super::{absolute, python_torch, torch_device, BenchOptions};
+use super::{python_torch, BenchOptions};
 use crate::data::{self, Tensors};
 use crate::env;
 use crate::error::{io_err, RunError};
@@ -16,14 +16,8 @@ use crate::run::teacher::Logits;
 
 /// Run the step rows; the Markdown written to `OUT/step.md`.
 pub(super) fn run_step(opts: &BenchOptions) -> Result<String, RunError> {
-    let base = opts.config(&opts.temp_config, &[])?;
-    let threads = base.threads.unwrap_or(env::cores());
-    tch::set_num_threads(threads as i32);
-    let device = env::select_device(&base.device[0])?;
-    let opts = &BenchOptions {
-        device: torch_device(device),
-        ..absolute(opts)?
-    };
+    let (base, threads, device, opts) = opts.on_device()?;
+    let opts = &opts;
     let data = data::load(&base.dataset)?;
     let d = &data.plan;
     let largest = opts.step_batches.iter().copied().max().unwrap_or(0);
