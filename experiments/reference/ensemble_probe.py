@@ -1,49 +1,33 @@
-"""Why the MNIST ensemble of experiments/hinton2015/mnist/ensemble.yaml gains nothing over one
-member: the same member recipe in plain PyTorch, independent of kd-sweep's batch order and
-initialisation (torch.randperm per epoch from a seeded generator, nn.Linear's default init), on
-kd-sweep's split. Trains K unregularised 800-800 nets (SGD, momentum 0.9, cosine per step,
-batch 128), then prints each member's test errors, the members' pairwise disagreement, how many
-members are wrong on each test image, and the errors of the ensemble (mean of probabilities) of
-all K. Compare with the same numbers from kd-sweep's cached members (docs/hinton.md, section 4).
+"""Why the MNIST ensemble of experiments/hinton2015/mnist/ensemble.yaml gains nothing over one member:
+the same member recipe in plain PyTorch, on kd-sweep's split, with PyTorch's own batch order
+(torch.randperm per epoch from a generator seeded by the member's seed) and training loop. The
+initial weights are nn.Linear's defaults after torch.manual_seed(seed): the very weights kd-sweep's
+member of that seed starts from (`init: torch`), so the members still differ from one another by
+their seeds' initialisation, as kd-sweep's do. Trains K unregularised 800-800 nets (SGD, momentum
+0.9, cosine per step, batch 128), then prints each member's test errors, the members' pairwise
+disagreement, how many members are wrong on each test image, and the errors of the ensemble (mean
+of probabilities) of all K. Compare with the same numbers from kd-sweep's cached members
+(docs/hinton.md, section 4).
 
 Run:
   .venv/bin/python experiments/reference/ensemble_probe.py [--members 3] [--epochs 60]
-      [--lr 0.01] [--seed 100] [--threads 1] [--dataset mnist|fashion-mnist]
+      [--lr 0.01] [--seed 100] [--threads 1]
 """
 
 import argparse
 import itertools
 import json
-import math
 import time
 
 import torch
-import torch.nn.functional as F
 
-from pytorch_mnist import Mlp, load, predict
+from pytorch_mnist import Mlp, load, predict, train
 
 
-def train(seed, data, epochs, lr, bs=128):
-    torch.manual_seed(seed)
-    net = Mlp([800, 800])
+def torch_order(seed):
+    """PyTorch's own shuffling: torch.randperm per epoch from a generator seeded once."""
     gen = torch.Generator().manual_seed(seed)
-    x, y = data["train"]
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    steps = math.ceil(len(y) / bs)
-    total, step = steps * epochs, 0
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(y), generator=gen)
-        for b in range(steps):
-            rows = perm[b * bs : (b + 1) * bs]
-            for g in opt.param_groups:
-                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(net(x[rows]), y[rows])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-    return net
+    return lambda _seed, _epoch, n: torch.randperm(n, generator=gen)
 
 
 def main():
@@ -60,10 +44,12 @@ def main():
     logits = []
     for m in range(a.members):
         start = time.time()
-        net = train(a.seed + m, data, a.epochs, a.lr)
+        seed = a.seed + m
+        torch.manual_seed(seed)
+        net = train(Mlp([800, 800]), data, seed, a.epochs, a.lr, 0.9, 128, 0, None, order=torch_order(seed))
         logits.append(predict(net, x))
         errors = int((logits[-1].argmax(-1) != y).sum())
-        print(json.dumps({"member": a.seed + m, "test_errors": errors, "wall_s": round(time.time() - start)}), flush=True)
+        print(json.dumps({"member": seed, "test_errors": errors, "wall_s": round(time.time() - start)}), flush=True)
     stack = torch.stack(logits).double()
     pred = stack.argmax(-1)
     wrong = pred != y

@@ -131,11 +131,12 @@ def scores(net, data):
 
 
 def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=None,
-          milestones=None, gamma=0.1):
+          milestones=None, gamma=0.1, order=epoch_order):
     """kd-sweep's train::train with SGD and the cosine schedule, or with `milestones` the
     multistep one (`lr * gamma^k` from each 0-based milestone epoch on, as `schedule:
     multistep`); `soft` = (teacher, T, alpha, beta): the teacher's logits per batch, on the
-    cached unshifted images or online on the shifted ones."""
+    cached unshifted images or online on the shifted ones; `order(seed, epoch, n)`: the epoch's
+    permutation of the training images (kd-sweep's by default)."""
     x, y = data["train"]
     n = len(y)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
@@ -145,7 +146,7 @@ def train(net, data, seed, epochs, lr, momentum, bs, jitter_px, max_norm, soft=N
     cached = predict(soft[0], x) if soft is not None and jitter_px == 0 else None
     for epoch in range(1, epochs + 1):
         net.train()
-        perm = epoch_order(seed, epoch, n)
+        perm = order(seed, epoch, n)
         for b in range(steps):
             rows = perm[b * bs : (b + 1) * bs]
             xb = jitter(x[rows], jitter_px, seed, epoch, b, fill)
